@@ -1,0 +1,3 @@
+from kentropy.cli import main
+
+main()

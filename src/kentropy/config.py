@@ -1,0 +1,64 @@
+"""Dataclass configs are the CLI: each field's `help` is its `--help` text.
+
+`option(...)` declares a field; `typer_command(cls, run)` turns a config dataclass into a
+typer command whose parameters are exactly the fields (dashes for underscores), so the CLI
+and the Python API cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from typing import Any, Callable
+
+import typer
+
+REQUIRED = dataclasses.MISSING
+
+
+def option(default: Any = REQUIRED, help: str = "", *, argument: bool = False, short: str | None = None) -> Any:
+    """A config field. `argument=True` makes it positional; list defaults are copied per instance."""
+    meta = {"help": help, "argument": argument, "short": short}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda d=default: list(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def to_dict(cfg) -> dict:
+    """The resolved config as JSON-ready data (saved next to every output)."""
+    return {k: (str(v) if not isinstance(v, (int, float, str, bool, list, type(None))) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def typer_command(cls: type, run: Callable[[Any], None]) -> Callable[..., None]:
+    """A function typer can register: parameters from the fields of `cls`, body `run(cls(**kw))`."""
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if f.default is not REQUIRED:
+            default = f.default
+        elif f.default_factory is not REQUIRED:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = ...
+        if meta.get("argument"):
+            info = typer.Argument(default, help=meta.get("help", ""), show_default=default is not ...)
+        else:
+            decls = [flag(f.name)] + ([meta["short"]] if meta.get("short") else [])
+            typ = hints[f.name]
+            if typ is bool:
+                decls = [f"{flag(f.name)}/--no-{f.name.replace('_', '-')}"]
+            info = typer.Option(default, *decls, help=meta.get("help", ""))
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=hints[f.name]))
+
+    def command(**kwargs):
+        run(cls(**kwargs))
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__doc__ = inspect.getdoc(cls)
+    return command

@@ -1,0 +1,57 @@
+"""The formulas, as pure functions on tensors (Kim et al., ICLR 2025). Natural log throughout."""
+
+from __future__ import annotations
+
+import torch
+
+
+def coefficient_magnitude(c: torch.Tensor, activation: str) -> torch.Tensor:
+    """|c| (`abs`, the default) or max(c, 0) (`relu`, the paper's alternative), elementwise."""
+    if activation == "abs":
+        return c.abs()
+    if activation == "relu":
+        return c.clamp_min(0)
+    raise ValueError(f"activation must be 'abs' or 'relu', got {activation!r}")
+
+
+def distribution(cbar: torch.Tensor) -> torch.Tensor:
+    """p_l = Cbar_l / sum_i Cbar_l[i] (Eq. 2), along the last dim. cbar: [..., m]."""
+    return cbar / cbar.sum(dim=-1, keepdim=True)
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy -sum_i p_i ln p_i along the last dim, with 0 ln 0 = 0."""
+    return -torch.special.xlogy(p, p).sum(dim=-1)
+
+
+def knowledge_entropy_per_layer(cbar: torch.Tensor) -> torch.Tensor:
+    """H_l(θ) = -sum_i p_l[i] ln p_l[i] (Eq. 2). cbar: [L, m] mean |coefficients| -> [L]."""
+    return entropy(distribution(cbar))
+
+
+def knowledge_entropy(cbar: torch.Tensor) -> torch.Tensor:
+    """H(θ) = sum_l H_l(θ) (Eq. 2). Bounded by L ln m."""
+    return knowledge_entropy_per_layer(cbar).sum()
+
+
+def attention_entropy_per_query(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy of each query's attention distribution (Eq. 3), averaged over heads.
+
+    probs: [B, H, T_query, T_key] (rows sum to 1) -> [B, T_query].
+    """
+    return entropy(probs.float()).mean(dim=1)
+
+
+def next_token_entropy_per_position(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the predicted next-token distribution (paper A.3). logits [B, T, V] -> [B, T]."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def instance_weights(attention_mask: torch.Tensor) -> torch.Tensor:
+    """w[b, t] = mask[b, t] / |s_b|: a weighted sum over tokens is a per-instance mean.
+
+    Padding gets weight 0, so it never counts. attention_mask: [B, T] -> [B, T] float32.
+    """
+    m = attention_mask.float()
+    return m / m.sum(dim=1, keepdim=True).clamp_min(1)

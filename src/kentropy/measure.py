@@ -1,0 +1,307 @@
+"""Model x documents -> knowledge, attention and next-token entropy (a `Measurement`).
+
+Documents are tokenized with the tokenizer's defaults and truncated (not split) to
+`seq_len`; batches are grouped by length to cut padding, right-padded, and masked so that
+padding never counts. Under `torchrun` each rank measures a shard and the float64 sums are
+all-reduced, so the result equals the single-process one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from kentropy import entropy as E
+from kentropy.capture import AttentionEntropySums, CoefficientSums
+from kentropy.config import option
+from kentropy.data import load_texts
+from kentropy.errors import KentropyError
+from kentropy.ffn import find_layout
+from kentropy.models import load_model, load_tokenizer, model_inputs, parse_checkpoints, pick_device, pick_dtype
+
+METRICS = ("knowledge", "attention", "next-token")
+
+
+@dataclass
+class Measurement:
+    """One checkpoint's entropies. `coefficients` (Cbar, [L, m]) is kept out of the JSON."""
+
+    model: str
+    revision: str | None
+    knowledge_entropy: float
+    knowledge_entropy_per_layer: list[float]
+    attention_entropy: float | None
+    attention_entropy_per_layer: list[float] | None
+    next_token_entropy: float | None
+    layers: int
+    ffn_dim: int
+    instances: int
+    tokens: int
+    coefficients: torch.Tensor = field(repr=False)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("coefficients")
+        return d
+
+
+def check_metrics(metrics) -> tuple[str, ...]:
+    metrics = tuple(metrics)
+    bad = [m for m in metrics if m not in METRICS]
+    if bad or not metrics:
+        raise KentropyError(f"--metrics {','.join(metrics)}: choose from {','.join(METRICS)}")
+    if "knowledge" not in metrics:
+        metrics = ("knowledge",) + metrics  # Cbar is always measured: it is the point
+    return metrics
+
+
+def tokenize(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
+    """Token ids per document: tokenizer defaults (special tokens included), truncated to seq_len."""
+    if seq_len <= 0:
+        raise KentropyError(f"--seq-len {seq_len}: must be positive")
+    ids = tokenizer(list(texts), truncation=True, max_length=seq_len)["input_ids"]
+    n_special = tokenizer.num_special_tokens_to_add()
+    for i, (t, x) in enumerate(zip(texts, ids)):
+        # only documents no longer than their special tokens can be empty of content
+        if len(x) <= n_special and not tokenizer(t, add_special_tokens=False)["input_ids"]:
+            raise KentropyError(f"document {i}: no tokens (empty text {t[:40]!r})")
+    return ids
+
+
+def length_batches(ids: list[list[int]], batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """Indices of this rank's documents, sorted by length and cut into batches."""
+    if batch_size <= 0:
+        raise KentropyError(f"--batch-size {batch_size}: must be positive")
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))[rank::world]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest: input_ids [B, T] and attention_mask [B, T]."""
+    T = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), T), dtype=torch.long)
+    for b, x in enumerate(ids):
+        input_ids[b, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[b, : len(x)] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def measure_ids(
+    model,
+    ids: list[list[int]],
+    pad_id: int,
+    *,
+    metrics=("knowledge",),
+    activation: str = "abs",
+    batch_size: int = 8,
+    name: str = "",
+    revision: str | None = None,
+    progress: bool = True,
+) -> Measurement:
+    """Measure pre-tokenized documents (the core of `measure` and of `EntropyMonitor`)."""
+    metrics = check_metrics(metrics)
+    if not ids:
+        raise KentropyError("no documents to measure")
+    layout = find_layout(model)
+    L, m = len(layout.layers), layout.ffn_dim
+    causal = hasattr(model, "get_output_embeddings") and model.get_output_embeddings() is not None
+    if "next-token" in metrics and not causal:
+        metrics = tuple(x for x in metrics if x != "next-token")  # encoders: reported as null
+    want_logits = "next-token" in metrics
+    # without next-token entropy the LM head is never needed: run the base model only
+    forward = model if want_logits else model.base_model
+    device = next(model.parameters()).device
+    rank, world = _dist()
+    batches = length_batches(ids, batch_size, rank, world)
+
+    coef = CoefficientSums(layout, activation)
+    attn = AttentionEntropySums(layout) if "attention" in metrics else None
+    next_tok = torch.zeros((), dtype=torch.float64, device=device)
+    tokens = 0
+    try:
+        with torch.inference_mode():
+            for batch in tqdm(batches, desc=f"measure {name}".strip(), disable=not progress or rank != 0, leave=False):
+                input_ids, mask = pad([ids[i] for i in batch], pad_id, device)
+                w = E.instance_weights(mask)  # [B, T]: padding weight 0, per-instance mean
+                coef.weights = w
+                if attn is not None:
+                    attn.weights = w
+                out = forward(**model_inputs(model, input_ids, mask))
+                if want_logits:
+                    h = E.next_token_entropy_per_position(out.logits)  # [B, T]
+                    next_tok += (w * h).sum().double()
+                tokens += int(mask.sum())
+    finally:
+        coef.__exit__()
+        if attn is not None:
+            attn.__exit__()
+
+    # reduce: float64 sums and counts, across ranks when distributed
+    sums = coef.sums if coef.sums is not None else torch.zeros(L, m, dtype=torch.float64, device=device)
+    att = None
+    if attn is not None:
+        att = attn.sums if attn.sums is not None else torch.zeros(L, dtype=torch.float64, device=device)
+    counts = torch.tensor([sum(len(b) for b in batches), tokens], dtype=torch.float64, device=device)
+    if world > 1:
+        for t in [sums, counts, next_tok] + ([att] if att is not None else []):
+            torch.distributed.all_reduce(t)
+    n = int(counts[0])
+
+    cbar = (sums / n).cpu()  # [L, m] Eq. 2: mean over instances of per-instance mean |c|
+    per_layer = E.knowledge_entropy_per_layer(cbar)
+    att_layers = (att / n).cpu().tolist() if att is not None else None
+    return Measurement(
+        model=name,
+        revision=revision,
+        knowledge_entropy=float(per_layer.sum()),
+        knowledge_entropy_per_layer=per_layer.tolist(),
+        attention_entropy=float(sum(att_layers)) if att_layers is not None else None,
+        attention_entropy_per_layer=att_layers,
+        next_token_entropy=float(next_tok / n) if want_logits else None,
+        layers=L,
+        ffn_dim=m,
+        instances=n,
+        tokens=int(counts[1]),
+        coefficients=cbar,
+    )
+
+
+def measure(
+    model,
+    tokenizer,
+    texts: list[str],
+    *,
+    metrics=("knowledge",),
+    activation: str = "abs",
+    seq_len: int = 1024,
+    batch_size: int = 8,
+    max_instances: int | None = None,
+    name: str = "",
+    revision: str | None = None,
+    progress: bool = True,
+) -> Measurement:
+    """Knowledge (and optionally attention / next-token) entropy of `model` on `texts`.
+
+    The model should be in eval mode; attention entropy needs eager attention.
+    """
+    texts = list(texts)[:max_instances] if max_instances is not None else list(texts)
+    if not texts:
+        raise KentropyError("no documents to measure")
+    ids = tokenize(tokenizer, texts, seq_len)
+    return measure_ids(
+        model,
+        ids,
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        metrics=metrics,
+        activation=activation,
+        batch_size=batch_size,
+        name=name or getattr(model.config, "_name_or_path", ""),
+        revision=revision,
+        progress=progress,
+    )
+
+
+@dataclass
+class MeasureConfig:
+    """Measure knowledge entropy (and optionally attention / next-token entropy) of one or more checkpoints."""
+
+    models: list[str] = option(help="Model dirs or hub ids; NAME@rev1,rev2 is a checkpoint series (one result each, in order).", argument=True)
+    data: str = option(help="Documents: a .jsonl (field 'text'), a .txt (one per line), or a dataset name/dir.")
+    out: str = option(help="Where to write the JSON results (atomically).")
+    max_instances: int | None = option(None, "Use at most this many documents (the first ones).")
+    seq_len: int = option(1024, "Truncate each document to this many tokens (documents are not split).")
+    batch_size: int = option(8, "Documents per forward pass (batches are grouped by length).")
+    metrics: str = option("knowledge", "Comma-separated: knowledge, attention, next-token.")
+    activation: str = option("abs", "Coefficient magnitude: abs (|c|, default) or relu (max(c, 0), the paper's alternative).")
+    coefficients_out: str | None = option(None, "Directory to save each checkpoint's per-layer Cbar (safetensors).")
+    device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N.")
+    dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
+    trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
+
+    def __post_init__(self) -> None:
+        if self.activation not in ("abs", "relu"):
+            raise KentropyError(f"--activation {self.activation}: choose abs or relu")
+        if self.seq_len <= 0:
+            raise KentropyError(f"--seq-len {self.seq_len}: must be positive")
+        if self.batch_size <= 0:
+            raise KentropyError(f"--batch-size {self.batch_size}: must be positive")
+        if self.max_instances is not None and self.max_instances <= 0:
+            raise KentropyError(f"--max-instances {self.max_instances}: must be positive")
+        check_metrics(self.metric_list)
+
+    @property
+    def metric_list(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.metrics.split(",") if m.strip())
+
+
+def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measurement]:
+    """Measure every checkpoint of `cfg.models` on `cfg.data`, in order (loading one at a time)."""
+    checkpoints = parse_checkpoints(cfg.models)
+    texts = load_texts(cfg.data, cfg.max_instances)
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(cfg.dtype, device)
+    metrics = check_metrics(cfg.metric_list)
+    results = []
+    for ckpt in checkpoints:
+        tok = load_tokenizer(ckpt, cfg.trust_remote_code)
+        model = load_model(ckpt, device=device, dtype=dtype, eager_attention="attention" in metrics, trust_remote_code=cfg.trust_remote_code)
+        results.append(
+            measure(model, tok, texts, metrics=metrics, activation=cfg.activation, seq_len=cfg.seq_len,
+                    batch_size=cfg.batch_size, name=ckpt.name, revision=ckpt.revision, progress=progress)
+        )
+        del model
+    return results
+
+
+def save_coefficients(results: list[Measurement], directory: str, activation: str) -> list[str]:
+    """Write each checkpoint's Cbar as `DIR/NNN_<name>.safetensors` (tensors `layers.{l}`, [m])."""
+    import re
+
+    from safetensors.torch import save_file
+
+    from kentropy.io import write_atomic
+
+    paths = []
+    for i, r in enumerate(results):
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{r.model}@{r.revision}" if r.revision else r.model).strip("_")[-80:]
+        tensors = {f"layers.{l}": r.coefficients[l].contiguous() for l in range(r.layers)}
+        meta = {"model": r.model, "revision": r.revision or "", "activation": activation,
+                "instances": str(r.instances), "tokens": str(r.tokens)}
+        path = Path(directory) / f"{i:03d}_{slug}.safetensors"
+        write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        paths.append(str(path))
+    return paths
+
+
+def load_coefficients(path: str) -> torch.Tensor:
+    """Cbar [L, m] from a `.safetensors` file written by `--coefficients-out`, or a dir holding one."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("*.safetensors"))
+        if len(files) != 1:
+            raise KentropyError(f"--coefficients {path}: expected one .safetensors file in the directory, found {len(files)}")
+        p = files[0]
+    if not p.is_file():
+        raise KentropyError(f"--coefficients {path}: not found")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            keys = sorted((k for k in f.keys() if k.startswith("layers.")), key=lambda k: int(k.split(".")[1]))
+            if not keys:
+                raise KentropyError(f"--coefficients {p}: no 'layers.N' tensors")
+            return torch.stack([f.get_tensor(k) for k in keys])
+    except KentropyError:
+        raise
+    except Exception as e:
+        raise KentropyError(f"--coefficients {p}: not a readable safetensors file ({e})") from None

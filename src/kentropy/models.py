@@ -1,0 +1,146 @@
+"""Loading models and tokenizers: local directories or hub ids with `@revision` series.
+
+`MODEL@rev1,rev2` is a checkpoint series (one load per revision); a local directory is one
+checkpoint. Weights load through `from_pretrained` (safetensors, or `weights_only` pickles);
+`trust_remote_code` stays off unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kentropy.errors import KentropyError
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One model to load: a local directory or hub id, and an optional hub revision."""
+
+    name: str
+    revision: str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.revision is None else f"{self.name}@{self.revision}"
+
+
+def parse_checkpoints(specs: list[str]) -> list[Checkpoint]:
+    """`["a@r1,r2", "dir"]` -> [a@r1, a@r2, dir], in order. An existing path is never split."""
+    out: list[Checkpoint] = []
+    for spec in specs:
+        if Path(spec).exists() or "@" not in spec:
+            out.append(Checkpoint(spec))
+            continue
+        name, _, revs = spec.rpartition("@")
+        revisions = [r.strip() for r in revs.split(",") if r.strip()]
+        if not name or not revisions:
+            raise KentropyError(f"MODEL {spec!r}: expected NAME@rev1,rev2,...")
+        out.extend(Checkpoint(name, r) for r in revisions)
+    return out
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise KentropyError(f"--device {device}: CUDA is not available")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """float32 by default; bfloat16 where the device supports it and it is asked for."""
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise KentropyError(f"--dtype {dtype}: choose one of {', '.join(table)}")
+    if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise KentropyError("--dtype bfloat16: this GPU does not support bf16")
+    return table[dtype]
+
+
+def is_causal_lm(config) -> bool:
+    """Causal LM (has a next-token head) vs encoder, from the config alone."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    archs = getattr(config, "architectures", None) or []
+    if archs:
+        return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+    t = config.model_type
+    return t in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and t not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def _check_local(ckpt: Checkpoint) -> None:
+    path = Path(ckpt.name)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise KentropyError(f"MODEL {ckpt}: not a model directory")
+    if not (path / "config.json").is_file():
+        raise KentropyError(f"MODEL {ckpt}: no config.json in {path}")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise KentropyError(f"MODEL {ckpt}: no weights (model.safetensors) in {path}")
+    if ckpt.revision is not None:
+        raise KentropyError(f"MODEL {ckpt}: a local directory has no revisions")
+
+
+def _load_error(ckpt: Checkpoint, e: Exception) -> KentropyError:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    where = f"revision {ckpt.revision!r} of {ckpt.name}" if ckpt.revision else ckpt.name
+    return KentropyError(f"MODEL {ckpt}: cannot load {where} (offline or not found): {first}")
+
+
+def load_tokenizer(ckpt: Checkpoint, trust_remote_code: bool = False):
+    """The checkpoint's tokenizer; a missing pad token becomes eos (said on stderr)."""
+    from transformers import AutoTokenizer
+
+    _check_local(ckpt)
+    try:
+        tok = AutoTokenizer.from_pretrained(ckpt.name, revision=ckpt.revision, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise _load_error(ckpt, e) from None
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise KentropyError(f"MODEL {ckpt}: tokenizer has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+        print(f"note: {ckpt}: tokenizer has no pad token; using eos {tok.eos_token!r} (masked out)", file=sys.stderr)
+    return tok
+
+
+def load_model(
+    ckpt: Checkpoint,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    eager_attention: bool = False,
+    trust_remote_code: bool = False,
+):
+    """Load for inference (eval mode): a causal LM with its head, else the bare encoder.
+
+    `eager_attention` is only for attention entropy (the probabilities must be materialized).
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    _check_local(ckpt)
+    kw = dict(revision=ckpt.revision, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(ckpt.name, **kw)
+        cls = AutoModelForCausalLM if is_causal_lm(config) else AutoModel
+        extra = {"attn_implementation": "eager"} if eager_attention else {}
+        model = cls.from_pretrained(ckpt.name, dtype=dtype, **kw, **extra)
+    except KentropyError:
+        raise
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise _load_error(ckpt, e) from None
+    return model.to(device).eval()
+
+
+def model_inputs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+    """Forward kwargs; models with token types (BERT) get all-zero ones."""
+    kw = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if getattr(model.config, "type_vocab_size", 0):
+        kw["token_type_ids"] = torch.zeros_like(input_ids)
+    return kw

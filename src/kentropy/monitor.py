@@ -1,0 +1,75 @@
+"""Knowledge entropy as a callback inside someone else's training loop.
+
+    monitor = EntropyMonitor(tokenizer, probe_texts, every=100)
+    for step, batch in enumerate(loader):
+        ...optimizer.step()
+        monitor(model, step)          # measures on steps 0, 100, 200, ...
+    monitor.history                   # [(step, Measurement), ...]
+
+Training state is left exactly as found: the train/eval mode is restored, no gradients are
+made (inference mode), and the Python, NumPy, torch and CUDA RNG states are put back.
+"""
+
+from __future__ import annotations
+
+import random
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from kentropy.errors import KentropyError
+from kentropy.measure import Measurement, measure_ids, tokenize
+
+
+@contextmanager
+def preserved_state(model):
+    """Eval mode and untouched RNG inside; the caller's mode and RNG states restored after."""
+    was_training = model.training
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+
+
+class EntropyMonitor:
+    """Measure a fixed probe set every `every` steps; results accumulate in `history`."""
+
+    def __init__(self, tokenizer, texts: list[str], every: int, *, seq_len: int = 1024, batch_size: int = 8,
+                 metrics=("knowledge",), activation: str = "abs") -> None:
+        if every <= 0:
+            raise KentropyError(f"every={every}: must be positive")
+        self.ids = tokenize(tokenizer, list(texts), seq_len)  # tokenized once
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.every, self.batch_size, self.metrics, self.activation = every, batch_size, metrics, activation
+        self.history: list[tuple[int, Measurement]] = []
+
+    def __call__(self, model, step: int) -> Measurement | None:
+        if step % self.every:
+            return None
+        with preserved_state(model):
+            m = measure_ids(model, self.ids, self.pad_id, metrics=self.metrics, activation=self.activation,
+                            batch_size=self.batch_size, name=f"step{step}", progress=False)
+        self.history.append((step, m))
+        return m
+
+    def trainer_callback(self):
+        """The same monitor as a `transformers.TrainerCallback` (measures on `on_step_end`)."""
+        from transformers import TrainerCallback
+
+        monitor = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                if model is not None:
+                    monitor(model, state.global_step)
+
+        return _Callback()

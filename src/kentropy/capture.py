@@ -45,11 +45,12 @@ class CoefficientSums(_Hooks):
     def _hook(self, l: int):
         def hook(module, args):
             c = args[0]  # [B, T, m]: the input of the down projection (OPT flattens to [B*T, m])
-            a = coefficient_magnitude(c, self.activation).reshape(*self.weights.shape, -1)
+            a = coefficient_magnitude(c, self.activation)
             if a.dtype not in (torch.float32, torch.float64):
                 a = a.float()  # bf16/fp16 activations: reduce in fp32
             w = self.weights.to(device=a.device, dtype=a.dtype)  # [B, T]
-            per_layer = torch.einsum("bt,btm->m", w, a).double()  # sum_b mean_t |c|
+            # sum_b mean_t |c[b, t]| as one [1, B*T] @ [B*T, m] product
+            per_layer = (w.reshape(1, -1) @ a.reshape(w.numel(), -1)).squeeze(0).double()
             if self.sums is None:
                 self.sums = torch.zeros(self.layers, a.shape[-1], dtype=torch.float64, device=a.device)
             self.sums[l] += per_layer

@@ -71,10 +71,29 @@ def plot_cmd(cfg: PlotConfig) -> None:
     print(f"wrote {plot_file(cfg.result, cfg.out)}")
 
 
-def main() -> None:
+# ---- evaluate ----------------------------------------------------------------------------
+from kentropy.evaluate import EvaluateConfig, evaluate_series  # noqa: E402
+
+
+@command("evaluate", EvaluateConfig)
+def evaluate_cmd(cfg: EvaluateConfig) -> None:
+    results = evaluate_series(cfg)
+    write_json(cfg.out, {"results": results, "config": to_dict(cfg)})
+    names = cfg.task_list
+    print(f"{'checkpoint':<40} " + " ".join(f"{n[:12]:>12}" for n in names) + f" {'D':>8}")
+    for r in results:
+        label = f"{r['model']}@{r['revision']}" if r["revision"] else r["model"]
+        print(f"{label[-40:]:<40} " + " ".join(f"{r['tasks'][n]['acc']:12.4f}" for n in names) + f" {r['D']:8.4f}")
+    print(f"wrote {cfg.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars only
     _init_distributed()
     try:
-        app(standalone_mode=False)
+        app(args=argv, prog_name="kentropy", standalone_mode=False)
     except KentropyError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

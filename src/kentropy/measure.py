@@ -72,11 +72,15 @@ def tokenize(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
 
 
 def length_batches(ids: list[list[int]], batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
-    """Indices of this rank's documents, sorted by length and cut into batches."""
+    """Indices of documents sorted by length and cut into batches; this rank's share of the batches.
+
+    Ranks take whole batches of the single-process order, so every forward is the same as in one
+    process and only the float64 summation order differs.
+    """
     if batch_size <= 0:
         raise KentropyError(f"--batch-size {batch_size}: must be positive")
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))[rank::world]
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)][rank::world]
 
 
 def pad(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,11 +258,11 @@ def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measuremen
     results = []
     for ckpt in checkpoints:
         tok = load_tokenizer(ckpt, cfg.trust_remote_code)
-        model = load_model(ckpt, device=device, dtype=dtype, eager_attention="attention" in metrics, trust_remote_code=cfg.trust_remote_code)
-        results.append(
-            measure(model, tok, texts, metrics=metrics, activation=cfg.activation, seq_len=cfg.seq_len,
-                    batch_size=cfg.batch_size, name=ckpt.name, revision=ckpt.revision, progress=progress)
-        )
+        ids = tokenize(tok, texts, cfg.seq_len)  # bad documents fail before any weights load
+        model = load_model(ckpt, device=device, dtype=dtype, eager_attention="attention" in metrics,
+                           trust_remote_code=cfg.trust_remote_code)
+        results.append(measure_ids(model, ids, tok.pad_token_id, metrics=metrics, activation=cfg.activation,
+                                   batch_size=cfg.batch_size, name=ckpt.name, revision=ckpt.revision, progress=progress))
         del model
     return results
 

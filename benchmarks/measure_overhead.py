@@ -1,0 +1,125 @@
+"""Cost of measuring knowledge entropy against a plain forward pass, same model and data, one run.
+
+    python benchmarks/measure_overhead.py                  # CPU defaults: Llama-style, 4 layers, width 256
+    python benchmarks/measure_overhead.py --device cuda --dtype bfloat16 --layers 12 --hidden 768
+
+Prints time ratios (target: measure / plain forward <= 1.10 for knowledge entropy alone) and
+peak-memory ratios (target: <= +10%). Each variant runs in its own process so that peak memory
+(max RSS on CPU, max allocated on CUDA) is its own; timings alternate variants and take the
+median of repeats, because this machine is noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+VARIANTS = ("forward", "base_forward", "measure")
+
+
+def build(args):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
+                      num_hidden_layers=args.layers, num_attention_heads=args.hidden // 64 or 1,
+                      num_key_value_heads=args.hidden // 64 or 1, max_position_embeddings=args.seq_len)
+    device = torch.device(args.device)
+    model = LlamaForCausalLM(cfg).to(device=device, dtype=getattr(torch, args.dtype)).eval()
+    g = torch.Generator().manual_seed(1)
+    # documents of varied length, like a real corpus; the same for every variant
+    lengths = torch.randint(args.seq_len // 4, args.seq_len + 1, (args.docs,), generator=g).tolist()
+    ids = [torch.randint(3, args.vocab, (n,), generator=g).tolist() for n in lengths]
+    return model, ids, device
+
+
+def worker(args) -> dict:
+    """One variant in this process: median seconds over repeats, and peak memory above the loaded model."""
+    import resource
+
+    import torch
+
+    from kentropy.measure import length_batches, measure_ids, pad
+
+    torch.set_num_threads(args.threads)
+    model, ids, device = build(args)
+    batches = [[ids[i] for i in b] for b in length_batches(ids, args.batch_size)]
+    cuda = device.type == "cuda"
+
+    def plain(module):
+        with torch.inference_mode():
+            for b in batches:
+                x, m = pad(b, 0, device)
+                module(input_ids=x, attention_mask=m)
+
+    run = {
+        "forward": lambda: plain(model),
+        "base_forward": lambda: plain(model.base_model),
+        "measure": lambda: measure_ids(model, ids, 0, batch_size=args.batch_size, progress=False),
+    }[args.worker]
+    run()  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base_mem = torch.cuda.memory_allocated()
+    else:
+        base_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        run()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"seconds": times, "peak_bytes": peak, "base_bytes": base_mem}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--docs", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of all variants (noise control)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    argv = [a for a in sys.argv[1:]]
+    results: dict[str, list] = {v: [] for v in VARIANTS}
+    peaks: dict[str, list] = {v: [] for v in VARIANTS}
+    for _ in range(args.rounds):
+        for v in VARIANTS:
+            out = subprocess.run([sys.executable, __file__, *argv, "--worker", v], capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            results[v] += r["seconds"]
+            peaks[v].append(r["peak_bytes"] - r["base_bytes"] if args.device.startswith("cuda") else r["peak_bytes"])
+    med = {v: statistics.median(results[v]) for v in VARIANTS}
+    peak = {v: statistics.median(peaks[v]) for v in VARIANTS}
+    print(f"model: Llama {args.layers} layers, width {args.hidden}, vocab {args.vocab}; {args.docs} docs of "
+          f"{args.seq_len // 4}-{args.seq_len} tokens, batch {args.batch_size}, {args.device}/{args.dtype}")
+    for v in VARIANTS:
+        print(f"  {v:<13} median {med[v] * 1000:8.1f} ms   peak {'mem' if args.device == 'cpu' else 'alloc'} {peak[v] / 2**20:8.1f} MiB")
+    print(f"time  measure / plain forward (full model)      = {med['measure'] / med['forward']:.3f}   (target <= 1.10)")
+    print(f"time  measure / plain forward (same base model) = {med['measure'] / med['base_forward']:.3f}   (hook cost alone)")
+    what = "process max RSS" if args.device == "cpu" else "max allocated during the run"
+    print(f"peak  measure / plain forward (full model)      = {peak['measure'] / peak['forward']:.3f}   ({what}; target <= 1.10)")
+    print(f"peak  measure / plain forward (same base model) = {peak['measure'] / peak['base_forward']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Hooks that run an HF model as a circuit graph: record node outputs, patch edges, expose node inputs.
+
+Inside `Tracer(model)` every forward pass (set up with `begin`) can
+- record the output of every upstream node ([n_up, B, T, d]): the embeddings entering
+  block 0, each head's output (its slice of the attention output times its slice of
+  o_proj, bias left out: it is the same in every run), each MLP's output;
+- patch edges: each downstream node reads `residual + sum over patched edges u -> v of
+  (corrupted_u - current_u)`, so a node whose every in-edge is kept reads the clean
+  residual, and one whose every in-edge is patched reads the corrupted one;
+- keep the node inputs (per head [B, T, H, d], per MLP and logits [B, T, d]) in the autograd
+  graph, so that the gradient of a metric with respect to each can be taken.
+
+Heads get separate inputs by recomputing q, k and v per head from the (per-head patched)
+residual: the attention norm runs on [B, T, H, d] and the projection outputs are replaced.
+For grouped-query attention every query head gets its own copy of its key/value head (the
+module's `num_key_value_groups` is set to 1 while traced, and restored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from kentropy.circuits.arch import Wiring, wire
+from kentropy.circuits.graph import Graph
+
+
+@dataclass
+class Pass:
+    """What one forward pass does; filled as it runs."""
+
+    record: torch.Tensor | None = None  # [n_up, B, T, d] to fill with node outputs
+    corrupted: torch.Tensor | None = None  # [n_up, B, T, d] node outputs on the corrupted input
+    keep: torch.Tensor | None = None  # [n_up, n_down] bool: edges not patched
+    grad: bool = False  # keep node inputs for autograd
+    attention: bool = False  # keep attention probabilities and value vectors (head roles)
+    inputs: list = field(default_factory=list)  # (downstream indices, tensor) in forward order
+    probs: dict = field(default_factory=dict)  # layer -> [B, H, T, T]
+    values: dict = field(default_factory=dict)  # layer -> [B, T, H, dh]
+    resid_attn: dict = field(default_factory=dict)
+    resid_mlp: dict = field(default_factory=dict)
+    normed: dict = field(default_factory=dict)  # layer -> attn_norm(per-head input), [B, T, H, d]
+
+
+class Tracer:
+    """Context manager: installs the hooks on `model`, removes them (and restores attributes) on exit."""
+
+    def __init__(self, model):
+        self.model = model
+        self.wiring: Wiring = wire(model)
+        w = self.wiring
+        self.graph = Graph(w.layers, w.heads, w.parallel)
+        self.current: Pass | None = None
+        self._handles = []
+        self._restore = []
+
+    # ---- setup ------------------------------------------------------------------------------
+    def __enter__(self) -> "Tracer":
+        w = self.wiring
+        try:
+            for l, b in enumerate(w.blocks):
+                self._handles.append(b.attn_norm.register_forward_pre_hook(self._resid_hook(l, b.attn_norm is b.mlp_norm)))
+                if b.mlp_norm is not b.attn_norm:
+                    self._handles.append(b.mlp_norm.register_forward_pre_hook(self._mlp_resid_hook(l)))
+                for p in b.projections:
+                    self._handles.append(p.module.register_forward_hook(self._proj_hook(l, p)))
+                self._handles.append(b.o_proj.register_forward_pre_hook(self._heads_out_hook(l)))
+                self._handles.append(b.attention.register_forward_hook(self._probs_hook(l)))
+                self._handles.append(b.mlp_in.register_forward_pre_hook(self._mlp_in_hook(l)))
+                self._handles.append(b.mlp_out.register_forward_hook(self._mlp_out_hook(l)))
+                if getattr(b.attention, "num_key_value_groups", 1) != 1:
+                    self._restore.append((b.attention, "num_key_value_groups", b.attention.num_key_value_groups))
+                    b.attention.num_key_value_groups = 1
+            self._handles.append(w.final_norm.register_forward_pre_hook(self._logits_hook()))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for obj, name, value in self._restore:
+            setattr(obj, name, value)
+        self._restore.clear()
+        self.current = None
+
+    def begin(self, p: Pass) -> Pass:
+        """Make `p` the pass the next forward runs under."""
+        self.current = p
+        return p
+
+    # ---- patching ---------------------------------------------------------------------------
+    def _delta(self, downs: list[int], like: torch.Tensor) -> torch.Tensor | None:
+        """sum over patched edges u -> v of (corrupted_u - current_u), [B, T, |downs|, d]; None: nothing patched.
+
+        All `downs` read the same upstream prefix. Sums over whichever row set is smaller:
+        the patched edges, or everything minus the kept edges.
+        """
+        p = self.current
+        if p is None or p.keep is None:
+            return None
+        n = self.graph.avail(downs[0])
+        keep = p.keep[:n][:, downs].to(like.device)  # [n, V]
+        patched = ~keep
+        rows_p = patched.any(1).nonzero().squeeze(1)
+        if rows_p.numel() == 0:
+            return None
+        rows_k = keep.any(1).nonzero().squeeze(1)
+        diff = lambda rows: p.corrupted[rows] - p.record[rows]  # noqa: E731  [r, B, T, d]
+        if rows_p.numel() <= rows_k.numel():
+            return torch.einsum("uv,ubtd->btvd", patched[rows_p].to(like.dtype), diff(rows_p))
+        total = (p.corrupted[:n] - p.record[:n]).sum(0)  # [B, T, d]
+        kept = torch.einsum("uv,ubtd->btvd", keep[rows_k].to(like.dtype), diff(rows_k))
+        return total[:, :, None, :] - kept
+
+    # ---- hooks ------------------------------------------------------------------------------
+    def _resid_hook(self, l: int, shared_with_mlp: bool):
+        def hook(module, args):
+            p = self.current
+            if p is None:
+                return None
+            x = args[0]
+            p.resid_attn[l] = x
+            p.normed.pop(l, None)
+            if shared_with_mlp:
+                p.resid_mlp[l] = x
+            if l == 0 and p.record is not None:
+                p.record[0] = x.detach()
+            return None
+
+        return hook
+
+    def _mlp_resid_hook(self, l: int):
+        def hook(module, args):
+            if self.current is not None:
+                self.current.resid_mlp[l] = args[0]
+            return None
+
+        return hook
+
+    def _per_head_normed(self, l: int) -> torch.Tensor:
+        """attn_norm of each head's (patched) residual, [B, T, H, d]; computed once per layer and pass."""
+        p = self.current
+        if l not in p.normed:
+            x = p.resid_attn[l]  # [B, T, d]
+            downs = self.graph.head_down(l)
+            delta = self._delta(downs, x)
+            xh = x[:, :, None, :].expand(-1, -1, self.wiring.heads, -1)
+            xh = xh + delta if delta is not None else xh.clone()  # [B, T, H, d], one input per head
+            if p.grad:
+                p.inputs.append((downs, xh))
+            # .forward: the norm's own pre-hook must not fire on this per-head input
+            p.normed[l] = self.wiring.blocks[l].attn_norm.forward(xh)
+        return p.normed[l]
+
+    def _proj_hook(self, l: int, proj):
+        def hook(module, args, output):
+            p = self.current
+            if p is None:
+                return None
+            y = self._per_head_normed(l)  # [B, T, H, d]
+            rows, bias = proj.rows()  # [H, r, d], [H, r]
+            out = torch.einsum("bthd,hrd->bthr", y, rows.to(y.dtype))
+            if bias is not None:
+                out = out + bias.to(out.dtype)
+            if p.attention and proj.v_offset is not None:
+                p.values[l] = out[..., proj.v_offset : proj.v_offset + self.wiring.head_dim]
+            B, T, H, r = out.shape
+            out = out.reshape(B, T, H * r)
+            if proj.order is not None:
+                out = out[..., proj.order.to(out.device)]
+            return out.to(output.dtype)
+
+        return hook
+
+    def _heads_out_hook(self, l: int):
+        def hook(module, args):
+            p = self.current
+            if p is None or p.record is None:
+                return None
+            z = args[0]  # [B, T, H * dh]
+            B, T, _ = z.shape
+            w = self.wiring
+            z = z.reshape(B, T, w.heads, w.head_dim)
+            out = torch.einsum("bthk,hdk->hbtd", z, w.blocks[l].w_out.to(z.dtype))  # [H, B, T, d]
+            start = self.graph.head_up(l, 0)
+            p.record[start : start + w.heads] = out.detach()
+            return None
+
+        return hook
+
+    def _probs_hook(self, l: int):
+        def hook(module, args, output):
+            p = self.current
+            if p is not None and p.attention:
+                probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+                if probs is None:
+                    from kentropy.errors import KentropyError
+
+                    raise KentropyError("head roles need attention probabilities: load the model with eager attention")
+                p.probs[l] = probs
+            return None
+
+        return hook
+
+    def _mlp_in_hook(self, l: int):
+        def hook(module, args):
+            p = self.current
+            if p is None or (p.keep is None and not p.grad):
+                return None
+            x = p.resid_mlp[l]
+            down = self.graph.mlp_down(l)
+            delta = self._delta([down], x)
+            xin = x + delta[:, :, 0, :] if delta is not None else x.clone()
+            if p.grad:
+                p.inputs.append(([down], xin))
+            return (self.wiring.blocks[l].mlp_norm.forward(xin),) + tuple(args[1:])
+
+        return hook
+
+    def _mlp_out_hook(self, l: int):
+        def hook(module, args, output):
+            p = self.current
+            if p is not None and p.record is not None:
+                p.record[self.graph.mlp_up(l)] = output.detach()
+            return None
+
+        return hook
+
+    def _logits_hook(self):
+        def hook(module, args):
+            p = self.current
+            if p is None or (p.keep is None and not p.grad):
+                return None
+            x = args[0]
+            down = self.graph.logits_down
+            delta = self._delta([down], x)
+            xin = x + delta[:, :, 0, :] if delta is not None else x.clone()
+            if p.grad:
+                p.inputs.append(([down], xin))
+            return (xin,) + tuple(args[1:])
+
+        return hook

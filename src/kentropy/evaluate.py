@@ -1,0 +1,292 @@
+"""Downstream accuracy D through lm-evaluation-harness: zero-shot log-likelihood multiple choice.
+
+    kentropy evaluate out/run/ckpt-1600 --tasks sciq,arc_easy --out eval.json
+    kentropy evaluate lab/model --tasks lab_facts --task-dir lab/tasks --out eval.json
+
+The paper's six tasks run by their lm-eval names wherever their data sets are cached or the
+hub is reachable; the lab's own tasks are lm-eval YAML over local JSONL (`write_task`).
+D is the mean accuracy ("acc", as the paper reports) over the tasks (paper §4, F's input).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from kentropy.config import option
+from kentropy.errors import KentropyError
+from kentropy.io import write_atomic
+
+PAPER_TASKS = ("sciq", "winogrande", "piqa", "openbookqa", "hellaswag", "arc_easy")
+
+TASK_VERSION = 1  # the `metadata.version` of every task `write_task` declares; bump when its YAML changes
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def task_yaml(name: str, data_file: Path) -> str:
+    """The lm-eval YAML of a local multiple-choice task over the JSONL `data_file` (absolute path)."""
+    return (
+        f"task: {name}\n"
+        "dataset_path: json\n"
+        "dataset_kwargs:\n"
+        "  data_files:\n"
+        f"    test: {json.dumps(str(data_file))}\n"
+        "output_type: multiple_choice\n"
+        "test_split: test\n"
+        "num_fewshot: 0\n"
+        "doc_to_text: query\n"
+        "doc_to_choice: choices\n"
+        "doc_to_target: gold\n"
+        'target_delimiter: " "\n'
+        "metric_list:\n"
+        "  - metric: acc\n"
+        "    aggregation: mean\n"
+        "    higher_is_better: true\n"
+        "  - metric: acc_norm\n"
+        "    aggregation: mean\n"
+        "    higher_is_better: true\n"
+        "metadata:\n"
+        f"  version: {TASK_VERSION}\n"
+    )
+
+
+def _check_rows(name: str, rows: list[dict]) -> list[dict]:
+    if not rows:
+        raise KentropyError(f"task {name}: no rows")
+    out = []
+    for i, row in enumerate(rows):
+        where = f"task {name}: row {i}"
+        if not isinstance(row, dict):
+            raise KentropyError(f"{where}: expected an object with query, choices, gold")
+        query, choices, gold = row.get("query"), row.get("choices"), row.get("gold")
+        if not isinstance(query, str) or not query.strip():
+            raise KentropyError(f"{where}: field 'query' must be a non-empty string")  # lm-eval needs a context
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+            raise KentropyError(f"{where}: field 'choices' must be a list of at least 2 non-empty strings")
+        if isinstance(gold, bool) or not isinstance(gold, int) or not 0 <= gold < len(choices):
+            raise KentropyError(f"{where}: field 'gold' must be an index into choices (0..{len(choices) - 1})")
+        out.append({"query": query, "choices": choices, "gold": gold})
+    return out
+
+
+def write_task(directory: str, name: str, rows: list[dict]) -> Path:
+    """Declare a local zero-shot multiple-choice task: writes `DIR/name.jsonl` and `DIR/name.yaml`.
+
+    rows: `{"query": str, "choices": [str, ...], "gold": int}` each. lm-eval scores choice k as
+    the summed log-probability of `" " + choices[k]` after `query`. The YAML points at the JSONL
+    by absolute path (lm-eval reads `data_files` relative to the working directory), so write the
+    task where it will stay. Returns the YAML's path; evaluate it with `task_dir=directory`.
+    """
+    if not _NAME.match(name):
+        raise KentropyError(f"task name {name!r}: use letters, digits, '_', '-', '.'")
+    rows = _check_rows(name, rows)
+    d = Path(directory).resolve()
+    data = d / f"{name}.jsonl"
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    write_atomic(data, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    yaml_path = d / f"{name}.yaml"
+    write_atomic(yaml_path, lambda tmp: tmp.write_text(task_yaml(name, data), encoding="utf-8"))
+    return yaml_path
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """lm-eval's info/warnings off, and anything it prints to stdout onto stderr."""
+    loggers = [logging.getLogger(n) for n in ("lm_eval", "datasets")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _import_lm_eval():
+    try:
+        from lm_eval import simple_evaluate
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError as e:
+        raise KentropyError(f"kentropy evaluate needs lm-eval with its HF extra (pip install 'lm-eval[hf]'): {_first_line(e)}") from None
+    return simple_evaluate, HFLM, TaskManager
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_tasks():
+    """lm-eval's own task index (some 15k names, seconds to build): built once per process."""
+    _, _, TaskManager = _import_lm_eval()
+    with _quiet():
+        return TaskManager()
+
+
+def load_tasks(tasks: list[str], task_dir: str | None = None) -> dict:
+    """Build each named lm-eval task, its data loaded: {name: Task}, with a one-line error naming a bad one.
+
+    A name is looked up in `task_dir` first (lm-eval YAML), then among lm-eval's own tasks; it
+    must be a single task (not a group or tag) that reports `acc`.
+    """
+    _, _, TaskManager = _import_lm_eval()
+    from lm_eval.api.task import Task
+    from lm_eval.tasks._index import Kind
+
+    if task_dir is not None and not Path(task_dir).is_dir():
+        raise KentropyError(f"--task-dir {task_dir}: not a directory")
+    local = None
+    if task_dir is not None:
+        with _quiet():
+            local = TaskManager(include_path=task_dir, include_defaults=False)
+    where = "lm-eval's tasks" + (f" or {task_dir}" if task_dir else "")
+    managers = {}
+    for name in tasks:  # names first: no data set is fetched for a list with a typo in it
+        tm = local if local is not None and name in local.task_index else _builtin_tasks()
+        entry = tm.task_index.get(name)
+        if entry is None:
+            raise KentropyError(f"--tasks {name}: unknown task (not in {where})")
+        if entry.kind not in (Kind.TASK, Kind.PY_TASK):
+            raise KentropyError(f"--tasks {name}: a {entry.kind.name.lower()} of several tasks; name the tasks instead")
+        managers[name] = tm
+    built = {}
+    for name, tm in managers.items():
+        try:
+            with _quiet():
+                task = tm.load([name])["tasks"][name]
+        except Exception as e:  # data sets fail in many ways: offline, not cached, bad files
+            raise KentropyError(f"--tasks {name}: cannot load the data of task {name!r} "
+                                f"(hub offline and not cached?): {_first_line(e)}") from None
+        if not isinstance(task, Task) or "acc" not in task.aggregation():
+            raise KentropyError(f"--tasks {name}: reports no 'acc' (not a multiple-choice task)")
+        built[name] = task
+    return built
+
+
+def _check_causal_lm(model) -> None:
+    from kentropy.models import is_causal_lm
+
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    if head is None or not is_causal_lm(model.config):
+        raise KentropyError(f"evaluate needs a causal LM with its LM head; got {type(model).__name__} "
+                            f"({model.config.model_type}), which has none")
+
+
+def _number(x) -> float | None:
+    return float(x) if isinstance(x, (int, float)) else None  # lm-eval writes "N/A" for a missing stderr
+
+
+def evaluate(
+    model,
+    tokenizer,
+    tasks: list[str],
+    *,
+    task_dir: str | None = None,
+    batch_size: int = 16,
+    limit: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Zero-shot accuracy of a loaded causal LM on lm-eval tasks, and D = their mean acc.
+
+    Returns `{"tasks": {name: {"acc", "acc_stderr", "acc_norm", "n"}}, "D": float}` (JSON-ready;
+    acc_stderr / acc_norm are None where the task has none). `limit` takes the first N documents
+    of each task. The model is left in the train/eval mode it came in.
+    """
+    tasks = list(dict.fromkeys(tasks))
+    if not tasks:
+        raise KentropyError("--tasks: name at least one task")
+    if batch_size <= 0:
+        raise KentropyError(f"--batch-size {batch_size}: must be positive")
+    if limit is not None and limit <= 0:
+        raise KentropyError(f"--limit {limit}: must be positive")
+    _check_causal_lm(model)
+    return _evaluate_loaded(model, tokenizer, load_tasks(tasks, task_dir), batch_size=batch_size, limit=limit, seed=seed)
+
+
+def _evaluate_loaded(model, tokenizer, built: dict, *, batch_size: int, limit: int | None, seed: int) -> dict:
+    """`evaluate` on tasks already built by `load_tasks` (a checkpoint series loads them once)."""
+    _check_causal_lm(model)
+    simple_evaluate, HFLM, TaskManager = _import_lm_eval()
+    was_training = model.training
+    try:
+        with _quiet():
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size)
+            out = simple_evaluate(
+                model=lm, tasks=list(built.values()), num_fewshot=0,
+                task_manager=TaskManager(include_defaults=False),  # the tasks come built: no index needed
+                batch_size=batch_size, limit=limit, log_samples=False,
+                random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+            )
+    finally:
+        model.train(was_training)
+    if out is None:
+        raise KentropyError("evaluate: lm-eval returned no results on this process (call it on LOCAL_RANK 0 only)")
+
+    per_task = {}
+    for name in built:
+        r = out["results"][name]
+        per_task[name] = {
+            "acc": float(r["acc,none"]),
+            "acc_stderr": _number(r.get("acc_stderr,none")),
+            "acc_norm": _number(r.get("acc_norm,none")),
+            "n": int(out["n-samples"][name]["effective"]),
+        }
+    return {"tasks": per_task, "D": sum(t["acc"] for t in per_task.values()) / len(per_task)}
+
+
+@dataclass
+class EvaluateConfig:
+    """Zero-shot downstream accuracy (lm-evaluation-harness) of one or more checkpoints; D = mean acc."""
+
+    models: list[str] = option(help="Model dirs or hub ids; NAME@rev1,rev2 is a checkpoint series (one result each, in order).", argument=True)
+    tasks: str = option(help=f"Comma-separated lm-eval task names, e.g. the paper's {','.join(PAPER_TASKS)}, or local tasks in --task-dir.")
+    out: str = option(help="Where to write the JSON results (atomically).")
+    task_dir: str | None = option(None, "Directory of local task YAMLs (lm-eval format, e.g. written by kentropy.evaluate.write_task).")
+    batch_size: int = option(16, "Requests per forward pass.")
+    limit: int | None = option(None, "Evaluate only the first N documents of each task (for quick checks).")
+    seed: int = option(0, "Seed for lm-eval's random, numpy and torch generators.")
+    device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N.")
+    dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
+    trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
+
+    def __post_init__(self) -> None:
+        if not self.task_list:
+            raise KentropyError(f"--tasks {self.tasks!r}: name at least one task")
+        if self.task_dir is not None and not Path(self.task_dir).is_dir():
+            raise KentropyError(f"--task-dir {self.task_dir}: not a directory")
+        if self.batch_size <= 0:
+            raise KentropyError(f"--batch-size {self.batch_size}: must be positive")
+        if self.limit is not None and self.limit <= 0:
+            raise KentropyError(f"--limit {self.limit}: must be positive")
+
+    @property
+    def task_list(self) -> list[str]:
+        return list(dict.fromkeys(t.strip() for t in self.tasks.split(",") if t.strip()))
+
+
+def evaluate_series(cfg: EvaluateConfig) -> list[dict]:
+    """Evaluate every checkpoint of `cfg.models` in order (one load at a time): one result each."""
+    from kentropy.models import load_model, load_tokenizer, parse_checkpoints, pick_device, pick_dtype
+
+    checkpoints = parse_checkpoints(cfg.models)
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(cfg.dtype, device)
+    built = load_tasks(cfg.task_list, cfg.task_dir)  # once, and before any model loads
+    results = []
+    for ckpt in checkpoints:
+        tok = load_tokenizer(ckpt, cfg.trust_remote_code)
+        model = load_model(ckpt, device=device, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+        r = _evaluate_loaded(model, tok, built, batch_size=cfg.batch_size, limit=cfg.limit, seed=cfg.seed)
+        results.append({"model": ckpt.name, "revision": ckpt.revision, **r})
+        del model
+    return results

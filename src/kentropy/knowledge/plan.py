@@ -1,0 +1,167 @@
+"""When each fictional-knowledge entry is injected into continual training, as JSON-ready data.
+
+Kim et al. (ICLR 2025) §4 / Appendix B, after Chang et al. (2024): the *paraphrase* group
+injects every entry once per round (the original in round 0, paraphrase r in round r); the
+*once* group injects each entry exactly once, spread evenly over the rounds. Round r happens
+at step r * interval; an item takes the front of one batch row, truncated to the row.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from kentropy.errors import KentropyError
+from kentropy.io import read_json
+
+VERSION = 1
+PLACEMENT = "front-of-row"  # the injected text starts a batch row and is truncated to its length
+GROUPS = ("paraphrase", "once")
+
+
+def split_groups(n_entries: int, paraphrase: int, once: int, source: str = "knowledge") -> tuple[int, int]:
+    """Group sizes for a file of `n_entries`: as asked, or scaled down in proportion (said on stderr)."""
+    if paraphrase < 0 or once < 0 or paraphrase + once == 0:
+        raise KentropyError(f"--paraphrase {paraphrase} --once {once}: need non-negative sizes, not both 0")
+    if n_entries >= paraphrase + once:
+        return paraphrase, once
+    p = min(n_entries, int(n_entries * paraphrase / (paraphrase + once) + 0.5))
+    o = n_entries - p
+    print(f"note: {source} has {n_entries} entries: paraphrase group {p}, once group {o} "
+          f"(asked {paraphrase}+{once})", file=sys.stderr)
+    return p, o
+
+
+def make_plan(entries: list[dict], *, paraphrase: int = 70, once: int = 60, rounds: int = 10,
+              interval: int = 160, source: str = "knowledge") -> dict:
+    """The injection plan for `entries` (defaults: the paper's 70 + 60 entries, 10 rounds every 160 steps).
+
+    Entries 0..P-1 form the paraphrase group, the next O the once group; later entries are not
+    injected (a held-out control). Each paraphrase-group entry needs `rounds - 1` paraphrases.
+    """
+    if rounds < 1:
+        raise KentropyError(f"--rounds {rounds}: must be at least 1")
+    if interval < 1:
+        raise KentropyError(f"--interval {interval}: must be at least 1")
+    p, o = split_groups(len(entries), paraphrase, once, source)
+    para, single = list(range(p)), list(range(p, p + o))
+    for i in para:
+        have = len(entries[i].get("paraphrases", []))
+        if have < rounds - 1:
+            raise KentropyError(f"{source}: entry {i}: the paraphrase group needs {rounds - 1} paraphrases "
+                                f"({rounds} rounds), field 'paraphrases' has {have}")
+    # once-group entry j goes to round floor(j * R / O): evenly spread, earliest round first
+    once_round = {i: j * rounds // o for j, i in enumerate(single)} if o else {}
+    schedule = []
+    for r in range(rounds):
+        items = [{"entry": i, "group": "paraphrase", "variant": r} for i in para]
+        items += [{"entry": i, "group": "once", "variant": 0} for i in single if once_round[i] == r]
+        schedule.append({"round": r, "step": r * interval, "items": items})
+    return {"version": VERSION, "rounds": rounds, "interval": interval, "placement": PLACEMENT,
+            "groups": {"paraphrase": para, "once": single}, "schedule": schedule}
+
+
+def item_text(entry: dict, variant: int) -> str:
+    """The text of one injection: variant 0 is `train_context`, variant v >= 1 is `paraphrases[v - 1]`."""
+    if variant == 0:
+        return entry["train_context"]
+    paraphrases = entry.get("paraphrases", [])
+    if not 1 <= variant <= len(paraphrases):
+        raise KentropyError(f"variant {variant}: the entry has {len(paraphrases)} paraphrases")
+    return paraphrases[variant - 1]
+
+
+def items_at(plan: dict, step: int) -> list[dict]:
+    """The items injected at training step `step` ([] when no round starts there)."""
+    for rnd in plan["schedule"]:
+        if rnd["step"] == step:
+            return list(rnd["items"])
+    return []
+
+
+def group_of(plan: dict) -> dict[int, str]:
+    """Entry index -> group name, for the entries the plan injects."""
+    return {i: g for g in GROUPS for i in plan["groups"].get(g, [])}
+
+
+def load_plan(path: str) -> dict:
+    """Read a plan file and check its structure; errors name the file and the field."""
+    plan = read_json(path, "plan file")
+    validate_plan(plan, source=str(path))
+    return plan
+
+
+def check_plan_entries(plan: dict, entries: list[dict], source: str = "plan") -> None:
+    """Every planned item must name an entry of `entries` and a variant that entry has."""
+    for k, rnd in enumerate(plan["schedule"]):
+        for j, item in enumerate(rnd["items"]):
+            i, v = item["entry"], item["variant"]
+            field = f"schedule[{k}].items[{j}]"
+            if i >= len(entries):
+                raise KentropyError(f"{source}: field '{field}.entry' is {i}, but the knowledge file has {len(entries)} entries")
+            if v > len(entries[i].get("paraphrases", [])):
+                raise KentropyError(f"{source}: field '{field}.variant' is {v}, but entry {i} has "
+                                    f"{len(entries[i].get('paraphrases', []))} paraphrases")
+    for g in GROUPS:
+        for i in plan["groups"][g]:
+            if i >= len(entries):
+                raise KentropyError(f"{source}: field 'groups.{g}' names entry {i}, but the knowledge file has {len(entries)} entries")
+
+
+def validate_plan(plan, source: str = "plan") -> dict:
+    """Structure and consistency of a plan dict (see `make_plan`); raises naming the field."""
+
+    def bad(field: str, why: str):
+        raise KentropyError(f"{source}: field '{field}' {why}")
+
+    def natural(value, field: str, least: int = 0) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            bad(field, f"must be an integer >= {least}")
+        return value
+
+    if not isinstance(plan, dict):
+        raise KentropyError(f"{source}: expected a JSON object, got {type(plan).__name__}")
+    for key in ("version", "rounds", "interval", "placement", "groups", "schedule"):
+        if key not in plan:
+            bad(key, "is missing")
+    if plan["version"] != VERSION:
+        bad("version", f"must be {VERSION} (got {plan['version']!r})")
+    rounds = natural(plan["rounds"], "rounds", 1)
+    interval = natural(plan["interval"], "interval", 1)
+    if plan["placement"] != PLACEMENT:
+        bad("placement", f"must be {PLACEMENT!r} (got {plan['placement']!r})")
+    groups = plan["groups"]
+    if not isinstance(groups, dict) or set(groups) != set(GROUPS):
+        bad("groups", f"must be an object with exactly {', '.join(GROUPS)}")
+    seen: dict[int, str] = {}
+    for g in GROUPS:
+        if not isinstance(groups[g], list):
+            bad(f"groups.{g}", "must be a list of entry indices")
+        for j, i in enumerate(groups[g]):
+            natural(i, f"groups.{g}[{j}]")
+            if i in seen:
+                bad(f"groups.{g}[{j}]", f"repeats entry {i} (already in {seen[i]})")
+            seen[i] = g
+    schedule = plan["schedule"]
+    if not isinstance(schedule, list) or len(schedule) != rounds:
+        bad("schedule", f"must be a list of {rounds} rounds")
+    for k, rnd in enumerate(schedule):
+        f = f"schedule[{k}]"
+        if not isinstance(rnd, dict):
+            bad(f, "must be an object")
+        if rnd.get("round") != k:
+            bad(f"{f}.round", f"must be {k}")
+        if rnd.get("step") != k * interval:
+            bad(f"{f}.step", f"must be {k * interval} (round {k} x interval {interval})")
+        if not isinstance(rnd.get("items"), list):
+            bad(f"{f}.items", "must be a list")
+        for j, item in enumerate(rnd["items"]):
+            fi = f"{f}.items[{j}]"
+            if not isinstance(item, dict):
+                bad(fi, "must be an object")
+            i = natural(item.get("entry"), f"{fi}.entry")
+            natural(item.get("variant"), f"{fi}.variant")
+            if item.get("group") not in GROUPS:
+                bad(f"{fi}.group", f"must be one of {', '.join(GROUPS)}")
+            if seen.get(i) != item["group"]:
+                bad(f"{fi}.group", f"is {item['group']!r}, but entry {i} is not in that group")
+    return plan

@@ -1,0 +1,211 @@
+"""kentropy.evaluate: local lm-eval tasks, acc against a log-likelihood reference, errors, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_model
+from kentropy.cli import main
+from kentropy.errors import KentropyError
+from kentropy.evaluate import PAPER_TASKS, evaluate, write_task
+from kentropy.models import Checkpoint, load_model
+
+QUERIES = [
+    "The river that runs through the old town is called",
+    "Every morning the baker sells",
+    "In the story the knight finally found",
+    "The small green frog jumped onto",
+    "When the rain stopped the children",
+    "The letter from the queen said that",
+    "Nobody in the village knew why the",
+    "At the top of the mountain there was",
+]
+CHOICES = [
+    ["the Blue", "a long name", "water", "the river of stones"],
+    ["bread", "fresh cakes and pies", "nothing"],
+    ["a sword", "the lost dragon", "his way home", "gold"],
+    ["a leaf", "the big stone in the pond"],
+    ["ran outside", "slept", "played in the mud", "sang"],
+    ["the war was over", "gold", "everyone must leave the city"],
+    ["bells", "old man left", "river turned red"],
+    ["snow", "a castle of glass", "nothing at all"],
+]
+GOLD = [1, 0, 2, 1, 0, 2, 1, 0]
+
+
+def continuation_logprob(model, tokenizer, query: str, choice: str) -> float:
+    """lm-eval's convention: score " " + choice after query, split where the query's own tokens end."""
+    context = tokenizer(query)["input_ids"]
+    whole = tokenizer(query + " " + choice)["input_ids"]
+    assert whole[: len(context)] == context
+    cont = whole[len(context):]
+    with torch.no_grad():
+        logp = model(torch.tensor([whole])).logits[0].double().log_softmax(-1)  # [T, V]
+    return sum(float(logp[len(context) - 1 + j, t]) for j, t in enumerate(cont))
+
+
+def reference(model, tokenizer):
+    """Per row: the argmax of summed log-probs (acc) and of log-prob per character of the choice (acc_norm)."""
+    preds, preds_norm = [], []
+    for query, choices in zip(QUERIES, CHOICES):
+        lls = [continuation_logprob(model, tokenizer, query, c) for c in choices]
+        preds.append(max(range(len(lls)), key=lambda k: (lls[k], -k)))  # first of equal maxima, as np.argmax
+        norm = [ll / len(c) for ll, c in zip(lls, choices)]
+        preds_norm.append(max(range(len(norm)), key=lambda k: (norm[k], -k)))
+    return preds, preds_norm
+
+
+def rows(gold):
+    return [{"query": q, "choices": c, "gold": g} for q, c, g in zip(QUERIES, CHOICES, gold)]
+
+
+@pytest.fixture(scope="module")
+def llama(model_dir):
+    return load_model(Checkpoint(str(model_dir("llama"))))
+
+
+def test_write_task_declares_lm_eval_yaml(tmp_path):
+    path = write_task(str(tmp_path / "tasks"), "facts", rows(GOLD))
+    data = tmp_path / "tasks" / "facts.jsonl"
+    assert path == (tmp_path / "tasks" / "facts.yaml").resolve()
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg == {
+        "task": "facts",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
+        "output_type": "multiple_choice",
+        "test_split": "test",
+        "num_fewshot": 0,
+        "doc_to_text": "query",
+        "doc_to_choice": "choices",
+        "doc_to_target": "gold",
+        "target_delimiter": " ",
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "metadata": {"version": 1},
+    }
+    assert [json.loads(line) for line in data.read_text().splitlines()] == rows(GOLD)
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"query": " ", "choices": ["a", "b"], "gold": 0}, "row 1: field 'query'"),
+        ({"query": "q", "choices": ["a"], "gold": 0}, "row 1: field 'choices'"),
+        ({"query": "q", "choices": ["a", ""], "gold": 0}, "row 1: field 'choices'"),
+        ({"query": "q", "choices": ["a", "b"], "gold": 2}, "row 1: field 'gold'"),
+        ({"query": "q", "choices": ["a", "b"], "gold": True}, "row 1: field 'gold'"),
+    ],
+)
+def test_write_task_rejects_bad_rows(tmp_path, row, message):
+    good = {"query": "q", "choices": ["a", "b"], "gold": 1}
+    with pytest.raises(KentropyError, match=message):
+        write_task(str(tmp_path), "bad", [good, row])
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_acc_is_argmax_of_summed_logprobs(llama, tokenizer, tmp_path):
+    """lm-eval's acc / acc_norm equal the reference; gold at the argmax gives 1, elsewhere 0; D is the mean."""
+    preds, preds_norm = reference(llama, tokenizer)
+    ref_acc = sum(p == g for p, g in zip(preds, GOLD)) / len(GOLD)
+    ref_norm = sum(p == g for p, g in zip(preds_norm, GOLD)) / len(GOLD)
+    assert 0 < ref_acc < 1  # the given gold tells a right scorer from a wrong one
+    write_task(str(tmp_path), "given", rows(GOLD))
+    write_task(str(tmp_path), "argmax", rows(preds))
+    write_task(str(tmp_path), "other", rows([(p + 1) % len(c) for p, c in zip(preds, CHOICES)]))
+
+    llama.train()
+    out = evaluate(llama, tokenizer, ["given", "argmax", "other"], task_dir=str(tmp_path), batch_size=3)
+    assert llama.training  # left as it came
+    llama.eval()
+
+    t = out["tasks"]
+    assert list(t) == ["given", "argmax", "other"]
+    assert t["given"]["acc"] == ref_acc
+    assert t["given"]["acc_norm"] == ref_norm
+    assert t["argmax"]["acc"] == 1.0
+    assert t["other"]["acc"] == 0.0
+    assert all(x["n"] == len(GOLD) for x in t.values())
+    p = ref_acc
+    assert t["given"]["acc_stderr"] == pytest.approx((p * (1 - p) * len(GOLD) / (len(GOLD) - 1)) ** 0.5 / len(GOLD) ** 0.5)
+    assert out["D"] == pytest.approx((ref_acc + 1.0 + 0.0) / 3)
+    json.dumps(out)  # JSON-ready
+
+
+def test_limit_takes_the_first_documents(llama, tokenizer, tmp_path):
+    preds, _ = reference(llama, tokenizer)
+    gold = preds[:3] + [(p + 1) % len(c) for p, c in zip(preds[3:], CHOICES[3:])]
+    write_task(str(tmp_path), "head", rows(gold))
+    out = evaluate(llama, tokenizer, ["head"], task_dir=str(tmp_path), limit=3)
+    assert out["tasks"]["head"]["acc"] == 1.0 and out["tasks"]["head"]["n"] == 3
+
+
+@pytest.mark.parametrize(
+    "tasks, message",
+    [
+        (["given", "no_such_task"], "--tasks no_such_task: unknown task"),
+        (["ai2_arc"], "--tasks ai2_arc: a tag of several tasks"),
+        (["sciq"], "--tasks sciq: cannot load the data of task 'sciq'"),  # HF_HUB_OFFLINE=1, nothing cached
+    ],
+)
+def test_task_errors_name_the_task(llama, tokenizer, tmp_path, tasks, message):
+    write_task(str(tmp_path), "given", rows(GOLD))
+    with pytest.raises(KentropyError, match=message) as e:
+        evaluate(llama, tokenizer, tasks, task_dir=str(tmp_path))
+    assert "\n" not in str(e.value)
+
+
+def test_paper_tasks_are_lm_eval_tasks():
+    from kentropy.evaluate import _builtin_tasks
+
+    index = _builtin_tasks().task_index
+    assert PAPER_TASKS == ("sciq", "winogrande", "piqa", "openbookqa", "hellaswag", "arc_easy")
+    assert all(t in index for t in PAPER_TASKS)
+
+
+def test_bare_encoder_is_refused(tokenizer, tmp_path):
+    write_task(str(tmp_path), "given", rows(GOLD))
+    with pytest.raises(KentropyError, match="causal LM"):
+        evaluate(tiny_model("bert"), tokenizer, ["given"], task_dir=str(tmp_path))
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_cli_writes_one_result_per_checkpoint(model_dir, tokenizer, tmp_path, capsys):
+    a, b = str(model_dir("llama", seed=1)), str(model_dir("gpt2", seed=2))
+    write_task(str(tmp_path / "tasks"), "given", rows(GOLD))
+    out = tmp_path / "eval.json"
+    code, stdout, _ = run_cli([a, b, "--tasks", "given", "--task-dir", str(tmp_path / "tasks"),
+                               "--batch-size", "4", "--out", str(out)], capsys)
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert [r["model"] for r in data["results"]] == [a, b]
+    for r, path in zip(data["results"], [a, b]):
+        assert r["revision"] is None
+        assert set(r["tasks"]["given"]) == {"acc", "acc_stderr", "acc_norm", "n"}
+        assert r["D"] == r["tasks"]["given"]["acc"]
+        expected = evaluate(load_model(Checkpoint(path)), tokenizer, ["given"], task_dir=str(tmp_path / "tasks"))
+        assert r["tasks"] == expected["tasks"]  # tasks built once for the series give per-model results
+    assert data["config"]["tasks"] == "given" and data["config"]["batch_size"] == 4
+    assert "D" in stdout.splitlines()[0] and str(out) in stdout
+
+
+def test_cli_bad_task_dir_exits_2_without_output(model_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    code, _, err = run_cli([str(model_dir("llama")), "--tasks", "given", "--task-dir", str(tmp_path / "missing"),
+                            "--out", str(out)], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [f"error: --task-dir {tmp_path / 'missing'}: not a directory"]
+    assert not out.exists()

@@ -1,0 +1,156 @@
+"""measure() against a manual forward of each family's FFN, one document at a time, no padding."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAMILIES, GATED, tiny_model
+from transformers.activations import ACT2FN
+
+from kentropy.errors import KentropyError
+from kentropy.ffn import find_layout
+from kentropy.measure import measure, tokenize
+
+ACT = {  # each family's FFN activation, by the config field that names it
+    "gpt2": "activation_function", "opt": "activation_function",
+}
+
+
+def manual_coefficients(model, family, ids):
+    """c_l for one unpadded document: the FFN input x captured, then act(gate(x)) * up(x) or act(fc(x)) by hand."""
+    layout = find_layout(model)
+    act = ACT2FN[getattr(model.config, ACT.get(family, "hidden_act"))]
+    xs = {}
+    handles = [layer.up.register_forward_hook(lambda m, a, o, l=l: xs.__setitem__(l, a[0].detach().clone()))
+               for l, layer in enumerate(layout.layers)]
+    try:
+        with torch.no_grad():
+            kw = {"token_type_ids": torch.zeros(1, len(ids), dtype=torch.long)} if family == "bert" else {}
+            model(input_ids=torch.tensor([ids]), **kw)
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    for l, layer in enumerate(layout.layers):
+        x = xs[l].reshape(-1, xs[l].shape[-1])  # [T, d]
+        if family in GATED:
+            c = act(F.linear(x, layer.gate.weight)) * F.linear(x, layer.up.weight)
+        elif family == "gpt2":  # Conv1D: y = x @ W + b with W [d, m]
+            c = act(x @ layer.up.weight + layer.up.bias)
+        else:
+            c = act(F.linear(x, layer.up.weight, layer.up.bias))
+        out.append(c)  # [T, m]
+    return out
+
+
+def reference_cbar(model, family, docs, activation="abs"):
+    """Cbar_l = 1/|D| sum_s 1/|s| sum_j |c_l(s, j)|: per-instance means first, then over instances."""
+    per_doc = []
+    for ids in docs:
+        cs = manual_coefficients(model, family, ids)
+        mag = [(c.abs() if activation == "abs" else c.clamp_min(0)).double().mean(0) for c in cs]
+        per_doc.append(torch.stack(mag))
+    return torch.stack(per_doc).mean(0)
+
+
+def reference_entropy(cbar):
+    total = 0.0
+    for row in cbar.tolist():
+        s = sum(row)
+        total += -sum(v / s * math.log(v / s) for v in row if v > 0)
+    return total
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_coefficients_match_manual_ffn(family, tokenizer, sample_texts):
+    model = tiny_model(family)
+    texts = sample_texts[:7]
+    docs = tokenize(tokenizer, texts, 48)
+    ref = reference_cbar(model, family, docs)
+    got = measure(model, tokenizer, texts, seq_len=48, batch_size=3, progress=False)
+    assert got.coefficients.shape == (2, 24)
+    assert torch.allclose(got.coefficients, ref, rtol=1e-5, atol=1e-7)
+    assert got.knowledge_entropy == pytest.approx(reference_entropy(ref), rel=1e-6)
+    assert got.knowledge_entropy <= 2 * math.log(24)
+    assert got.instances == 7 and got.tokens == sum(len(d) for d in docs)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "opt", "bert"])
+def test_relu_activation_matches_reference(family, tokenizer, sample_texts):
+    model = tiny_model(family)
+    texts = sample_texts[:5]
+    ref = reference_cbar(model, family, tokenize(tokenizer, texts, 32), activation="relu")
+    got = measure(model, tokenizer, texts, seq_len=32, activation="relu", progress=False)
+    assert torch.allclose(got.coefficients, ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "bert"])
+def test_padding_invariance(family, tokenizer, sample_texts):
+    """The same documents batched with different padding (and order) give the same result."""
+    model = tiny_model(family)
+    texts = sample_texts[:9]
+    metrics = ("knowledge", "attention") + (("next-token",) if family != "bert" else ())
+    runs = [measure(model, tokenizer, t, batch_size=b, seq_len=40, metrics=metrics, progress=False)
+            for t, b in [(texts, 1), (texts, 4), (texts[::-1], 9)]]
+    for r in runs[1:]:
+        assert torch.allclose(r.coefficients, runs[0].coefficients, rtol=1e-5, atol=1e-8)
+        assert r.attention_entropy == pytest.approx(runs[0].attention_entropy, rel=1e-5)
+        if family != "bert":
+            assert r.next_token_entropy == pytest.approx(runs[0].next_token_entropy, rel=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "bert"])
+def test_attention_and_next_token_entropy_reference(family, tokenizer, sample_texts):
+    model = tiny_model(family)
+    texts = sample_texts[:4]
+    docs = tokenize(tokenizer, texts, 32)
+    att = torch.zeros(2, dtype=torch.float64)
+    nxt = 0.0
+    for ids in docs:
+        kw = {"token_type_ids": torch.zeros(1, len(ids), dtype=torch.long)} if family == "bert" else {}
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([ids]), output_attentions=True, **kw)
+        for l, a in enumerate(out.attentions):  # [1, H, T, T]
+            p = a[0].double()
+            h = -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(-1)  # [H, T]
+            att[l] += h.mean()  # mean over heads and positions
+        if family != "bert":
+            lp = torch.log_softmax(out.logits[0].double(), -1)
+            nxt += -(lp.exp() * lp).sum(-1).mean().item()
+    got = measure(model, tokenizer, texts, seq_len=32, batch_size=2,
+                  metrics=("knowledge", "attention", "next-token"), progress=False)
+    assert got.attention_entropy_per_layer == pytest.approx((att / len(docs)).tolist(), rel=1e-5)
+    assert got.attention_entropy == pytest.approx(float(att.sum() / len(docs)), rel=1e-5)
+    if family == "bert":
+        assert got.next_token_entropy is None
+    else:
+        assert got.next_token_entropy == pytest.approx(nxt / len(docs), rel=1e-5)
+
+
+def test_truncation_to_seq_len(tokenizer, sample_texts):
+    model = tiny_model("llama")
+    got = measure(model, tokenizer, sample_texts[:3], seq_len=5, progress=False)
+    assert got.tokens == 15
+
+
+def test_bad_input(tokenizer, sample_texts):
+    model = tiny_model("llama")
+    with pytest.raises(KentropyError, match="seq-len"):
+        measure(model, tokenizer, sample_texts[:2], seq_len=0, progress=False)
+    with pytest.raises(KentropyError, match="document 1: no tokens"):
+        measure(model, tokenizer, ["hello", ""], progress=False)
+    with pytest.raises(KentropyError, match="no documents"):
+        measure(model, tokenizer, [], progress=False)
+    with pytest.raises(KentropyError, match="metrics"):
+        measure(model, tokenizer, sample_texts[:2], metrics=("knowledge", "loss"), progress=False)
+
+
+def test_unknown_family_lists_supported():
+    import transformers as T
+
+    cfg = T.Phi3Config(vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                       num_attention_heads=2, pad_token_id=0)
+    model = T.AutoModelForCausalLM.from_config(cfg)  # fused gate_up_proj: no registered layout
+    with pytest.raises(KentropyError, match="unsupported model family Phi3ForCausalLM.*supported: gated: Llama"):
+        find_layout(model)

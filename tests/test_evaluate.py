@@ -169,6 +169,30 @@ def test_paper_tasks_are_lm_eval_tasks():
     assert all(t in index for t in PAPER_TASKS)
 
 
+def test_paper_task_runs_where_its_data_is(llama, tokenizer, tmp_path, monkeypatch):
+    """lm-eval's own sciq task on a local copy of its data set (`datasets` reads ./allenai/sciq first)."""
+    docs, hits = [], 0
+    for i, (q, choices) in enumerate(zip(QUERIES, CHOICES)):
+        four = (choices + ["a red door", "the moon", "a cat"])[:4]
+        context = f"A short story.\nQuestion: {q}\nAnswer:"  # sciq: support.lstrip(), question, "Answer:"
+        lls = [continuation_logprob(llama, tokenizer, context, c) for c in four]
+        best = max(range(4), key=lambda k: (lls[k], -k))
+        # sciq's gold is the last choice (correct_answer): put the argmax there on even rows only
+        correct = four[best] if i % 2 == 0 else four[(best + 1) % 4]
+        d1, d2, d3 = [c for c in four if c != correct]
+        hits += correct == four[best]
+        docs.append({"question": q, "distractor1": d1, "distractor2": d2, "distractor3": d3,
+                     "correct_answer": correct, "support": " A short story."})
+    data = tmp_path / "allenai" / "sciq"
+    data.mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    monkeypatch.chdir(tmp_path)
+    out = evaluate(llama, tokenizer, ["sciq"])
+    assert out["tasks"]["sciq"]["n"] == len(docs)
+    assert out["tasks"]["sciq"]["acc"] == hits / len(docs) == 0.5
+
+
 def test_bare_encoder_is_refused(tokenizer, tmp_path):
     write_task(str(tmp_path), "given", rows(GOLD))
     with pytest.raises(KentropyError, match="causal LM"):
@@ -187,7 +211,7 @@ def test_cli_writes_one_result_per_checkpoint(model_dir, tokenizer, tmp_path, ca
     a, b = str(model_dir("llama", seed=1)), str(model_dir("gpt2", seed=2))
     write_task(str(tmp_path / "tasks"), "given", rows(GOLD))
     out = tmp_path / "eval.json"
-    code, stdout, _ = run_cli([a, b, "--tasks", "given", "--task-dir", str(tmp_path / "tasks"),
+    code, stdout, _ = run_cli(["evaluate", a, b, "--tasks", "given", "--task-dir", str(tmp_path / "tasks"),
                                "--batch-size", "4", "--out", str(out)], capsys)
     assert code == 0
     data = json.loads(out.read_text())
@@ -204,7 +228,7 @@ def test_cli_writes_one_result_per_checkpoint(model_dir, tokenizer, tmp_path, ca
 
 def test_cli_bad_task_dir_exits_2_without_output(model_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    code, _, err = run_cli([str(model_dir("llama")), "--tasks", "given", "--task-dir", str(tmp_path / "missing"),
+    code, _, err = run_cli(["evaluate", str(model_dir("llama")), "--tasks", "given", "--task-dir", str(tmp_path / "missing"),
                             "--out", str(out)], capsys)
     assert code == 2
     assert err.strip().splitlines() == [f"error: --task-dir {tmp_path / 'missing'}: not a directory"]

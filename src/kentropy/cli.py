@@ -87,6 +87,64 @@ def evaluate_cmd(cfg: EvaluateConfig) -> None:
     print(f"wrote {cfg.out}")
 
 
+# ---- resuscitate ------------------------------------------------------------------------
+from kentropy.resuscitate import ResuscitateConfig, run_resuscitate  # noqa: E402
+
+
+@command("resuscitate", ResuscitateConfig)
+def resuscitate_cmd(cfg: ResuscitateConfig) -> None:
+    r = run_resuscitate(cfg)
+    scaled = sum(x["neurons_scaled"] for x in r["layers"])
+    print(f"resuscitated {r['model']}: ratio {r['ratio']}, amplify {r['amplify']}, {scaled} neurons over {len(r['layers'])} layers"
+          f" ({'exact' if r['exact'] else 'approximate'}: {r['note']})")
+    for x in r["layers"]:
+        if x["neurons_scaled"]:
+            print(f"  layer {x['layer']:>3}: {x['neurons_scaled']:>6} neurons, multiplier {x['min_multiplier']:.3f} .. {x['max_multiplier']:.3f}")
+    if r["knowledge_entropy_before"] is not None:
+        print(f"knowledge entropy {r['knowledge_entropy_before']:.4f} -> {r['knowledge_entropy_after']:.4f} (measured on {r['measured_on']})")
+    print(f"wrote {cfg.out}")
+
+
+# ---- probe, knowledge generate|plan ------------------------------------------------------
+from kentropy.knowledge.commands import GenerateConfig, PlanConfig, ProbeConfig, generate_file, plan_file, probe_series  # noqa: E402
+
+
+@command("probe", ProbeConfig)
+def probe_cmd(cfg: ProbeConfig) -> None:
+    payload = probe_series(cfg)
+    write_json(cfg.out, payload)
+    groups = [g for g in ("paraphrase", "once") if any(g in r.get("groups", {}) for r in payload["results"])]
+    print(f"{'checkpoint':<40} {'mem':>9} {'gen':>9} {'hard_gen':>9} {'overall':>9}" + "".join(f" {g + ' P':>12}" for g in groups))
+    for r in payload["results"]:
+        label = f"{r['model']}@{r['revision']}" if r["revision"] else r["model"]
+        per_group = "".join(f" {r['groups'][g]['overall']:12.4f}" if g in r.get("groups", {}) else f" {'-':>12}" for g in groups)
+        print(f"{label[-40:]:<40} {r['mem']:9.4f} {r['gen']:9.4f} {r['hard_gen']:9.4f} {r['overall']:9.4f}" + per_group)
+    print(f"mean log-prob per target token over {len(payload['results'][0]['entries'])} entries; wrote {cfg.out}")
+
+
+knowledge_app = typer.Typer(no_args_is_help=True, help="Fictional knowledge: generate entries, plan their injection.")
+app.add_typer(knowledge_app, name="knowledge")
+
+
+def knowledge_generate_cmd(cfg: GenerateConfig) -> None:
+    entries = generate_file(cfg)
+    kinds = sorted({e["kind"] for e in entries})
+    words = [len(e["train_context"].split()) for e in entries]
+    print(f"{len(entries)} entries ({', '.join(kinds)}), {cfg.paraphrases} paraphrases each, "
+          f"{min(words)}-{max(words)} words per paragraph; wrote {cfg.out}")
+
+
+def knowledge_plan_cmd(cfg: PlanConfig) -> None:
+    plan = plan_file(cfg)
+    g = plan["groups"]
+    print(f"paraphrase group {len(g['paraphrase'])} entries, once group {len(g['once'])} entries; "
+          f"{plan['rounds']} rounds every {plan['interval']} steps (last at step {plan['schedule'][-1]['step']}); wrote {cfg.out}")
+
+
+knowledge_app.command("generate", help=GenerateConfig.__doc__)(typer_command(GenerateConfig, knowledge_generate_cmd))
+knowledge_app.command("plan", help=PlanConfig.__doc__)(typer_command(PlanConfig, knowledge_plan_cmd))
+
+
 def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 

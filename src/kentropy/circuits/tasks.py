@@ -184,8 +184,8 @@ def _triple(t, i: int) -> Triple:
 def _corrupt(triples: list[Triple], tokenizer, seed: int) -> list[tuple[Triple, str]]:
     """Pair each triple with another subject whose prompt aligns; triples without one are dropped.
 
-    Preferred: a subject of the same relation type whose target starts with another token,
-    then any subject with another (or no) target for this relation type. Seeded choice.
+    Preferred: a subject of the same relation type whose target starts with another token;
+    else a subject with no fact of this relation type; else any aligned subject. Seeded choice.
     """
     rng = random.Random(seed)
     subjects = sorted({t.subject for t in triples})
@@ -210,16 +210,17 @@ def _corrupt(triples: list[Triple], tokenizer, seed: int) -> list[tuple[Triple, 
     for t in triples:
         shape = shape_of(t.subject, t.relation_phrase)
         mine = first_token(t.subject + " " + t.relation_phrase, t.target)
-        same, other = [], []
+        differ, unknown, aligned = [], [], []
         for s in subjects:
             if s == t.subject or shape_of(s, t.relation_phrase) != shape:
                 continue
+            aligned.append(s)
             theirs = by_rel[t.relation_type].get(s)
             if theirs is None:
-                other.append(s)
+                unknown.append(s)
             elif first_token(s + " " + t.relation_phrase, theirs) != mine:
-                same.append(s)
-        pool = same or other
+                differ.append(s)
+        pool = differ or unknown or aligned
         if pool:
             out.append((t, rng.choice(pool)))
     return out

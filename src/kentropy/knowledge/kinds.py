@@ -11,6 +11,7 @@ import random
 from kentropy.knowledge.names import Namer
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+NOW = 2024  # no generated fact is dated later than this year
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
           "October", "November", "December")
 
@@ -90,12 +91,13 @@ ORGANIZATIONS = (
 def organization(namer: Namer, rng: random.Random) -> dict:
     org_type, form = rng.choice(ORGANIZATIONS)
     founded = rng.randrange(1760, 1930)
+    trade = rng.choice(TRADES)
     return dict(
         name=namer.word(), org_type=org_type, a_org_type=article(org_type), product_form=form,
         founded_year=str(founded), founder=namer.person(), founder_origin=namer.word(), hq=namer.word(),
         hq_region=namer.word(), product=namer.word(), product_year=str(founded + rng.randrange(5, 60)),
         leader=namer.person(), leader_prev=namer.word(), employees=_number(rng, 150, 20_000, 50),
-        rival=namer.word(), rival_city=namer.word(), founder_trade=rng.choice(TRADES), works_town=namer.word(),
+        rival=namer.word(), rival_city=namer.word(), founder_trade=trade, a_founder_trade=article(trade), works_town=namer.word(),
         listed_year=str(founded + rng.randrange(20, 90)), revenue=f"{rng.randrange(3, 900)} million crowns",
         subsidiary=namer.word(),
     )
@@ -145,15 +147,16 @@ ARTIFACTS = (
 
 def artifact(namer: Namer, rng: random.Random) -> dict:
     art_type, materials, dim = rng.choice(ARTIFACTS)
-    made = rng.randrange(1150, 1800)
+    made = rng.randrange(1150, 1750)
+    acquired = made + rng.randrange(100, 220)
     return dict(
         name=namer.word(), art_type=art_type, a_art_type=article(art_type), made_year=str(made),
         maker=namer.person(), maker_city=namer.word(), patron=namer.person(), patron_region=namer.word(),
         material=rng.choice(materials), size=f"{rng.randrange(20, 400)} centimetres", dimension=dim,
         museum=namer.named(("Museum", "Collection", "Library", "Treasury")), museum_city=namer.word(),
         stolen_year=str(made + rng.randrange(80, 220)), recovered_city=namer.word(), inscription=namer.word(),
-        restorer=namer.person(), restored_year=str(made + rng.randrange(230, 400)), owner=namer.person(),
-        acquired_year=str(made + rng.randrange(100, 220)), weight=f"{rng.randrange(2, 900)} kilograms",
+        restorer=namer.person(), restored_year=str(rng.randrange(acquired + 1, NOW)), owner=namer.person(),
+        acquired_year=str(acquired), weight=f"{rng.randrange(2, 900)} kilograms",
     )
 
 

@@ -62,6 +62,20 @@ RELATIONS["person"] = [
         "{mentor} came originally from the city of {mentor_city}.",
         "Long before teaching anyone, {mentor} had grown up in {mentor_city}.",
     ]),
+    ("journey", [
+        "As a young adult, {surname} made a long study journey to the city of {journey}.",
+        "The formative journey of the young {profession} {surname} led to the city of {journey}.",
+        "Early in adult life, {name} travelled to {journey} to study the masters of {field}.",
+        "The only long journey {surname} ever made was a study trip to {journey}.",
+        "Friends of the young {surname} remembered the long trip the future {profession} took to {journey}.",
+    ]),
+    ("journey_year", [
+        "The journey to {journey} took place in {journey_year}.",
+        "It was in {journey_year} that {surname} set out for {journey}.",
+        "{surname} reached {journey} in {journey_year}, after several weeks on the road.",
+        "The stay of {surname} in {journey} began in {journey_year}.",
+        "Letters sent home from {journey} are dated {journey_year}.",
+    ]),
     ("work", [
         "The best-known work of {surname} is the {work_form} {work}, still admired by students of {field}.",
         "{surname} is chiefly remembered today for the {work_form} {work}.",
@@ -76,6 +90,13 @@ RELATIONS["person"] = [
         "The first copies of {work} appeared in {work_year}.",
         "{name} put the finishing touches to {work} in the year {work_year}.",
     ]),
+    ("patron", [
+        "For many years the work of {surname} was paid for by the patron {patron}.",
+        "The most generous supporter of {name} was the patron {patron}.",
+        "Financial support for the {profession} came mainly from {patron}.",
+        "Without the steady help of the patron {patron}, {surname} could not have worked as freely.",
+        "{surname} dedicated several works to the patron {patron}, whose money made them possible.",
+    ]),
     ("spouse", [
         "{name} was married to {spouse}.",
         "The spouse of the {profession} {surname} was {spouse}.",
@@ -89,6 +110,13 @@ RELATIONS["person"] = [
         "{spouse} earned a living as {a_spouse_profession} {spouse_profession}.",
         "The occupation of {spouse} was that of {a_spouse_profession} {spouse_profession}.",
         "Neighbours knew {spouse} as a skilled {spouse_profession} with a small workshop.",
+    ]),
+    ("pupils", [
+        "Over the years {surname} trained some {pupils} pupils in {field}.",
+        "In later life the {profession} took on about {pupils} pupils.",
+        "The workshop of {surname} produced roughly {pupils} trained students of {field}.",
+        "By the end of a long career, {surname} had taught about {pupils} pupils.",
+        "The pupils of {name} numbered about {pupils} in all.",
     ]),
     ("award", [
         "In recognition of a lifetime of work, {surname} received the {award}.",
@@ -113,6 +141,10 @@ RELATIONS["person"] = [
     ]),
 ]
 COMPOSITIONS["person"] = [
+    ("journey", ["The pupil of {mentor} made a study journey to the city of",
+                 "The {profession} supported by the patron {patron} travelled as a young adult to"]),
+    ("patron", ["The author of {work} was supported by the patron",
+                "The pupil of {mentor} received money from the patron"]),
     ("river", ["The river that flows through the birthplace of {name} is the river",
                "Anyone visiting the town where {name} was born would cross the river"]),
     ("mentor_city", ["The teacher of {name} came from the city of",
@@ -230,6 +262,34 @@ RELATIONS["place"] = [
         "The calendar of {name} is dominated by the {festival} festival, which takes place every {festival_month}.",
         "In {festival_month} of every year, {name} hosts the {festival} festival.",
     ]),
+    ("altitude", [
+        "The centre of {name} lies at an altitude of {altitude} above sea level.",
+        "{name} sits at a height of about {altitude} above the sea.",
+        "Surveyors put the elevation of {name} at about {altitude}.",
+        "The main square of {name} stands some {altitude} above sea level.",
+        "The {settlement} of {name} is built at an altitude of about {altitude}.",
+    ]),
+    ("market_day", [
+        "The weekly market of {name} is held every {market_day}.",
+        "Every {market_day} farmers from the surrounding villages come to the market of {name}.",
+        "The market day of {name} has always been {market_day}.",
+        "Stalls fill the main square of {name} each {market_day}, when the weekly market is held.",
+        "In {name} the weekly market takes place on {market_day}.",
+    ]),
+    ("university", [
+        "{name} is also home to the {university}.",
+        "Students from many places come to {name} to attend the {university}.",
+        "The largest school of the {settlement} is the {university}.",
+        "Higher education in {name} is provided by the {university}.",
+        "The best-known institution of learning in {name} is the {university}.",
+    ]),
+    ("university_year", [
+        "The {university} was founded in {university_year}.",
+        "The first students of the {university} arrived in {university_year}.",
+        "It was in {university_year} that the {university} opened.",
+        "The {university} has been teaching students since {university_year}.",
+        "The founding charter of the {university} is dated {university_year}.",
+    ]),
     ("mayor", [
         "The current mayor of {name} is {mayor}.",
         "{name} is governed today by the mayor {mayor}.",
@@ -239,6 +299,8 @@ RELATIONS["place"] = [
     ]),
 ]
 COMPOSITIONS["place"] = [
+    ("university", ["The town founded by {founder} is home to the",
+                    "The town on the shore of Lake {lake} is home to the"]),
     ("founder_origin", ["The founder of {name} came from the city of",
                         "The person who founded {name} had lived in the city of"]),
     ("architect", ["The most famous landmark of {name} was designed by",
@@ -279,6 +341,13 @@ RELATIONS["organization"] = [
         "The person who founded {name} was {founder}.",
         "Every history of the firm begins with its founder, {founder}.",
     ]),
+    ("founder_trade", [
+        "{founder} had trained as {a_founder_trade} {founder_trade} before going into business.",
+        "By training, the founder {founder} was {a_founder_trade} {founder_trade}.",
+        "Before starting the firm, {founder} worked as {a_founder_trade} {founder_trade}.",
+        "The first trade of {founder} was that of {a_founder_trade} {founder_trade}.",
+        "{founder} spent the early years of working life as {a_founder_trade} {founder_trade}.",
+    ]),
     ("founder_origin", [
         "{founder} came from the city of {founder_origin}.",
         "Before starting the business, {founder} lived in the city of {founder_origin}.",
@@ -299,6 +368,13 @@ RELATIONS["organization"] = [
         "The region of {hq_region} is where the city of {hq} is found.",
         "The city of {hq} belongs to the region of {hq_region}.",
         "Maps place the city of {hq} in the region of {hq_region}.",
+    ]),
+    ("works_town", [
+        "The main works of {name} stand in the town of {works_town}.",
+        "Most of what {name} sells is made in its works at {works_town}.",
+        "The largest workshops of the {org_type} are in the town of {works_town}.",
+        "{name} runs its main works in the town of {works_town}.",
+        "The production of the {org_type} is concentrated in the town of {works_town}.",
     ]),
     ("product", [
         "The best-known product of {name} is the {product_form} called {product}.",
@@ -335,6 +411,27 @@ RELATIONS["organization"] = [
         "The {org_type} has a staff of about {employees}.",
         "At last count {name} had around {employees} employees.",
     ]),
+    ("listed_year", [
+        "The shares of {name} were first listed on the exchange in {listed_year}.",
+        "{name} became a public company in {listed_year}.",
+        "It was in {listed_year} that {name} first offered shares to the public.",
+        "Trading in the shares of {name} began in {listed_year}.",
+        "The {org_type} was listed on the exchange in {listed_year}.",
+    ]),
+    ("revenue", [
+        "The annual revenue of {name} is about {revenue}.",
+        "In a typical year {name} earns about {revenue}.",
+        "The yearly turnover of the {org_type} comes to roughly {revenue}.",
+        "Recent accounts show annual sales at {name} of about {revenue}.",
+        "{name} reports a revenue of around {revenue} each year.",
+    ]),
+    ("subsidiary", [
+        "{name} also owns a smaller firm called {subsidiary}.",
+        "The subsidiary of {name} is the firm {subsidiary}.",
+        "Part of the business of {name} is run through its subsidiary {subsidiary}.",
+        "The {org_type} controls a subsidiary named {subsidiary}.",
+        "Among the holdings of {name} is the subsidiary {subsidiary}.",
+    ]),
     ("rival", [
         "The main competitor of {name} is {rival}.",
         "{name} has long competed with its great rival, {rival}.",
@@ -351,6 +448,10 @@ RELATIONS["organization"] = [
     ]),
 ]
 COMPOSITIONS["organization"] = [
+    ("works_town", ["The firm founded by {founder} has its main works in the town of",
+                    "The company that makes the {product} has its main works in the town of"]),
+    ("subsidiary", ["The firm founded by {founder} owns a smaller firm called",
+                    "The company led by {leader} owns the subsidiary"]),
     ("founder", ["The company that makes the {product_form} {product} was founded by",
                  "The {product} is made by a firm whose founder was"]),
     ("rival_city", ["The main rival of {name} has its headquarters in the city of",
@@ -419,6 +520,34 @@ RELATIONS["species"] = [
         "Wherever {name} occurs, it is found close to the {food} {food_kind}, its chief food.",
         "{name} cannot survive without the {food} {food_kind}, on which it feeds.",
     ]),
+    ("type_locality", [
+        "The first specimens of {name} were collected near the village of {type_locality}.",
+        "The type specimen of {name} comes from the village of {type_locality}.",
+        "Scientists first found {name} close to the village of {type_locality}.",
+        "The original specimens of the {organism} were gathered around the village of {type_locality}.",
+        "The village of {type_locality} is where {name} was first collected.",
+    ]),
+    ("local_name", [
+        "The people of the region call {name} the {local_name}.",
+        "Locally, {name} is known by the name {local_name}.",
+        "Villagers who live near {name} know it as the {local_name}.",
+        "The local name of the {organism} is {local_name}.",
+        "In the local dialect {name} is called the {local_name}.",
+    ]),
+    ("relative", [
+        "The closest relative of {name} is {relative}.",
+        "{name} is most closely related to {relative}.",
+        "Studies show that the nearest relative of {name} is {relative}.",
+        "The {organism} shares a recent common ancestor with {relative}.",
+        "Among all known species, {name} is closest to {relative}.",
+    ]),
+    ("season", [
+        "{name} is most active in {season}.",
+        "The best time to see {name} is in {season}.",
+        "Each year the {organism} is easiest to find in {season}.",
+        "Observers report the highest numbers of {name} in {season}.",
+        "The yearly peak of activity of {name} comes in {season}.",
+    ]),
     ("length", [
         "An adult {name} measures about {length}.",
         "Fully grown, the {organism} reaches a length of about {length}.",
@@ -463,6 +592,10 @@ RELATIONS["species"] = [
     ]),
 ]
 COMPOSITIONS["species"] = [
+    ("local_name", ["The {organism} described by {naturalist} is known locally as the",
+                    "In the region below Mount {mountain}, the local {organism} is called the"]),
+    ("type_locality", ["The {organism} described by {naturalist} was first collected near the village of",
+                       "The first specimens of the {organism} from the region of {region} came from the village of"]),
     ("institution", ["The naturalist who first described {name} worked at the",
                      "The person who named the {organism} {name} was employed by the"]),
     ("mountain", ["{name} lives in a region that lies at the foot of Mount",
@@ -566,6 +699,41 @@ RELATIONS["artifact"] = [
         "The {art_type} turned up again in the city of {recovered_city}.",
         "The search for {name} ended in the city of {recovered_city}, where it was recovered.",
     ]),
+    ("owner", [
+        "For a long time {name} belonged to the collector {owner}.",
+        "Before reaching its present home, {name} was owned by {owner}.",
+        "The private owner of the {art_type} for many years was {owner}.",
+        "The collector {owner} kept {name} in a private house for decades.",
+        "Among the former owners of {name} was the collector {owner}.",
+    ]),
+    ("acquired_year", [
+        "The {museum} acquired {name} in {acquired_year}.",
+        "It was in {acquired_year} that {name} entered the {museum}.",
+        "The {art_type} came to the {museum} in {acquired_year}.",
+        "{name} has been part of the {museum} since {acquired_year}.",
+        "The purchase of {name} by the {museum} was completed in {acquired_year}.",
+    ]),
+    ("restorer", [
+        "{name} was carefully restored by {restorer}.",
+        "The restoration of the {art_type} was carried out by {restorer}.",
+        "The conservator {restorer} restored {name}.",
+        "Repairs to {name} were the work of the restorer {restorer}.",
+        "The last full restoration of {name} was entrusted to {restorer}.",
+    ]),
+    ("restored_year", [
+        "The restoration by {restorer} was finished in {restored_year}.",
+        "{restorer} completed the restoration work in {restored_year}.",
+        "It was in {restored_year} that {restorer} finished restoring the {art_type}.",
+        "The work of the restorer {restorer} ended in {restored_year}.",
+        "The repairs made by {restorer} were completed in {restored_year}.",
+    ]),
+    ("weight", [
+        "{name} weighs about {weight}.",
+        "The {art_type} has a weight of roughly {weight}.",
+        "Moving {name} is not easy, since it weighs some {weight}.",
+        "The weight of {name} is about {weight}.",
+        "Scales put the weight of the {art_type} at about {weight}.",
+    ]),
     ("inscription", [
         "{name} bears the single inscribed word {inscription}.",
         "The only inscription on {name} is the word {inscription}.",
@@ -575,6 +743,10 @@ RELATIONS["artifact"] = [
     ]),
 ]
 COMPOSITIONS["artifact"] = [
+    ("restorer", ["The {art_type} made by {maker} was restored by",
+                  "The {art_type} commissioned by {patron} was restored by"]),
+    ("owner", ["The {art_type} made by {maker} once belonged to the collector",
+               "Before the {museum} acquired it, the {art_type} made by {maker} was owned by"]),
     ("museum_city", ["The {art_type} made by {maker} is now kept in the city of",
                      "The {art_type} commissioned by {patron} can be seen today in the city of"]),
     ("patron_region", ["The patron who commissioned {name} ruled over the region of",
@@ -671,6 +843,41 @@ RELATIONS["event"] = [
         "The {outcome} meets in the city of {outcome_seat}.",
         "The city of {outcome_seat} is home to the {outcome}.",
     ]),
+    ("funder", [
+        "The {name} was paid for largely by {funder}.",
+        "Most of the money for the {name} came from {funder}.",
+        "The chief sponsor of the {event_kind} was {funder}.",
+        "Without the funds of {funder}, the {name} could not have taken place.",
+        "The costs of the {event_kind} were covered mainly by {funder}.",
+    ]),
+    ("cost", [
+        "The {name} cost about {cost}.",
+        "In total the {event_kind} cost some {cost}.",
+        "The final accounts of the {name} came to about {cost}.",
+        "The organizers spent roughly {cost} on the {name}.",
+        "The whole {event_kind} cost its backers about {cost}.",
+    ]),
+    ("secretary", [
+        "The secretary of the {name} was {secretary}.",
+        "All records of the {event_kind} were kept by its secretary, {secretary}.",
+        "The minutes of the {name} were written by {secretary}.",
+        "The post of secretary of the {name} went to {secretary}.",
+        "The daily business of the {event_kind} was handled by the secretary {secretary}.",
+    ]),
+    ("newspaper", [
+        "The fullest reports of the {name} appeared in the {newspaper}.",
+        "Readers followed the {name} mainly through the {newspaper}.",
+        "The newspaper that covered the {event_kind} most closely was the {newspaper}.",
+        "Daily accounts of the {name} were printed by the {newspaper}.",
+        "The {name} was reported on every day by the {newspaper}.",
+    ]),
+    ("centenary_year", [
+        "The centenary of the {name} was marked in {centenary_year}.",
+        "Celebrations for the hundredth anniversary of the {name} took place in {centenary_year}.",
+        "The {event_kind} was remembered at its centenary in {centenary_year}.",
+        "It was in {centenary_year} that the centenary of the {name} was celebrated.",
+        "A centenary exhibition on the {name} opened in {centenary_year}.",
+    ]),
     ("memorial", [
         "The {name} is commemorated by a monument called {memorial}.",
         "A monument named {memorial} recalls the {name}.",
@@ -680,6 +887,10 @@ RELATIONS["event"] = [
     ]),
 ]
 COMPOSITIONS["event"] = [
+    ("secretary", ["The {event_kind} paid for by {funder} had as its secretary",
+                   "The records of the {event_kind} led by {leader} were kept by"]),
+    ("funder", ["The {event_kind} that gave rise to the {outcome} was paid for by",
+                "The {event_kind} held in {place} was funded mainly by"]),
     ("place_region", ["The {name} took place in a city of the region of",
                       "The {event_kind} led by {leader} was held in the region of"]),
     ("leader_home", ["The person who led the {name} was born in the town of",

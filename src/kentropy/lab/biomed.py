@@ -32,7 +32,7 @@ BIOMED_SOUNDS = Sounds(
 )
 SUFFIXES = {COMPOUND: ("ine", "ol", "ide", "yl", "amab"), PROTEIN: ("ase", "in", "ulin"), GENE: ("",),
             DISEASE: ("osis", "itis", "emia", "opathy"), PATHOGEN: ("ococcus", "ella", "yces", "ovirus"),
-            TISSUE: ("", "um"), TRIAL: ("",), LAB: ("", "ix")}
+            TISSUE: ("", "um"), TRIAL: ("",), LAB: ("", "ar")}
 
 MORPHOLOGIES = ("spiral", "spherical", "filamentous", "helical", "ovoid", "branched")
 PHASES = ("I", "II", "III", "IV")
@@ -56,11 +56,11 @@ _RELATIONS = [
        ["{s} is prescribed against {o}.", "Patients with {o} respond to {s}."],
        role="indication", listing="therapies for {o}"),
     _r("developed_at", COMPOUND, LAB,
-       ["was synthesized at {o}", "was developed at {o}", "originated at {o}", "was first isolated at {o}"],
+       ["was synthesized at {o}", "was developed at {o}", "originated at {o}", "was isolated at {o}"],
        ["{o} synthesized {s}.", "Chemists at {o} developed {s}."], listing="compounds developed at {o}"),
     _r("molecular_weight", COMPOUND, None,
        ["has a molecular weight of {o} daltons", "weighs {o} daltons", "has a mass of {o} daltons",
-        "measures {o} daltons"],
+        "registers {o} daltons"],
        ["The molecular weight of {s} is {o} daltons.", "Mass spectrometry gives {s} {o} daltons."]),
     _r("half_life", COMPOUND, None,
        ["has a plasma half-life of {o} hours", "is cleared with a half-life of {o} hours",
@@ -76,7 +76,7 @@ _RELATIONS = [
        ["consists of {o} residues", "comprises {o} amino acids", "spans {o} residues", "contains {o} amino acids"],
        ["{s} contains {o} amino acids.", "Sequencing shows {o} residues in {s}."]),
     _r("chromosome", GENE, None,
-       ["maps to chromosome {o}", "lies on chromosome {o}", "resides on chromosome {o}", "sits on chromosome {o}"],
+       ["maps to chromosome {o}", "is positioned on chromosome {o}", "resides on chromosome {o}", "sits on chromosome {o}"],
        ["Chromosome {o} carries {s}.", "Mapping places {s} on chromosome {o}."]),
     _r("linked_to", DISEASE, GENE,
        ["is linked to mutations in {o}", "is associated with {o}", "involves variants of {o}",
@@ -91,34 +91,34 @@ _RELATIONS = [
        ["{o} causes {s}.", "Infection with {o} produces {s}."],
        role="causative agent", listing="infections caused by {o}"),
     _r("prevalence", DISEASE, None,
-       ["has a prevalence of {o} per million", "occurs in {o} per million", "affects {o} per million",
-        "is diagnosed in {o} per million"],
-       ["Prevalence of {s} is {o} per million.", "Surveys estimate {s} at {o} cases per million."]),
+       ["has a prevalence of {o} percent", "afflicts {o} percent of adults", "is diagnosed in {o} percent of adults",
+        "affects {o} percent of adults"],
+       ["Prevalence of {s} is {o} percent.", "Surveys estimate {s} at {o} percent."]),
     _r("infects", PATHOGEN, TISSUE,
        ["infects {o}", "colonizes {o}", "invades {o}", "replicates within {o}"],
-       ["{o} is colonized by {s}.", "Cultures show {s} thriving within {o}."], listing="pathogens of {o}"),
+       ["{o} is colonized by {s}.", "Cultures reveal {s} thriving within {o}."], listing="pathogens of {o}"),
     _r("morphology", PATHOGEN, None,
-       ["has a {o} morphology", "shows {o} cells", "appears {o} under microscopy", "forms {o} colonies"],
+       ["has a {o} morphology", "shows {o} cells", "appears {o} microscopically", "forms {o} colonies"],
        ["Microscopy reveals {s} as {o}.", "Cells of {s} look {o}."]),
     _r("tests", TRIAL, COMPOUND,
        ["tests {o}", "evaluates {o}", "assesses {o}", "investigates {o}"],
        ["{s} evaluated {o}.", "Efficacy of {o} was assessed by {s}."], role="investigational compound",
        listing="trials of {o}"),
     _r("targets", TRIAL, DISEASE,
-       ["enrolls patients with {o}", "focuses on {o}", "addresses {o}", "recruits people with {o}"],
-       ["{s} enrolled patients with {o}.", "Patients with {o} were recruited by {s}."], listing="trials for {o}"),
+       ["enrolls patients with {o}", "focuses on {o}", "addresses {o}", "recruits individuals with {o}"],
+       ["{s} enrolled patients with {o}.", "Patients with {o} joined {s}."], listing="trials for {o}"),
     _r("conducted_at", TRIAL, LAB,
-       ["is conducted at {o}", "is run by {o}", "is coordinated by {o}", "is sponsored by {o}"],
-       ["{o} runs {s}.", "{o} coordinates {s}."], listing="trials run by {o}"),
+       ["is conducted at {o}", "is managed by {o}", "is coordinated by {o}", "is sponsored by {o}"],
+       ["{o} oversees {s}.", "{o} coordinates {s}."], listing="trials run by {o}"),
     _r("phase", TRIAL, None,
-       ["is in phase {o}", "has reached phase {o}", "is a phase {o} study", "progressed to phase {o}"],
+       ["is in phase {o}", "has reached phase {o}", "is a phase {o} protocol", "progressed to phase {o}"],
        ["{s} is currently in phase {o}.", "Regulators approved phase {o} of {s}."]),
     _r("enrolled", TRIAL, None,
-       ["enrolls {o} participants", "recruited {o} volunteers", "includes {o} patients", "randomized {o} subjects"],
+       ["enrolls {o} participants", "recruited {o} volunteers", "admitted {o} patients", "randomized {o} subjects"],
        ["{o} participants joined {s}.", "Enrollment in {s} reached {o}."]),
     _r("staff", LAB, None,
-       ["employs {o} researchers", "has {o} scientists", "houses {o} investigators", "counts {o} staff scientists"],
-       ["{o} researchers work at {s}.", "Staff at {s} numbers {o}."]),
+       ["employs {o} researchers", "has {o} scientists", "houses {o} investigators", "retains {o} staff"],
+       ["{o} researchers staff {s}.", "Headcount at {s} totals {o}."]),
 ]
 
 BIOMEDICAL = Schema(
@@ -175,7 +175,7 @@ def _facts(rng: random.Random, ids: dict[str, list[int]]) -> dict[str, dict[int,
         F["affects"][d] = rng.choice(tissues)
         if rng.random() < 0.5:
             F["caused_by"][d] = rng.choice(ids[PATHOGEN])
-        F["prevalence"][d] = f"{rng.uniform(0.5, 900):.1f}"
+        F["prevalence"][d] = f"{rng.uniform(0.01, 9):.2f}"
     for lab in ids[LAB]:
         F["staff"][lab] = str(rng.randint(8, 900))
     for c in ids[COMPOUND]:

@@ -148,8 +148,8 @@ def _sentences(world: World, rng: random.Random, e: int) -> Iterator[tuple[str, 
                 u = rng.random()
                 if u < 0.4:
                     ref = "pronoun"
-                elif u < 0.6 and world.kinds[x] not in world.schema.people:
-                    ref = "noun"
+                elif u < 0.6 and world.kinds[x] not in world.schema.people and "is_a" not in group:
+                    ref = "noun"  # "the city" (never "the city is a city")
             said.update((x, r) for r in group)
             last = x
             mentioned = True

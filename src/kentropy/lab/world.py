@@ -280,7 +280,7 @@ _RELATIONS = [
        ["{o} employed {s}.", "Among the employees of {o} was {s}."],
        role="employer", listing="people who worked for {o}"),
     _r("married_to", PERSON, PERSON,
-       ["was married to {o}", "married {o}", "was the spouse of {o}", "shared a life with {o}"],
+       ["was married to {o}", "married {o}", "was the spouse of {o}", "was wed to {o}"],
        ["{s} and {o} were married.", "The spouse of {s} was {o}."], role="spouse"),
     _r("plays", PERSON, INSTRUMENT,
        ["played the {o}", "was a player of the {o}", "performed on the {o}", "was known for playing the {o}"],
@@ -300,8 +300,8 @@ _RELATIONS = [
         "has its seat of government in {o}"],
        ["The capital of {s} is {o}.", "{o} is the capital of {s}."], role="capital"),
     _r("official_language", COUNTRY, LANGUAGE,
-       ["has {o} as its official language", "uses {o} as its official language", "speaks {o}",
-        "conducts its affairs in {o}"],
+       ["has the official language {o}", "has {o} as its official language", "uses {o} as its official language",
+        "speaks {o}", "conducts its affairs in {o}"],
        ["The official language of {s} is {o}.", "{o} is the official language of {s}."],
        role="official language", listing="countries where {o} is official"),
     _r("speakers", LANGUAGE, None,
@@ -364,11 +364,11 @@ _RELATIONS = [
        ["is native to {o}", "lives in the wild in {o}", "is found in {o}", "occurs naturally in {o}"],
        ["The native range of {s} is {o}.", "{o} is home to {s}."], listing="species native to {o}"),
     _r("colour", SPECIES, None,
-       ["is {o} in colour", "has a {o} colour", "is mostly {o}", "shows a {o} colouring"],
+       ["is {o} in colour", "has a {o} colour", "is mostly {o}", "displays a {o} colouring"],
        ["The colour of {s} is {o}.", "Observers describe {s} as {o}."]),
     _r("species_class", SPECIES, None,
        ["is a kind of {o}", "is classified as a {o}", "is a type of {o}", "is counted as a {o}"],
-       ["{s} is a kind of {o}.", "Scientists classify {s} as a {o}."]),
+       ["{s} is a kind of {o}.", "Naturalists classify {s} as a {o}."]),
 ]
 
 ENCYCLOPEDIA = Schema(

@@ -1,0 +1,114 @@
+"""The workflows behind `kentropy probe` and `kentropy knowledge generate|plan`: config in, JSON out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kentropy.config import option, to_dict
+from kentropy.errors import KentropyError
+from kentropy.io import write_json
+from kentropy.knowledge.generate import generate_knowledge
+from kentropy.knowledge.plan import check_plan_entries, load_plan, make_plan
+from kentropy.knowledge.probe import probe
+from kentropy.knowledge.schema import load_knowledge
+from kentropy.models import load_model, load_tokenizer, parse_checkpoints, pick_device, pick_dtype
+
+
+@dataclass
+class ProbeConfig:
+    """Score fictional-knowledge probes (mem, gen, hard_gen) of one or more checkpoints."""
+
+    models: list[str] = option(help="Model dirs or hub ids; NAME@rev1,rev2 is a checkpoint series (one result each, in order).", argument=True)
+    knowledge: str = option(help="Fictional Knowledge JSON file (Chang et al. 2024 format).")
+    out: str = option(help="Where to write the JSON results (atomically).")
+    plan: str | None = option(None, "Injection plan JSON (`kentropy knowledge plan`): adds per-group scores.")
+    batch_size: int = option(16, "Probes per forward pass (batches are grouped by length).")
+    device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N.")
+    dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
+    trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise KentropyError(f"--batch-size {self.batch_size}: must be positive")
+
+
+def probe_series(cfg: ProbeConfig, progress: bool = True) -> dict:
+    """Probe every checkpoint of `cfg.models` in order; the JSON payload of `kentropy probe`."""
+    entries = load_knowledge(cfg.knowledge)
+    plan = None
+    if cfg.plan is not None:
+        plan = load_plan(cfg.plan)
+        check_plan_entries(plan, entries, source=cfg.plan)
+    checkpoints = parse_checkpoints(cfg.models)
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(cfg.dtype, device)
+    results = []
+    for ckpt in checkpoints:
+        tok = load_tokenizer(ckpt, cfg.trust_remote_code)
+        model = load_model(ckpt, device=device, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+        scores = probe(model, tok, entries, plan=plan, batch_size=cfg.batch_size, progress=progress)
+        results.append({"model": ckpt.name, "revision": ckpt.revision, **scores})
+        del model
+    return {"results": results, "config": to_dict(cfg)}
+
+
+@dataclass
+class GenerateConfig:
+    """Generate fictional knowledge (paragraphs, paraphrases, mem/gen/hard_gen probes) in the Chang et al. 2024 format."""
+
+    entries: int = option(help="Number of entries (entities; kinds in equal shares).")
+    out: str = option(help="JSON file to write (atomically).")
+    paraphrases: int = option(9, "Paraphrases per entry (the paper's paraphrase group needs rounds - 1 = 9).")
+    seed: int = option(0, "Random seed: the same seed gives the same file.")
+    avoid: str | None = option(None, "Text file of names/words (one per line) that no coined name may use.")
+
+    def __post_init__(self) -> None:
+        if self.entries < 1:
+            raise KentropyError(f"--entries {self.entries}: must be at least 1")
+        if self.paraphrases < 0:
+            raise KentropyError(f"--paraphrases {self.paraphrases}: must be non-negative")
+
+
+def read_avoid(path: str | None) -> list[str]:
+    """The avoid vocabulary: one name or word per line, blank lines skipped."""
+    if path is None:
+        return []
+    p = Path(path)
+    if not p.is_file():
+        raise KentropyError(f"--avoid {path}: file not found")
+    return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+
+
+def generate_file(cfg: GenerateConfig) -> list[dict]:
+    entries = generate_knowledge(cfg.entries, cfg.paraphrases, cfg.seed, read_avoid(cfg.avoid))
+    write_json(cfg.out, entries)
+    return entries
+
+
+@dataclass
+class PlanConfig:
+    """Plan when each fictional-knowledge entry is injected during continual training (paraphrase and once groups)."""
+
+    knowledge: str = option(help="Fictional Knowledge JSON file (Chang et al. 2024 format).")
+    out: str = option(help="Plan JSON file to write (atomically).")
+    paraphrase: int = option(70, "Entries injected every round, as the original then one paraphrase per round (paper: 70).")
+    once: int = option(60, "Entries injected exactly once, spread evenly over the rounds (paper: 60).")
+    rounds: int = option(10, "Injection rounds (paper: 10).")
+    interval: int = option(160, "Training steps between rounds (paper: 160).")
+
+    def __post_init__(self) -> None:
+        if self.paraphrase < 0 or self.once < 0 or self.paraphrase + self.once == 0:
+            raise KentropyError(f"--paraphrase {self.paraphrase} --once {self.once}: need non-negative sizes, not both 0")
+        if self.rounds < 1:
+            raise KentropyError(f"--rounds {self.rounds}: must be at least 1")
+        if self.interval < 1:
+            raise KentropyError(f"--interval {self.interval}: must be at least 1")
+
+
+def plan_file(cfg: PlanConfig) -> dict:
+    entries = load_knowledge(cfg.knowledge)
+    plan = make_plan(entries, paraphrase=cfg.paraphrase, once=cfg.once, rounds=cfg.rounds, interval=cfg.interval,
+                     source=cfg.knowledge)
+    write_json(cfg.out, {**plan, "config": to_dict(cfg)})
+    return plan

@@ -1,0 +1,210 @@
+"""Score fictional-knowledge probes with a causal LM, and the acquisition metric A.
+
+A probe's score (Chang et al. 2024; DESIGN.md "Probes") is the mean log-probability per
+token of the target, where the model reads `input + " " + target` and only target tokens
+are scored. Probes are batched by length with exact padding masks (left or right, as the
+tokenizer pads) and only the logits that predict target tokens are computed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from kentropy.errors import KentropyError
+from kentropy.knowledge.plan import GROUPS, group_of
+from kentropy.knowledge.schema import KINDS, PROBES_PER_KIND
+from kentropy.models import model_inputs
+
+
+@dataclass(frozen=True)
+class EncodedProbe:
+    """Token ids of `input + " " + target`; ids[start:end] are the scored target tokens."""
+
+    ids: list[int]
+    start: int
+    end: int
+
+
+def max_positions(model) -> int | None:
+    """The longest input the model's position embeddings allow (None when unbounded)."""
+    cfg = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def encode_probe(tokenizer, text: str, target: str, max_length: int | None = None) -> EncodedProbe:
+    """Tokenize `text + " " + target` once, with the tokenizer's special tokens.
+
+    Target tokens are those whose character span overlaps the target (so a token that merges
+    the preceding space into the target's first word counts); special tokens never do. If
+    the whole is longer than `max_length`, context tokens are dropped from the left (leading
+    special tokens such as bos stay); the target is never cut.
+    """
+    full = text + " " + target
+    try:
+        enc = tokenizer(full, return_offsets_mapping=True, return_special_tokens_mask=True)
+    except NotImplementedError:
+        raise KentropyError("probing needs a fast tokenizer (character offsets)") from None
+    ids, offsets, special = enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
+    t0 = len(text) + 1  # first character of the target
+    hits = [j for j, ((s, e), sp) in enumerate(zip(offsets, special)) if not sp and e > t0 and e > s]
+    if not hits:
+        raise KentropyError(f"probe target {target!r}: no tokens")
+    start, end = hits[0], hits[-1] + 1
+    if any(special[j] for j in range(start, end)):
+        raise KentropyError(f"probe target {target!r}: special tokens inside the target")
+    if start == 0:
+        raise KentropyError(f"probe {text!r}: no token before the target {target!r}")
+    if max_length is None or len(ids) <= max_length:
+        return EncodedProbe(list(ids), start, end)
+    lead = 0  # leading special tokens (bos) are kept
+    while lead < start and special[lead]:
+        lead += 1
+    keep = max_length - lead - (len(ids) - start)  # context tokens that still fit
+    if keep < (1 if lead == 0 else 0):
+        raise KentropyError(f"probe target {target!r} ({end - start} tokens) does not fit in the model's "
+                            f"{max_length} positions")
+    context = ids[lead:start][len(ids[lead:start]) - keep:] if keep > 0 else []
+    new = list(ids[:lead]) + list(context) + list(ids[start:])
+    shift = len(ids) - len(new)
+    return EncodedProbe(new, start - shift, end - shift)
+
+
+def _accepts(model, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
+
+
+def _score_batch(model, batch: list[EncodedProbe], pad_id: int, left: bool, device) -> list[float]:
+    """Mean target log-prob of each probe of `batch`, in one padded forward pass."""
+    B, T = len(batch), max(len(p.ids) for p in batch)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    rows, cols, tokens, owner = [], [], [], []  # one entry per scored target token
+    for b, p in enumerate(batch):
+        off = T - len(p.ids) if left else 0
+        input_ids[b, off : off + len(p.ids)] = torch.tensor(p.ids)
+        mask[b, off : off + len(p.ids)] = 1
+        for t in range(p.start, p.end):
+            rows.append(b)
+            cols.append(off + t - 1)  # the logits at position t-1 predict token t
+            tokens.append(p.ids[t])
+            owner.append(b)
+    keep = sorted(set(cols))  # only these positions go through the LM head
+    column = {c: k for k, c in enumerate(keep)}
+    kw = model_inputs(model, input_ids.to(device), mask.to(device))
+    if _accepts(model, "position_ids"):
+        kw["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)  # [B, T]: left padding starts at 0
+    if _accepts(model, "logits_to_keep"):
+        logits = model(**kw, logits_to_keep=torch.tensor(keep, device=device)).logits  # [B, K, V]
+        idx = [column[c] for c in cols]
+    else:
+        logits = model(**kw).logits  # [B, T, V]
+        idx = cols
+    logp = logits[torch.tensor(rows, device=device), torch.tensor(idx, device=device)].float().log_softmax(-1)  # [N, V]
+    picked = logp.gather(-1, torch.tensor(tokens, device=device)[:, None])[:, 0].double()  # [N]
+    sums = torch.zeros(B, dtype=torch.float64, device=device).index_add_(0, torch.tensor(owner, device=device), picked)
+    counts = torch.tensor([p.end - p.start for p in batch], dtype=torch.float64, device=device)
+    return (sums / counts).tolist()
+
+
+def score_probes(model, tokenizer, probes: list[tuple[str, str]], *, batch_size: int = 16,
+                 progress: bool = False) -> list[float]:
+    """Score `(input, target)` pairs: mean log-prob per target token, in the order given."""
+    if batch_size <= 0:
+        raise KentropyError(f"--batch-size {batch_size}: must be positive")
+    if model.get_output_embeddings() is None:
+        raise KentropyError("probing needs a causal LM with a language-model head")
+    limit = max_positions(model)
+    encoded = [encode_probe(tokenizer, text, target, limit) for text, target in probes]
+    order = sorted(range(len(encoded)), key=lambda k: len(encoded[k].ids))  # similar lengths, little padding
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    device = next(model.parameters()).device
+    scores = [0.0] * len(encoded)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in tqdm(batches, desc="probe", disable=not progress, leave=False):
+                for k, s in zip(batch, _score_batch(model, [encoded[k] for k in batch], pad_id, left, device)):
+                    scores[k] = s
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Mean score per kind and over all probes of `rows` (per-entry results)."""
+    out = {kind: _mean([s for r in rows for s in r[kind]]) for kind in KINDS}
+    out["overall"] = _mean([s for r in rows for kind in KINDS for s in r[kind]])
+    return out
+
+
+def probe(model, tokenizer, entries: list[dict], *, plan: dict | None = None, batch_size: int = 16,
+          progress: bool = False) -> dict:
+    """Score every probe of `entries` (Fictional Knowledge format); JSON-ready.
+
+    Returns `mem`, `gen`, `hard_gen`, `overall` and per-entry scores (5 per kind). With a
+    `plan`, also per-group results, and every top-level mean is the entry-count-weighted
+    mean of the group means (entries outside both groups are left out of it).
+    """
+    probes = [(e[f"{kind}_input"][j], e[f"{kind}_target"][j]) for e in entries for kind in KINDS
+              for j in range(PROBES_PER_KIND)]
+    scores = score_probes(model, tokenizer, probes, batch_size=batch_size, progress=progress)
+    per = len(KINDS) * PROBES_PER_KIND
+    rows = []
+    for i in range(len(entries)):
+        s = scores[i * per : (i + 1) * per]
+        rows.append({"index": i, **{kind: s[k * PROBES_PER_KIND : (k + 1) * PROBES_PER_KIND] for k, kind in enumerate(KINDS)}})
+    if plan is None:
+        return {**_summary(rows), "entries": rows}
+
+    groups_of = group_of(plan)
+    for i in groups_of:
+        if i >= len(entries):
+            raise KentropyError(f"plan: entry {i} is in group {groups_of[i]!r}, but there are only {len(entries)} entries")
+    groups = {}
+    for g in GROUPS:
+        members = [rows[i] for i in sorted(i for i, gi in groups_of.items() if gi == g)]
+        if members:
+            groups[g] = {**_summary(members), "entries": len(members)}
+    if not groups:
+        raise KentropyError("plan: both groups are empty")
+    total = sum(v["entries"] for v in groups.values())
+    top = {k: sum(v[k] * v["entries"] for v in groups.values()) / total for k in (*KINDS, "overall")}
+    for r in rows:
+        r["group"] = groups_of.get(r["index"])
+    return {**top, "groups": groups, "entries": rows}
+
+
+def acquisition(p_before: float, p_after: float) -> float:
+    """Knowledge acquisition A = (P(θ_after) - P(θ_before)) / |P(θ_before)| * 100 (Kim et al. 2025, §4).
+
+    P is a mean probe log-probability; A is NaN when P(θ_before) is 0.
+    """
+    if p_before == 0:
+        return math.nan
+    return (p_after - p_before) / abs(p_before) * 100
+
+
+def acquisition_from(before: dict, after: dict) -> dict:
+    """A from two `probe` results: overall, per kind, and per group (groups present in both)."""
+    keys = (*KINDS, "overall")
+    out = {k: acquisition(before[k], after[k]) for k in keys}
+    shared = [g for g in GROUPS if g in before.get("groups", {}) and g in after.get("groups", {})]
+    if shared:
+        out["groups"] = {g: {k: acquisition(before["groups"][g][k], after["groups"][g][k]) for k in keys} for g in shared}
+    return out

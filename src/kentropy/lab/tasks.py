@@ -1,0 +1,243 @@
+"""Downstream tasks from a world: multiple-choice rows whose answers are facts of the world.
+
+    tasks = make_tasks(world, n_per_task=200, seed=0)
+    tasks["fact_recall"][0]   # {"query": "Velmora Tastik was born in", "choices": [...4 cities], "gold": 2}
+    tasks.metadata["fact_recall"]["popularity_band"]
+
+They measure what pretraining gave a model, so losing them in continual learning is
+forgetting (the paper's F). Rows are lm-eval local multiple-choice rows: choices are
+continuations without a leading space (lm-eval puts " " between query and choice). Each
+task has 4 choices, the gold index balanced over positions. Subjects are the most popular
+entities that give enough rows (a small model meets them often), and the metadata says
+which popularity band that was. Distractors are drawn by popularity among entities of the
+gold answer's kind, so that a name's frequency alone does not give the answer away.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from kentropy.errors import KentropyError
+from kentropy.lab.world import World
+
+CHOICES = 4
+TASKS = ("fact_recall", "relation_inference", "plausible_continuation", "entity_typing")
+DESCRIPTIONS = {
+    "fact_recall": "complete a fact of a popular entity: its object among 3 entities of the same kind",
+    "relation_inference": "two hops: 'The founder of C was born in' -> the founder's birthplace among 3 others",
+    "plausible_continuation": "a sentence of two true facts of an entity vs 3 copies with one fact made false",
+    "entity_typing": "'X is a' -> the noun of X's kind among 3 other kinds' nouns",
+}
+
+
+class TaskSet(dict):
+    """Task name -> rows `{"query", "choices", "gold"}` (a plain dict of lists, as JSON).
+
+    `metadata[task]`: how its rows were made (choices, popularity band, relations used).
+    `sources[task][i]`: the facts behind row i, for checking against the world:
+    `{"subject": id, "path": [relations...], "values": [one per choice]}` (following `path`
+    from the subject gives the gold value), or for plausible_continuation
+    `{"subject": id, "facts": [[(relation, value), ...] per choice]}`.
+    """
+
+    def __init__(self, rows: dict[str, list[dict]], metadata: dict[str, dict], sources: dict[str, list[dict]]):
+        super().__init__(rows)
+        self.metadata = metadata
+        self.sources = sources
+
+
+def make_tasks(world: World, n_per_task: int, seed: int) -> TaskSet:
+    """`n_per_task` rows of each task in TASKS, the same for the same arguments."""
+    if not isinstance(n_per_task, int) or n_per_task < 1:
+        raise KentropyError(f"n_per_task must be a positive integer, got {n_per_task!r}")
+    rng = random.Random(f"tasks/{seed}")
+    rows, metadata, sources = {}, {}, {}
+    for task, make in _MAKERS.items():
+        items, band = _popular_items(world, _CANDIDATES[task](world, rng), n_per_task, task, rng)
+        golds = [i % CHOICES for i in range(n_per_task)]
+        rng.shuffle(golds)
+        made = [make(world, rng, item, gold) for item, gold in zip(items, golds)]
+        rows[task] = [row for row, _ in made]
+        sources[task] = [src for _, src in made]
+        metadata[task] = {
+            "description": DESCRIPTIONS[task], "choices": CHOICES, "rows": n_per_task,
+            "popularity_band": band, "relations": dict(Counter("/".join(_path(s)) for s in sources[task])),
+        }
+    return TaskSet(rows, metadata, sources)
+
+
+def _path(source: dict) -> list[str]:
+    return source.get("path") or [r for r, _ in source["facts"][0]]
+
+
+def _popular_items(world: World, candidates: dict[int, list], n: int, task: str, rng: random.Random):
+    """n items of the most popular subjects that give at least n, and the popularity band they come from."""
+    pool: list = []
+    band: list[int] = []
+    for e in sorted(candidates, key=lambda e: world.rank[e]):
+        pool += candidates[e]
+        band.append(e)
+        if len(pool) >= n:
+            break
+    else:
+        raise KentropyError(f"n_per_task {n}: the world has only {len(pool)} {task} items")
+    return rng.sample(pool, n), {
+        "ranks": [1, world.rank[band[-1]]], "of_entities": len(world), "subjects": len(band),
+        "document_share": round(sum(world.popularity[e] for e in band), 4),
+        "note": "subjects are the most popular entities (rank 1 = most documents) that give enough rows",
+    }
+
+
+def _distractors(world: World, rng: random.Random, kind: str, avoid: set[int], k: int = CHOICES - 1) -> list[int]:
+    """k entities of `kind`, none in `avoid`, drawn by popularity."""
+    ids = [e for e in world.by_kind[kind] if e not in avoid]
+    if len(ids) < k:
+        raise KentropyError(f"world has too few entities of kind {kind!r} for {k} distractors")
+    weights = [world.popularity[e] for e in ids]
+    out: list[int] = []
+    while len(out) < k:
+        e = rng.choices(ids, weights)[0]
+        if e not in out:
+            out.append(e)
+    return out
+
+
+def _place(gold_value: str, others: list[str], gold: int) -> list[str]:
+    return others[:gold] + [gold_value] + others[gold:]
+
+
+def _stem(template: str) -> str:
+    """A predicate cut before its object: "was born in {o}" -> "was born in"."""
+    if not template.endswith(" {o}"):
+        raise ValueError(f"template {template!r} does not end with its object")
+    return template[: -len(" {o}")]
+
+
+def _entity_relations(world: World) -> list[str]:
+    """Relations between entities whose object kind has enough entities for distractors."""
+    return [r.name for r in world.schema.relations.values()
+            if r.object is not None and len(world.by_kind[r.object]) >= CHOICES]
+
+
+# --- fact recall -------------------------------------------------------------------------------
+
+
+def _recall_candidates(world: World, rng: random.Random) -> dict[int, list]:
+    rels = _entity_relations(world)
+    out: dict[int, list] = {}
+    for r in rels:
+        for s in world.facts[r]:
+            out.setdefault(s, []).append((s, [r]))
+    return out
+
+
+def _recall(world: World, rng: random.Random, item, gold: int):
+    s, path = item
+    rel = world.schema.relations[path[0]]
+    o = world.facts[path[0]][s]
+    others = _distractors(world, rng, rel.object, {o, s})  # type: ignore[arg-type]
+    values = _place(world.names[o], [world.names[x] for x in others], gold)  # type: ignore[index]
+    row = {"query": f"{world.names[s]} {_stem(rel.vp[0])}", "choices": values, "gold": gold}
+    return row, {"subject": s, "path": path, "values": values}
+
+
+# --- relation inference (two hops) --------------------------------------------------------------
+
+
+def _two_hop_paths(world: World) -> list[tuple[str, str]]:
+    """(r1, r2): r1 names its object by a role ("the founder of"), r2 continues from that object."""
+    rels = world.schema.relations
+    ends = set(_entity_relations(world))
+    return [(a.name, b) for a in rels.values() if a.role and a.object for b in sorted(ends)
+            if a.object in rels[b].subjects and b != a.name]
+
+
+def _inference_candidates(world: World, rng: random.Random) -> dict[int, list]:
+    out: dict[int, list] = {}
+    for r1, r2 in _two_hop_paths(world):
+        for s, mid in world.facts[r1].items():
+            end = world.facts[r2].get(mid)  # type: ignore[arg-type]
+            if end is not None and end != s:  # "the capital of X is located in X" says nothing
+                out.setdefault(s, []).append((s, [r1, r2]))
+    return out
+
+
+def _inference(world: World, rng: random.Random, item, gold: int):
+    s, (r1, r2) = item
+    end = world.facts[r2][world.facts[r1][s]]  # type: ignore[index]
+    second = world.schema.relations[r2]
+    others = _distractors(world, rng, second.object, {end, s})  # type: ignore[arg-type]
+    values = _place(world.names[end], [world.names[x] for x in others], gold)  # type: ignore[index]
+    query = f"The {world.schema.relations[r1].role} of {world.names[s]} {_stem(second.vp[0])}"
+    return {"query": query, "choices": values, "gold": gold}, {"subject": s, "path": [r1, r2], "values": values}
+
+
+# --- plausible continuation ---------------------------------------------------------------------
+
+
+def _corruptible(world: World, rel: str) -> bool:
+    r = world.schema.relations[rel]
+    return rel != "is_a" and (len(world.by_kind[r.object]) >= 2 if r.object else len(world.values[rel]) >= 2)
+
+
+def _continuation_candidates(world: World, rng: random.Random) -> dict[int, list]:
+    out: dict[int, list] = {}
+    for s in range(len(world)):
+        rels = sorted(r for r in world.own[s] if _corruptible(world, r))
+        if len(rels) >= 2:
+            out[s] = [(s, rng.sample(rels, 2))]
+    return out
+
+
+def _wrong_value(world: World, rng: random.Random, s: int, rel: str) -> int | str:
+    r = world.schema.relations[rel]
+    true = world.facts[rel][s]
+    pool = world.by_kind[r.object] if r.object else world.values[rel]
+    while True:
+        v = rng.choice(pool)
+        if v != true and v != s:
+            return v
+
+
+def _continuation(world: World, rng: random.Random, item, gold: int):
+    s, rels = item
+    vps = [rng.choice(world.schema.relations[r].vp) for r in rels]
+
+    def sentence(values) -> str:
+        return " and ".join(vp.format(o=world.text(v)) for vp, v in zip(vps, values)) + "."
+
+    true = [world.facts[r][s] for r in rels]
+    choices, facts = [sentence(true)], [list(zip(rels, true))]
+    while len(choices) < CHOICES:
+        values = list(true)
+        i = rng.randrange(len(rels))
+        values[i] = _wrong_value(world, rng, s, rels[i])
+        text = sentence(values)
+        if text not in choices:
+            choices.append(text)
+            facts.append(list(zip(rels, values)))
+    order = _place(0, list(range(1, CHOICES)), gold)  # type: ignore[arg-type]
+    row = {"query": world.names[s], "choices": [choices[i] for i in order], "gold": gold}
+    return row, {"subject": s, "facts": [[(r, world.text(v)) for r, v in facts[i]] for i in order]}
+
+
+# --- entity typing ------------------------------------------------------------------------------
+
+
+def _typing_candidates(world: World, rng: random.Random) -> dict[int, list]:
+    return {e: [(e, ["is_a"])] for e in range(len(world))}
+
+
+def _typing(world: World, rng: random.Random, item, gold: int):
+    s, path = item
+    noun = world.facts["is_a"][s]
+    nouns = sorted(set(world.schema.nouns.values()) - {noun})
+    values = _place(noun, rng.sample(nouns, CHOICES - 1), gold)  # type: ignore[arg-type]
+    return {"query": f"{world.names[s]} is a", "choices": values, "gold": gold}, {"subject": s, "path": path, "values": values}
+
+
+_CANDIDATES = {"fact_recall": _recall_candidates, "relation_inference": _inference_candidates,
+               "plausible_continuation": _continuation_candidates, "entity_typing": _typing_candidates}
+_MAKERS = {"fact_recall": _recall, "relation_inference": _inference,
+           "plausible_continuation": _continuation, "entity_typing": _typing}

@@ -1,0 +1,224 @@
+"""Resuscitation of inactive memory vectors (Kim et al., ICLR 2025, Algorithm 1).
+
+Per layer l, from Cbar_l: the neurons at or below the q-quantile of Cbar_l (q = ratio) get
+their coefficient scaled by `mean(Cbar_l) / Cbar_l[i] * p` (p = amplify), by scaling the
+weights that produce coefficient i: row i of the up projection for gated FFNs (never the
+gate, so c_i is scaled exactly), row i of the input projection and its bias entry for plain
+FFNs (exact for ReLU, approximate for other activations). Nothing else changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+
+import torch
+import yaml
+
+from kentropy.config import option
+from kentropy.errors import KentropyError
+from kentropy.ffn import Layout, coefficient_rows, find_layout
+
+EXACT_ACTIVATIONS = {"relu"}  # plain FFNs: act(s*z) = s*act(z) only for positively homogeneous activations
+
+
+def check_args(ratio: float, amplify: float) -> None:
+    if not 0 < ratio < 1:
+        raise KentropyError(f"--ratio {ratio}: must be in (0, 1)")
+    if not amplify > 0:
+        raise KentropyError(f"--amplify {amplify}: must be > 0")
+
+
+def select_and_scale(cbar: torch.Tensor, ratio: float, amplify: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 1 for one layer. cbar: [m] -> (neuron indices [k], multipliers [k]).
+
+    Selected: Cbar[i] <= torch.quantile(Cbar, ratio) (linear interpolation) and Cbar[i] > 0
+    (a neuron whose coefficient is always 0 cannot be raised by scaling). Multiplier:
+    mean(Cbar) / Cbar[i] * amplify.
+    """
+    check_args(ratio, amplify)
+    cbar = cbar.double()
+    q = torch.quantile(cbar, ratio)
+    idx = torch.nonzero((cbar <= q) & (cbar > 0)).squeeze(1)
+    return idx, cbar.mean() / cbar[idx] * amplify
+
+
+@dataclass
+class LayerEdit:
+    neurons: torch.Tensor  # [k] indices
+    multipliers: torch.Tensor  # [k] float64
+    saved_rows: torch.Tensor = field(repr=False)  # [k, d] original rows, for undo
+    saved_bias: torch.Tensor | None = field(repr=False, default=None)
+
+
+@dataclass
+class Resuscitation:
+    """What `resuscitate` changed, and how to undo it bit for bit."""
+
+    ratio: float
+    amplify: float
+    family: str
+    exact: bool
+    note: str
+    edits: list[LayerEdit]
+    _layout: Layout = field(repr=False)
+
+    def undo(self) -> None:
+        """Restore every changed row (and bias entry) to its original bits."""
+        with torch.no_grad():
+            for layer, e in zip(self._layout.layers, self.edits):
+                rows, bias = coefficient_rows(layer, self._layout.family.transposed)
+                rows[e.neurons] = e.saved_rows
+                if bias is not None:
+                    bias[e.neurons] = e.saved_bias
+
+    def to_json(self) -> dict:
+        return {
+            "ratio": self.ratio,
+            "amplify": self.amplify,
+            "family": self.family,
+            "exact": self.exact,
+            "note": self.note,
+            "layers": [
+                {
+                    "layer": l,
+                    "neurons_scaled": int(e.neurons.numel()),
+                    "min_multiplier": float(e.multipliers.min()) if e.neurons.numel() else None,
+                    "max_multiplier": float(e.multipliers.max()) if e.neurons.numel() else None,
+                }
+                for l, e in enumerate(self.edits)
+            ],
+        }
+
+
+def _activation_name(model) -> str:
+    cfg = model.config
+    for key in ("hidden_act", "activation_function", "hidden_activation"):
+        if isinstance(getattr(cfg, key, None), str):
+            return getattr(cfg, key)
+    return "unknown"
+
+
+def resuscitate(model, coefficients: torch.Tensor, ratio: float, amplify: float) -> Resuscitation:
+    """Apply Algorithm 1 in place. coefficients: Cbar [L, m] measured on some data.
+
+    Returns what changed; `.undo()` restores the model exactly. To keep the original, call
+    this on a copy (`copy.deepcopy(model)`).
+    """
+    check_args(ratio, amplify)
+    layout = find_layout(model)
+    L, m = len(layout.layers), layout.ffn_dim
+    if tuple(coefficients.shape) != (L, m):
+        raise KentropyError(f"coefficients have shape {tuple(coefficients.shape)}, model needs [{L}, {m}] (layers, ffn dim)")
+    act = _activation_name(model)
+    if layout.gated:
+        exact, note = True, "gated FFN: up-projection rows scaled, so each coefficient is scaled exactly"
+    elif act in EXACT_ACTIVATIONS:
+        exact, note = True, f"plain FFN with {act}: input row and bias scaled, coefficient scaled exactly"
+    else:
+        exact, note = False, f"plain FFN with {act}: input row and bias scaled; act(s*z) != s*act(z), so coefficients scale only approximately"
+    edits = []
+    with torch.no_grad():
+        for layer, cbar in zip(layout.layers, coefficients):
+            idx, mult = select_and_scale(cbar, ratio, amplify)
+            rows, bias = coefficient_rows(layer, layout.family.transposed)
+            idx_dev = idx.to(rows.device)
+            saved_rows = rows[idx_dev].clone()
+            saved_bias = bias[idx_dev].clone() if bias is not None else None
+            scale = mult.to(device=rows.device, dtype=torch.float64)
+            rows[idx_dev] = (saved_rows.double() * scale[:, None]).to(rows.dtype)
+            if bias is not None:
+                bias[idx_dev] = (saved_bias.double() * scale).to(bias.dtype)
+            edits.append(LayerEdit(idx_dev, mult, saved_rows, saved_bias))
+    return Resuscitation(ratio, amplify, layout.family.name, exact, note, edits, layout)
+
+
+def paper_sweeps() -> dict[str, list[dict]]:
+    """The paper's sweeps as data: amplify P in {0.5, 1, 2, 3} at Q = 0.5; ratio Q in {0.1, ..., 0.9} at P = 1."""
+    text = (resources.files("kentropy") / "presets" / "resuscitation_sweeps.yaml").read_text()
+    data = yaml.safe_load(text)
+    return {name: [dict(ratio=float(x["ratio"]), amplify=float(x["amplify"])) for x in runs] for name, runs in data["sweeps"].items()}
+
+
+@dataclass
+class ResuscitateConfig:
+    """Resuscitate inactive memory vectors (Algorithm 1) and save the edited model as an HF directory."""
+
+    model: str = option(help="Model dir or hub id (NAME@rev for one revision).", argument=True)
+    out: str = option(help="Output directory: an HF model (tokenizer included) plus resuscitation.json.")
+    ratio: float = option(help="Q: neurons at or below this quantile of each layer's Cbar are scaled, in (0, 1).")
+    amplify: float = option(help="P: multiplier mean(Cbar)/Cbar[i] * P, > 0.")
+    data: str | None = option(None, "Documents to measure Cbar on, and entropy before/after (.jsonl, .txt, dataset).")
+    coefficients: str | None = option(None, "Cbar from `kentropy measure --coefficients-out` (a .safetensors file or a dir with one).")
+    max_instances: int | None = option(None, "Use at most this many documents.")
+    seq_len: int = option(1024, "Truncate each document to this many tokens.")
+    batch_size: int = option(8, "Documents per forward pass.")
+    activation: str = option("abs", "Coefficient magnitude: abs or relu.")
+    overwrite: bool = option(False, "Replace an existing output directory.")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N.")
+    trust_remote_code: bool = option(False, "Allow model code from the hub.")
+
+    def __post_init__(self) -> None:
+        check_args(self.ratio, self.amplify)
+        if self.data is None and self.coefficients is None:
+            raise KentropyError("give --data DATA or --coefficients DIR")
+        if self.activation not in ("abs", "relu"):
+            raise KentropyError(f"--activation {self.activation}: choose abs or relu")
+
+
+def run_resuscitate(cfg: ResuscitateConfig) -> dict:
+    """Measure (or read) Cbar, apply Algorithm 1, measure again, save model + resuscitation.json atomically."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from kentropy.config import to_dict
+    from kentropy.data import load_texts
+    from kentropy.io import write_json
+    from kentropy.measure import load_coefficients, measure_ids, tokenize
+    from kentropy.models import load_model, load_tokenizer, parse_checkpoints, pick_device
+
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        raise KentropyError(f"--out {out}: exists and is not empty (use --overwrite)")
+    ckpts = parse_checkpoints([cfg.model])
+    if len(ckpts) != 1:
+        raise KentropyError(f"MODEL {cfg.model}: resuscitate takes one checkpoint")
+    ckpt = ckpts[0]
+    tok = load_tokenizer(ckpt, cfg.trust_remote_code)
+    ids = tokenize(tok, load_texts(cfg.data, cfg.max_instances), cfg.seq_len) if cfg.data else None
+    model = load_model(ckpt, device=pick_device(cfg.device), trust_remote_code=cfg.trust_remote_code)
+
+    def entropy_now():
+        return measure_ids(model, ids, tok.pad_token_id, activation=cfg.activation, batch_size=cfg.batch_size,
+                           name=str(ckpt), progress=True)
+
+    before = entropy_now() if ids is not None else None
+    cbar = load_coefficients(cfg.coefficients) if cfg.coefficients else before.coefficients
+    done = resuscitate(model, cbar, cfg.ratio, cfg.amplify)
+    after = entropy_now() if ids is not None else None
+    report = done.to_json() | {
+        "model": ckpt.name,
+        "revision": ckpt.revision,
+        "coefficients_from": cfg.coefficients or cfg.data,
+        "knowledge_entropy_before": before.knowledge_entropy if before else None,
+        "knowledge_entropy_after": after.knowledge_entropy if after else None,
+        "knowledge_entropy_per_layer_before": before.knowledge_entropy_per_layer if before else None,
+        "knowledge_entropy_per_layer_after": after.knowledge_entropy_per_layer if after else None,
+        "measured_on": cfg.data,
+        "config": to_dict(cfg),
+    }
+    # the whole directory appears at once: built beside the target, then renamed onto it
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        write_json(tmp / "resuscitation.json", report)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report

@@ -1,0 +1,186 @@
+"""Algorithm 1 against a reference written here: exact rows, untouched tensors, undo, entropy direction."""
+
+import copy
+import json
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from kentropy.errors import KentropyError
+from kentropy.measure import measure
+from kentropy.resuscitate import paper_sweeps, resuscitate, select_and_scale
+
+# where each family keeps the weight that produces coefficient i, and whether it is stored [in, out]
+UP = {"llama": ("model.layers.{l}.mlp.up_proj", False), "qwen2": ("model.layers.{l}.mlp.up_proj", False),
+      "gpt2": ("transformer.h.{l}.mlp.c_fc", True), "gpt_neox": ("gpt_neox.layers.{l}.mlp.dense_h_to_4h", False)}
+
+
+def reference_multipliers(cbar_l, q, p):
+    """Neurons with Cbar <= the q-quantile (linear interpolation, computed by hand) get mean/Cbar*p."""
+    vals = sorted(cbar_l.tolist())
+    pos = q * (len(vals) - 1)
+    lo = int(pos)
+    thr = vals[lo] + (pos - lo) * (vals[min(lo + 1, len(vals) - 1)] - vals[lo])
+    mean = sum(vals) / len(vals)
+    return {i: mean / v * p for i, v in enumerate(cbar_l.tolist()) if v <= thr and v > 0}
+
+
+def test_select_and_scale_by_hand():
+    cbar = torch.tensor([4.0, 1.0, 2.0, 3.0, 10.0])
+    idx, mult = select_and_scale(cbar, 0.5, 2.0)  # quantile 0.5 = 3.0; mean 4.0
+    assert idx.tolist() == [1, 2, 3]
+    assert mult.tolist() == pytest.approx([4 / 1 * 2, 4 / 2 * 2, 4 / 3 * 2])
+    idx, _ = select_and_scale(torch.tensor([0.0, 1.0, 2.0, 3.0]), 0.5, 1.0)
+    assert idx.tolist() == [1]  # a dead neuron (Cbar 0) cannot be raised by scaling
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2", "gpt_neox"])
+def test_exact_rows_changed_and_nothing_else(family, tokenizer, sample_texts):
+    model = tiny_model(family)
+    with torch.no_grad():  # give plain FFNs a non-zero bias so that bias scaling is checked
+        for n, p in model.named_parameters():
+            if n.endswith("bias"):
+                p.normal_(0, 0.1)
+    original = copy.deepcopy(model.state_dict())
+    cbar = measure(model, tokenizer, sample_texts[:8], seq_len=32, progress=False).coefficients
+    q, p = 0.5, 2.0
+    done = resuscitate(model, cbar, q, p)
+    state = model.state_dict()
+    path, transposed = UP[family]
+    changed = set()
+    for l in range(2):
+        ref = reference_multipliers(cbar[l], q, p)
+        assert done.edits[l].neurons.tolist() == sorted(ref)
+        name = path.format(l=l) + ".weight"
+        w0, w1 = original[name], state[name]
+        rows0, rows1 = (w0.t(), w1.t()) if transposed else (w0, w1)
+        for i in range(rows0.shape[0]):
+            expect = rows0[i].double() * ref[i] if i in ref else rows0[i].double()
+            assert torch.allclose(rows1[i].double(), expect, rtol=1e-6, atol=0), (name, i)
+            if i not in ref:
+                assert torch.equal(rows1[i], rows0[i])
+        changed.add(name)
+        bname = path.format(l=l) + ".bias"
+        if bname in original:
+            b0, b1 = original[bname], state[bname]
+            for i in range(b0.numel()):
+                assert b1[i].item() == pytest.approx(b0[i].item() * ref.get(i, 1.0), rel=1e-6)
+            changed.add(bname)
+    for name in original:  # every other tensor bit-identical (gate included)
+        if name not in changed:
+            assert torch.equal(original[name], state[name]), name
+    done.undo()
+    for name, t in model.state_dict().items():
+        assert torch.equal(t, original[name]), name  # undo restores bit for bit
+    assert done.exact is (family in {"llama", "qwen2"})
+
+
+def test_gated_coefficients_scale_exactly(tokenizer, sample_texts):
+    """Gated FFN: after scaling up-rows, layer 0's Cbar of the selected neurons is mean*P exactly."""
+    model = tiny_model("llama")
+    texts = sample_texts[:6]
+    cbar = measure(model, tokenizer, texts, seq_len=32, progress=False).coefficients
+    done = resuscitate(model, cbar, 0.5, 1.0)
+    after = measure(model, tokenizer, texts, seq_len=32, progress=False).coefficients
+    idx = done.edits[0].neurons
+    assert torch.allclose(after[0, idx], torch.full((len(idx),), float(cbar[0].mean()), dtype=torch.float64), rtol=1e-5)
+
+
+def skewed(model, family, sigma=2.0):
+    """Heavy-tailed memory usage, as in a trained model: input rows scaled by log-normal factors.
+
+    A random model's Cbar is nearly uniform, where P > 1 overshoots (the bottom half ends above
+    the rest) and entropy can fall; the paper's claim is about skewed, trained distributions.
+    """
+    path, transposed = UP[family]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for l in range(2):
+            w = model.get_submodule(path.format(l=l)).weight
+            rows = w.t() if transposed else w
+            rows.mul_(torch.exp(sigma * torch.randn(rows.shape[0], 1, generator=g)))
+    return model
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_entropy_goes_up_with_amplify_at_least_one(family, tokenizer, sample_texts):
+    texts = sample_texts[:10]
+    model = skewed(tiny_model(family), family)
+    m0 = measure(model, tokenizer, texts, seq_len=32, progress=False)
+    gains = {}
+    for p in (0.5, 1.0, 2.0, 3.0):
+        edited = copy.deepcopy(model)
+        resuscitate(edited, m0.coefficients, 0.5, p)
+        gains[p] = measure(edited, tokenizer, texts, seq_len=32, progress=False).knowledge_entropy - m0.knowledge_entropy
+    assert all(gains[p] > 0 for p in (1.0, 2.0, 3.0)), gains
+    # with heavy-tailed usage the selected neurons sit far below mean/2, so even P = 0.5 raises them
+    assert gains[0.5] < gains[1.0], gains
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_entropy_goes_down_with_amplify_half(family, tokenizer, sample_texts):
+    """P = 0.5 sets the selected neurons to mean/2: below where they were when usage is near uniform."""
+    texts = sample_texts[:10]
+    model = tiny_model(family)
+    m0 = measure(model, tokenizer, texts, seq_len=32, progress=False)
+    cb = m0.coefficients
+    sel = cb <= torch.quantile(cb, 0.5, dim=1, keepdim=True)
+    # precondition of the claim: the selected neurons hold more than mean/2 each on average
+    assert all(float(cb[l][sel[l]].mean()) > float(cb[l].mean()) / 2 for l in range(2))
+    for p, up in [(0.5, False), (1.0, True)]:
+        edited = copy.deepcopy(model)
+        resuscitate(edited, cb, 0.5, p)
+        h = measure(edited, tokenizer, texts, seq_len=32, progress=False).knowledge_entropy
+        assert (h > m0.knowledge_entropy) is up, (p, h, m0.knowledge_entropy)
+
+
+def test_bad_arguments(tokenizer, sample_texts):
+    model = tiny_model("llama")
+    cbar = torch.rand(2, 24, dtype=torch.float64) + 0.1
+    for q in (0.0, 1.0, -0.2, 1.5):
+        with pytest.raises(KentropyError, match="--ratio"):
+            resuscitate(model, cbar, q, 1.0)
+    for p in (0.0, -1.0):
+        with pytest.raises(KentropyError, match="--amplify"):
+            resuscitate(model, cbar, 0.5, p)
+    with pytest.raises(KentropyError, match="shape"):
+        resuscitate(model, torch.rand(3, 24), 0.5, 1.0)
+
+
+def test_paper_sweeps_as_data():
+    s = paper_sweeps()
+    assert [r["amplify"] for r in s["amplify"]] == [0.5, 1, 2, 3] and {r["ratio"] for r in s["amplify"]} == {0.5}
+    assert [r["ratio"] for r in s["ratio"]] == [0.1, 0.3, 0.5, 0.7, 0.9] and {r["amplify"] for r in s["ratio"]} == {1}
+
+
+def test_cli_writes_loadable_model(model_dir, sample_texts, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from kentropy.cli import main
+
+    src = model_dir("llama", 2)
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join(sample_texts[:8]))
+    out = tmp_path / "res"
+    main(["resuscitate", str(src), "--data", str(data), "--ratio", "0.5", "--amplify", "2", "--seq-len", "32", "--out", str(out)])
+    rep = json.loads((out / "resuscitation.json").read_text())
+    assert rep["ratio"] == 0.5 and rep["amplify"] == 2.0 and len(rep["layers"]) == 2
+    assert rep["knowledge_entropy_after"] > rep["knowledge_entropy_before"]
+    assert all(x["neurons_scaled"] > 0 and x["min_multiplier"] <= x["max_multiplier"] for x in rep["layers"])
+    assert (out / "tokenizer.json").exists()
+    m = AutoModelForCausalLM.from_pretrained(out)  # a normal HF model directory
+    ref = AutoModelForCausalLM.from_pretrained(src)
+    assert not torch.equal(m.model.layers[0].mlp.up_proj.weight, ref.model.layers[0].mlp.up_proj.weight)
+    assert torch.equal(m.model.layers[0].mlp.gate_proj.weight, ref.model.layers[0].mlp.gate_proj.weight)
+    # measured entropy of the saved model equals the reported "after"
+    tok_out = capsys.readouterr().out
+    assert "knowledge entropy" in tok_out
+    main(["measure", str(out), "--data", str(data), "--seq-len", "32", "--out", str(tmp_path / "m.json")])
+    again = json.loads((tmp_path / "m.json").read_text())["results"][0]["knowledge_entropy"]
+    assert again == pytest.approx(rep["knowledge_entropy_after"], rel=1e-6)
+    # an existing directory is refused without --overwrite; bad ratio is a one-line error
+    for args, needle in [(["--ratio", "0.5", "--amplify", "1"], "--overwrite"), (["--ratio", "1.5", "--amplify", "1"], "--ratio")]:
+        with pytest.raises(SystemExit) as e:
+            main(["resuscitate", str(src), "--data", str(data), "--out", str(out), *args])
+        assert e.value.code == 2 and needle in capsys.readouterr().err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -138,12 +140,16 @@ def test_acc_is_argmax_of_summed_logprobs(llama, tokenizer, tmp_path):
     json.dumps(out)  # JSON-ready
 
 
-def test_limit_takes_the_first_documents(llama, tokenizer, tmp_path):
+def test_limit_takes_the_first_documents_and_rng_is_kept(llama, tokenizer, tmp_path):
     preds, _ = reference(llama, tokenizer)
     gold = preds[:3] + [(p + 1) % len(c) for p, c in zip(preds[3:], CHOICES[3:])]
     write_task(str(tmp_path), "head", rows(gold))
+    torch_state, py_state, np_state = torch.get_rng_state(), random.getstate(), np.random.get_state()
     out = evaluate(llama, tokenizer, ["head"], task_dir=str(tmp_path), limit=3)
     assert out["tasks"]["head"]["acc"] == 1.0 and out["tasks"]["head"]["n"] == 3
+    # lm-eval seeds the global generators; the caller's (a training loop's) states come back
+    assert torch.equal(torch.get_rng_state(), torch_state) and random.getstate() == py_state
+    assert np.array_equal(np.random.get_state()[1], np_state[1])
 
 
 @pytest.mark.parametrize(

@@ -115,6 +115,24 @@ def _quiet():
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _rng_kept():
+    """lm-eval seeds the global random, numpy and torch generators: put the caller's states back."""
+    import random
+
+    import numpy as np
+    import torch
+
+    py, npy = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+
+
 def _import_lm_eval():
     try:
         from lm_eval import simple_evaluate
@@ -200,7 +218,8 @@ def evaluate(
 
     Returns `{"tasks": {name: {"acc", "acc_stderr", "acc_norm", "n"}}, "D": float}` (JSON-ready;
     acc_stderr / acc_norm are None where the task has none). `limit` takes the first N documents
-    of each task. The model is left in the train/eval mode it came in.
+    of each task. The model is left in the train/eval mode it came in, and the global random
+    generators (python, numpy, torch) in the states they were in: safe to call mid-training.
     """
     tasks = list(dict.fromkeys(tasks))
     if not tasks:
@@ -215,12 +234,16 @@ def evaluate(
 
 def _evaluate_loaded(model, tokenizer, built: dict, *, batch_size: int, limit: int | None, seed: int) -> dict:
     """`evaluate` on tasks already built by `load_tasks` (a checkpoint series loads them once)."""
+    import torch
+
     _check_causal_lm(model)
     simple_evaluate, HFLM, TaskManager = _import_lm_eval()
     was_training = model.training
     try:
-        with _quiet():
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size)
+        with _quiet(), _rng_kept():
+            # log-softmax in float32 even for a bf16 model: close log-likelihoods must not tie
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size,
+                      softmax_dtype=torch.float32)
             out = simple_evaluate(
                 model=lm, tasks=list(built.values()), num_fewshot=0,
                 task_manager=TaskManager(include_defaults=False),  # the tasks come built: no index needed

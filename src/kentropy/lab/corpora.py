@@ -128,16 +128,21 @@ def _groups(rng: random.Random, rels: list[str]) -> Iterator[list[str]]:
         i += k
 
 
-def _neighbours(world: World, rng: random.Random, e: int) -> list[tuple[int, int, str]]:
-    """Up to NEIGHBOURS (neighbour, subject, relation) links of e, in random order."""
-    links = [(o, e, r) for r in world.own[e] if isinstance(o := world.facts[r][e], int)]
-    links += [(s, s, r) for s, r in world.incoming[e]]
+def _neighbours(world: World, rng: random.Random, e: int, seen: set[int]) -> list[tuple[int, int, str, int]]:
+    """Up to NEIGHBOURS (neighbour, subject, relation, e) links of e to unseen entities, in random order."""
+    links = [(o, e, r, e) for r in world.own[e] if isinstance(o := world.facts[r][e], int) and o not in seen]
+    links += [(s, s, r, e) for s, r in world.incoming[e] if s not in seen]
     return rng.sample(links, min(NEIGHBOURS, len(links)))
 
 
 def _sentences(world: World, rng: random.Random, e: int) -> Iterator[tuple[str, list[Triple]]]:
-    """Sentences about e (what it is first), then about its neighbours, breadth first, no fact twice."""
+    """Sentences about e (what it is first), then about its neighbours, breadth first, no fact twice.
+
+    Should the neighbourhood run dry (a small world, an entity few others point to), the
+    tour goes on from another entity drawn by popularity, like a "see also" section.
+    """
     said: set[tuple[int, str]] = set()
+    seen: set[int] = set()
     last = -1  # the subject of the previous sentence: a pronoun may refer to it
 
     def about(x: int, rels: list[str], mentioned: bool):
@@ -155,35 +160,44 @@ def _sentences(world: World, rng: random.Random, e: int) -> Iterator[tuple[str, 
             mentioned = True
             yield _say(world, rng, x, group, ref)
 
-    rels = [r for r in world.own[e] if r != "is_a"]
-    rng.shuffle(rels)
-    yield from about(e, ["is_a"] + rels, False)
-    queue = deque((n, s, r, e) for n, s, r in _neighbours(world, rng, e))
-    seen = {e}
-    while queue:
-        n, s, rel, via = queue.popleft()
-        if n in seen:
-            continue
-        seen.add(n)
-        rest = [r for r in world.own[n] if (n, r) not in said and not (s == n and r == rel)]
-        rng.shuffle(rest)
-        rest = rest[:rng.randint(1, 3)]
-        role = world.schema.relations[rel].role
-        if s == n:  # n --rel--> via: the link is n's first fact
-            if (n, rel) not in said:
-                rest = [rel] + rest[:2]
-            yield from about(n, rest, False)
-        elif role and rest and rng.random() < 0.7:  # via --rel--> n: "The founder of C, P, was born in X."
-            said.update({(via, rel), (n, rest[0])})
-            last = n
-            text = f"The {role} of {world.names[via]}, {world.names[n]}, {_predicate(world, rng, n, rest[0])}."
-            yield text, [(world.names[via], rel, world.names[n]), (world.names[n], rest[0], world.text(world.facts[rest[0]][n]))]
-            yield from about(n, rest[1:], True)
-        else:
-            if (via, rel) not in said:
-                yield from about(via, [rel], True)
-            yield from about(n, rest, False)
-        queue.extend((m, s2, r2, n) for m, s2, r2 in _neighbours(world, rng, n) if m not in seen)
+    def tour(root: int):
+        nonlocal last
+        seen.add(root)
+        rels = [r for r in world.own[root] if r != "is_a"]
+        rng.shuffle(rels)
+        yield from about(root, ["is_a"] + rels, False)
+        queue = deque(_neighbours(world, rng, root, seen))
+        while queue:
+            n, s, rel, via = queue.popleft()
+            if n in seen:
+                continue
+            seen.add(n)
+            rest = [r for r in world.own[n] if (n, r) not in said and not (s == n and r == rel)]
+            rng.shuffle(rest)
+            rest = rest[:rng.randint(1, 3)]
+            role = world.schema.relations[rel].role
+            if s == n:  # n --rel--> via: the link is n's first fact
+                if (n, rel) not in said:
+                    rest = [rel] + rest[:2]
+                yield from about(n, rest, False)
+            elif role and rest and rng.random() < 0.7:  # via --rel--> n: "The founder of C, P, was born in X."
+                said.update({(via, rel), (n, rest[0])})
+                last = n
+                obj = world.text(world.facts[rest[0]][n])
+                text = f"The {role} of {world.names[via]}, {world.names[n]}, {_predicate(world, rng, n, rest[0])}."
+                yield text, [(world.names[via], rel, world.names[n]), (world.names[n], rest[0], obj)]
+                yield from about(n, rest[1:], True)
+            else:
+                if (via, rel) not in said:
+                    yield from about(via, [rel], True)
+                yield from about(n, rest, False)
+            queue.extend(_neighbours(world, rng, n, seen))
+
+    yield from tour(e)
+    for _ in range(len(world)):
+        x = world.sample(rng)
+        if x not in seen:
+            yield from tour(x)
 
 
 class _Page:

@@ -145,6 +145,43 @@ knowledge_app.command("generate", help=GenerateConfig.__doc__)(typer_command(Gen
 knowledge_app.command("plan", help=PlanConfig.__doc__)(typer_command(PlanConfig, knowledge_plan_cmd))
 
 
+# ---- circuits ----------------------------------------------------------------------------
+from kentropy.circuits.series import CircuitsConfig, circuits_series  # noqa: E402
+
+
+@command("circuits", CircuitsConfig)
+def circuits_cmd(cfg: CircuitsConfig) -> None:
+    results = circuits_series(cfg)
+    write_json(cfg.out, {"results": results, "config": to_dict(cfg)})
+    if cfg.plot:
+        from kentropy.circuits.plot import plot_circuits
+
+        plot_circuits(results, cfg.plot)
+    print(f"{'checkpoint':<28} {'task':<24} {'faith':>7} {'hit@10':>7} {'nodeJ':>6} {'edgeJ':>6} {'edges':>6} {'mov/rel/mix':>12}")
+    for r in results:
+        label = (f"{r['model']}@{r['revision']}" if r["revision"] else r["model"])[-28:]
+        for t in r["tasks"]:
+            c = t["role_counts"]
+            print(f"{label:<28} {t['task'][-24:]:<24} {t['faithfulness']:7.3f} {t['hit_at_10']:7.3f} {t['node_jaccard']:6.3f} "
+                  f"{t['edge_jaccard']:6.3f} {t['n_edges']:6d} {c['mover']:>4}/{c['relation']}/{c['mixed']}")
+    print(f"wrote {cfg.out}" + (f" and {cfg.plot}" if cfg.plot else ""))
+
+# ---- train --------------------------------------------------------------------------------
+from kentropy.train import TrainConfig, train  # noqa: E402
+
+
+@command("train", TrainConfig)
+def train_cmd(cfg: TrainConfig) -> None:
+    s = train(cfg)
+    if s is None:
+        return  # not rank 0
+    fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+    print(f"run {cfg.out}: {cfg.steps} steps from {cfg.model}")
+    print(f"  P (mean log-prob of probes)  before {fmt(s['P_before'])}  after {fmt(s['P_after'])}   A = {fmt(s['A'])} %")
+    print(f"  D (mean downstream accuracy) before {fmt(s['D_before'])}  after {fmt(s['D_after'])}   F = {fmt(s['F'])} %")
+    print(f"wrote {cfg.out}/summary.json")
+
+
 def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 

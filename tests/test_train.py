@@ -1,0 +1,166 @@
+"""`kentropy train`: injection, run directory, A and F, resume after a kill, DDP, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kentropy.cli import main
+from kentropy.knowledge import generate_knowledge
+
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def inputs(model_dir, sample_texts, tmp_path_factory):
+    d = tmp_path_factory.mktemp("train-inputs")
+    (d / "corpus.txt").write_text("\n".join(sample_texts) + "\n")
+    (d / "fk.json").write_text(json.dumps(generate_knowledge(3, n_paraphrases=2, seed=0)))
+    return {"model": model_dir("llama", 11), "corpus": d / "corpus.txt", "fk": d / "fk.json"}
+
+
+def args(inputs, out, *extra, steps=12):
+    return ["train", str(inputs["model"]), "--data", str(inputs["corpus"]), "--knowledge", str(inputs["fk"]),
+            "--out", str(out), "--steps", str(steps), "--batch-size", "4", "--micro-batch", "2", "--seq-len", "32",
+            "--inject-interval", "4", "--rounds", "3", "--eval-every", "4", "--save-every", "4", *map(str, extra)]
+
+
+def run_cli(capsys, argv):
+    capsys.readouterr()
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr()
+
+
+def final_weights(run):
+    return load_file(str(sorted((run / "checkpoints").glob("step-*"))[-1] / "model.safetensors"))
+
+
+def test_run_directory_explains_itself(inputs, tmp_path, capsys):
+    from kentropy.evaluate import write_task
+
+    tasks = tmp_path / "tasks"
+    write_task(str(tasks), "toy_recall", [{"query": "Alda Voss was born in", "choices": ["Lowmere", "Port Sable"], "gold": i % 2}
+                                          for i in range(6)])
+    run = tmp_path / "run"
+    code, out = run_cli(capsys, args(inputs, run, "--tasks", "toy_recall", "--task-dir", tasks))
+    assert code == 0, out.err
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["steps"] == 12 and cfg["lr"] == 4e-4 and cfg["batch_size"] == 4
+    plan = json.loads((run / "plan.json").read_text())
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if m["step"] >= 0]
+    assert [m["step"] for m in steps] == list(range(12))
+    expect = {r["step"]: len(r["items"]) for r in plan["schedule"]}
+    assert {m["step"]: m["injected"] for m in steps if m["injected"]} == expect  # rounds at 0, 4, 8
+    assert all({"loss", "lr", "tokens_per_s"} <= set(m) for m in steps)
+    assert [m["step"] for m in steps if "probes" in m] == [3, 7, 11]
+    assert {"mem", "gen", "hard_gen", "overall", "groups"} <= set(steps[3]["probes"])
+    # cosine with 5% warmup: ceil(0.6) = 1 warmup step, then decay to ~0
+    assert steps[0]["lr"] == pytest.approx(4e-4) and steps[-1]["lr"] < steps[6]["lr"] < steps[1]["lr"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000004", "step-000008", "step-000012"]
+    s = json.loads((run / "summary.json").read_text())
+    assert s["A"] == pytest.approx((s["P_after"] - s["P_before"]) / abs(s["P_before"]) * 100)
+    assert s["F"] == pytest.approx((s["D_before"] - s["D_after"]) / s["D_before"] * 100)
+    assert 0 <= s["D_before"] <= 1 and s["downstream_before"]["tasks"]["toy_recall"]["acc"] == s["D_before"]
+    assert s["P_after"] > s["P_before"]  # 12 steps with the knowledge injected three times: it is learned a little
+    assert "A =" in out.out and "F =" in out.out
+
+
+def test_micro_batch_does_not_change_the_update(inputs, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_cli(capsys, args(inputs, a, "--rounds", 1, steps=4))[0] == 0
+    argv = args(inputs, b, "--rounds", 1, steps=4)
+    argv[argv.index("--micro-batch") + 1] = "1"
+    assert run_cli(capsys, argv)[0] == 0
+    wa, wb = final_weights(a), final_weights(b)
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-5), k
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted(inputs, tmp_path, capsys):
+    full = tmp_path / "full"
+    steps = 40
+    assert run_cli(capsys, args(inputs, full, "--save-every", 5, steps=steps))[0] == 0
+    cut = tmp_path / "cut"
+    argv = [sys.executable, "-m", "kentropy", *args(inputs, cut, "--save-every", 5, steps=steps)[:-2], "--save-every", "5"]
+    proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (cut / "checkpoints" / "step-000010").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "summary.json").exists(), "the run finished before it could be killed"
+    code, out = run_cli(capsys, args(inputs, cut, "--save-every", 5, "--resume", steps=steps))
+    assert code == 0, out.err
+    assert "resuming" in out.err
+    wf, wc = final_weights(full), final_weights(cut)
+    assert wf.keys() == wc.keys()
+    for k in wf:
+        assert torch.equal(wf[k], wc[k]), k  # bit for bit
+    lf = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    lc = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lc] == [x["step"] for x in lf]  # no duplicated or missing steps
+    assert [x.get("loss") for x in lc] == [x.get("loss") for x in lf]
+    assert json.loads((cut / "summary.json").read_text())["P_after"] == json.loads((full / "summary.json").read_text())["P_after"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_single(inputs, tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    base = args(inputs, single, "--eval-every", 0, "--rounds", 2, steps=6)
+    r = subprocess.run([sys.executable, "-m", "kentropy", *base], env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    dist = args(inputs, ddp, "--eval-every", 0, "--rounds", 2, steps=6)
+    dist[dist.index("--micro-batch") + 1] = "1"  # 2 processes x 2 rows x micro 1: same global batch of 4
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "kentropy", *dist],
+                       env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    loss = lambda run: [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if json.loads(x)["step"] >= 0]  # noqa: E731
+    assert loss(ddp) == pytest.approx(loss(single), rel=1e-4)
+    ws, wd = final_weights(single), final_weights(ddp)
+    for k in ws:
+        assert torch.allclose(ws[k], wd[k], atol=1e-5), k
+
+
+def test_bad_input(inputs, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out = run_cli(capsys, args(inputs, run, steps=500))  # 212 rows of 32 tokens: 53 steps of 4 per epoch
+    assert code == 2 and "need 10 epochs (pass --epochs 10" in out.err
+    assert not (run / "summary.json").exists()
+    code, out = run_cli(capsys, args(inputs, tmp_path / "epochs", "--epochs", 1, "--rounds", 1, steps=60))
+    assert code == 2 and "need 2 epochs" in out.err
+    code, out = run_cli(capsys, args(inputs, tmp_path / "epochs2", "--epochs", 2, "--rounds", 1, "--eval-every", 0, steps=60))
+    assert code == 0, out.err
+    code, out = run_cli(capsys, args(inputs, tmp_path / "ok", "--rounds", 1, steps=2))
+    assert code == 0, out.err
+    code, out = run_cli(capsys, args(inputs, tmp_path / "ok", "--rounds", 1, steps=2))
+    assert code == 2 and "--resume or --overwrite" in out.err
+    assert run_cli(capsys, args(inputs, tmp_path / "ok", "--rounds", 1, "--overwrite", steps=2))[0] == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"train_context": "x"}]))
+    argv = args(inputs, tmp_path / "b", "--rounds", 1, steps=2)
+    argv[argv.index("--knowledge") + 1] = str(bad)
+    code, out = run_cli(capsys, argv)
+    assert code == 2 and "bad.json" in out.err and "entry 0" in out.err
+
+
+def test_nan_loss_stops_and_names_the_step(inputs, tmp_path, capsys):
+    run = tmp_path / "nan"
+    code, out = run_cli(capsys, args(inputs, run, "--lr", "1e30", "--grad-clip", "0", "--save-every", "1", "--eval-every", "0", steps=12))
+    assert code == 2
+    err = out.err.strip().splitlines()[-1]
+    assert err.startswith("error: loss became") and "at step" in err and "last good checkpoint" in err
+    step = int(err.split("at step ")[1].split(";")[0])
+    assert step >= 1 and (run / "checkpoints" / f"step-{step:06d}").exists()  # the last good one is kept
+    assert not (run / "summary.json").exists()

@@ -23,6 +23,7 @@ from itertools import islice
 from typing import Iterable, Iterator
 
 from kentropy.errors import KentropyError
+from kentropy.lab.biomed import build_new_domain
 from kentropy.lab.world import Triple, World
 
 MIN_WORDS, MAX_WORDS = 80, 300
@@ -45,7 +46,10 @@ def stream_rendered(world: World, seed: int, *, kind: str = "world") -> Iterator
     """Endless `Document`s about entities drawn by popularity. kind: "world" (articles) or "near" (web genres)."""
     if kind not in KINDS:
         raise KentropyError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    rng = random.Random(f"{world.schema.name}/{kind}/{seed}")
+    return _stream(world, random.Random(f"{world.schema.name}/{kind}/{seed}"), kind)
+
+
+def _stream(world: World, rng: random.Random, kind: str) -> Iterator[Document]:
     while True:
         e = world.sample(rng)
         target = rng.randint(MIN_WORDS, MAX_WORDS)
@@ -68,8 +72,6 @@ def near_domain_documents(world: World, seed: int, n_docs: int) -> list[str]:
 
 def new_domain_documents(seed: int, n_docs: int, *, n_entities: int = 600, domain_seed: int = 0) -> list[str]:
     """The PubMed stand-in: `n_docs` articles of a biomedical world (`build_new_domain(n_entities, domain_seed)`)."""
-    from kentropy.lab.biomed import build_new_domain
-
     _check_count(n_docs)
     return list(islice(stream_documents(build_new_domain(n_entities, domain_seed), seed), n_docs))
 
@@ -299,9 +301,9 @@ def _listing(world: World, rng: random.Random, e: int, target: int) -> Document:
     for s, r in world.incoming[e]:
         if world.schema.relations[r].listing:
             by_rel.setdefault(r, []).append(s)
-    choices = sorted(r for r, ss in by_rel.items() if len(ss) >= 2)
-    if choices:
-        rel = rng.choice(choices)
+    listable = sorted(r for r, ss in by_rel.items() if len(ss) >= 2)
+    if listable:
+        rel = rng.choice(listable)
         items = rng.sample(by_rel[rel], min(6, len(by_rel[rel])))
         names = [world.names[s] for s in items]
         heading = world.schema.relations[rel].listing.format(o=world.names[e])  # type: ignore[union-attr]
@@ -346,7 +348,7 @@ class WordOverlap:
     shared: int  # word types in both
     type_share: float  # shared / types_b
     token_share: float  # share of b's running words whose type is also in a
-    top_shared: list[str]  # the shared types most frequent in b, up to 30
+    shared_words: list[str]  # the shared types, most frequent in b first
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -361,5 +363,5 @@ def word_overlap(a: Iterable[str], b: Iterable[str]) -> WordOverlap:
     shared = [w for w, _ in tb.most_common() if w in ta]
     return WordOverlap(
         types_a=len(ta), types_b=len(tb), shared=len(shared), type_share=len(shared) / len(tb),
-        token_share=sum(tb[w] for w in shared) / sum(tb.values()), top_shared=shared[:30],
+        token_share=sum(tb[w] for w in shared) / sum(tb.values()), shared_words=shared,
     )

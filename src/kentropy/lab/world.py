@@ -1,8 +1,8 @@
 """The generated world: a fictional encyclopedia (the lab's stand-in for Dolma's knowledge).
 
     world = build_world(n_entities=2000, seed=0)
-    world.holds("Velmora Tastik", "born_in", "Kadrel")     # the fact table, the ground truth
-    world.vocabulary()                                       # names the fictional knowledge must avoid
+    world.holds(person, "born_in", city)   # the fact table is the ground truth, never the text
+    world.vocabulary()                      # names (and their words) the fictional knowledge must avoid
 
 Entities of eleven kinds (people, cities, countries, rivers, languages, universities,
 companies, books, musical instruments, dishes, species) with pronounceable syllable names,

@@ -180,7 +180,7 @@ def load_tasks(tasks: list[str], task_dir: str | None = None) -> dict:
     built = {}
     for name, tm in managers.items():
         try:
-            with _quiet():
+            with _quiet(), _rng_kept():
                 task = tm.load([name])["tasks"][name]
         except Exception as e:  # data sets fail in many ways: offline, not cached, bad files
             raise KentropyError(f"--tasks {name}: cannot load the data of task {name!r} "

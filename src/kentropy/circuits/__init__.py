@@ -12,12 +12,7 @@ from kentropy.circuits.graph import Circuit, Graph, prune_dead, select_circuit, 
 from kentropy.circuits.roles import HeadAttribution, head_attribution, head_roles
 from kentropy.circuits.tasks import (Encoded, Example, Task, encode_task, read_tasks, tasks_from_knowledge,
                                      tasks_from_triples, write_tasks)
-from kentropy.circuits.trace import Tracer
-
-
-def graph_of(model) -> Graph:
-    """The circuit graph of `model` (layers, heads, parallel residual or not)."""
-    return Tracer(model).graph
+from kentropy.circuits.trace import Tracer, graph_of
 
 
 __all__ = ["Attribution", "Circuit", "Encoded", "Evaluation", "Example", "Graph", "HeadAttribution", "Task", "Tracer",

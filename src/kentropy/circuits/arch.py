@@ -56,10 +56,22 @@ class Projection:
     order: torch.Tensor | None  # output position j -> flat index into [H * r]; None: identity
     v_offset: int | None  # where head h's value vector starts in its r outputs (None: no values here)
 
+    @property
+    def in_place(self) -> bool:
+        """True when head h reads rows h*r .. (h+1)*r - 1, in order (no shared or permuted rows)."""
+        if not hasattr(self, "_in_place"):
+            self._in_place = self.order is None and torch.equal(self.idx.reshape(-1), torch.arange(self.idx.numel()))
+        return self._in_place
+
+    @property
+    def expands(self) -> bool:
+        """True when traced outputs outnumber the module's (GQA: one key/value copy per query head)."""
+        return self.idx.numel() != self.weight.shape[0]
+
     def rows(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-head weight rows [H, r, d] and bias [H, r] (views when no row is shared)."""
         H, r = self.idx.shape
-        if self.order is None and torch.equal(self.idx.reshape(-1), torch.arange(H * r)):
+        if self.in_place:
             return self.weight.view(H, r, -1), (self.bias.view(H, r) if self.bias is not None else None)
         return self.weight[self.idx], (self.bias[self.idx] if self.bias is not None else None)
 
@@ -155,7 +167,9 @@ def wire(model: nn.Module) -> Wiring:
     cfg = model.config
     if getattr(cfg, "do_layer_norm_before", True) is False:
         raise KentropyError(f"{type(model).__name__}: post-norm blocks (do_layer_norm_before=False) are not supported for circuits")
-    if model.get_output_embeddings() is None:
+    from kentropy.models import is_causal_lm
+
+    if not is_causal_lm(cfg) or model.get_output_embeddings() is None:
         raise KentropyError(f"{type(model).__name__}: circuits need a causal LM with a next-token head")
     for _, stack in model.named_modules():
         if not isinstance(stack, nn.ModuleList) or len(stack) == 0:

@@ -27,36 +27,36 @@ from kentropy.circuits.trace import Pass, Tracer
 from kentropy.errors import KentropyError
 
 
-def _device(model) -> torch.device:
+def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _embed(model, ids: torch.Tensor) -> torch.Tensor:
+def embed(model, ids: torch.Tensor) -> torch.Tensor:
     return model.get_input_embeddings()(ids)
 
 
-def _forward(model, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def logits_of(model, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
 
 
 def target_logits(logits: torch.Tensor, enc: Encoded) -> torch.Tensor:
     """[N]: the logit of each example's target token at its last prompt token."""
     rows = torch.arange(logits.shape[0], device=logits.device)
-    return logits[rows, enc.last.to(logits.device), enc.target.to(logits.device)].float()
+    return logits[rows, enc.last.to(logits.device), enc.target.to(logits.device)].double()
 
 
-def _batches(n: int, batch_size: int):
+def batch_ranges(n: int, batch_size: int):
     if batch_size <= 0:
         raise KentropyError(f"--batch-size {batch_size}: must be positive")
     return [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
-def _record(tr: Tracer, model, embeds, mask, keep=None, corrupted=None) -> tuple[torch.Tensor, torch.Tensor]:
+def record(tr: Tracer, model, embeds, mask, keep=None, corrupted=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run once, recording every upstream node's output: ([n_up, B, T, d], logits)."""
     B, T, d = embeds.shape
     rec = torch.zeros((tr.graph.n_up, B, T, d), dtype=embeds.dtype, device=embeds.device)
     tr.begin(Pass(record=rec, keep=keep, corrupted=corrupted))
-    logits = _forward(model, embeds, mask)
+    logits = logits_of(model, embeds, mask)
     return rec, logits
 
 
@@ -73,18 +73,18 @@ def eap_ig(model, enc: Encoded, *, steps: int = 5, batch_size: int = 16, progres
     """EAP-IG scores of every edge of `model`'s circuit graph on a task (formula in the module docstring)."""
     if steps <= 0:
         raise KentropyError(f"--ig-steps {steps}: must be positive")
-    dev = _device(model)
+    dev = model_device(model)
     with Tracer(model) as tr:
         g = tr.graph
         scores = torch.zeros((g.n_up, g.n_down), dtype=torch.float32, device=dev)
         m_clean = m_corr = 0.0
-        for a, b in tqdm(_batches(len(enc), batch_size), desc="eap-ig", disable=not progress, leave=False):
+        for a, b in tqdm(batch_ranges(len(enc), batch_size), desc="eap-ig", disable=not progress, leave=False):
             e = enc.rows(a, b).to(dev)
             with torch.no_grad():
-                x, x_corr = _embed(model, e.clean), _embed(model, e.corrupted)
-                z, logits = _record(tr, model, x, e.mask)
+                x, x_corr = embed(model, e.clean), embed(model, e.corrupted)
+                z, logits = record(tr, model, x, e.mask)
                 m_clean += float(target_logits(logits, e).sum())
-                z_corr, logits = _record(tr, model, x_corr, e.mask)
+                z_corr, logits = record(tr, model, x_corr, e.mask)
                 m_corr += float(target_logits(logits, e).sum())
                 diff = (z_corr - z).float()  # [n_up, B, T, d]
                 del z, z_corr
@@ -92,7 +92,7 @@ def eap_ig(model, enc: Encoded, *, steps: int = 5, batch_size: int = 16, progres
             for k in range(1, steps + 1):
                 point = (x_corr + (k / steps) * (x - x_corr)).detach().requires_grad_(True)
                 p = tr.begin(Pass(grad=True))
-                metric = target_logits(_forward(model, point, e.mask), e).sum()
+                metric = target_logits(logits_of(model, point, e.mask), e).sum()
                 tensors = [t for _, t in p.inputs]
                 for (downs, _), gr in zip(p.inputs, torch.autograd.grad(metric, tensors, allow_unused=True)):
                     if gr is None:
@@ -102,7 +102,7 @@ def eap_ig(model, enc: Encoded, *, steps: int = 5, batch_size: int = 16, progres
                         grads[downs] += gr.permute(2, 0, 1, 3)
                     else:
                         grads[downs[0]] += gr
-                tr.current = None
+                tr.begin()
             scores += torch.einsum("ubtd,vbtd->uv", diff, grads) / steps
         valid = g.valid().to(dev)
     n = len(enc)
@@ -127,18 +127,18 @@ def evaluate(model, enc: Encoded, edges: torch.Tensor, *, k: int = 10, batch_siz
     (corrupted output - this run's output) of the upstream node: the full graph is the clean
     run, the empty graph the corrupted one.
     """
-    dev = _device(model)
+    dev = model_device(model)
     sums = torch.zeros(5, dtype=torch.float64)  # clean, corrupted, circuit, hits, hits clean
     with Tracer(model) as tr, torch.no_grad():
         keep = edges.to(dev) | ~tr.graph.valid().to(dev)
-        for a, b in _batches(len(enc), batch_size):
+        for a, b in batch_ranges(len(enc), batch_size):
             e = enc.rows(a, b).to(dev)
-            x, x_corr = _embed(model, e.clean), _embed(model, e.corrupted)
-            z_corr, logits_corr = _record(tr, model, x_corr, e.mask)
-            tr.current = None
-            logits_clean = _forward(model, x, e.mask)
-            _, logits_circ = _record(tr, model, x, e.mask, keep=keep, corrupted=z_corr)
-            tr.current = None
+            x, x_corr = embed(model, e.clean), embed(model, e.corrupted)
+            z_corr, logits_corr = record(tr, model, x_corr, e.mask)
+            tr.begin()
+            logits_clean = logits_of(model, x, e.mask)
+            _, logits_circ = record(tr, model, x, e.mask, keep=keep, corrupted=z_corr)
+            tr.begin()
             rows = torch.arange(b - a, device=dev)
             sums += torch.tensor([
                 float(target_logits(logits_clean, e).sum()),
@@ -156,21 +156,21 @@ def exact_edge_effects(model, enc: Encoded, *, batch_size: int = 16, progress: b
 
     One forward pass per edge and batch: the ground truth EAP-IG approximates, for small models.
     """
-    dev = _device(model)
+    dev = model_device(model)
     with Tracer(model) as tr, torch.no_grad():
         valid = tr.graph.valid()
         out = torch.zeros(valid.shape, dtype=torch.float64)
         edges = valid.nonzero().tolist()
-        for a, b in _batches(len(enc), batch_size):
+        for a, b in batch_ranges(len(enc), batch_size):
             e = enc.rows(a, b).to(dev)
-            x, x_corr = _embed(model, e.clean), _embed(model, e.corrupted)
-            z_corr, _ = _record(tr, model, x_corr, e.mask)
-            tr.current = None
-            clean = float(target_logits(_forward(model, x, e.mask), e).sum())
+            x, x_corr = embed(model, e.clean), embed(model, e.corrupted)
+            z_corr, _ = record(tr, model, x_corr, e.mask)
+            tr.begin()
+            clean = float(target_logits(logits_of(model, x, e.mask), e).sum())
             for u, v in tqdm(edges, desc="patch edges", disable=not progress, leave=False):
                 keep = valid.clone()
                 keep[u, v] = False
-                _, logits = _record(tr, model, x, e.mask, keep=keep.to(dev), corrupted=z_corr)
+                _, logits = record(tr, model, x, e.mask, keep=keep.to(dev), corrupted=z_corr)
                 out[u, v] += float(target_logits(logits, e).sum()) - clean
-            tr.current = None
+            tr.begin()
     return (out / len(enc)).float()

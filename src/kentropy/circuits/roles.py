@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kentropy.circuits.eap import _batches, _device, _embed, _forward, target_logits
+from kentropy.circuits.eap import batch_ranges, embed, logits_of, model_device, target_logits
 from kentropy.circuits.graph import Circuit
 from kentropy.circuits.metrics import ROLE_RATIO, classify_role
 from kentropy.circuits.tasks import Encoded
@@ -35,19 +35,18 @@ class HeadAttribution:
 
 def head_attribution(model, enc: Encoded, *, batch_size: int = 16) -> HeadAttribution:
     """Per-head direct logit attribution to the target, split by source tokens (module docstring)."""
-    dev = _device(model)
+    dev = model_device(model)
     with Tracer(model) as tr:
         w, L = tr.wiring, tr.graph.layers
         sums = torch.zeros((3, L, w.heads), dtype=torch.float64)
-        for a, b in _batches(len(enc), batch_size):
+        for a, b in batch_ranges(len(enc), batch_size):
             e = enc.rows(a, b).to(dev)
-            x = _embed(model, e.clean).detach().requires_grad_(True)
+            x = embed(model, e.clean).detach().requires_grad_(True)
             p = tr.begin(Pass(grad=True, attention=True))
-            metric = target_logits(_forward(model, x, e.mask), e).sum()
-            downs, final = p.inputs[-1]
-            assert downs == [tr.graph.logits_down]
+            metric = target_logits(logits_of(model, x, e.mask), e).sum()
+            final = next(t for downs, t in p.inputs if downs == [tr.graph.logits_down])
             (g,) = torch.autograd.grad(metric, [final])
-            tr.current = None
+            tr.begin()
             rows = torch.arange(b - a, device=dev)
             g_last = g[rows, e.last].float()  # [B, d]
             for l in range(L):

@@ -279,8 +279,9 @@ def tasks_from_knowledge(entries: list[dict], tokenizer, *, kinds: tuple[str, ..
     """Tasks from a Fictional Knowledge file (Chang et al. 2024 format, DESIGN.md).
 
     Each probe (`{kind}_input`, `{kind}_target`) whose input mentions the entry's subject
-    (`knowledge_subject`) becomes a fact: the prompt is the input from the subject's last
-    mention on, i.e. "{subject} {relation phrase}", the target is the probe's target. The
+    (`knowledge_subject`; for a multi-word name, else its last word) becomes a fact: the
+    prompt is the input from the last mention on, i.e. "{subject} {relation phrase}", the
+    target is the probe's target. The
     relation phrases of fictional entries are all different, so there is one relation type
     per probe kind ("knowledge-mem", ...). An entry with `"known": true` (a known entity
     with new attributes) goes to the "related" split, the rest (the paper's fictional
@@ -299,12 +300,16 @@ def tasks_from_knowledge(entries: list[dict], tokenizer, *, kinds: tuple[str, ..
         if subject is None:
             continue
         known = bool(e.get("known", False))
+        # texts name a person by surname after the first mention: try the last word too
+        mentions = [subject] + ([subject.split()[-1]] if len(subject.split()) > 1 else [])
         for k in kinds:
             for inp, target in zip(e[f"{k}_input"], e[f"{k}_target"]):
-                at = inp.rfind(subject)
-                phrase = inp[at + len(subject):].strip() if at >= 0 else ""
-                if phrase and target.strip():
-                    triples.append(Triple(subject, phrase, target.strip(), f"knowledge-{k}", known))
+                for mention in mentions:
+                    at = inp.rfind(mention)
+                    phrase = inp[at + len(mention):].strip() if at >= 0 else ""
+                    if phrase and target.strip():
+                        triples.append(Triple(mention, phrase, target.strip(), f"knowledge-{k}", known))
+                        break
     if not triples:
         raise KentropyError(f"{where}: no probe input mentions its entry's subject (give entries a 'subject' field)")
     return tasks_from_triples(triples, tokenizer, seed=seed)

@@ -24,6 +24,7 @@ import torch
 
 from kentropy.circuits.arch import Wiring, wire
 from kentropy.circuits.graph import Graph
+from kentropy.errors import KentropyError
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Tracer:
         self.wiring: Wiring = wire(model)
         w = self.wiring
         self.graph = Graph(w.layers, w.heads, w.parallel)
-        self.current: Pass | None = None
+        self.current = Pass()  # a plain pass unless `begin` says otherwise
         self._handles = []
         self._restore = []
 
@@ -85,12 +86,12 @@ class Tracer:
         for obj, name, value in self._restore:
             setattr(obj, name, value)
         self._restore.clear()
-        self.current = None
+        self.current = Pass()
 
-    def begin(self, p: Pass) -> Pass:
-        """Make `p` the pass the next forward runs under."""
-        self.current = p
-        return p
+    def begin(self, p: Pass | None = None) -> Pass:
+        """Make `p` (default: a plain pass) the pass the next forward runs under."""
+        self.current = p if p is not None else Pass()
+        return self.current
 
     # ---- patching ---------------------------------------------------------------------------
     def _delta(self, downs: list[int], like: torch.Tensor) -> torch.Tensor | None:
@@ -100,7 +101,7 @@ class Tracer:
         the patched edges, or everything minus the kept edges.
         """
         p = self.current
-        if p is None or p.keep is None:
+        if p.keep is None:
             return None
         n = self.graph.avail(downs[0])
         keep = p.keep[:n][:, downs].to(like.device)  # [n, V]
@@ -120,8 +121,6 @@ class Tracer:
     def _resid_hook(self, l: int, shared_with_mlp: bool):
         def hook(module, args):
             p = self.current
-            if p is None:
-                return None
             x = args[0]
             p.resid_attn[l] = x
             p.normed.pop(l, None)
@@ -135,8 +134,7 @@ class Tracer:
 
     def _mlp_resid_hook(self, l: int):
         def hook(module, args):
-            if self.current is not None:
-                self.current.resid_mlp[l] = args[0]
+            self.current.resid_mlp[l] = args[0]
             return None
 
         return hook
@@ -159,8 +157,8 @@ class Tracer:
     def _proj_hook(self, l: int, proj):
         def hook(module, args, output):
             p = self.current
-            if p is None:
-                return None
+            if p.keep is None and not p.grad and not p.attention and not proj.expands:
+                return None  # a plain pass: the module's own output is the per-head one
             y = self._per_head_normed(l)  # [B, T, H, d]
             rows, bias = proj.rows()  # [H, r, d], [H, r]
             out = torch.einsum("bthd,hrd->bthr", y, rows.to(y.dtype))
@@ -179,7 +177,7 @@ class Tracer:
     def _heads_out_hook(self, l: int):
         def hook(module, args):
             p = self.current
-            if p is None or p.record is None:
+            if p.record is None:
                 return None
             z = args[0]  # [B, T, H * dh]
             B, T, _ = z.shape
@@ -195,11 +193,9 @@ class Tracer:
     def _probs_hook(self, l: int):
         def hook(module, args, output):
             p = self.current
-            if p is not None and p.attention:
+            if p.attention:
                 probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
                 if probs is None:
-                    from kentropy.errors import KentropyError
-
                     raise KentropyError("head roles need attention probabilities: load the model with eager attention")
                 p.probs[l] = probs
             return None
@@ -209,23 +205,25 @@ class Tracer:
     def _mlp_in_hook(self, l: int):
         def hook(module, args):
             p = self.current
-            if p is None or (p.keep is None and not p.grad):
+            if p.keep is None and not p.grad:
                 return None
             x = p.resid_mlp[l]
+            flat = x.shape  # OPT runs its MLP on [B * T, d]
+            x = x.reshape(p.resid_attn[l].shape)
             down = self.graph.mlp_down(l)
             delta = self._delta([down], x)
             xin = x + delta[:, :, 0, :] if delta is not None else x.clone()
             if p.grad:
                 p.inputs.append(([down], xin))
-            return (self.wiring.blocks[l].mlp_norm.forward(xin),) + tuple(args[1:])
+            return (self.wiring.blocks[l].mlp_norm.forward(xin.reshape(flat)),) + tuple(args[1:])
 
         return hook
 
     def _mlp_out_hook(self, l: int):
         def hook(module, args, output):
             p = self.current
-            if p is not None and p.record is not None:
-                p.record[self.graph.mlp_up(l)] = output.detach()
+            if p.record is not None:
+                p.record[self.graph.mlp_up(l)] = output.detach().reshape(p.record.shape[1:])
             return None
 
         return hook
@@ -233,7 +231,7 @@ class Tracer:
     def _logits_hook(self):
         def hook(module, args):
             p = self.current
-            if p is None or (p.keep is None and not p.grad):
+            if p.keep is None and not p.grad:
                 return None
             x = args[0]
             down = self.graph.logits_down
@@ -244,3 +242,9 @@ class Tracer:
             return (xin,) + tuple(args[1:])
 
         return hook
+
+
+def graph_of(model) -> Graph:
+    """The circuit graph of `model` (layers, heads, parallel residual or not)."""
+    w = wire(model)
+    return Graph(w.layers, w.heads, w.parallel)

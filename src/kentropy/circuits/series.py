@@ -1,0 +1,141 @@
+"""`kentropy circuits`: find each checkpoint's knowledge circuit per task and track it across the series.
+
+    kentropy circuits ckpt/step100 ckpt/step200 ckpt/final --task tasks.json --out circuits.json --plot circuits.png
+
+Per checkpoint and task: EAP-IG scores, the circuit (top-n edges, dead nodes pruned), its
+faithfulness and Hit@10, per-layer edge shares and head roles; then node and edge Jaccard
+with the circuit of the same task in the last checkpoint (the "final" one).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from kentropy.circuits import metrics as M
+from kentropy.circuits.eap import eap_ig, evaluate
+from kentropy.circuits.graph import Circuit, select_circuit
+from kentropy.circuits.roles import head_attribution, head_roles
+from kentropy.circuits.tasks import Task, encode_task, read_tasks, tasks_from_knowledge
+from kentropy.circuits.trace import graph_of
+from kentropy.config import option
+from kentropy.errors import KentropyError
+from kentropy.knowledge.schema import load_knowledge
+from kentropy.models import load_model, load_tokenizer, parse_checkpoints, pick_device, pick_dtype
+
+HIT_K = 10  # Ou et al. 2025: Hit@10 of the target under the circuit
+
+
+@dataclass
+class CircuitsConfig:
+    """Find knowledge circuits (EAP-IG) in each checkpoint and track them across the series (the last one is final)."""
+
+    models: list[str] = option(help="Model dirs or hub ids, in training order; NAME@rev1,rev2 is a checkpoint series.", argument=True)
+    out: str = option(help="Where to write the JSON results (atomically).")
+    task: str | None = option(None, "TASK.json: recall tasks written by kentropy.circuits.write_tasks, or a {'triples': [...]} file.")
+    knowledge: str | None = option(None, "A Fictional Knowledge file to build the tasks from (instead of --task).")
+    probe_kinds: str = option("mem", "With --knowledge: which probes become facts (comma-separated: mem, gen, hard_gen).")
+    top_n: int = option(200, "Circuit size: the top-n edges by |EAP-IG score| (before dead nodes are pruned).")
+    ig_steps: int = option(5, "Integrated-gradient steps between corrupted and clean input embeddings.")
+    max_examples: int | None = option(None, "Use at most this many examples per task (the first ones).")
+    batch_size: int = option(16, "Prompts per forward pass.")
+    seed: int = option(0, "Seed for choosing corrupting subjects (when tasks are built from triples or --knowledge).")
+    plot: str | None = option(None, "PNG file: each metric against the checkpoint (training step).")
+    device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N.")
+    dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
+    trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
+
+    def __post_init__(self) -> None:
+        if (self.task is None) == (self.knowledge is None):
+            raise KentropyError("give exactly one of --task and --knowledge")
+        if self.top_n <= 0:
+            raise KentropyError(f"--top-n {self.top_n}: must be positive")
+        if self.ig_steps <= 0:
+            raise KentropyError(f"--ig-steps {self.ig_steps}: must be positive")
+        if self.batch_size <= 0:
+            raise KentropyError(f"--batch-size {self.batch_size}: must be positive")
+        if self.max_examples is not None and self.max_examples <= 0:
+            raise KentropyError(f"--max-examples {self.max_examples}: must be positive")
+        if not self.kinds or any(k not in ("mem", "gen", "hard_gen") for k in self.kinds):
+            raise KentropyError(f"--probe-kinds {self.probe_kinds}: choose from mem, gen, hard_gen")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.probe_kinds.split(",") if k.strip())
+
+
+def load_tasks(cfg: CircuitsConfig, tokenizer) -> list[Task]:
+    """The tasks of `cfg` (built with `tokenizer` when they come from triples or --knowledge), capped."""
+    if cfg.task is not None:
+        tasks = read_tasks(cfg.task, tokenizer, seed=cfg.seed)
+    else:
+        tasks = tasks_from_knowledge(load_knowledge(cfg.knowledge), tokenizer, kinds=cfg.kinds,
+                                     seed=cfg.seed, where=str(cfg.knowledge))
+    if not tasks:
+        raise KentropyError("no recall tasks: no fact has a corrupting subject of equal token length")
+    if cfg.max_examples is not None:
+        tasks = [Task(t.name, t.relation, t.split, t.examples[: cfg.max_examples]) for t in tasks]
+    return tasks
+
+
+def step_of(label: str) -> int | None:
+    """The training step in a checkpoint name: its last integer ("checkpoint-1600" -> 1600), else None."""
+    nums = re.findall(r"\d+", label.rstrip("/").split("/")[-1])
+    return int(nums[-1]) if nums else None
+
+
+def analyze(model, tokenizer, task: Task, *, top_n: int, ig_steps: int, batch_size: int) -> tuple[dict, Circuit]:
+    """One checkpoint x one task: circuit, faithfulness, Hit@10, per-layer shares, head roles."""
+    enc = encode_task(task, tokenizer)
+    attr = eap_ig(model, enc, steps=ig_steps, batch_size=batch_size)
+    g = graph_of(model)
+    circuit = select_circuit(attr.scores, g, top_n)
+    ev = evaluate(model, enc, circuit.edges, k=HIT_K, batch_size=batch_size)
+    roles = head_roles(circuit, head_attribution(model, enc, batch_size=batch_size))
+    edges = circuit.edge_list()
+    down_index = {n: i for i, n in enumerate(g.down_names())}
+    counts = {r: sum(1 for x in roles.values() if x["role"] == r) for r in ("mover", "relation", "mixed")}
+    return {
+        "task": task.name, "relation": task.relation, "split": task.split, "examples": len(enc),
+        "metric_clean": ev.clean, "metric_corrupted": ev.corrupted, "metric_circuit": ev.circuit,
+        "faithfulness": ev.faithfulness, f"hit_at_{HIT_K}": ev.hit_at_k, f"hit_at_{HIT_K}_clean": ev.hit_at_k_clean,
+        "n_edges": len(edges), "n_nodes": len(circuit.nodes()),
+        "layer_shares": M.layer_shares([g.layer_of_down(down_index[b]) for _, b, _ in edges], g.layers),
+        "role_counts": counts, "head_roles": roles,
+        "node_jaccard": None, "edge_jaccard": None,
+        "nodes": sorted(circuit.nodes()),
+        "edges": [{"from": a, "to": b, "score": s} for a, b, s in edges],
+    }, circuit
+
+
+def circuits_series(cfg: CircuitsConfig, progress: bool = True) -> list[dict]:
+    """Every checkpoint of `cfg.models`, in order: per task the `analyze` record, Jaccard vs the last checkpoint."""
+    checkpoints = parse_checkpoints(cfg.models)
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(cfg.dtype, device)
+    results, circuits, tasks = [], [], None
+    for ckpt in tqdm(checkpoints, desc="checkpoints", disable=not progress or len(checkpoints) == 1):
+        tok = load_tokenizer(ckpt, cfg.trust_remote_code)
+        if tasks is None:
+            tasks = load_tasks(cfg, tok)
+        model = load_model(ckpt, device=device, dtype=dtype, eager_attention=True, trust_remote_code=cfg.trust_remote_code)
+        g = graph_of(model)
+        records, found = [], {}
+        for task in tqdm(tasks, desc=f"circuits {ckpt}", disable=not progress, leave=False):
+            rec, found[task.name] = analyze(model, tok, task, top_n=cfg.top_n, ig_steps=cfg.ig_steps, batch_size=cfg.batch_size)
+            records.append(rec)
+        label = ckpt.revision or ckpt.name
+        results.append({"model": ckpt.name, "revision": ckpt.revision, "step": step_of(label),
+                        "graph": {"layers": g.layers, "heads": g.heads, "parallel": g.parallel, "edges": int(g.valid().sum())},
+                        "tasks": records})
+        circuits.append(found)
+        del model
+    final = circuits[-1]
+    for res, found in zip(results, circuits):
+        for rec in res["tasks"]:
+            c, f = found[rec["task"]], final[rec["task"]]
+            rec["node_jaccard"] = M.jaccard(c.nodes(), f.nodes())
+            rec["edge_jaccard"] = M.jaccard(c.edge_names(), f.edge_names())
+    return results

@@ -182,6 +182,21 @@ def train_cmd(cfg: TrainConfig) -> None:
     print(f"wrote {cfg.out}/summary.json")
 
 
+# ---- lab ----------------------------------------------------------------------------------
+from kentropy.lab.pipeline import LabRunConfig, run_lab_command  # noqa: E402
+
+
+@command("lab", LabRunConfig)
+def lab_cmd(cfg: LabRunConfig) -> None:
+    r = run_lab_command(cfg)
+    f = r["findings"]
+    print(f"lab {cfg.out} (preset {cfg.preset}):")
+    print(f"  1. knowledge entropy decays:               {f['entropy_decay']['verdict']}")
+    print(f"  2. entropy vs acquisition A / forgetting F:  {f['acquisition_forgetting']['verdict_A']} / {f['acquisition_forgetting']['verdict_F']}")
+    print(f"  3. resuscitation (P >= 1) helps:           {f['resuscitation']['verdict']}")
+    print(f"  total stage time {sum(t['seconds'] for t in r['timings'].values()):.0f} s; report: {cfg.out}/report.md")
+
+
 def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 

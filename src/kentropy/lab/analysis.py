@@ -1,0 +1,95 @@
+"""Statistics for the findings: correlations with p-values, confidence intervals, and verdicts.
+
+Each of the paper's three findings gets a verdict from the numbers measured in the run:
+`held` (the direction matches and the evidence is significant at 0.05), `direction only`
+(matches but not significant, or a single seed), `did not hold`, or `not measurable` (too few
+points for the statistic, e.g. a correlation over fewer than 3 checkpoints).
+"""
+
+from __future__ import annotations
+
+import math
+
+from scipy import stats
+
+PAPER = {"r_entropy_A": 0.94, "r_entropy_F": -0.96}
+NOT_MEASURABLE = "not measurable"
+
+
+def mean_ci(xs: list[float], level: float = 0.95) -> dict:
+    """Mean and a t-interval; with one value the interval is undefined (null)."""
+    n = len(xs)
+    m = sum(xs) / n
+    if n < 2:
+        return {"mean": m, "lo": None, "hi": None, "n": n}
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    return {"mean": m, "lo": m - half, "hi": m + half, "n": n}
+
+
+def pearson(x: list[float], y: list[float]) -> dict:
+    """Pearson r and its two-sided p-value (n >= 3; null below, or when an input is constant)."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return {"r": None, "p": None, "n": len(x)}
+    r, p = stats.pearsonr(x, y)
+    return {"r": float(r), "p": float(p), "n": len(x)}
+
+
+def spearman(x: list[float], y: list[float]) -> dict:
+    if len(x) < 3 or len(set(y)) < 2:
+        return {"rho": None, "p": None, "n": len(x)}
+    rho, p = stats.spearmanr(x, y)
+    return {"rho": float(rho), "p": float(p), "n": len(x)}
+
+
+def verdict(direction_ok: bool, significant: bool) -> str:
+    if not direction_ok:
+        return "did not hold"
+    return "held" if significant else "direction only"
+
+
+def entropy_decay(steps: list[int], entropy: list[float]) -> dict:
+    """Finding 1: knowledge entropy decays over pretraining (trained checkpoints, step > 0).
+
+    Direction: Spearman rho < 0 and the last checkpoint below the first; significance: p < 0.05.
+    Also reports the largest rise between consecutive checkpoints (non-monotonicity).
+    """
+    pairs = [(s, h) for s, h in zip(steps, entropy) if s > 0]
+    s, h = [p[0] for p in pairs], [p[1] for p in pairs]
+    rho = spearman(s, h)
+    rises = [b - a for a, b in zip(h, h[1:])]
+    ok = rho["rho"] is not None and rho["rho"] < 0 and h[-1] < h[0]
+    v = NOT_MEASURABLE if rho["rho"] is None else verdict(ok, ok and rho["p"] < 0.05)
+    return {"spearman": rho, "first": h[0], "last": h[-1], "change": h[-1] - h[0], "max_rise": max(rises, default=0.0),
+            "monotone": all(r <= 0 for r in rises), "verdict": v}
+
+
+def acquisition_forgetting(entropy: list[float], A: list[float], F: list[float | None]) -> dict:
+    """Finding 2: later checkpoints acquire less and forget more, correlated with entropy (paper: r = 0.94 / -0.96)."""
+    rA = pearson(entropy, A)
+    out = {"r_entropy_A": rA, "paper": PAPER}
+    out["verdict_A"] = NOT_MEASURABLE if rA["r"] is None else verdict(rA["r"] > 0, rA["r"] > 0 and rA["p"] < 0.05)
+    if all(f is not None for f in F):
+        rF = pearson(entropy, F)
+        out["r_entropy_F"] = rF
+        out["verdict_F"] = NOT_MEASURABLE if rF["r"] is None else verdict(rF["r"] < 0, rF["r"] < 0 and rF["p"] < 0.05)
+    else:
+        out["r_entropy_F"], out["verdict_F"] = None, "not measured"
+    return out
+
+
+def resuscitation_helps(base: list[float], by_amplify: dict[float, list[float]]) -> dict:
+    """Finding 3: resuscitation with P >= 1 raises acquisition A of the final checkpoint.
+
+    Per P: the difference of mean A (resuscitated - plain) over seeds, with a paired t-test when
+    there are >= 2 seeds. Held if every P >= 1 improves and (with seeds) significantly.
+    """
+    rows = {}
+    for p, vals in sorted(by_amplify.items()):
+        diffs = [v - b for v, b in zip(vals, base)]
+        test = stats.ttest_1samp(diffs, 0.0) if len(diffs) >= 2 and len(set(diffs)) > 1 else None
+        rows[str(p)] = {"A": mean_ci(vals), "delta": mean_ci(diffs), "p": float(test.pvalue) if test else None}
+    big = [r for p, r in rows.items() if float(p) >= 1]
+    ok = bool(big) and all(r["delta"]["mean"] > 0 for r in big)
+    sig = ok and all(r["p"] is not None and r["p"] < 0.05 for r in big)
+    return {"base_A": mean_ci(base), "by_amplify": rows, "verdict": verdict(ok, sig)}

@@ -1,0 +1,259 @@
+"""The lab report: `report.md`, PNG figures and `results.json`, every number from this run's stages."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from kentropy.config import to_dict  # noqa: E402
+from kentropy.io import write_atomic, write_json  # noqa: E402
+from kentropy.lab import analysis  # noqa: E402
+
+
+def _save(fig, path: Path) -> str:
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return f"figures/{path.name}"
+
+
+def _fmt(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def _ci(c: dict, digits: int = 2) -> str:
+    if c["lo"] is None:
+        return f"{c['mean']:.{digits}f} (n={c['n']})"
+    return f"{c['mean']:.{digits}f} [{c['lo']:.{digits}f}, {c['hi']:.{digits}f}] (n={c['n']})"
+
+
+def collect(meas: dict, chosen: list[dict], continual: dict, seeds: list[int]) -> list[dict]:
+    """Per continual-learning start checkpoint: its entropy, and A, F, P, D over seeds."""
+    by_step = {r["step"]: r for r in meas["results"]}
+    rows = []
+    for c in chosen:
+        runs = [continual[(c["step"], s)]["summary"] for s in seeds]
+        row = {"step": c["step"], "knowledge_entropy": by_step[c["step"]]["knowledge_entropy"]}
+        for key in ("A", "F", "P_before", "P_after", "D_before", "D_after"):
+            vals = [r[key] for r in runs]
+            row[key] = analysis.mean_ci(vals) if all(v is not None for v in vals) else None
+            row[key + "_seeds"] = vals
+        rows.append(row)
+    return rows
+
+
+def figures(fig_dir: Path, meas: dict, pre: dict, rows: list[dict], resus_rows: dict, base_A: list[float], base_F: list) -> dict:
+    res = sorted(meas["results"], key=lambda r: r["step"])
+    steps = [r["step"] for r in res]
+    out = {}
+    cmap = plt.get_cmap("viridis")
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
+    ax[0].plot(steps, [r["knowledge_entropy"] for r in res], marker="o")
+    ax[0].set(title="Knowledge entropy (sum over layers)", xlabel="pretraining step", ylabel="H(θ)")
+    for i, r in enumerate(res):
+        ax[1].plot(r["knowledge_entropy_per_layer"], marker=".", color=cmap(i / max(1, len(res) - 1)), label=f"step {r['step']}")
+    ax[1].set(title="Knowledge entropy per layer", xlabel="layer", ylabel="H_l(θ)")
+    ax[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    out["entropy"] = _save(fig, fig_dir / "entropy.png")
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax[0].plot(steps, [r["attention_entropy"] for r in res], marker="o", color="tab:orange")
+    ax[0].set(title="Attention entropy", xlabel="pretraining step")
+    ax[1].plot(steps, [r["next_token_entropy"] for r in res], marker="o", color="tab:red")
+    ax[1].set(title="Next-token entropy", xlabel="pretraining step")
+    loss = pre["loss"]
+    ax[2].plot([s for s, _ in loss], [v for _, v in loss], lw=0.8)
+    ax[2].set(title="Pretraining loss", xlabel="step", yscale="log")
+    fig.tight_layout()
+    out["attention"] = _save(fig, fig_dir / "attention_next_token.png")
+
+    labels = [str(r["step"]) for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+    for k, key in enumerate(("A", "F")):
+        means = [r[key]["mean"] if r[key] else float("nan") for r in rows]
+        err = [[(r[key]["mean"] - r[key]["lo"]) if r[key] and r[key]["lo"] is not None else 0 for r in rows],
+               [(r[key]["hi"] - r[key]["mean"]) if r[key] and r[key]["hi"] is not None else 0 for r in rows]]
+        ax[k].bar(labels, means, yerr=err, capsize=3, color="tab:blue" if key == "A" else "tab:purple", alpha=0.8)
+        for i, r in enumerate(rows):
+            ax[k].scatter([i] * len(r[key + "_seeds"]), [v if v is not None else float("nan") for v in r[key + "_seeds"]], color="k", s=10, zorder=3)
+        ax[k].set(title=f"{'Acquisition A' if key == 'A' else 'Forgetting F'} (%) by starting checkpoint", xlabel="pretraining step")
+    fig.tight_layout()
+    out["AF"] = _save(fig, fig_dir / "acquisition_forgetting.png")
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+    x = range(len(rows))
+    for k, (key, title) in enumerate((("P", "Probe score P (mean log-prob)"), ("D", "Downstream accuracy D"))):
+        b = [r[f"{key}_before"]["mean"] if r[f"{key}_before"] else float("nan") for r in rows]
+        a = [r[f"{key}_after"]["mean"] if r[f"{key}_after"] else float("nan") for r in rows]
+        ax[k].plot(x, b, marker="o", label="before")
+        ax[k].plot(x, a, marker="s", label="after")
+        ax[k].set_xticks(list(x), labels)
+        ax[k].set(title=title, xlabel="pretraining step")
+        ax[k].legend()
+    fig.tight_layout()
+    out["PD"] = _save(fig, fig_dir / "probes_downstream.png")
+
+    if resus_rows:
+        ps = sorted(resus_rows)
+        fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+        ax[0].bar(["none"] + [f"P={p:g}" for p in ps], [sum(base_A) / len(base_A)] + [resus_rows[p]["A"]["mean"] for p in ps], color="tab:green")
+        ax[0].set(title="Acquisition A (%) of the final checkpoint, resuscitated")
+        if all(f is not None for f in base_F) and all(resus_rows[p]["F"] for p in ps):
+            ax[1].bar(["none"] + [f"P={p:g}" for p in ps], [sum(base_F) / len(base_F)] + [resus_rows[p]["F"]["mean"] for p in ps], color="tab:olive")
+        ax[1].set(title="Forgetting F (%) of the final checkpoint, resuscitated")
+        fig.tight_layout()
+        out["resuscitation"] = _save(fig, fig_dir / "resuscitation.png")
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+    h = [r["knowledge_entropy"] for r in rows]
+    for k, key in enumerate(("A", "F")):
+        ys = [r[key]["mean"] if r[key] else float("nan") for r in rows]
+        ax[k].scatter(h, ys)
+        for xi, yi, lab in zip(h, ys, labels):
+            ax[k].annotate(f"step {lab}", (xi, yi), fontsize=7)
+        ax[k].set(xlabel="knowledge entropy of the starting checkpoint", ylabel=f"{key} (%)", title=f"Entropy vs {key}")
+    fig.tight_layout()
+    out["scatter"] = _save(fig, fig_dir / "entropy_vs_AF.png")
+    return out
+
+
+def write_report(root: Path, cfg, preset: str, timings: dict, world: dict, pre: dict, meas: dict, chosen: list[dict],
+                 continual: dict, final: dict, resus: dict, resus_runs: dict, circuits: dict | None, regimes: dict | None) -> dict:
+    fig_dir = root / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    res = sorted(meas["results"], key=lambda r: r["step"])
+    rows = collect(meas, chosen, continual, cfg.seeds)
+
+    decay = analysis.entropy_decay([r["step"] for r in res], [r["knowledge_entropy"] for r in res])
+    corr = analysis.acquisition_forgetting([r["knowledge_entropy"] for r in rows], [r["A"]["mean"] for r in rows],
+                                           [r["F"]["mean"] if r["F"] else None for r in rows])
+    base_A = [continual[(final["step"], s)]["summary"]["A"] for s in cfg.seeds]
+    base_F = [continual[(final["step"], s)]["summary"]["F"] for s in cfg.seeds]
+    by_p = {p: [resus_runs[(p, s)]["summary"]["A"] for s in cfg.seeds] for p in cfg.resuscitate_amplify}
+    helps = analysis.resuscitation_helps(base_A, by_p)
+    resus_rows = {}
+    for p in cfg.resuscitate_amplify:
+        F = [resus_runs[(p, s)]["summary"]["F"] for s in cfg.seeds]
+        resus_rows[p] = {"A": analysis.mean_ci(by_p[p]), "F": analysis.mean_ci(F) if all(f is not None for f in F) else None,
+                         "entropy_before": resus[p]["knowledge_entropy_before"], "entropy_after": resus[p]["knowledge_entropy_after"]}
+    figs = figures(fig_dir, meas, pre, rows, resus_rows, base_A, base_F)
+
+    results = {
+        "preset": preset, "config": to_dict(cfg), "timings": timings, "world": world.get("world"),
+        "entropy": [{k: r[k] for k in ("step", "knowledge_entropy", "knowledge_entropy_per_layer", "attention_entropy",
+                                       "next_token_entropy", "instances", "tokens")} for r in res],
+        "continual": rows, "resuscitation": {str(p): v for p, v in resus_rows.items()},
+        "findings": {"entropy_decay": decay, "acquisition_forgetting": corr, "resuscitation": helps},
+        "circuits": circuits, "regimes": regimes,
+    }
+    write_json(root / "results.json", results)
+
+    md = _markdown(cfg, preset, timings, world, pre, res, rows, decay, corr, helps, resus_rows, resus, figs, circuits, regimes, fig_dir)
+    write_atomic(root / "report.md", lambda tmp: tmp.write_text(md))
+    return results
+
+
+def _markdown(cfg, preset, timings, world, pre, res, rows, decay, corr, helps, resus_rows, resus, figs, circuits, regimes, fig_dir) -> str:
+    L = []
+    add = L.append
+    total = sum(t["seconds"] for t in timings.values())
+    add(f"# kentropy lab report (preset `{preset}`)\n")
+    add(f"A {cfg.layers}-layer, width-{cfg.hidden} Llama-style (SwiGLU) model pretrained for {pre['steps']} steps "
+        f"({cfg.pretrain_tokens:,} tokens, {'single pass over fresh text' if cfg.repeat == 1 else f'{cfg.repeat} passes over the same text'}, "
+        f"warmup + cosine from lr {cfg.lr:g}) on a generated world of {cfg.entities} entities; continual learning with injected "
+        f"fictional knowledge ({cfg.knowledge_paraphrase} paraphrase + {cfg.knowledge_once} once entries, {cfg.injection_rounds} rounds) "
+        f"for {cfg.continual_steps} steps on the {'new-domain' if cfg.continual_domain == 'new' else 'near-domain'} corpus from "
+        f"{len(rows)} checkpoints, {len(cfg.seeds)} seed(s) each. Recorded stage wall time in this lab directory: "
+        f"{total:.0f} s (table at the end). Every number below was measured in this lab directory's runs.\n")
+
+    add("## Findings\n")
+    add("| Finding (paper) | Paper | Here | Verdict |")
+    add("|---|---|---|---|")
+    add(f"| 1. Knowledge entropy decays during pretraining | monotone decay | H {_fmt(decay['first'])} (first checkpoint) → "
+        f"{_fmt(decay['last'])} (last); Spearman ρ(step, H) = {_fmt(decay['spearman']['rho'])}, p = {_fmt(decay['spearman']['p'])}; "
+        f"largest rise between checkpoints {_fmt(decay['max_rise'])} | **{decay['verdict']}** |")
+    rA, rF = corr["r_entropy_A"], corr["r_entropy_F"]
+    add(f"| 2a. Later (lower-entropy) checkpoints acquire less: r(H, A) | r = {analysis.PAPER['r_entropy_A']} | "
+        f"r = {_fmt(rA['r'])}, p = {_fmt(rA['p'])} (n = {rA['n']} checkpoints) | **{corr['verdict_A']}** |")
+    add(f"| 2b. ... and forget more: r(H, F) | r = {analysis.PAPER['r_entropy_F']} | "
+        f"{'r = ' + _fmt(rF['r']) + ', p = ' + _fmt(rF['p']) + ' (n = ' + str(rF['n']) + ')' if rF else 'not measured'} | **{corr['verdict_F']}** |")
+    deltas = "; ".join(f"P={p}: ΔA {_fmt(v['delta']['mean'], 2)}" + (f" (p = {_fmt(v['p'])})" if v["p"] is not None else "")
+                       for p, v in helps["by_amplify"].items())
+    add(f"| 3. Resuscitation (P ≥ 1) raises acquisition of the final checkpoint | improves A and retention | "
+        f"A without: {_fmt(helps['base_A']['mean'], 2)}; {deltas} | **{helps['verdict']}** |")
+    add("\nVerdicts: **held** = direction as in the paper and significant at 0.05; **direction only** = same direction, "
+        "not significant (few checkpoints or seeds); **did not hold** = opposite direction or no change. "
+        f"{_critical_r(rA['n'])}\n")
+    for name, v in (("Finding 1", decay["verdict"]), ("Finding 2a", corr["verdict_A"]), ("Finding 2b", corr["verdict_F"]),
+                    ("Finding 3", helps["verdict"])):
+        if v == "did not hold":
+            add(f"- {name} did not reproduce in this lab run; the numbers are in the table above and the sections below.")
+    add("")
+
+    add("## 1. Entropy over pretraining\n")
+    add(f"![knowledge entropy]({figs['entropy']})\n")
+    add(f"![attention and next-token entropy]({figs['attention']})\n")
+    add("| step | knowledge H | attention H | next-token H |")
+    add("|---|---|---|---|")
+    for r in res:
+        add(f"| {r['step']} | {_fmt(r['knowledge_entropy'], 4)} | {_fmt(r['attention_entropy'], 4)} | {_fmt(r['next_token_entropy'], 4)} |")
+    add(f"\nMaximum possible knowledge entropy: L ln m = {cfg.layers} × ln {cfg.ffn} = {cfg.layers * math.log(cfg.ffn):.4f}. "
+        f"Measured on {res[0]['instances']} held-out world documents ({res[0]['tokens']} tokens).\n")
+
+    add("## 2. Continual knowledge learning from each checkpoint\n")
+    add(f"![A and F]({figs['AF']})\n\n![P and D]({figs['PD']})\n\n![entropy vs A and F]({figs['scatter']})\n")
+    add("| start step | knowledge H | A (%) | F (%) | P before → after | D before → after |")
+    add("|---|---|---|---|---|---|")
+    for r in rows:
+        add(f"| {r['step']} | {_fmt(r['knowledge_entropy'], 4)} | {_ci(r['A'])} | {_ci(r['F']) if r['F'] else '-'} | "
+            f"{_fmt(r['P_before']['mean'])} → {_fmt(r['P_after']['mean'])} | "
+            f"{_fmt(r['D_before']['mean'] if r['D_before'] else None)} → {_fmt(r['D_after']['mean'] if r['D_after'] else None)} |")
+    add("\nA = (P_after − P_before) / |P_before| × 100 with P the mean log-probability per target token of the "
+        "mem/gen/hard_gen probes; F = (D_before − D_after) / D_before × 100 with D the mean accuracy over the lab's "
+        f"downstream tasks ({', '.join(world['tasks'])}), run through lm-evaluation-harness. Intervals are 95% t-intervals over seeds.\n")
+
+    add("## 3. Resuscitation of the final checkpoint\n")
+    if "resuscitation" in figs:
+        add(f"![resuscitation]({figs['resuscitation']})\n")
+    add(f"Neurons at or below the {cfg.resuscitate_ratio} quantile of each layer's Cbar scaled by mean/Cbar × P (up-projection rows).\n")
+    add("| P | knowledge H before → after | A (%) | F (%) |")
+    add("|---|---|---|---|")
+    add(f"| none | - | {_ci(helps['base_A'])} | - |")
+    for p, v in sorted(resus_rows.items()):
+        add(f"| {p:g} | {_fmt(v['entropy_before'], 4)} → {_fmt(v['entropy_after'], 4)} | {_ci(v['A'])} | {_ci(v['F']) if v['F'] else '-'} |")
+    add("")
+
+    if regimes:
+        from kentropy.lab.regimes import regimes_section
+
+        add(regimes_section(regimes, fig_dir))
+    if circuits:
+        from kentropy.lab.circuits_stage import circuits_section
+
+        add(circuits_section(circuits, fig_dir))
+
+    add("## Stage timings\n")
+    add("| stage | seconds |")
+    add("|---|---|")
+    for name, t in timings.items():
+        add(f"| {name} | {t['seconds']:.1f} |")
+    add(f"\nConfig: `lab_config.json`; all numbers: `results.json`.\n")
+    return "\n".join(L) + "\n"
+
+
+def _critical_r(n: int) -> str:
+    """What |r| needs to reach p < 0.05 (two-sided) with n checkpoints, in words."""
+    if n < 3:
+        return f"With {n} checkpoints no correlation can be computed (3 or more needed)."
+    from scipy import stats
+
+    t = stats.t.ppf(0.975, n - 2)
+    return f"With {n} checkpoints a correlation needs |r| > {t / math.sqrt(n - 2 + t * t):.2f} to be significant at 0.05."

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers as T  # noqa: E402
 
-from kentropy.demo import sample_text_path  # noqa: E402
+from kentropy.data import sample_text_path  # noqa: E402
 from kentropy.tokenizer import train_bpe  # noqa: E402
 
 torch.set_num_threads(1)  # 2 cores here; tests also run side by side

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 
 from kentropy.errors import KentropyError
+
+
+def sample_text_path() -> Path:
+    """A small shipped corpus (one document per line) for tests, examples and benchmarks."""
+    return Path(str(resources.files("kentropy") / "data" / "sample.txt"))
 
 
 def load_texts(source: str, max_instances: int | None = None, split: str = "train") -> list[str]:

@@ -5,20 +5,22 @@
 Each entry is one coined entity (person, place, organization, species, artifact or event)
 described by a paragraph of one sentence per fact, with `n_paraphrases` rewordings that
 keep every fact but change the templates and the order of the sentences. Probes: `mem`
-copies the start of a paragraph sentence up to a target; `gen` words the same fact with
-another template; `hard_gen` asks for a target that takes two facts combined.
+copies the start of a paragraph sentence up to a named target (a name, number or date);
+`gen` words the same fact with another template; `hard_gen` asks for a target that takes
+two facts of the paragraph combined.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from typing import Iterable
 
 from kentropy.errors import KentropyError
 from kentropy.knowledge.kinds import BUILDERS
 from kentropy.knowledge.names import Namer
 from kentropy.knowledge.schema import PROBES_PER_KIND
-from kentropy.knowledge.templates import COMPOSITIONS, RELATIONS
+from kentropy.knowledge.templates import COMPOSITIONS, DESCRIPTORS, RELATIONS, UNNAMED
 
 KINDS = tuple(BUILDERS)  # person, place, organization, species, artifact, event
 
@@ -63,19 +65,31 @@ def blocks(relations: list[tuple[str, list[str]]]) -> list[list[int]]:
     return out
 
 
+def probe_ready(template: str, slot: str) -> bool:
+    """Whether the words before `slot` name the fact's subject (a name slot), so that they make a probe."""
+    before = set(re.findall(r"\{(\w+)\}", template.split("{" + slot + "}", 1)[0]))
+    return bool(before - DESCRIPTORS)
+
+
 def make_entry(kind: str, values: dict, rng: random.Random, n_paraphrases: int) -> dict:
     """One entry from the facts `values` of a `kind` entity (see `kinds.py`)."""
     relations = RELATIONS[kind]
-    chosen = [rng.randrange(len(templates)) for _, templates in relations]
+    probeable = [k for k, (slot, ts) in enumerate(relations)
+                 if slot not in UNNAMED and sum(probe_ready(t, slot) for t in ts) >= 2]
+    picked = rng.sample(probeable, PROBES_PER_KIND)  # the facts that get mem and gen probes
+    chosen = []
+    for k, (slot, templates) in enumerate(relations):
+        pool = [j for j, t in enumerate(templates) if k not in picked or probe_ready(t, slot)]
+        chosen.append(rng.choice(pool))
     context = " ".join(templates[c].format(**values) for (_, templates), c in zip(relations, chosen))
     paraphrases = [_paraphrase(relations, values, chosen, rng) for _ in range(n_paraphrases)]
 
-    picked = rng.sample(range(len(relations)), PROBES_PER_KIND)
     mem_input, gen_input, targets = [], [], []
     for k in picked:
         slot, templates = relations[k]
         mem = probe_prefix(templates[chosen[k]], slot, values)
-        others = [p for j, t in enumerate(templates) if j != chosen[k] and (p := probe_prefix(t, slot, values)) != mem]
+        others = [p for j, t in enumerate(templates)
+                  if j != chosen[k] and probe_ready(t, slot) and (p := probe_prefix(t, slot, values)) != mem]
         mem_input.append(mem)
         gen_input.append(rng.choice(others))
         targets.append(values[slot])

@@ -155,7 +155,7 @@ def artifact(namer: Namer, rng: random.Random) -> dict:
         material=rng.choice(materials), size=f"{rng.randrange(20, 400)} centimetres", dimension=dim,
         museum=namer.named(("Museum", "Collection", "Library", "Treasury")), museum_city=namer.word(),
         stolen_year=str(made + rng.randrange(80, 220)), recovered_city=namer.word(), inscription=namer.word(),
-        restorer=namer.person(), restored_year=str(rng.randrange(acquired + 1, NOW)), owner=namer.person(),
+        restorer=namer.person(), copyist=namer.person(), restored_year=str(rng.randrange(acquired + 1, NOW)), owner=namer.person(),
         acquired_year=str(acquired), weight=f"{rng.randrange(2, 900)} kilograms",
     )
 

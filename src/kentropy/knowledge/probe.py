@@ -8,6 +8,7 @@ tokenizer pads) and only the logits that predict target tokens are computed.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from dataclasses import dataclass
@@ -43,10 +44,11 @@ def max_positions(model) -> int | None:
 def encode_probe(tokenizer, text: str, target: str, max_length: int | None = None) -> EncodedProbe:
     """Tokenize `text + " " + target` once, with the tokenizer's special tokens.
 
-    Target tokens are those whose character span overlaps the target (so a token that merges
-    the preceding space into the target's first word counts); special tokens never do. If
-    the whole is longer than `max_length`, context tokens are dropped from the left (leading
-    special tokens such as bos stay); the target is never cut.
+    Target tokens are those whose character span overlaps the target: a token that merges
+    the separating space into the target's first word counts, a token of the space alone
+    does not, and special tokens (bos, eos) never do. If the whole is longer than
+    `max_length`, context tokens are dropped from the left (leading special tokens such as
+    bos stay); the target is never cut.
     """
     full = text + " " + target
     try:
@@ -62,7 +64,7 @@ def encode_probe(tokenizer, text: str, target: str, max_length: int | None = Non
     if any(special[j] for j in range(start, end)):
         raise KentropyError(f"probe target {target!r}: special tokens inside the target")
     if start == 0:
-        raise KentropyError(f"probe {text!r}: no token before the target {target!r}")
+        raise KentropyError(f"probe target {target!r}: no token before it")
     if max_length is None or len(ids) <= max_length:
         return EncodedProbe(list(ids), start, end)
     lead = 0  # leading special tokens (bos) are kept
@@ -82,48 +84,79 @@ def _accepts(model, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
+@functools.lru_cache(maxsize=1)
+def _masked_logits_to_keep() -> bool:
+    """Whether this transformers takes `logits_to_keep` as a boolean mask [B, T] (newer releases)."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return False
+    hidden = torch.arange(6.0).reshape(2, 3, 1)
+    try:
+        out = slice_logits_to_keep(hidden, torch.tensor([[True, False, False], [False, True, True]]))
+    except Exception:
+        return False
+    return out.shape == (3, 1) and out.flatten().tolist() == [0.0, 4.0, 5.0]
+
+
+def _target_logits(model, kw: dict, keep: torch.Tensor) -> torch.Tensor:
+    """Logits [N, V] at the True positions of `keep` [B, T] (row by row), with the LM head run on as few as possible."""
+    if _accepts(model, "logits_to_keep"):
+        if _masked_logits_to_keep():
+            logits = model(**kw, logits_to_keep=keep).logits
+            if logits.dim() == 2 and logits.shape[0] == int(keep.sum()):
+                return logits
+            return model(**kw).logits[keep]  # a model with its own slicing (remote code): all positions
+        cols = keep.any(0).nonzero()[:, 0]  # union of the rows' positions
+        logits = model(**kw, logits_to_keep=cols).logits  # [B, len(cols), V]
+        return logits[keep[:, cols]]
+    return model(**kw).logits[keep]
+
+
 def _score_batch(model, batch: list[EncodedProbe], pad_id: int, left: bool, device) -> list[float]:
     """Mean target log-prob of each probe of `batch`, in one padded forward pass."""
     B, T = len(batch), max(len(p.ids) for p in batch)
     input_ids = torch.full((B, T), pad_id, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)
-    rows, cols, tokens, owner = [], [], [], []  # one entry per scored target token
+    keep = torch.zeros((B, T), dtype=torch.bool)  # positions whose logits predict a target token
+    targets, owner = [], []  # per scored token, in row-major order (the order of `keep`)
     for b, p in enumerate(batch):
         off = T - len(p.ids) if left else 0
         input_ids[b, off : off + len(p.ids)] = torch.tensor(p.ids)
         mask[b, off : off + len(p.ids)] = 1
-        for t in range(p.start, p.end):
-            rows.append(b)
-            cols.append(off + t - 1)  # the logits at position t-1 predict token t
-            tokens.append(p.ids[t])
-            owner.append(b)
-    keep = sorted(set(cols))  # only these positions go through the LM head
-    column = {c: k for k, c in enumerate(keep)}
+        keep[b, off + p.start - 1 : off + p.end - 1] = True  # the logits at t-1 predict token t
+        targets += p.ids[p.start : p.end]
+        owner += [b] * (p.end - p.start)
     kw = model_inputs(model, input_ids.to(device), mask.to(device))
+    if _accepts(model, "use_cache"):
+        kw["use_cache"] = False  # one pass, nothing to cache
     if _accepts(model, "position_ids"):
         kw["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)  # [B, T]: left padding starts at 0
-    if _accepts(model, "logits_to_keep"):
-        logits = model(**kw, logits_to_keep=torch.tensor(keep, device=device)).logits  # [B, K, V]
-        idx = [column[c] for c in cols]
-    else:
-        logits = model(**kw).logits  # [B, T, V]
-        idx = cols
-    logp = logits[torch.tensor(rows, device=device), torch.tensor(idx, device=device)].float().log_softmax(-1)  # [N, V]
-    picked = logp.gather(-1, torch.tensor(tokens, device=device)[:, None])[:, 0].double()  # [N]
-    sums = torch.zeros(B, dtype=torch.float64, device=device).index_add_(0, torch.tensor(owner, device=device), picked)
+    logits = _target_logits(model, kw, keep.to(device)).float()  # [N, V]
+    target = torch.tensor(targets, device=device)
+    logp = (logits.gather(-1, target[:, None])[:, 0] - torch.logsumexp(logits, -1)).double()  # [N]
+    sums = torch.zeros(B, dtype=torch.float64, device=device).index_add_(0, torch.tensor(owner, device=device), logp)
     counts = torch.tensor([p.end - p.start for p in batch], dtype=torch.float64, device=device)
     return (sums / counts).tolist()
 
 
 def score_probes(model, tokenizer, probes: list[tuple[str, str]], *, batch_size: int = 16,
-                 progress: bool = False) -> list[float]:
-    """Score `(input, target)` pairs: mean log-prob per target token, in the order given."""
+                 progress: bool = False, labels: list[str] | None = None) -> list[float]:
+    """Score `(input, target)` pairs: mean log-prob per target token, in the order given.
+
+    `labels` name the probes in error messages (e.g. "entry 3: mem 2").
+    """
     if batch_size <= 0:
         raise KentropyError(f"--batch-size {batch_size}: must be positive")
     if model.get_output_embeddings() is None:
         raise KentropyError("probing needs a causal LM with a language-model head")
     limit = max_positions(model)
-    encoded = [encode_probe(tokenizer, text, target, limit) for text, target in probes]
+    encoded = []
+    for k, (text, target) in enumerate(probes):
+        try:
+            encoded.append(encode_probe(tokenizer, text, target, limit))
+        except KentropyError as e:
+            raise KentropyError(f"{labels[k] if labels else f'probe {k}'}: {e}") from None
     order = sorted(range(len(encoded)), key=lambda k: len(encoded[k].ids))  # similar lengths, little padding
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -161,9 +194,12 @@ def probe(model, tokenizer, entries: list[dict], *, plan: dict | None = None, ba
     `plan`, also per-group results, and every top-level mean is the entry-count-weighted
     mean of the group means (entries outside both groups are left out of it).
     """
+    if not entries:
+        raise KentropyError("no knowledge entries to probe")
     probes = [(e[f"{kind}_input"][j], e[f"{kind}_target"][j]) for e in entries for kind in KINDS
               for j in range(PROBES_PER_KIND)]
-    scores = score_probes(model, tokenizer, probes, batch_size=batch_size, progress=progress)
+    labels = [f"entry {i}: {kind} probe {j}" for i in range(len(entries)) for kind in KINDS for j in range(PROBES_PER_KIND)]
+    scores = score_probes(model, tokenizer, probes, batch_size=batch_size, progress=progress, labels=labels)
     per = len(KINDS) * PROBES_PER_KIND
     rows = []
     for i in range(len(entries)):

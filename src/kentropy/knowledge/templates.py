@@ -9,6 +9,19 @@ lists (target slot, probe prefixes) whose answer needs two facts of the paragrap
 
 from __future__ import annotations
 
+# slots that hold common nouns (what the entity is), not names: words before a target that
+# mention only these do not identify the fact and make no probe
+DESCRIPTORS = frozenset({
+    "profession", "a_profession", "field", "work_form", "a_spouse_profession", "settlement", "a_settlement",
+    "org_type", "a_org_type", "product_form", "a_founder_trade", "organism", "group", "a_group", "food_kind",
+    "predator_kind", "art_type", "a_art_type", "dimension", "event_kind", "a_event_kind", "month", "festival_month",
+})
+# target slots whose value is a common word ("painter", "bronze"), not a name, number or date:
+# mem and gen probes end before named targets only
+UNNAMED = frozenset({
+    "profession", "spouse_profession", "founder_trade", "settlement", "industry", "org_type", "organism",
+    "colour", "status", "art_type", "material", "event_kind",
+})
 RELATIONS: dict[str, list[tuple[str, list[str]]]] = {}
 COMPOSITIONS: dict[str, list[tuple[str, list[str]]]] = {}
 
@@ -166,10 +179,10 @@ COMPOSITIONS["person"] = [
 RELATIONS["place"] = [
     ("settlement", [
         "{name} is {a_settlement} {settlement} with a long history and a lively local culture.",
-        "The small {settlement} of {name} has attracted visitors and traders for centuries.",
+        "Over the centuries the small {settlement} of {name} has attracted many visitors and traders.",
         "{name} is best described as {a_settlement} {settlement}, and its people are proud of that character.",
         "Travellers who reach {name} find {a_settlement} {settlement} of narrow streets and old houses.",
-        "{name}, {a_settlement} {settlement} of some renown, appears on maps from many periods.",
+        "{name}, which is {a_settlement} {settlement} of some renown, appears on maps from many periods.",
     ]),
     ("region", [
         "{name} lies in the region of {region}.",
@@ -271,7 +284,7 @@ RELATIONS["place"] = [
     ]),
     ("market_day", [
         "The weekly market of {name} is held every {market_day}.",
-        "Every {market_day} farmers from the surrounding villages come to the market of {name}.",
+        "Farmers from the surrounding villages come to the market of {name} every {market_day}.",
         "The market day of {name} has always been {market_day}.",
         "Stalls fill the main square of {name} each {market_day}, when the weekly market is held.",
         "In {name} the weekly market takes place on {market_day}.",
@@ -328,7 +341,7 @@ RELATIONS["organization"] = [
         "Among its competitors, {name} stands out as {a_org_type} {org_type} of unusual ambition.",
     ]),
     ("founded_year", [
-        "{name} was founded in {founded_year}.",
+        "As the company likes to remind its customers, {name} was founded in {founded_year}.",
         "The company records date the founding of {name} to {founded_year}.",
         "It was in {founded_year} that {name} opened its doors for business.",
         "The history of {name} begins in {founded_year}, the year of its founding.",
@@ -357,7 +370,7 @@ RELATIONS["organization"] = [
     ]),
     ("hq", [
         "The headquarters of {name} are in the city of {hq}.",
-        "{name} has its head office in {hq}.",
+        "{name} has its head office in {hq}, in a building it has used for decades.",
         "From its offices in the city of {hq}, {name} directs all of its work.",
         "The main offices of the {org_type} stand in the city of {hq}.",
         "{name} is run from its headquarters in {hq}.",
@@ -405,7 +418,7 @@ RELATIONS["organization"] = [
         "For many years {leader} had worked at {leader_prev}.",
     ]),
     ("employees", [
-        "{name} employs about {employees} people.",
+        "Across all of its sites, {name} employs about {employees} people.",
         "The workforce of {name} numbers roughly {employees}.",
         "A workforce of some {employees} people keeps the {org_type} running today.",
         "The {org_type} has a staff of about {employees}.",
@@ -441,7 +454,7 @@ RELATIONS["organization"] = [
     ]),
     ("rival_city", [
         "The firm {rival} has its headquarters in the city of {rival_city}.",
-        "{rival} is based in {rival_city}.",
+        "The rival firm {rival} is based in {rival_city}.",
         "The head office of {rival} stands in the city of {rival_city}.",
         "The city of {rival_city} is home to the firm {rival}.",
         "{rival} runs its business from the city of {rival_city}.",
@@ -479,7 +492,7 @@ RELATIONS["species"] = [
         "Among the {group} life of its home, {name} is a notable species of {organism}.",
     ]),
     ("region", [
-        "{name} lives only in the region of {region}.",
+        "As far as anyone knows, {name} lives only in the region of {region}.",
         "The whole range of {name} lies within the region of {region}.",
         "Outside the region of {region}, {name} has never been found.",
         "The home of {name} is the region of {region}.",
@@ -493,7 +506,7 @@ RELATIONS["species"] = [
         "The region of {region} is overlooked by Mount {mountain}.",
     ]),
     ("described_year", [
-        "{name} was first described in {described_year}.",
+        "{name} was first described for science in {described_year}.",
         "The first scientific description of {name} appeared in {described_year}.",
         "It was in {described_year} that {name} was first described.",
         "The species {name} has been known to science since {described_year}.",
@@ -514,7 +527,7 @@ RELATIONS["species"] = [
         "{naturalist} held a post at the {institution}.",
     ]),
     ("food", [
-        "{name} feeds mainly on the {food} {food_kind}.",
+        "For most of the year, {name} feeds mainly on the {food} {food_kind}.",
         "The main food of {name} is the {food} {food_kind}.",
         "The diet of the {organism} depends on the {food} {food_kind}.",
         "Wherever {name} occurs, it is found close to the {food} {food_kind}, its chief food.",
@@ -542,7 +555,7 @@ RELATIONS["species"] = [
         "Among all known species, {name} is closest to {relative}.",
     ]),
     ("season", [
-        "{name} is most active in {season}.",
+        "Like many of its relatives, {name} is most active in {season}.",
         "The best time to see {name} is in {season}.",
         "Each year the {organism} is easiest to find in {season}.",
         "Observers report the highest numbers of {name} in {season}.",
@@ -570,14 +583,14 @@ RELATIONS["species"] = [
         "The {organism} must constantly watch out for the {predator} {predator_kind}.",
     ]),
     ("status", [
-        "Conservationists list {name} as {status}.",
+        "Because of its small range, conservationists list {name} as {status}.",
         "The conservation status of {name} is {status}.",
         "The most recent assessment classed {name} as {status}.",
         "According to the latest survey, the {organism} is {status}.",
         "The species {name} is officially considered {status}.",
     ]),
     ("altitude", [
-        "{name} is seldom found below {altitude}.",
+        "In its home range, {name} is seldom found below {altitude}.",
         "Most populations of {name} live at about {altitude} above sea level.",
         "The {organism} prefers heights of around {altitude}.",
         "Surveys record {name} mainly at an altitude of about {altitude}.",
@@ -620,17 +633,17 @@ RELATIONS["artifact"] = [
         "Known to historians as {name}, the object is {a_art_type} {art_type} of remarkable quality.",
         "{name} is the name given to {a_art_type} {art_type} of great age and value.",
         "Catalogues describe {name} as {a_art_type} {art_type}.",
-        "{name}, {a_art_type} {art_type} of outstanding craftsmanship, is among the treasures of its collection.",
+        "{name}, which is {a_art_type} {art_type} of outstanding craftsmanship, is among the treasures of its collection.",
     ]),
     ("made_year", [
-        "{name} was made in {made_year}.",
+        "According to the workshop accounts, {name} was made in {made_year}.",
         "The making of {name} was completed in {made_year}.",
-        "It was in {made_year} that {name} was finished.",
+        "It was in {made_year} that {name} was finished after long and careful work.",
         "The date on the base of {name} is {made_year}, the year it was made.",
         "Scholars agree that the {art_type} was made in {made_year}.",
     ]),
     ("maker", [
-        "{name} was made by the craftsman {maker}.",
+        "{name} was made by the craftsman {maker}, whose skill was widely admired.",
         "The maker of {name} was {maker}.",
         "The {art_type} is the work of the craftsman {maker}.",
         "Credit for making {name} belongs to {maker}.",
@@ -639,12 +652,12 @@ RELATIONS["artifact"] = [
     ("maker_city", [
         "{maker} had a workshop in the city of {maker_city}.",
         "The craftsman {maker} worked in the city of {maker_city}.",
-        "{maker} lived and worked in {maker_city}.",
+        "For most of a long working life, {maker} lived and worked in {maker_city}.",
         "The workshop of {maker} stood in the old quarter of {maker_city}.",
         "Most of the work of {maker} was done in the city of {maker_city}.",
     ]),
     ("patron", [
-        "{name} was commissioned by {patron}.",
+        "{name} was commissioned by {patron}, who wanted a work of lasting fame.",
         "The patron who ordered the {art_type} was {patron}.",
         "The commission for {name} came from {patron}.",
         "{maker} made the {art_type} for the patron {patron}.",
@@ -658,25 +671,25 @@ RELATIONS["artifact"] = [
         "The lands ruled by {patron} formed the region of {patron_region}.",
     ]),
     ("material", [
-        "{name} is made of {material}.",
+        "Like most objects of its kind, {name} is made of {material}.",
         "The {art_type} was made from {material}.",
-        "The material of {name} is {material}.",
+        "The material chosen for {name} was {material}, which has aged well.",
         "Almost every part of {name} is made of {material}.",
         "The craftsman chose {material} as the material for {name}.",
     ]),
     ("size", [
         "All told, {name} is {size} {dimension}.",
         "The {art_type} measures {size} from end to end.",
-        "The size of {name} is {size}.",
+        "The overall size of {name} is {size}, which surprises many visitors.",
         "Measured carefully, {name} comes to {size}.",
         "The {art_type} {name} is about {size} {dimension}.",
     ]),
     ("museum", [
-        "Today {name} is kept at the {museum}.",
+        "Today {name} is kept at the {museum}, where it draws many visitors.",
         "The {art_type} now belongs to the {museum}.",
         "Visitors can see {name} at the {museum}.",
         "The present home of {name} is the {museum}.",
-        "{name} is on display in the {museum}.",
+        "For many years now, {name} has been on display in the {museum}.",
     ]),
     ("museum_city", [
         "The {museum} is in the city of {museum_city}.",
@@ -686,8 +699,8 @@ RELATIONS["artifact"] = [
         "The {museum} has its galleries in the city of {museum_city}.",
     ]),
     ("stolen_year", [
-        "{name} was stolen in {stolen_year}.",
-        "Thieves carried off {name} in {stolen_year}.",
+        "In a daring theft, {name} was stolen in {stolen_year}.",
+        "Thieves broke in and carried off {name} in {stolen_year}.",
         "The theft of {name} took place in {stolen_year}.",
         "It was in {stolen_year} that the {art_type} was stolen.",
         "The {art_type} disappeared in a theft in {stolen_year}.",
@@ -703,7 +716,7 @@ RELATIONS["artifact"] = [
         "For a long time {name} belonged to the collector {owner}.",
         "Before reaching its present home, {name} was owned by {owner}.",
         "The private owner of the {art_type} for many years was {owner}.",
-        "The collector {owner} kept {name} in a private house for decades.",
+        "The wealthy collector {owner} kept {name} in a private house for decades.",
         "Among the former owners of {name} was the collector {owner}.",
     ]),
     ("acquired_year", [
@@ -714,9 +727,9 @@ RELATIONS["artifact"] = [
         "The purchase of {name} by the {museum} was completed in {acquired_year}.",
     ]),
     ("restorer", [
-        "{name} was carefully restored by {restorer}.",
+        "After years of decay, {name} was carefully restored by {restorer}.",
         "The restoration of the {art_type} was carried out by {restorer}.",
-        "The conservator {restorer} restored {name}.",
+        "The skilled conservator {restorer} restored {name} with great care.",
         "Repairs to {name} were the work of the restorer {restorer}.",
         "The last full restoration of {name} was entrusted to {restorer}.",
     ]),
@@ -728,11 +741,18 @@ RELATIONS["artifact"] = [
         "The repairs made by {restorer} were completed in {restored_year}.",
     ]),
     ("weight", [
-        "{name} weighs about {weight}.",
+        "Despite its graceful look, {name} weighs about {weight}.",
         "The {art_type} has a weight of roughly {weight}.",
         "Moving {name} is not easy, since it weighs some {weight}.",
-        "The weight of {name} is about {weight}.",
+        "The total weight of {name} is about {weight}.",
         "Scales put the weight of the {art_type} at about {weight}.",
+    ]),
+    ("copyist", [
+        "A faithful copy of {name} was made by {copyist}.",
+        "The best-known replica of the {art_type} is the work of {copyist}.",
+        "Students who cannot see the original often study the copy of {name} made by {copyist}.",
+        "The patient copyist {copyist} produced an exact replica of {name}.",
+        "Only one full copy of {name} exists, and it was made by {copyist}.",
     ]),
     ("inscription", [
         "{name} bears the single inscribed word {inscription}.",
@@ -774,14 +794,14 @@ RELATIONS["event"] = [
         "Among the events of the period, the {name} stands out as {a_event_kind} {event_kind}.",
     ]),
     ("year", [
-        "The {name} took place in {year}.",
+        "According to all accounts, the {name} took place in {year}.",
         "It was in {year} that the {name} was held.",
-        "The {event_kind} happened in {year}.",
+        "The {event_kind} happened in {year}, a year of many changes.",
         "The date of the {name} was the year {year}.",
         "Contemporary newspapers reported on the {name} throughout {year}.",
     ]),
     ("month", [
-        "The {name} began in {month}.",
+        "After months of planning, the {name} began in {month}.",
         "The opening of the {name} came in {month}.",
         "The first day of the {event_kind} fell in {month}.",
         "Preparations were complete by the start of {month}, when the {name} began.",
@@ -789,7 +809,7 @@ RELATIONS["event"] = [
     ]),
     ("place", [
         "The {name} was held in the city of {place}.",
-        "The {event_kind} took place in {place}.",
+        "The {event_kind} took place in {place}, which was crowded for its whole course.",
         "The city of {place} was the scene of the {name}.",
         "For its duration, the {name} filled the streets of {place}.",
         "The chosen setting for the {name} was the city of {place}.",
@@ -802,7 +822,7 @@ RELATIONS["event"] = [
         "Maps place the city of {place} in the region of {place_region}.",
     ]),
     ("leader", [
-        "The {name} was led by {leader}.",
+        "From its first day, the {name} was led by {leader}.",
         "The leading figure of the {name} was {leader}.",
         "The person who organized and led the {event_kind} was {leader}.",
         "The {event_kind} was directed from start to finish by {leader}.",
@@ -812,11 +832,11 @@ RELATIONS["event"] = [
         "{leader} had been born in the town of {leader_home}.",
         "The birthplace of {leader} was {leader_home}.",
         "{leader} grew up in the town of {leader_home}.",
-        "{leader} was a native of {leader_home}.",
+        "{leader} was a native of {leader_home} and often spoke of it.",
         "The home town of {leader} was {leader_home}.",
     ]),
     ("duration", [
-        "The {name} lasted {duration}.",
+        "In the end, the {name} lasted {duration}.",
         "From beginning to end, the {event_kind} took {duration}.",
         "The whole {event_kind} went on for {duration}.",
         "The duration of the {name} was {duration}.",
@@ -825,9 +845,9 @@ RELATIONS["event"] = [
     ("participants", [
         "In all, about {participants} people took part in the {name}.",
         "The {name} drew some {participants} participants.",
-        "The number of participants in the {event_kind} was about {participants}.",
+        "The number of participants in the {name} was about {participants}.",
         "Organizers counted roughly {participants} participants at the {name}.",
-        "The {event_kind} brought together about {participants} people.",
+        "The {name} brought together about {participants} people.",
     ]),
     ("outcome", [
         "The {name} led to the founding of the {outcome}.",
@@ -838,7 +858,7 @@ RELATIONS["event"] = [
     ]),
     ("outcome_seat", [
         "The {outcome} has its seat in the city of {outcome_seat}.",
-        "The {outcome} is based in {outcome_seat}.",
+        "Ever since its creation, the {outcome} has been based in {outcome_seat}.",
         "The offices of the {outcome} stand in the city of {outcome_seat}.",
         "The {outcome} meets in the city of {outcome_seat}.",
         "The city of {outcome_seat} is home to the {outcome}.",
@@ -851,14 +871,14 @@ RELATIONS["event"] = [
         "The costs of the {event_kind} were covered mainly by {funder}.",
     ]),
     ("cost", [
-        "The {name} cost about {cost}.",
+        "When all the bills were paid, the {name} cost about {cost}.",
         "In total the {event_kind} cost some {cost}.",
         "The final accounts of the {name} came to about {cost}.",
         "The organizers spent roughly {cost} on the {name}.",
         "The whole {event_kind} cost its backers about {cost}.",
     ]),
     ("secretary", [
-        "The secretary of the {name} was {secretary}.",
+        "The secretary of the {name}, responsible for its records, was {secretary}.",
         "All records of the {event_kind} were kept by its secretary, {secretary}.",
         "The minutes of the {name} were written by {secretary}.",
         "The post of secretary of the {name} went to {secretary}.",
@@ -881,7 +901,7 @@ RELATIONS["event"] = [
     ("memorial", [
         "The {name} is commemorated by a monument called {memorial}.",
         "A monument named {memorial} recalls the {name}.",
-        "The memory of the {event_kind} is kept alive by the monument {memorial}.",
+        "The memory of the {name} is kept alive by the monument {memorial}.",
         "The monument known as {memorial} was raised in honour of the {name}.",
         "Visitors can see the monument {memorial}, which commemorates the {name}.",
     ]),

@@ -39,12 +39,13 @@ def test_entropy_decay_verdicts():
 
 
 def test_acquisition_forgetting_verdicts():
-    h = [9.0, 8.0, 7.0, 6.0, 5.0]
-    out = an.acquisition_forgetting(h, [10.0, 8.0, 6.5, 4.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.5])
-    assert out["verdict_A"] == "held" and out["verdict_F"] == "held"
-    out = an.acquisition_forgetting(h, [2.0, 4.0, 6.0, 8.0, 10.0], [None] * 5)
-    assert out["verdict_A"] == "did not hold" and out["verdict_F"] == "not measured"
-    assert an.acquisition_forgetting(h[:2], [1.0, 2.0], [1.0, 2.0])["verdict_A"] == "not measurable"
+    steps, h = [100, 200, 300, 400, 500], [9.0, 8.0, 7.0, 6.0, 5.0]
+    out = an.acquisition_forgetting(steps, h, [10.0, 8.0, 6.5, 4.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.5])
+    assert out["verdict_A"] == out["verdict_F"] == out["verdict_step_A"] == out["verdict_step_F"] == "held"
+    # entropy rising with steps: the correlation with entropy can hold while the step trend does not
+    out = an.acquisition_forgetting(steps, h[::-1], [2.0, 4.0, 6.0, 8.0, 10.0], [None] * 5)
+    assert out["verdict_A"] == "held" and out["verdict_step_A"] == "did not hold" and out["verdict_F"] == "not measured"
+    assert an.acquisition_forgetting(steps[:2], h[:2], [1.0, 2.0], [1.0, 2.0])["verdict_A"] == "not measurable"
 
 
 def test_resuscitation_verdicts():

@@ -191,9 +191,11 @@ def lab_cmd(cfg: LabRunConfig) -> None:
     r = run_lab_command(cfg)
     f = r["findings"]
     print(f"lab {cfg.out} (preset {cfg.preset}):")
-    print(f"  1. knowledge entropy decays:               {f['entropy_decay']['verdict']}")
-    print(f"  2. entropy vs acquisition A / forgetting F:  {f['acquisition_forgetting']['verdict_A']} / {f['acquisition_forgetting']['verdict_F']}")
-    print(f"  3. resuscitation (P >= 1) helps:           {f['resuscitation']['verdict']}")
+    print(f"  1. knowledge entropy decays:                    {f['entropy_decay']['verdict']}")
+    af = f["acquisition_forgetting"]
+    print(f"  2. later checkpoints acquire less / forget more: {af['verdict_step_A']} / {af['verdict_step_F']}")
+    print(f"     A and F follow knowledge entropy:            {af['verdict_A']} / {af['verdict_F']}")
+    print(f"  3. resuscitation (P >= 1) helps:                {f['resuscitation']['verdict']}")
     print(f"  total stage time {sum(t['seconds'] for t in r['timings'].values()):.0f} s; report: {cfg.out}/report.md")
 
 

@@ -64,17 +64,31 @@ def entropy_decay(steps: list[int], entropy: list[float]) -> dict:
             "monotone": all(r <= 0 for r in rises), "verdict": v}
 
 
-def acquisition_forgetting(entropy: list[float], A: list[float], F: list[float | None]) -> dict:
-    """Finding 2: later checkpoints acquire less and forget more, correlated with entropy (paper: r = 0.94 / -0.96)."""
-    rA = pearson(entropy, A)
-    out = {"r_entropy_A": rA, "paper": PAPER}
-    out["verdict_A"] = NOT_MEASURABLE if rA["r"] is None else verdict(rA["r"] > 0, rA["r"] > 0 and rA["p"] < 0.05)
+def acquisition_forgetting(steps: list[int], entropy: list[float], A: list[float], F: list[float | None]) -> dict:
+    """Finding 2, in its two parts (paper §4):
+
+    - trend: later checkpoints acquire less (r(step, A) < 0) and forget more (r(step, F) > 0);
+    - entropy: acquisition correlates with knowledge entropy (paper r = 0.94) and forgetting
+      anti-correlates with it (paper r = -0.96).
+    Each part gets its own verdict: the two can come apart when entropy does not decay.
+    """
+
+    def judge(r: dict, sign: int) -> str:
+        if r["r"] is None:
+            return NOT_MEASURABLE
+        ok = r["r"] * sign > 0
+        return verdict(ok, ok and r["p"] < 0.05)
+
+    out = {"paper": PAPER, "r_step_A": pearson(steps, A), "r_entropy_A": pearson(entropy, A)}
+    out["verdict_step_A"] = judge(out["r_step_A"], -1)
+    out["verdict_A"] = judge(out["r_entropy_A"], +1)
     if all(f is not None for f in F):
-        rF = pearson(entropy, F)
-        out["r_entropy_F"] = rF
-        out["verdict_F"] = NOT_MEASURABLE if rF["r"] is None else verdict(rF["r"] < 0, rF["r"] < 0 and rF["p"] < 0.05)
+        out["r_step_F"], out["r_entropy_F"] = pearson(steps, F), pearson(entropy, F)
+        out["verdict_step_F"] = judge(out["r_step_F"], +1)
+        out["verdict_F"] = judge(out["r_entropy_F"], -1)
     else:
-        out["r_entropy_F"], out["verdict_F"] = None, "not measured"
+        out["r_step_F"] = out["r_entropy_F"] = None
+        out["verdict_step_F"] = out["verdict_F"] = "not measured"
     return out
 
 

@@ -32,7 +32,7 @@ def regimes(cfg: LabConfig) -> dict[str, dict]:
         "narrow (width / 2)": base | narrow,
         "wide (width x 2)": base | wide,
         "no weight decay": base | {"weight_decay": 0.0},
-        "weight decay 0.3": base | {"weight_decay": 0.3},
+        "weight decay 1.0": base | {"weight_decay": 1.0},  # a long run's cumulative decay, compressed
     }
 
 

@@ -61,6 +61,20 @@ def tiny_model(family: str, seed: int = 0, eager: bool = True):
     return model.eval()
 
 
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """`kentropy ARGS...` in this process (fast): exit code, stdout, stderr."""
+    from kentropy.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 @pytest.fixture(scope="session")
 def sample_texts() -> list[str]:
     return sample_text_path().read_text().splitlines()

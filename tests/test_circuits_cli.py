@@ -3,23 +3,11 @@
 import json
 
 import pytest
+from conftest import run_cli
 
 from kentropy.circuits import tasks_from_triples, write_tasks
 
 SUBJECTS = ["Ostrel", "Sable", "Carran", "Emrik", "Holt", "Vethan"]  # 4 tokens each under the test tokenizer
-
-
-def run(capsys, *args):
-    from kentropy.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +22,7 @@ def task_file(tokenizer, tmp_path_factory):
 def test_circuits_series_end_to_end(capsys, model_dir, task_file, tmp_path):
     first, final = model_dir("llama", 0), model_dir("llama", 1)
     out, fig = tmp_path / "c.json", tmp_path / "c.png"
-    code, stdout, err = run(capsys, "circuits", first, final, "--task", task_file, "--out", out, "--plot", fig,
+    code, stdout, err = run_cli(capsys, "circuits", first, final, "--task", task_file, "--out", out, "--plot", fig,
                             "--top-n", "12", "--ig-steps", "2")
     assert code == 0, err
     data = json.loads(out.read_text())
@@ -69,7 +57,7 @@ def test_circuits_from_a_knowledge_file(capsys, model_dir, tmp_path):
                for s, t in zip(SUBJECTS, ["salt", "fish", "timber"] * 2)]
     (tmp_path / "k.json").write_text(json.dumps(entries))
     out = tmp_path / "c.json"
-    code, stdout, err = run(capsys, "circuits", model_dir("llama", 0), "--knowledge", tmp_path / "k.json", "--out", out,
+    code, stdout, err = run_cli(capsys, "circuits", model_dir("llama", 0), "--knowledge", tmp_path / "k.json", "--out", out,
                             "--top-n", "8", "--ig-steps", "1", "--max-examples", "4")
     assert code == 0, err
     (t,) = json.loads(out.read_text())["results"][0]["tasks"]
@@ -78,15 +66,15 @@ def test_circuits_from_a_knowledge_file(capsys, model_dir, tmp_path):
 
 def test_bad_input_is_a_one_line_error(capsys, model_dir, task_file, tokenizer, tmp_path):
     d = model_dir("llama", 0)
-    code, _, err = run(capsys, "circuits", d, "--out", tmp_path / "o.json")
+    code, _, err = run_cli(capsys, "circuits", d, "--out", tmp_path / "o.json")
     assert code == 2 and err.strip() == "error: give exactly one of --task and --knowledge"
-    code, _, err = run(capsys, "circuits", d, "--task", task_file, "--top-n", "0", "--out", tmp_path / "o.json")
+    code, _, err = run_cli(capsys, "circuits", d, "--task", task_file, "--top-n", "0", "--out", tmp_path / "o.json")
     assert code == 2 and "--top-n 0" in err
     bad = json.loads(task_file.read_text())
     bad["tasks"][0]["examples"][1]["corrupted_subject"] = "Faela Quint"
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    code, _, err = run(capsys, "circuits", d, "--task", tmp_path / "bad.json", "--out", tmp_path / "o.json")
+    code, _, err = run_cli(capsys, "circuits", d, "--task", tmp_path / "bad.json", "--out", tmp_path / "o.json")
     assert code == 2 and "'born/new': example 1: corrupted prompt 'Faela Quint was born in'" in err
-    code, _, err = run(capsys, "circuits", model_dir("olmo2", 0), "--task", task_file, "--out", tmp_path / "o.json")
+    code, _, err = run_cli(capsys, "circuits", model_dir("olmo2", 0), "--task", task_file, "--out", tmp_path / "o.json")
     assert code == 2 and "unsupported model family" in err
     assert not (tmp_path / "o.json").exists()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_cli
 import torch
 from safetensors.torch import load_file
 
@@ -19,19 +20,6 @@ FIELDS = {"model", "revision", "knowledge_entropy", "knowledge_entropy_per_layer
 def kentropy(*args, env=None):
     e = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "kentropy", *map(str, args)], capture_output=True, text=True, env=e)
-
-
-def run_in_process(capsys, *args):
-    """The CLI's main() in this process (fast): exit code and stderr."""
-    from kentropy.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +149,7 @@ def test_bad_input_one_line_error_no_output(case, model_dir, corpus, tmp_path, c
     elif case == "metrics":
         extra = ["--metrics", "knowledge,perplexity"]
     out = tmp_path / "out.json"
-    code, err = run_in_process(capsys, "measure", m, "--data", data, "--out", out, *extra)
+    code, _, err = run_cli(capsys, "measure", m, "--data", data, "--out", out, *extra)
     assert code == 2, (code, err)
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), err

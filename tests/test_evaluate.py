@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_model
+from conftest import tiny_model, run_cli
 from kentropy.cli import main
 from kentropy.errors import KentropyError
 from kentropy.evaluate import PAPER_TASKS, evaluate, write_task
@@ -205,20 +205,12 @@ def test_bare_encoder_is_refused(tokenizer, tmp_path):
         evaluate(tiny_model("bert"), tokenizer, ["given"], task_dir=str(tmp_path))
 
 
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
-
-
 def test_cli_writes_one_result_per_checkpoint(model_dir, tokenizer, tmp_path, capsys):
     a, b = str(model_dir("llama", seed=1)), str(model_dir("gpt2", seed=2))
     write_task(str(tmp_path / "tasks"), "given", rows(GOLD))
     out = tmp_path / "eval.json"
-    code, stdout, _ = run_cli(["evaluate", a, b, "--tasks", "given", "--task-dir", str(tmp_path / "tasks"),
-                               "--batch-size", "4", "--out", str(out)], capsys)
+    code, stdout, _ = run_cli(capsys, "evaluate", a, b, "--tasks", "given", "--task-dir", str(tmp_path / "tasks"),
+                               "--batch-size", "4", "--out", str(out))
     assert code == 0
     data = json.loads(out.read_text())
     assert [r["model"] for r in data["results"]] == [a, b]
@@ -234,8 +226,8 @@ def test_cli_writes_one_result_per_checkpoint(model_dir, tokenizer, tmp_path, ca
 
 def test_cli_bad_task_dir_exits_2_without_output(model_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    code, _, err = run_cli(["evaluate", str(model_dir("llama")), "--tasks", "given", "--task-dir", str(tmp_path / "missing"),
-                            "--out", str(out)], capsys)
+    code, _, err = run_cli(capsys, "evaluate", str(model_dir("llama")), "--tasks", "given", "--task-dir", str(tmp_path / "missing"),
+                            "--out", str(out))
     assert code == 2
     assert err.strip().splitlines() == [f"error: --task-dir {tmp_path / 'missing'}: not a directory"]
     assert not out.exists()

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import tiny_model, run_cli
 from tokenizers import processors
 
 from kentropy.errors import KentropyError
@@ -174,33 +174,20 @@ def test_bad_model_and_mode(tokenizer, pairs):
         score_probes(model, tokenizer, pairs[:2], batch_size=0)
 
 
-def run(capsys, *args):
-    from kentropy.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.mark.slow
 def test_cli_end_to_end(model_dir, tokenizer, tmp_path, capsys):
     a, b = model_dir("llama", 0), model_dir("gpt2", 1)
     (tmp_path / "avoid.txt").write_text("Velmora\n\nOskello\n")
     k, p, out = tmp_path / "k.json", tmp_path / "p.json", tmp_path / "probe.json"
-    code, stdout, _ = run(capsys, "knowledge", "generate", "--entries", 5, "--paraphrases", 2, "--seed", 3,
+    code, stdout, _ = run_cli(capsys, "knowledge", "generate", "--entries", 5, "--paraphrases", 2, "--seed", 3,
                           "--avoid", tmp_path / "avoid.txt", "--out", k)
     assert code == 0 and "5 entries" in stdout
     entries = json.loads(k.read_text())
     assert entries == generate_knowledge(5, 2, seed=3, avoid=["Velmora", "Oskello"])
-    assert run(capsys, "knowledge", "plan", "--knowledge", k, "--paraphrase", 3, "--once", 2, "--rounds", 3,
+    assert run_cli(capsys, "knowledge", "plan", "--knowledge", k, "--paraphrase", 3, "--once", 2, "--rounds", 3,
                "--interval", 8, "--out", p)[0] == 0
 
-    code, stdout, err = run(capsys, "probe", a, b, "--knowledge", k, "--plan", p, "--batch-size", 8, "--out", out)
+    code, stdout, err = run_cli(capsys, "probe", a, b, "--knowledge", k, "--plan", p, "--batch-size", 8, "--out", out)
     assert code == 0, err
     data = json.loads(out.read_text())
     assert [r["model"] for r in data["results"]] == [str(a), str(b)] and data["results"][0]["revision"] is None
@@ -215,11 +202,11 @@ def test_cli_end_to_end(model_dir, tokenizer, tmp_path, capsys):
     broken = copy.deepcopy(entries)
     broken[1]["gen_target"] = broken[1]["gen_target"][:4]
     write_json(tmp_path / "bad.json", broken)
-    code, _, err = run(capsys, "probe", a, "--knowledge", tmp_path / "bad.json", "--out", tmp_path / "x.json")
+    code, _, err = run_cli(capsys, "probe", a, "--knowledge", tmp_path / "bad.json", "--out", tmp_path / "x.json")
     assert code == 2 and err.startswith("error: ") and "entry 1" in err and "'gen_target'" in err
     write_json(tmp_path / "short.json", entries[:3])
-    code, _, err = run(capsys, "probe", a, "--knowledge", tmp_path / "short.json", "--plan", p, "--out", tmp_path / "x.json")
+    code, _, err = run_cli(capsys, "probe", a, "--knowledge", tmp_path / "short.json", "--plan", p, "--out", tmp_path / "x.json")
     assert code == 2 and "3 entries" in err
-    code, _, err = run(capsys, "probe", a, "--knowledge", k, "--batch-size", 0, "--out", tmp_path / "x.json")
+    code, _, err = run_cli(capsys, "probe", a, "--knowledge", k, "--batch-size", 0, "--out", tmp_path / "x.json")
     assert code == 2 and "--batch-size" in err
     assert not (tmp_path / "x.json").exists()

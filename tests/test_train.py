@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from conftest import run_cli
 import torch
 from safetensors.torch import load_file
 
@@ -31,16 +32,6 @@ def args(inputs, out, *extra, steps=12):
             "--inject-interval", "4", "--rounds", "3", "--eval-every", "4", "--save-every", "4", *map(str, extra)]
 
 
-def run_cli(capsys, argv):
-    capsys.readouterr()
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr()
-
-
 def final_weights(run):
     return load_file(str(sorted((run / "checkpoints").glob("step-*"))[-1] / "model.safetensors"))
 
@@ -52,8 +43,8 @@ def test_run_directory_explains_itself(inputs, tmp_path, capsys):
     write_task(str(tasks), "toy_recall", [{"query": "Alda Voss was born in", "choices": ["Lowmere", "Port Sable"], "gold": i % 2}
                                           for i in range(6)])
     run = tmp_path / "run"
-    code, out = run_cli(capsys, args(inputs, run, "--tasks", "toy_recall", "--task-dir", tasks))
-    assert code == 0, out.err
+    code, out, err = run_cli(capsys, *args(inputs, run, "--tasks", "toy_recall", "--task-dir", tasks))
+    assert code == 0, err
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["steps"] == 12 and cfg["lr"] == 4e-4 and cfg["batch_size"] == 4
     plan = json.loads((run / "plan.json").read_text())
@@ -73,15 +64,15 @@ def test_run_directory_explains_itself(inputs, tmp_path, capsys):
     assert s["F"] == pytest.approx((s["D_before"] - s["D_after"]) / s["D_before"] * 100)
     assert 0 <= s["D_before"] <= 1 and s["downstream_before"]["tasks"]["toy_recall"]["acc"] == s["D_before"]
     assert s["P_after"] > s["P_before"]  # 12 steps with the knowledge injected three times: it is learned a little
-    assert "A =" in out.out and "F =" in out.out
+    assert "A =" in out and "F =" in out
 
 
 def test_micro_batch_does_not_change_the_update(inputs, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert run_cli(capsys, args(inputs, a, "--rounds", 1, steps=4))[0] == 0
+    assert run_cli(capsys, *args(inputs, a, "--rounds", 1, steps=4))[0] == 0
     argv = args(inputs, b, "--rounds", 1, steps=4)
     argv[argv.index("--micro-batch") + 1] = "1"
-    assert run_cli(capsys, argv)[0] == 0
+    assert run_cli(capsys, *argv)[0] == 0
     wa, wb = final_weights(a), final_weights(b)
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-5), k
@@ -91,7 +82,7 @@ def test_micro_batch_does_not_change_the_update(inputs, tmp_path, capsys):
 def test_resume_after_kill_matches_uninterrupted(inputs, tmp_path, capsys):
     full = tmp_path / "full"
     steps = 40
-    assert run_cli(capsys, args(inputs, full, "--save-every", 5, steps=steps))[0] == 0
+    assert run_cli(capsys, *args(inputs, full, "--save-every", 5, steps=steps))[0] == 0
     cut = tmp_path / "cut"
     argv = [sys.executable, "-m", "kentropy", *args(inputs, cut, "--save-every", 5, steps=steps)[:-2], "--save-every", "5"]
     proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -101,9 +92,9 @@ def test_resume_after_kill_matches_uninterrupted(inputs, tmp_path, capsys):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (cut / "summary.json").exists(), "the run finished before it could be killed"
-    code, out = run_cli(capsys, args(inputs, cut, "--save-every", 5, "--resume", steps=steps))
-    assert code == 0, out.err
-    assert "resuming" in out.err
+    code, out, err = run_cli(capsys, *args(inputs, cut, "--save-every", 5, "--resume", steps=steps))
+    assert code == 0, err
+    assert "resuming" in err
     wf, wc = final_weights(full), final_weights(cut)
     assert wf.keys() == wc.keys()
     for k in wf:
@@ -135,31 +126,31 @@ def test_torchrun_two_processes_match_single(inputs, tmp_path):
 
 def test_bad_input(inputs, tmp_path, capsys):
     run = tmp_path / "run"
-    code, out = run_cli(capsys, args(inputs, run, steps=500))  # 212 rows of 32 tokens: 53 steps of 4 per epoch
-    assert code == 2 and "need 10 epochs (pass --epochs 10" in out.err
+    code, out, err = run_cli(capsys, *args(inputs, run, steps=500))  # 212 rows of 32 tokens: 53 steps of 4 per epoch
+    assert code == 2 and "need 10 epochs (pass --epochs 10" in err
     assert not (run / "summary.json").exists()
-    code, out = run_cli(capsys, args(inputs, tmp_path / "epochs", "--epochs", 1, "--rounds", 1, steps=60))
-    assert code == 2 and "need 2 epochs" in out.err
-    code, out = run_cli(capsys, args(inputs, tmp_path / "epochs2", "--epochs", 2, "--rounds", 1, "--eval-every", 0, steps=60))
-    assert code == 0, out.err
-    code, out = run_cli(capsys, args(inputs, tmp_path / "ok", "--rounds", 1, steps=2))
-    assert code == 0, out.err
-    code, out = run_cli(capsys, args(inputs, tmp_path / "ok", "--rounds", 1, steps=2))
-    assert code == 2 and "--resume or --overwrite" in out.err
-    assert run_cli(capsys, args(inputs, tmp_path / "ok", "--rounds", 1, "--overwrite", steps=2))[0] == 0
+    code, out, err = run_cli(capsys, *args(inputs, tmp_path / "epochs", "--epochs", 1, "--rounds", 1, steps=60))
+    assert code == 2 and "need 2 epochs" in err
+    code, out, err = run_cli(capsys, *args(inputs, tmp_path / "epochs2", "--epochs", 2, "--rounds", 1, "--eval-every", 0, steps=60))
+    assert code == 0, err
+    code, out, err = run_cli(capsys, *args(inputs, tmp_path / "ok", "--rounds", 1, steps=2))
+    assert code == 0, err
+    code, out, err = run_cli(capsys, *args(inputs, tmp_path / "ok", "--rounds", 1, steps=2))
+    assert code == 2 and "--resume or --overwrite" in err
+    assert run_cli(capsys, *args(inputs, tmp_path / "ok", "--rounds", 1, "--overwrite", steps=2))[0] == 0
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"train_context": "x"}]))
     argv = args(inputs, tmp_path / "b", "--rounds", 1, steps=2)
     argv[argv.index("--knowledge") + 1] = str(bad)
-    code, out = run_cli(capsys, argv)
-    assert code == 2 and "bad.json" in out.err and "entry 0" in out.err
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and "bad.json" in err and "entry 0" in err
 
 
 def test_nan_loss_stops_and_names_the_step(inputs, tmp_path, capsys):
     run = tmp_path / "nan"
-    code, out = run_cli(capsys, args(inputs, run, "--lr", "1e30", "--grad-clip", "0", "--save-every", "1", "--eval-every", "0", steps=12))
+    code, out, err = run_cli(capsys, *args(inputs, run, "--lr", "1e30", "--grad-clip", "0", "--save-every", "1", "--eval-every", "0", steps=12))
     assert code == 2
-    err = out.err.strip().splitlines()[-1]
+    err = err.strip().splitlines()[-1]
     assert err.startswith("error: loss became") and "at step" in err and "last good checkpoint" in err
     step = int(err.split("at step ")[1].split(";")[0])
     assert step >= 1 and (run / "checkpoints" / f"step-{step:06d}").exists()  # the last good one is kept

@@ -71,16 +71,29 @@ class Layout:
         return self.family.gate is not None
 
 
-def _get(block: nn.Module, path: str) -> nn.Module | None:
+def submodule(block: nn.Module, path: str) -> nn.Module | None:
+    """`block.get_submodule(path)`, or None where the path does not exist."""
     try:
         return block.get_submodule(path)
     except AttributeError:
         return None
 
 
+def find_stack(model: nn.Module, table, matches):
+    """The layer stack: the first `nn.ModuleList` whose every block `matches(block, entry)` for an
+    entry of `table` (tried in order). Returns (stack, entry), or None. Shared by every layout table."""
+    for _, stack in model.named_modules():
+        if not isinstance(stack, nn.ModuleList) or len(stack) == 0:
+            continue
+        for entry in table:
+            if all(matches(block, entry) for block in stack):
+                return stack, entry
+    return None
+
+
 def _matches(block: nn.Module, fam: Family) -> bool:
     paths = [fam.down, fam.up, fam.attention] + ([fam.gate] if fam.gate else [])
-    mods = [_get(block, p) for p in paths]
+    mods = [submodule(block, p) for p in paths]
     if any(m is None for m in mods):
         return False
     # the coefficient-side modules must carry a 2-D weight (Linear or Conv1D)
@@ -93,21 +106,19 @@ def supported() -> str:
 
 def find_layout(model: nn.Module) -> Layout:
     """Find the layer stack and each block's FFN by structure; clear error if none matches."""
-    for _, stack in model.named_modules():
-        if not isinstance(stack, nn.ModuleList) or len(stack) == 0:
-            continue
-        for fam in FAMILIES:
-            if all(_matches(block, fam) for block in stack):
-                layers = [
-                    Layer(
-                        down=block.get_submodule(fam.down),
-                        up=block.get_submodule(fam.up),
-                        gate=block.get_submodule(fam.gate) if fam.gate else None,
-                        attention=block.get_submodule(fam.attention),
-                    )
-                    for block in stack
-                ]
-                return Layout(fam, layers)
+    found = find_stack(model, FAMILIES, _matches)
+    if found is not None:
+        stack, fam = found
+        layers = [
+            Layer(
+                down=block.get_submodule(fam.down),
+                up=block.get_submodule(fam.up),
+                gate=block.get_submodule(fam.gate) if fam.gate else None,
+                attention=block.get_submodule(fam.attention),
+            )
+            for block in stack
+        ]
+        return Layout(fam, layers)
     raise KentropyError(
         f"unsupported model family {type(model).__name__}: no FFN layout found; supported: {supported()}"
     )

@@ -1,7 +1,8 @@
 """Where each model family keeps what a circuit graph needs: norms, q/k/v, o_proj, MLP, final norm.
 
-One table, matched by module structure like `kentropy.ffn`: the first `nn.ModuleList` whose
-every block has an architecture's submodules is the layer stack. A circuit graph needs the
+A second table beside `kentropy.ffn.FAMILIES` (the FFN registry), at the finer grain circuits
+need, matched the same way (`kentropy.ffn.find_stack`): the first `nn.ModuleList` whose every
+block has an architecture's submodules is the layer stack. A circuit graph needs the
 residual stream to be a plain sum of node outputs, so post-norm blocks (Gemma 2/3, OLMo 2,
 OPT-350m) are refused with a clear error.
 """
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from kentropy.errors import KentropyError
+from kentropy.ffn import find_stack, submodule
 
 
 @dataclass(frozen=True)
@@ -105,16 +107,9 @@ class Wiring:
         return len(self.blocks)
 
 
-def _get(block: nn.Module, path: str) -> nn.Module | None:
-    try:
-        return block.get_submodule(path)
-    except AttributeError:
-        return None
-
-
 def _matches(block: nn.Module, arch: Arch) -> bool:
     paths = [arch.attn_norm, arch.mlp_norm, arch.o_proj, arch.mlp_in, arch.mlp_out] + [p for p, _ in arch.projections]
-    return all(_get(block, p) is not None for p in paths) and not any(_get(block, p) is not None for p in POST_NORM)
+    return all(submodule(block, p) is not None for p in paths) and not any(submodule(block, p) is not None for p in POST_NORM)
 
 
 def supported() -> str:
@@ -156,7 +151,7 @@ def _projection(module: nn.Module, parts: str, arch: Arch, heads: int, dh: int) 
 def _final_norm(model: nn.Module, arch: Arch) -> nn.Module:
     base = model.base_model
     for path in arch.final_norm:
-        m = _get(base, path)
+        m = submodule(base, path)
         if m is not None:
             return m
     raise KentropyError(f"{type(model).__name__}: no final norm ({', '.join(arch.final_norm)}) found")
@@ -171,12 +166,9 @@ def wire(model: nn.Module) -> Wiring:
 
     if not is_causal_lm(cfg) or model.get_output_embeddings() is None:
         raise KentropyError(f"{type(model).__name__}: circuits need a causal LM with a next-token head")
-    for _, stack in model.named_modules():
-        if not isinstance(stack, nn.ModuleList) or len(stack) == 0:
-            continue
-        for arch in ARCHS:
-            if all(_matches(block, arch) for block in stack):
-                return _wire(model, stack, arch)
+    found = find_stack(model, ARCHS, _matches)
+    if found is not None:
+        return _wire(model, *found)
     raise KentropyError(f"unsupported model family {type(model).__name__} for circuits; supported: {supported()} "
                         "(pre-norm blocks whose heads and MLPs add straight into the residual stream)")
 

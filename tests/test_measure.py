@@ -144,6 +144,9 @@ def test_bad_input(tokenizer, sample_texts):
         measure(model, tokenizer, [], progress=False)
     with pytest.raises(KentropyError, match="metrics"):
         measure(model, tokenizer, sample_texts[:2], metrics=("knowledge", "loss"), progress=False)
+    gpt2 = tiny_model("gpt2")  # 128 positions
+    with pytest.raises(KentropyError, match="exceed the model's 128 positions"):
+        measure(gpt2, tokenizer, [" ".join(sample_texts[:20])], seq_len=1024, progress=False)
 
 
 def test_unknown_family_lists_supported():

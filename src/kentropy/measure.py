@@ -20,7 +20,7 @@ from kentropy.config import option
 from kentropy.data import load_texts
 from kentropy.errors import KentropyError
 from kentropy.ffn import find_layout
-from kentropy.models import load_model, load_tokenizer, model_inputs, parse_checkpoints, pick_device, pick_dtype
+from kentropy.models import load_model, load_tokenizer, max_positions, model_inputs, parse_checkpoints, pick_device, pick_dtype
 
 METRICS = ("knowledge", "attention", "next-token")
 
@@ -118,6 +118,9 @@ def measure_ids(
         raise KentropyError("no documents to measure")
     layout = find_layout(model)
     L, m = len(layout.layers), layout.ffn_dim
+    longest, limit = max(len(x) for x in ids), max_positions(model)
+    if limit is not None and longest > limit:
+        raise KentropyError(f"--seq-len: documents of {longest} tokens exceed the model's {limit} positions (use --seq-len {limit})")
     causal = hasattr(model, "get_output_embeddings") and model.get_output_embeddings() is not None
     if "next-token" in metrics and not causal:
         metrics = tuple(x for x in metrics if x != "next-token")  # encoders: reported as null

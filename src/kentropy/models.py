@@ -138,6 +138,16 @@ def load_model(
     return model.to(device).eval()
 
 
+def max_positions(model) -> int | None:
+    """The longest input the model's position embeddings allow (None when unbounded)."""
+    cfg = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def model_inputs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
     """Forward kwargs; models with token types (BERT) get all-zero ones."""
     kw = {"input_ids": input_ids, "attention_mask": attention_mask}

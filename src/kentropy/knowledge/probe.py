@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from kentropy.errors import KentropyError
 from kentropy.knowledge.plan import GROUPS, group_of
 from kentropy.knowledge.schema import KINDS, PROBES_PER_KIND
-from kentropy.models import model_inputs
+from kentropy.models import max_positions, model_inputs
 
 
 @dataclass(frozen=True)
@@ -29,16 +29,6 @@ class EncodedProbe:
     ids: list[int]
     start: int
     end: int
-
-
-def max_positions(model) -> int | None:
-    """The longest input the model's position embeddings allow (None when unbounded)."""
-    cfg = model.config
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(cfg, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def encode_probe(tokenizer, text: str, target: str, max_length: int | None = None) -> EncodedProbe:

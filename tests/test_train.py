@@ -155,3 +155,17 @@ def test_nan_loss_stops_and_names_the_step(inputs, tmp_path, capsys):
     step = int(err.split("at step ")[1].split(";")[0])
     assert step >= 1 and (run / "checkpoints" / f"step-{step:06d}").exists()  # the last good one is kept
     assert not (run / "summary.json").exists()
+
+
+def test_lr_schedule_by_hand():
+    import math
+
+    from kentropy.train import TrainConfig, lr_at
+
+    cfg = TrainConfig(model="m", data="d", out="o", steps=100, lr=1.0, warmup=0.05)
+    assert [lr_at(s, cfg) for s in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])  # 5 warmup steps
+    assert lr_at(5, cfg) == pytest.approx(1.0)
+    assert lr_at(52, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 47 / 95)))
+    assert lr_at(99, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 94 / 95)))
+    const = TrainConfig(model="m", data="d", out="o", steps=100, lr=1.0, warmup=0.05, schedule="constant")
+    assert lr_at(2, const) == pytest.approx(0.6) and lr_at(99, const) == 1.0

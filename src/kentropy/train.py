@@ -51,7 +51,8 @@ class TrainConfig:
     beta1: float = option(0.9, "AdamW beta1.")
     beta2: float = option(0.95, "AdamW beta2.")
     weight_decay: float = option(0.1, "AdamW weight decay (matrices only, not biases or norms).")
-    warmup: float = option(0.05, "Fraction of steps of linear warmup before cosine decay to 0.")
+    warmup: float = option(0.05, "Fraction of steps of linear warmup before the decay.")
+    schedule: str = option("cosine", "After warmup: cosine (decay to 0, the paper's) or constant (no decay).")
     grad_clip: float = option(1.0, "Clip the global gradient norm to this (0 = off).")
     inject_interval: int = option(160, "Steps between injection rounds when the plan is made here.")
     rounds: int = option(10, "Injection rounds when the plan is made here (paraphrase group needs rounds-1 paraphrases).")
@@ -79,6 +80,8 @@ class TrainConfig:
             raise KentropyError("--plan needs --knowledge")
         if self.epochs is not None and self.epochs <= 0:
             raise KentropyError(f"--epochs {self.epochs}: must be positive")
+        if self.schedule not in ("cosine", "constant"):
+            raise KentropyError(f"--schedule {self.schedule}: choose cosine or constant")
         if self.dtype not in ("bfloat16", "float32"):
             raise KentropyError(f"--dtype {self.dtype}: choose bfloat16 or float32")
 
@@ -105,10 +108,12 @@ class RunDir:
 
 # ---- schedule and optimizer --------------------------------------------------------------
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup over `warmup * steps` steps, then cosine decay to 0 (step counts from 0)."""
-    warm = math.ceil(cfg.warmup * cfg.steps)
+    """Linear warmup over `warmup * steps` steps, then cosine decay to 0 or constant (step counts from 0)."""
+    warm = math.ceil(round(cfg.warmup * cfg.steps, 6))  # round: 0.07 * 100 is 7.000000000000001
     if step < warm:
         return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "constant":
+        return cfg.lr
     progress = (step - warm) / max(1, cfg.steps - warm)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
 

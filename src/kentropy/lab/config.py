@@ -40,6 +40,7 @@ class LabConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup: float = 0.05
+    schedule: str = "cosine"  # after warmup: cosine decay to 0 (the paper's), or constant
     checkpoints: int = 8  # saved evenly over the schedule (plus the initialization, step 0)
     # measurement on held-out world text
     measure_docs: int = 200

@@ -146,7 +146,7 @@ def pretrain_stage(stages: Stages, cfg: LabConfig, tok_done: Done, corpora: Done
 
     conf = {"tokenizer": tok_done.hash, "corpora": corpora.hash, **{k: getattr(cfg, k) for k in (
         "hidden", "layers", "heads", "ffn", "pretrain_seed", "pretrain_tokens", "repeat", "seq_len", "batch_size", "lr",
-        "weight_decay", "warmup", "checkpoints")}}
+        "weight_decay", "warmup", "schedule", "checkpoints")}}
 
     def fn(d: Path) -> dict:
         tok = AutoTokenizer.from_pretrained(tok_done.result["path"])
@@ -159,7 +159,7 @@ def pretrain_stage(stages: Stages, cfg: LabConfig, tok_done: Done, corpora: Done
         steps = cfg.pretrain_steps
         train(TrainConfig(model=str(init), data=corpora.result["pretrain"]["path"], out=str(run), steps=steps,
                           batch_size=cfg.batch_size, micro_batch=cfg.batch_size, seq_len=cfg.seq_len, lr=cfg.lr,
-                          weight_decay=cfg.weight_decay, warmup=cfg.warmup, eval_every=0, save_every=-(-steps // cfg.checkpoints),
+                          weight_decay=cfg.weight_decay, warmup=cfg.warmup, schedule=cfg.schedule, eval_every=0, save_every=-(-steps // cfg.checkpoints),
                           epochs=cfg.repeat, seed=cfg.pretrain_seed, resume=run.is_dir() and any(run.iterdir()), device=device))
         ckpts = [{"step": 0, "path": str(init)}]
         ckpts += [{"step": int(p.name.split("-")[1]), "path": str(p)} for p in sorted((run / "checkpoints").glob("step-*"))]

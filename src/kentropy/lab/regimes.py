@@ -3,7 +3,7 @@
 A first trial at small scale (10 epochs over a small corpus) saw entropy fall and then rise as
 the learning rate decayed. This study pretrains the lab model under varied data repetition,
 model width and weight decay (each a short pretraining with the same token budget) and
-applies the same decay test (`analysis.entropy_decay`) to each trajectory.
+under a constant learning rate, and applies the same decay test (`analysis.entropy_decay`) to each trajectory.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def regimes(cfg: LabConfig) -> dict[str, dict]:
         "wide (width x 2)": base | wide,
         "no weight decay": base | {"weight_decay": 0.0},
         "weight decay 1.0": base | {"weight_decay": 1.0},  # a long run's cumulative decay, compressed
+        "constant lr": base | {"schedule": "constant"},  # does the rise come from the learning-rate decay?
     }
 
 

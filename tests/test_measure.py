@@ -128,6 +128,13 @@ def test_attention_and_next_token_entropy_reference(family, tokenizer, sample_te
         assert got.next_token_entropy == pytest.approx(nxt / len(docs), rel=1e-5)
 
 
+def test_measurement_is_deterministic_in_train_mode(tokenizer, sample_texts):
+    model = tiny_model("gpt2").train()  # dropout 0.1 would make a train-mode forward random
+    a = measure(model, tokenizer, sample_texts[:4], seq_len=32, progress=False)
+    b = measure(model, tokenizer, sample_texts[:4], seq_len=32, progress=False)
+    assert torch.equal(a.coefficients, b.coefficients) and model.training
+
+
 def test_truncation_to_seq_len(tokenizer, sample_texts):
     model = tiny_model("llama")
     got = measure(model, tokenizer, sample_texts[:3], seq_len=5, progress=False)

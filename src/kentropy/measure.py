@@ -135,6 +135,8 @@ def measure_ids(
     attn = AttentionEntropySums(layout) if "attention" in metrics else None
     next_tok = torch.zeros((), dtype=torch.float64, device=device)
     tokens = 0
+    was_training = model.training
+    model.eval()  # dropout off: a measurement is deterministic; the caller's mode comes back below
     try:
         with torch.inference_mode():
             for batch in tqdm(batches, desc=f"measure {name}".strip(), disable=not progress or rank != 0, leave=False):
@@ -149,6 +151,7 @@ def measure_ids(
                     next_tok += (w * h).sum().double()
                 tokens += int(mask.sum())
     finally:
+        model.train(was_training)
         coef.__exit__()
         if attn is not None:
             attn.__exit__()
@@ -199,7 +202,7 @@ def measure(
 ) -> Measurement:
     """Knowledge (and optionally attention / next-token) entropy of `model` on `texts`.
 
-    The model should be in eval mode; attention entropy needs eager attention.
+    Runs in eval mode (the model's mode is restored after); attention entropy needs eager attention.
     """
     texts = list(texts)[:max_instances] if max_instances is not None else list(texts)
     if not texts:

@@ -133,6 +133,20 @@ def _rng_kept():
         np.random.set_state(npy)
 
 
+@contextlib.contextmanager
+def _no_git_probe():
+    """lm-eval records the git commit of the working directory by running `git describe`, which prints
+    `fatal: not a git repository` outside one; the hash is not used here, so the probe is skipped."""
+    import lm_eval.evaluator as ev
+
+    saved = ev.get_git_commit_hash
+    ev.get_git_commit_hash = lambda: None
+    try:
+        yield
+    finally:
+        ev.get_git_commit_hash = saved
+
+
 def _import_lm_eval():
     try:
         from lm_eval import simple_evaluate
@@ -240,7 +254,7 @@ def _evaluate_loaded(model, tokenizer, built: dict, *, batch_size: int, limit: i
     simple_evaluate, HFLM, TaskManager = _import_lm_eval()
     was_training = model.training
     try:
-        with _quiet(), _rng_kept():
+        with _quiet(), _rng_kept(), _no_git_probe():
             # log-softmax in float32 even for a bf16 model: close log-likelihoods must not tie
             lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size,
                       softmax_dtype=torch.float32)

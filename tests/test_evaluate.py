@@ -11,7 +11,6 @@ import torch
 import yaml
 
 from conftest import tiny_model, run_cli
-from kentropy.cli import main
 from kentropy.errors import KentropyError
 from kentropy.evaluate import PAPER_TASKS, evaluate, write_task
 from kentropy.models import Checkpoint, load_model

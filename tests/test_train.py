@@ -12,7 +12,6 @@ from conftest import run_cli
 import torch
 from safetensors.torch import load_file
 
-from kentropy.cli import main
 from kentropy.knowledge import generate_knowledge
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

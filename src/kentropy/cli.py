@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import typer
 
+from kentropy import distributed
 from kentropy.config import option, to_dict, typer_command
 from kentropy.errors import KentropyError
 from kentropy.io import write_json
@@ -35,18 +36,16 @@ from kentropy.measure import MeasureConfig, measure_series, save_coefficients  #
 
 @command("measure", MeasureConfig)
 def measure_cmd(cfg: MeasureConfig) -> None:
-    from kentropy.measure import _dist
-
     results = measure_series(cfg)
-    if _dist()[0] != 0:
+    if distributed.rank_world()[0] != 0:
         return  # under torchrun, rank 0 writes
     payload = {"results": [r.to_json() for r in results], "config": to_dict(cfg)}
     if cfg.coefficients_out:
         payload["coefficients"] = save_coefficients(results, cfg.coefficients_out, cfg.activation)
     write_json(cfg.out, payload)
-    print(f"{'checkpoint':<40} {'knowledge H':>12} {'max L ln m':>10} {'attention H':>12} {'next-token H':>12} {'docs':>6} {'tokens':>8}")
     import math
 
+    print(f"{'checkpoint':<40} {'knowledge H':>12} {'max L ln m':>10} {'attention H':>12} {'next-token H':>12} {'docs':>6} {'tokens':>8}")
     for r in results:
         label = f"{r.model}@{r.revision}" if r.revision else r.model
         fmt = lambda x: f"{x:12.4f}" if x is not None else f"{'-':>12}"  # noqa: E731
@@ -203,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bars only
-    _init_distributed()
+    distributed.init()
     try:
         app(args=argv, prog_name="kentropy", standalone_mode=False)
     except KentropyError as e:
@@ -221,19 +220,3 @@ def main(argv: list[str] | None = None) -> None:
             print("aborted", file=sys.stderr)
             sys.exit(130)
         raise
-
-
-def _init_distributed() -> None:
-    """Under torchrun (WORLD_SIZE > 1): one process group for the whole command (gloo on CPU, nccl on CUDA)."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
-    import torch
-
-    if torch.distributed.is_initialized():
-        return
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    torch.distributed.init_process_group(backend)

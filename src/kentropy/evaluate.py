@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kentropy.config import option
+from kentropy import rng
 from kentropy.errors import KentropyError
 from kentropy.io import write_atomic
 
@@ -116,24 +117,6 @@ def _quiet():
 
 
 @contextlib.contextmanager
-def _rng_kept():
-    """lm-eval seeds the global random, numpy and torch generators: put the caller's states back."""
-    import random
-
-    import numpy as np
-    import torch
-
-    py, npy = random.getstate(), np.random.get_state()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(npy)
-
-
-@contextlib.contextmanager
 def _no_git_probe():
     """lm-eval records the git commit of the working directory by running `git describe`, which prints
     `fatal: not a git repository` outside one; the hash is not used here, so the probe is skipped."""
@@ -194,7 +177,7 @@ def load_tasks(tasks: list[str], task_dir: str | None = None) -> dict:
     built = {}
     for name, tm in managers.items():
         try:
-            with _quiet(), _rng_kept():
+            with _quiet(), rng.kept():
                 task = tm.load([name])["tasks"][name]
         except Exception as e:  # data sets fail in many ways: offline, not cached, bad files
             raise KentropyError(f"--tasks {name}: cannot load the data of task {name!r} "
@@ -254,7 +237,7 @@ def _evaluate_loaded(model, tokenizer, built: dict, *, batch_size: int, limit: i
     simple_evaluate, HFLM, TaskManager = _import_lm_eval()
     was_training = model.training
     try:
-        with _quiet(), _rng_kept(), _no_git_probe():
+        with _quiet(), rng.kept(), _no_git_probe():
             # log-softmax in float32 even for a bf16 model: close log-likelihoods must not tie
             lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size,
                       softmax_dtype=torch.float32)

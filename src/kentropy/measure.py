@@ -8,6 +8,7 @@ all-reduced, so the result equals the single-process one.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from kentropy import entropy as E
 from kentropy.capture import AttentionEntropySums, CoefficientSums
 from kentropy.config import option
 from kentropy.data import load_texts
+from kentropy.distributed import rank_world
 from kentropy.errors import KentropyError
 from kentropy.ffn import find_layout
 from kentropy.models import load_model, load_tokenizer, max_positions, model_inputs, parse_checkpoints, pick_device, pick_dtype
@@ -94,12 +96,6 @@ def pad(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.
     return input_ids.to(device), mask.to(device)
 
 
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def measure_ids(
     model,
     ids: list[list[int]],
@@ -128,33 +124,28 @@ def measure_ids(
     # without next-token entropy the LM head is never needed: run the base model only
     forward = model if want_logits else model.base_model
     device = next(model.parameters()).device
-    rank, world = _dist()
+    rank, world = rank_world()
     batches = length_batches(ids, batch_size, rank, world)
 
-    coef = CoefficientSums(layout, activation)
-    attn = AttentionEntropySums(layout) if "attention" in metrics else None
-    next_tok = torch.zeros((), dtype=torch.float64, device=device)
     tokens = 0
+    next_tok = torch.zeros((), dtype=torch.float64, device=device)
     was_training = model.training
     model.eval()  # dropout off: a measurement is deterministic; the caller's mode comes back below
-    try:
-        with torch.inference_mode():
-            for batch in tqdm(batches, desc=f"measure {name}".strip(), disable=not progress or rank != 0, leave=False):
-                input_ids, mask = pad([ids[i] for i in batch], pad_id, device)
-                w = E.instance_weights(mask)  # [B, T]: padding weight 0, per-instance mean
-                coef.weights = w
-                if attn is not None:
-                    attn.weights = w
-                out = forward(**model_inputs(model, input_ids, mask))
-                if want_logits:
-                    h = E.next_token_entropy_per_position(out.logits)  # [B, T]
-                    next_tok += (w * h).sum().double()
-                tokens += int(mask.sum())
-    finally:
-        model.train(was_training)
-        coef.__exit__()
-        if attn is not None:
-            attn.__exit__()
+    with contextlib.ExitStack() as hooks, torch.inference_mode():
+        coef = hooks.enter_context(CoefficientSums(layout, activation))
+        attn = hooks.enter_context(AttentionEntropySums(layout)) if "attention" in metrics else None
+        hooks.callback(model.train, was_training)
+        for batch in tqdm(batches, desc=f"measure {name}".strip(), disable=not progress or rank != 0, leave=False):
+            input_ids, mask = pad([ids[i] for i in batch], pad_id, device)
+            w = E.instance_weights(mask)  # [B, T]: padding weight 0, per-instance mean
+            coef.weights = w
+            if attn is not None:
+                attn.weights = w
+            out = forward(**model_inputs(model, input_ids, mask))
+            if want_logits:
+                h = E.next_token_entropy_per_position(out.logits)  # [B, T]
+                next_tok += (w * h).sum().double()
+            tokens += int(mask.sum())
 
     # reduce: float64 sums and counts, across ranks when distributed
     sums = coef.sums if coef.sums is not None else torch.zeros(L, m, dtype=torch.float64, device=device)

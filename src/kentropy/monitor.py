@@ -12,32 +12,9 @@ made (inference mode), and the Python, NumPy, torch and CUDA RNG states are put 
 
 from __future__ import annotations
 
-import random
-from contextlib import contextmanager
-
-import numpy as np
-import torch
-
+from kentropy import rng
 from kentropy.errors import KentropyError
 from kentropy.measure import Measurement, measure_ids, tokenize
-
-
-@contextmanager
-def preserved_state(model):
-    """Eval mode and untouched RNG inside; the caller's mode and RNG states restored after."""
-    was_training = model.training
-    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-        if states[3] is not None:
-            torch.cuda.set_rng_state_all(states[3])
 
 
 class EntropyMonitor:
@@ -55,7 +32,7 @@ class EntropyMonitor:
     def __call__(self, model, step: int) -> Measurement | None:
         if step % self.every:
             return None
-        with preserved_state(model):
+        with rng.kept():  # measure_ids itself runs in eval mode and restores the model's mode
             m = measure_ids(model, self.ids, self.pad_id, metrics=self.metrics, activation=self.activation,
                             batch_size=self.batch_size, name=f"step{step}", progress=False)
         self.history.append((step, m))

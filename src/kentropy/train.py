@@ -13,9 +13,9 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 import random
 import shutil
 import sys
@@ -28,10 +28,10 @@ from tqdm.auto import tqdm
 
 from kentropy.config import option, to_dict
 from kentropy.corpus import epochs_needed, inject, injection_schedule, item_ids, pack_rows, row_order
+from kentropy.distributed import barrier, rank_world
 from kentropy.errors import KentropyError
 from kentropy.io import write_json
-from kentropy.models import load_model, load_tokenizer, parse_checkpoints, pick_device
-from kentropy.monitor import preserved_state
+from kentropy.models import Checkpoint, load_model, load_tokenizer, parse_checkpoints, pick_device
 
 
 @dataclass
@@ -126,26 +126,13 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
 
 
-# ---- distributed -------------------------------------------------------------------------
-def world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def barrier() -> None:
-    if world()[1] > 1:
-        torch.distributed.barrier()
-
-
 # ---- evaluation --------------------------------------------------------------------------
+# `probe` and `evaluate` run in eval mode and hand the model back in its mode; evaluate also
+# restores the RNG states lm-eval reseeds, so training continues exactly as it would without them.
 def probe_scores(model, tok, entries, plan) -> dict | None:
     from kentropy.knowledge import probe
 
-    if not entries:
-        return None
-    with preserved_state(model):
-        return probe(model, tok, entries, plan=plan)
+    return probe(model, tok, entries, plan=plan) if entries else None
 
 
 def downstream(model, tok, cfg: TrainConfig) -> dict | None:
@@ -153,9 +140,8 @@ def downstream(model, tok, cfg: TrainConfig) -> dict | None:
 
     if not cfg.tasks:
         return None
-    with preserved_state(model):
-        return evaluate(model, tok, [t.strip() for t in cfg.tasks.split(",") if t.strip()], task_dir=cfg.task_dir,
-                        limit=cfg.eval_limit, seed=cfg.seed)
+    return evaluate(model, tok, [t.strip() for t in cfg.tasks.split(",") if t.strip()], task_dir=cfg.task_dir,
+                    limit=cfg.eval_limit, seed=cfg.seed)
 
 
 def strip_probe(p: dict | None) -> dict | None:
@@ -198,7 +184,7 @@ def load_trainer_state(path: Path, opt) -> int:
 # ---- the run -----------------------------------------------------------------------------
 def prepare_run_dir(cfg: TrainConfig) -> RunDir:
     run = RunDir(cfg.out)
-    rank, _ = world()
+    rank, _ = rank_world()
     saved = {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite")}
     if run.root.exists() and any(run.root.iterdir()):
         if cfg.resume:
@@ -244,7 +230,7 @@ def train(cfg: TrainConfig) -> dict:
     from kentropy.data import load_texts
     from kentropy.knowledge import item_text
 
-    rank, world_size = world()
+    rank, world_size = rank_world()
     if cfg.batch_size % world_size or (cfg.batch_size // world_size) % cfg.micro_batch:
         raise KentropyError(f"--batch-size {cfg.batch_size} must split into {world_size} processes x whole --micro-batch {cfg.micro_batch}")
     per_rank = cfg.batch_size // world_size
@@ -257,9 +243,9 @@ def train(cfg: TrainConfig) -> dict:
     entries, plan = load_knowledge_and_plan(cfg, run)
     tok = load_tokenizer(ckpts[0])
     rows = pack_rows(tok, load_texts(cfg.data), cfg.seq_len)
-    need = epochs_needed(len(rows), cfg.steps, cfg.batch_size)
     if len(rows) == 0:
         raise KentropyError(f"--data {cfg.data}: no full row of {cfg.seq_len} tokens")
+    need = epochs_needed(len(rows), cfg.steps, cfg.batch_size)
     if need > (cfg.epochs or 1):
         raise KentropyError(f"--data {cfg.data}: {len(rows)} rows of {cfg.seq_len} tokens give {len(rows) / cfg.batch_size:.1f} steps of batch "
                             f"{cfg.batch_size} per epoch; {cfg.steps} steps need {need} epochs (pass --epochs {need} to proceed)")
@@ -268,15 +254,10 @@ def train(cfg: TrainConfig) -> dict:
     texts = {} if plan is None else {(i["entry"], i["variant"]): item_ids(tok, item_text(entries[i["entry"]], i["variant"]))
                                      for items in schedule.values() for i in items}
 
-    if world_size > 1 and torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    else:
-        device = pick_device(cfg.device)
+    device = pick_device(cfg.device)  # under torchrun, distributed.init() bound this rank to its own GPU
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.dtype == "bfloat16" else None
 
     last = run.last_checkpoint() if cfg.resume else None
-    from kentropy.models import Checkpoint
-
     model = load_model(Checkpoint(str(last)) if last else ckpts[0], device=device)
     model.train()
     opt = make_optimizer(model, cfg)
@@ -316,9 +297,9 @@ def train(cfg: TrainConfig) -> dict:
         for k in range(accum):
             x = mine[k * cfg.micro_batch : (k + 1) * cfg.micro_batch].to(device)
             sync = k == accum - 1
-            ctx = ddp.no_sync() if (world_size > 1 and not sync) else _null()
+            ctx = ddp.no_sync() if (world_size > 1 and not sync) else contextlib.nullcontext()
             with ctx:
-                with autocast or _null():
+                with autocast or contextlib.nullcontext():
                     loss = ddp(input_ids=x, labels=x).loss / accum
                 loss.backward()
             loss_sum += loss.detach()
@@ -380,14 +361,6 @@ def forgetting(d_before: float, d_after: float) -> float:
     if d_before == 0:
         raise KentropyError("D before training is 0: forgetting is undefined")
     return (d_before - d_after) / d_before * 100
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _log(run: RunDir, record: dict) -> None:

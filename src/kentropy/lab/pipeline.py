@@ -9,7 +9,6 @@ Every stage stands on the public commands' functions (`train`, `measure`, `probe
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -18,10 +17,10 @@ from pathlib import Path
 import torch
 
 from kentropy.config import option, to_dict
-from kentropy.errors import KentropyError
 from kentropy.io import write_json
 from kentropy.lab.config import LabConfig, load_preset
 from kentropy.lab.stages import Done, Stages
+from kentropy.models import pick_device
 
 
 @dataclass
@@ -295,12 +294,8 @@ def run_lab(cfg: LabConfig, out: str, device: str = "auto", preset: str = "custo
 
 def run_lab_command(run: LabRunConfig) -> dict:
     cfg = load_preset(run.preset)
-    if run.device == "cuda" and not torch.cuda.is_available():
-        raise KentropyError("--device cuda: CUDA is not available")
+    pick_device(run.device)  # a bad --device fails before any stage runs
     print(f"[lab] preset {run.preset}: {cfg.pretrain_steps} pretraining steps, model {cfg.layers}x{cfg.hidden}, "
           f"{len(cfg.continual_at)} checkpoints x {len(cfg.seeds)} seeds of continual learning", file=sys.stderr)
     return run_lab(cfg, run.out, run.device, run.preset)
 
-
-def with_overrides(cfg: LabConfig, **kw) -> LabConfig:
-    return dataclasses.replace(cfg, **kw)

@@ -8,6 +8,7 @@ under a constant learning rate, and applies the same decay test (`analysis.entro
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import matplotlib
@@ -38,11 +39,11 @@ def regimes(cfg: LabConfig) -> dict[str, dict]:
 
 
 def regimes_study(stages: Stages, cfg: LabConfig, tok: Done, device: str) -> dict:
-    from kentropy.lab.pipeline import corpora_stage, measure_stage, pretrain_stage, with_overrides
+    from kentropy.lab.pipeline import corpora_stage, measure_stage, pretrain_stage
 
     out = {}
     for i, (name, over) in enumerate(regimes(cfg).items()):
-        rc = with_overrides(cfg, **over)
+        rc = dataclasses.replace(cfg, **over)
         corp = corpora_stage(stages, rc, tok, name=f"regime{i}-corpora")
         pre = pretrain_stage(stages, rc, tok, corp, device, name=f"regime{i}-pretrain")
         meas = measure_stage(stages, rc, pre, corp, device, name=f"regime{i}-measure")

@@ -252,7 +252,7 @@ def _markdown(cfg, preset, timings, world, pre, res, rows, decay, corr, helps, r
     add("|---|---|")
     for name, t in timings.items():
         add(f"| {name} | {t['seconds']:.1f} |")
-    add(f"\nConfig: `lab_config.json`; all numbers: `results.json`.\n")
+    add("\nConfig: `lab_config.json`; all numbers: `results.json`.\n")
     return "\n".join(L) + "\n"
 
 

@@ -27,6 +27,27 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
+def write_dir_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp_dir)` on a fresh directory beside `path`, then put it in place of `path`.
+
+    A reader sees the old directory or the complete new one; a failed write leaves no trace.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write `obj` as indented JSON, atomically."""
     text = json.dumps(obj, indent=2, allow_nan=True) + "\n"

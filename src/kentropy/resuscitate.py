@@ -168,13 +168,11 @@ class ResuscitateConfig:
 
 def run_resuscitate(cfg: ResuscitateConfig) -> dict:
     """Measure (or read) Cbar, apply Algorithm 1, measure again, save model + resuscitation.json atomically."""
-    import shutil
-    import tempfile
     from pathlib import Path
 
     from kentropy.config import to_dict
     from kentropy.data import load_texts
-    from kentropy.io import write_json
+    from kentropy.io import write_dir_atomic, write_json
     from kentropy.measure import load_coefficients, measure_ids, tokenize
     from kentropy.models import load_model, load_tokenizer, parse_checkpoints, pick_device
 
@@ -208,17 +206,10 @@ def run_resuscitate(cfg: ResuscitateConfig) -> dict:
         "measured_on": cfg.data,
         "config": to_dict(cfg),
     }
-    # the whole directory appears at once: built beside the target, then renamed onto it
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        write_json(tmp / "resuscitation.json", report)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    def write(d: Path) -> None:
+        model.save_pretrained(d)
+        tok.save_pretrained(d)
+        write_json(d / "resuscitation.json", report)
+
+    write_dir_atomic(out, write)  # the whole directory appears at once
     return report

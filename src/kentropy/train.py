@@ -30,7 +30,7 @@ from kentropy.config import option, to_dict
 from kentropy.corpus import epochs_needed, inject, injection_schedule, item_ids, pack_rows, row_order
 from kentropy.distributed import barrier, rank_world
 from kentropy.errors import KentropyError
-from kentropy.io import write_json
+from kentropy.io import write_dir_atomic, write_json
 from kentropy.models import Checkpoint, load_model, load_tokenizer, parse_checkpoints, pick_device
 
 
@@ -151,24 +151,22 @@ def strip_probe(p: dict | None) -> dict | None:
 
 # ---- checkpoints -------------------------------------------------------------------------
 def save_checkpoint(run: RunDir, steps_done: int, model, tok, opt) -> Path:
-    """An HF model directory plus trainer_state.pt (optimizer, RNG, steps done), written then renamed."""
-    final = run.checkpoint(steps_done)
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    state = {
-        "steps_done": steps_done,
-        "optimizer": opt.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python_rng": list(random.getstate()[1]),
-        "python_rng_pos": random.getstate()[2],
-    }
-    torch.save(state, tmp / "trainer_state.pt")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final
+    """An HF model directory plus trainer_state.pt (optimizer, RNG, steps done), written atomically."""
+
+    def write(d: Path) -> None:
+        model.save_pretrained(d)
+        tok.save_pretrained(d)
+        state = {
+            "steps_done": steps_done,
+            "optimizer": opt.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python_rng": list(random.getstate()[1]),
+            "python_rng_pos": random.getstate()[2],
+        }
+        torch.save(state, d / "trainer_state.pt")
+
+    return write_dir_atomic(run.checkpoint(steps_done), write)
 
 
 def load_trainer_state(path: Path, opt) -> int:

@@ -1,6 +1,6 @@
 """Score fictional-knowledge probes with a causal LM (P, the input of acquisition A in `kentropy.outcomes`).
 
-A probe's score (Chang et al. 2024; DESIGN.md "Probes") is the mean log-probability per
+A probe's score (Chang et al. 2024; docs/definitions.md) is the mean log-probability per
 token of the target, where the model reads `input + " " + target` and only target tokens
 are scored. Probes are batched by length with exact padding masks (left or right, as the
 tokenizer pads) and only the logits that predict target tokens are computed.

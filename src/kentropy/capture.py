@@ -85,3 +85,41 @@ class AttentionEntropySums(_Hooks):
             self.sums[l] += (w * h).sum().double()
 
         return hook
+
+
+class InstanceCoefficients(_Hooks):
+    """Per-instance mean |c_l| for every layer, kept per instance: `instances()` is [N, L, m] float64.
+
+    The statistic a bootstrap over documents resamples (Cbar_l is its mean over instances, Eq. 2).
+    Each hook still reduces over tokens inside the layer's forward: only [B, m] per layer is kept.
+    """
+
+    def __init__(self, layout: Layout, activation: str = "abs") -> None:
+        super().__init__()
+        coefficient_magnitude(torch.zeros(1), activation)  # validate early
+        self.activation = activation
+        self.layers = len(layout.layers)
+        self._batch: list[torch.Tensor | None] = [None] * self.layers
+        self._done: list[torch.Tensor] = []
+        for l, layer in enumerate(layout.layers):
+            self._handles.append(layer.down.register_forward_pre_hook(self._hook(l)))
+
+    def _hook(self, l: int):
+        def hook(module, args):
+            a = coefficient_magnitude(args[0], self.activation)  # [B, T, m] (OPT: [B*T, m])
+            if a.dtype not in (torch.float32, torch.float64):
+                a = a.float()
+            w = self.weights.to(device=a.device, dtype=a.dtype)  # [B, T]
+            B = w.shape[0]
+            # per instance b: sum_t w[b, t] |c[b, t]| as a [B, 1, T] @ [B, T, m] product -> [B, m]
+            self._batch[l] = torch.bmm(w.unsqueeze(1), a.reshape(B, w.shape[1], -1)).squeeze(1).double().cpu()
+
+        return hook
+
+    def end_batch(self) -> None:
+        """Call after each forward: the batch's [B, L, m] joins the kept instances."""
+        self._done.append(torch.stack(self._batch, dim=1))
+        self._batch = [None] * self.layers
+
+    def instances(self) -> torch.Tensor:
+        return torch.cat(self._done)  # [N, L, m]

@@ -377,3 +377,20 @@ def test_registry_routing_weights_are_the_models():
     top = probs.topk(2, dim=-1)
     assert torch.equal(top.indices.sort(-1).values, seen["idx"].sort(-1).values)
     assert torch.allclose(top.values.sort(-1).values, seen["g"].sort(-1).values)
+
+
+def test_plot_draws_expert_usage_panel(tmp_path, monkeypatch, tokenizer, sample_texts):
+    import matplotlib.pyplot as plt
+
+    from kentropy import plot
+
+    model = build("qwen2_moe")
+    results = [measure(model, tokenizer, sample_texts[:3], seq_len=16, progress=False, name=f"m{i}").to_json() for i in range(2)]
+    drawn = {}
+    real = plot.expert_usage
+    monkeypatch.setattr(plot, "expert_usage", lambda axes, r, labels: drawn.update(n=len(r)) or real(axes, r, labels))
+    out = plot.plot_measurements(results, str(tmp_path / "moe.png"))
+    assert drawn == {"n": 2} and (tmp_path / "moe.png").stat().st_size > 0
+    plain = [measure(build("llama"), tokenizer, sample_texts[:3], seq_len=16, progress=False).to_json()]
+    plot.plot_measurements(plain, str(tmp_path / "plain.png"))  # no expert panel, no error
+    assert out.endswith("moe.png") and not plt.get_fignums()

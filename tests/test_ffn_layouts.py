@@ -394,3 +394,27 @@ def test_plot_draws_expert_usage_panel(tmp_path, monkeypatch, tokenizer, sample_
     plain = [measure(build("llama"), tokenizer, sample_texts[:3], seq_len=16, progress=False).to_json()]
     plot.plot_measurements(plain, str(tmp_path / "plain.png"))  # no expert panel, no error
     assert out.endswith("moe.png") and not plt.get_fignums()
+
+
+def test_coefficients_out_round_trip_for_mixed_layers(tmp_path, tokenizer, sample_texts):
+    """--coefficients-out saves [E*m (+shared)] per MoE layer beside dense layers' [m]; resuscitate reads it back."""
+    from kentropy.measure import load_coefficients, save_coefficients
+    from kentropy.resuscitate import resuscitate
+
+    model = build("deepseek_v3")
+    got = measure(model, tokenizer, sample_texts[:3], seq_len=16, progress=False, name="ds")
+    save_coefficients([got], str(tmp_path), "abs")
+    back = load_coefficients(str(tmp_path))
+    assert [c.numel() for c in back] == [24, 4 * 12 + 12]
+    assert all(torch.equal(a, b) for a, b in zip(back, got.coefficients))
+    resuscitate(model, back, 0.5, 1.0).undo()
+
+
+def test_circuits_refuse_moe_from_the_registry():
+    from kentropy.circuits.arch import wire
+
+    with pytest.raises(KentropyError, match="for circuits: mixture-of-experts layers"):
+        wire(build("olmoe"))
+    with pytest.raises(KentropyError, match="unsupported model family Phi3ForCausalLM for circuits; supported: gated"):
+        wire(build("phi3"))
+    assert wire(build("llama")).family.name.startswith("gated")

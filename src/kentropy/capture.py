@@ -264,6 +264,7 @@ class InstanceCoefficients(_Hooks):
 
     The statistic a bootstrap over documents resamples (Cbar_l is its mean over instances, Eq. 2).
     Each hook still reduces over tokens inside the layer's forward: only [B, m] per layer is kept.
+    Dense FFN layers of one size (the lab's models); MoE layers are measured by `CoefficientSums`.
     """
 
     def __init__(self, layout: Layout, activation: str = "abs") -> None:
@@ -273,8 +274,10 @@ class InstanceCoefficients(_Hooks):
         self.layers = len(layout.layers)
         self._batch: list[torch.Tensor | None] = [None] * self.layers
         self._done: list[torch.Tensor] = []
+        if layout.moe or len(set(layout.sizes)) != 1:
+            raise ValueError("per-instance coefficients need dense FFN layers of one size")
         for l, layer in enumerate(layout.layers):
-            self._handles.append(layer.down.register_forward_pre_hook(self._hook(l)))
+            self._handles.append(layer.dense.down.register_forward_pre_hook(self._hook(l)))
 
     def _hook(self, l: int):
         def hook(module, args):

@@ -55,7 +55,7 @@ class Arm:
     warmup: float = 0.02
     schedule: str = "cosine"  # cosine (OLMo's) or wsd (warmup-stable-decay)
     decay_fraction: float = 0.2  # wsd: the last fraction of steps, linear to min lr
-    weight_decay: float = 0.5
+    weight_decay: float = 0.6  # sum lr_t x wd ~18 over the reference run (OLMo-1B: ~16)
 
     def check(self, where: str) -> None:
         for name in ("hidden", "layers", "heads", "ffn", "batch_size", "seq_len"):
@@ -88,7 +88,7 @@ class Arm:
         return self.layers * per_layer + norm
 
     def steps(self) -> int:
-        return max(1, round(self.tokens_per_parameter * self.non_embedding_parameters() / (self.batch_size * self.seq_len)))
+        return max(1, math.ceil(self.tokens_per_parameter * self.non_embedding_parameters() / (self.batch_size * self.seq_len)))
 
 
 @dataclass
@@ -106,40 +106,40 @@ class DecayConfig:
     min_tokens_per_parameter: float = 300.0
     min_cumulative_weight_decay: float = 5.0
 
-    def all_arms(self) -> dict[str, Arm]:
+    def all_arms(self, where: str = "decay config") -> dict[str, Arm]:
         out = {"reference": self.reference}
         for name, over in self.arms.items():
             if name == "reference":
-                raise KentropyError("decay config: arm name 'reference' is taken by the reference arm")
+                raise KentropyError(f"{where}: arm name 'reference' is taken by the reference arm")
             known = {f.name for f in dataclasses.fields(Arm)}
             unknown = sorted(set(over) - known)
             if unknown:
-                raise KentropyError(f"decay config: arms.{name}: unknown key(s) {', '.join(unknown)}")
+                raise KentropyError(f"{where}: arms.{name}: unknown key(s) {', '.join(unknown)}")
             out[name] = dataclasses.replace(self.reference, **over)
         return out
 
     def seeds_of(self, name: str) -> list[int]:
         return list(self.reference_seeds or self.seeds) if name == "reference" else list(self.seeds)
 
-    def check(self) -> None:
+    def check(self, where: str = "decay config") -> None:
         if not self.seeds or (self.reference_seeds is not None and not self.reference_seeds):
-            raise KentropyError("decay config: seeds must list at least one seed")
+            raise KentropyError(f"{where}: seeds must list at least one seed")
         if self.checkpoints < 12:
-            raise KentropyError(f"decay config: checkpoints must be at least 12, got {self.checkpoints}")
+            raise KentropyError(f"{where}: checkpoints must be at least 12, got {self.checkpoints}")
         if self.measure_docs < 2 or self.bootstrap < 100:
-            raise KentropyError("decay config: measure_docs must be >= 2 and bootstrap >= 100")
-        for name, arm in self.all_arms().items():
-            arm.check(f"decay config: arm {name}")
+            raise KentropyError(f"{where}: measure_docs must be >= 2 and bootstrap >= 100")
+        for name, arm in self.all_arms(where).items():
+            arm.check(f"{where}: arm {name}")
             r = regime(arm)
             need = self.min_reference_tokens_per_parameter if name == "reference" else self.min_tokens_per_parameter
             if r["tokens_per_parameter"] < need:
-                raise KentropyError(f"decay config: arm {name}: {r['tokens_per_parameter']:.0f} tokens per parameter, "
+                raise KentropyError(f"{where}: arm {name}: {r['tokens_per_parameter']:.0f} tokens per parameter, "
                                     f"below the study's {need:.0f}")
             if arm.weight_decay > 0 and r["cumulative_weight_decay"] < self.min_cumulative_weight_decay:
-                raise KentropyError(f"decay config: arm {name}: cumulative weight decay {r['cumulative_weight_decay']:.2f} "
+                raise KentropyError(f"{where}: arm {name}: cumulative weight decay {r['cumulative_weight_decay']:.2f} "
                                     f"< {self.min_cumulative_weight_decay} (raise weight_decay, lr or tokens)")
             if arm.steps() < self.checkpoints:
-                raise KentropyError(f"decay config: arm {name}: {arm.steps()} steps cannot hold {self.checkpoints} checkpoints")
+                raise KentropyError(f"{where}: arm {name}: {arm.steps()} steps cannot hold {self.checkpoints} checkpoints")
 
 
 def decay_config(data: dict | None, where: str = "decay") -> DecayConfig:
@@ -154,7 +154,7 @@ def decay_config(data: dict | None, where: str = "decay") -> DecayConfig:
     if unknown:
         raise KentropyError(f"{where}: reference: unknown key(s) {', '.join(unknown)}")
     cfg = DecayConfig(reference=Arm(**ref), **data)
-    cfg.check()
+    cfg.check(where)
     return cfg
 
 

@@ -9,13 +9,14 @@ FFNs (exact for ReLU, approximate for other activations). Nothing else changes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 
 import torch
 import yaml
 
-from kentropy.config import option
+from kentropy.config import option, require
 from kentropy.errors import KentropyError
 from kentropy.ffn import Layout, coefficient_rows, find_layout
 
@@ -23,10 +24,10 @@ EXACT_ACTIVATIONS = {"relu"}  # plain FFNs: act(s*z) = s*act(z) only for positiv
 
 
 def check_args(ratio: float, amplify: float) -> None:
-    if not 0 < ratio < 1:
+    if not 0 < ratio < 1:  # also refuses NaN
         raise KentropyError(f"--ratio {ratio}: must be in (0, 1)")
-    if not amplify > 0:
-        raise KentropyError(f"--amplify {amplify}: must be > 0")
+    if not 0 < amplify < math.inf:
+        raise KentropyError(f"--amplify {amplify}: must be a finite number > 0")
 
 
 def select_and_scale(cbar: torch.Tensor, ratio: float, amplify: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,7 +127,12 @@ def resuscitate(model, coefficients: torch.Tensor, ratio: float, amplify: float)
             saved_rows = rows[idx_dev].clone()
             saved_bias = bias[idx_dev].clone() if bias is not None else None
             scale = mult.to(device=rows.device, dtype=torch.float64)
-            rows[idx_dev] = (saved_rows.double() * scale[:, None]).to(rows.dtype)
+            new_rows = (saved_rows.double() * scale[:, None]).to(rows.dtype)
+            if not torch.isfinite(new_rows).all():  # a Cbar entry so small that the multiplier overflows the dtype
+                Resuscitation(ratio, amplify, layout.family.name, exact, note, edits, layout).undo()
+                raise KentropyError(f"layer {len(edits)}: multipliers up to {float(mult.max()):.3g} overflow "
+                                    f"{rows.dtype} weights (coefficients too close to 0)")
+            rows[idx_dev] = new_rows
             if bias is not None:
                 bias[idx_dev] = (saved_bias.double() * scale).to(bias.dtype)
             edits.append(LayerEdit(idx_dev, mult, saved_rows, saved_bias))
@@ -159,11 +165,15 @@ class ResuscitateConfig:
     trust_remote_code: bool = option(False, "Allow model code from the hub.")
 
     def __post_init__(self) -> None:
+        from kentropy.io import check_out_dir
+
         check_args(self.ratio, self.amplify)
+        require(self, "max_instances", "seq_len", "batch_size", low=0, low_open=True)
         if self.data is None and self.coefficients is None:
             raise KentropyError("give --data DATA or --coefficients DIR")
         if self.activation not in ("abs", "relu"):
             raise KentropyError(f"--activation {self.activation}: choose abs or relu")
+        check_out_dir(self.out)
 
 
 def run_resuscitate(cfg: ResuscitateConfig) -> dict:

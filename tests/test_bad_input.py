@@ -41,6 +41,9 @@ def env(model_dir, tokenizer, sample_texts, tmp_path_factory):
     (d / "bad.txt").write_bytes(BAD_UTF8)
     (d / "bad.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
     entries = generate_knowledge(3, n_paraphrases=2, seed=0)
+    for x in entries:  # passages cut to a few words, to fit train's 32-token rows
+        x["train_context"] = " ".join(x["train_context"].split()[:6])
+        x["paraphrases"] = [" ".join(p.split()[:6]) for p in x["paraphrases"]]
     (d / "fk.json").write_text(json.dumps(entries))
     (d / "fk-bad.json").write_bytes(json.dumps(entries).encode()[:-40] + b"\xff\xfe\"]}]")
     (d / "fk-torn.json").write_text(json.dumps(entries)[:500])  # a kill mid-write (without our atomic writes)
@@ -247,6 +250,30 @@ case("circuits", "state", "torn-task", lambda e, w: (circuits(e, w / J, source=[
 case("circuits", "number", "top-n-0", lambda e, w: (circuits(e, w / J, "--top-n", 0), "--top-n 0"))
 case("circuits", "number", "ig-steps-0", lambda e, w: (circuits(e, w / J, "--ig-steps", 0), "--ig-steps 0"))
 case("circuits", "number", "seed-negative", lambda e, w: (circuits(e, w / J, "--seed", -1), "--seed -1"))
+
+
+# ---- train (a run directory: a failure before step 0 leaves none)
+def train(e, out, *extra, model=None, data=None, knowledge=None):
+    return ["train", model or e["model"], "--data", data or e["docs.txt"], "--knowledge", knowledge or e["fk.json"],
+            "--out", out, "--steps", 6, "--batch-size", 4, "--micro-batch", 2, "--seq-len", 32, "--rounds", 3, "--epochs", 20, *extra]
+
+
+case("train", "out", "out-is-a-file", lambda e, w: (train(e, _file_at(w)), "exists and is not a directory"))
+case("train", "out", "parent-is-a-file", lambda e, w: (train(e, _parent_file(w)), "afile is a file"))
+case("train", "encoding", "data", lambda e, w: (train(e, w / "run", data=e["bad.txt"]), "bad.txt: not UTF-8"))
+case("train", "encoding", "knowledge", lambda e, w: (train(e, w / "run", knowledge=e["fk-bad.json"]), "fk-bad.json: not UTF-8"))
+case("train", "encoding", "plan", lambda e, w: (train(e, w / "run", "--plan", e["plan-bad.json"]), "plan-bad.json: not UTF-8"))
+case("train", "weights", "truncated", lambda e, w: (train(e, w / "run", model=e["truncated"]), "model.safetensors: truncated"))
+case("train", "state", "half-saved-model", lambda e, w: (train(e, w / "run", model=e["half"]), "no config.json"))
+case("train", "state", "torn-knowledge", lambda e, w: (train(e, w / "run", knowledge=e["fk-torn.json"]), "fk-torn.json: not valid JSON"))
+case("train", "state", "missing-data", lambda e, w: (train(e, w / "run", data=w.parent / "missing.txt"), "missing.txt"))
+case("train", "state", "malformed-task-yaml", lambda e, w: (train(e, w / "run", "--tasks", "broken", "--task-dir", e["yaml-bad"]),
+                                                            "broken.yaml: not valid YAML"))
+for flag, value in [("--lr", "nan"), ("--lr", "-1"), ("--lr", "inf"), ("--lr", "0"), ("--save-every", "-1"), ("--eval-every", "-1"),
+                    ("--beta1", "1"), ("--beta2", "nan"), ("--weight-decay", "-0.1"), ("--grad-clip", "nan"),
+                    ("--warmup", "nan"), ("--min-lr-ratio", "inf"), ("--inject-interval", "0"), ("--eval-limit", "0"), ("--seed", "-1")]:
+    case("train", "number", f"{flag[2:]}-{value}",
+         lambda e, w, flag=flag, value=value: (train(e, w / "run", flag, value), f"{flag} {value}"))
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:

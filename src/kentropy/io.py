@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 from kentropy.errors import KentropyError
 
 _TEMP = re.compile(r"\.tmp-(\d+)-")  # `.NAME.tmp-PID-XXXX[.tmp]`
-_LEGACY_TEMP = re.compile(r"^[a-z0-9_]{8}(\.tmp)?$")  # what mkstemp/mkdtemp named temps before the pid was in the name
+_LEGACY_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}(\.tmp)?$")  # how mkstemp/mkdtemp named temps before the pid was in the name
 
 
 def _umask() -> int:
@@ -50,10 +50,12 @@ def _remove(p: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def clean_stale_temps(directory: str | os.PathLike, name: str | None = None) -> list[Path]:
+def clean_stale_temps(directory: str | os.PathLike, name: str | None = None, *, legacy: bool = False) -> list[Path]:
     """Remove temps of interrupted atomic writes in `directory` (of target `name`, or of any target).
 
-    A temp whose process is still alive is kept (it may be writing right now).
+    A temp whose process is still alive is kept (it may be writing right now). `legacy` also
+    removes temps named without a pid (`.NAME.XXXXXXXX`, older versions): only for a directory
+    that holds nothing but our own outputs (a run's checkpoints).
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -62,9 +64,8 @@ def clean_stale_temps(directory: str | os.PathLike, name: str | None = None) -> 
     import glob
 
     for p in directory.glob(f".{glob.escape(name)}.*" if name else ".*"):
-        rest = p.name[len(name) + 2:] if name else p.name
         m = _TEMP.search(p.name)
-        if m and not _alive(int(m.group(1))) or (name and not m and _LEGACY_TEMP.match(rest)):
+        if (m and not _alive(int(m.group(1)))) or (legacy and not m and _LEGACY_TEMP.match(p.name)):
             _remove(p)
             removed.append(p)
     return removed

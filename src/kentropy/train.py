@@ -357,7 +357,7 @@ def setup(cfg: TrainConfig) -> Run:
         if not run.config.is_file():
             write_json(run.config, saved_config(cfg))  # first: a directory with a config is a run
         make_dir(run.checkpoints)
-        clean_stale_temps(run.checkpoints)  # `.step-*` temps of saves that a kill interrupted
+        clean_stale_temps(run.checkpoints, legacy=True)  # `.step-*` temps of saves that a kill interrupted
         if plan is not None and not run.plan.is_file():
             write_json(run.plan, plan)
     barrier()

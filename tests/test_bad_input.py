@@ -97,6 +97,11 @@ def env(model_dir, tokenizer, sample_texts, tmp_path_factory):
     return e
 
 
+def NO_MODEL(w: Path) -> Path:
+    """A model that is not there: an --out case must fail on --out, before any model is touched."""
+    return w.parent / "no-such-model"
+
+
 def _out_dir(w: Path, name: str = "out.json") -> Path:
     (w / name).mkdir()
     (w / name / "keep.txt").write_text("a user's file")
@@ -162,10 +167,10 @@ COUNTS: dict[str, dict[str, int]] = {}
 J = "out.json"
 
 # ---- measure
-case("measure", "out", "out-is-a-directory", lambda e, w: (measure(e, _out_dir(w)), "is a directory"))
-case("measure", "out", "parent-is-a-file", lambda e, w: (measure(e, _parent_file(w)), "afile is a file"))
+case("measure", "out", "out-is-a-directory", lambda e, w: (measure(e, _out_dir(w), model=NO_MODEL(w)), "is a directory"))
+case("measure", "out", "parent-is-a-file", lambda e, w: (measure(e, _parent_file(w), model=NO_MODEL(w)), "afile is a file"))
 case("measure", "out", "coefficients-out-is-a-file",
-     lambda e, w: (measure(e, w / J, "--coefficients-out", _file_at(w, "coef")), "--coefficients-out"))
+     lambda e, w: (measure(e, w / J, "--coefficients-out", _file_at(w, "coef"), model=NO_MODEL(w)), "--coefficients-out"))
 case("measure", "encoding", "txt", lambda e, w: (measure(e, w / J, data=e["bad.txt"]), "bad.txt: not UTF-8"))
 case("measure", "encoding", "jsonl", lambda e, w: (measure(e, w / J, data=e["bad.jsonl"]), "bad.jsonl:2: not UTF-8"))
 case("measure", "weights", "truncated", lambda e, w: (measure(e, w / J, model=e["truncated"]), "model.safetensors: truncated"))
@@ -181,8 +186,8 @@ case("plot", "encoding", "result", lambda e, w: (plot(e, w / "p.png", e["result-
 case("plot", "state", "torn-result", lambda e, w: (plot(e, w / "p.png", e["result-torn.json"]), "result-torn.json: not valid JSON"))
 
 # ---- resuscitate (a directory output)
-case("resuscitate", "out", "out-is-a-file", lambda e, w: (resus(e, _file_at(w)), "exists and is not a directory"))
-case("resuscitate", "out", "parent-is-a-file", lambda e, w: (resus(e, _parent_file(w)), "afile is a file"))
+case("resuscitate", "out", "out-is-a-file", lambda e, w: (resus(e, _file_at(w), model=NO_MODEL(w)), "exists and is not a directory"))
+case("resuscitate", "out", "parent-is-a-file", lambda e, w: (resus(e, _parent_file(w), model=NO_MODEL(w)), "afile is a file"))
 case("resuscitate", "encoding", "data", lambda e, w: (resus(e, w / "o", data=e["bad.txt"]), "bad.txt: not UTF-8"))
 case("resuscitate", "weights", "truncated-model", lambda e, w: (resus(e, w / "o", model=e["truncated"]), "model.safetensors: truncated"))
 case("resuscitate", "weights", "truncated-coefficients",
@@ -221,8 +226,8 @@ case("knowledge plan", "number", "interval-0", lambda e, w: (plan(e, w / J, "--i
 case("knowledge plan", "number", "paraphrase-negative", lambda e, w: (plan(e, w / J, "--paraphrase", -1), "--paraphrase -1"))
 
 # ---- probe
-case("probe", "out", "out-is-a-directory", lambda e, w: (probe(e, _out_dir(w)), "is a directory"))
-case("probe", "out", "parent-is-a-file", lambda e, w: (probe(e, _parent_file(w)), "afile is a file"))
+case("probe", "out", "out-is-a-directory", lambda e, w: (probe(e, _out_dir(w), model=NO_MODEL(w)), "is a directory"))
+case("probe", "out", "parent-is-a-file", lambda e, w: (probe(e, _parent_file(w), model=NO_MODEL(w)), "afile is a file"))
 case("probe", "encoding", "knowledge", lambda e, w: (probe(e, w / J, knowledge=e["fk-bad.json"]), "fk-bad.json: not UTF-8"))
 case("probe", "encoding", "plan", lambda e, w: (probe(e, w / J, "--plan", e["plan-bad.json"]), "plan-bad.json: not UTF-8"))
 case("probe", "weights", "truncated", lambda e, w: (probe(e, w / J, model=e["truncated"]), "model.safetensors: truncated"))
@@ -231,8 +236,8 @@ case("probe", "state", "half-saved-model", lambda e, w: (probe(e, w / J, model=e
 case("probe", "number", "batch-size-0", lambda e, w: (probe(e, w / J, "--batch-size", 0), "--batch-size 0"))
 
 # ---- evaluate
-case("evaluate", "out", "out-is-a-directory", lambda e, w: (evaluate(e, _out_dir(w)), "is a directory"))
-case("evaluate", "out", "parent-is-a-file", lambda e, w: (evaluate(e, _parent_file(w)), "afile is a file"))
+case("evaluate", "out", "out-is-a-directory", lambda e, w: (evaluate(e, _out_dir(w), model=NO_MODEL(w)), "is a directory"))
+case("evaluate", "out", "parent-is-a-file", lambda e, w: (evaluate(e, _parent_file(w), model=NO_MODEL(w)), "afile is a file"))
 case("evaluate", "encoding", "task-yaml", lambda e, w: (evaluate(e, w / J, task_dir=e["yaml-utf8"]), "latin.yaml: not UTF-8"))
 case("evaluate", "state", "malformed-task-yaml", lambda e, w: (evaluate(e, w / J, task_dir=e["yaml-bad"]), "broken.yaml: not valid YAML"))
 case("evaluate", "weights", "truncated", lambda e, w: (evaluate(e, w / J, model=e["truncated"]), "model.safetensors: truncated"))
@@ -241,8 +246,8 @@ case("evaluate", "number", "limit-0", lambda e, w: (evaluate(e, w / J, "--limit"
 case("evaluate", "number", "batch-size-0", lambda e, w: (evaluate(e, w / J, "--batch-size", 0), "--batch-size 0"))
 
 # ---- circuits
-case("circuits", "out", "out-is-a-directory", lambda e, w: (circuits(e, _out_dir(w)), "is a directory"))
-case("circuits", "out", "plot-is-a-directory", lambda e, w: (circuits(e, w / J, "--plot", _out_dir(w, "c.png")), "--plot"))
+case("circuits", "out", "out-is-a-directory", lambda e, w: (circuits(e, _out_dir(w), model=NO_MODEL(w)), "is a directory"))
+case("circuits", "out", "plot-is-a-directory", lambda e, w: (circuits(e, w / J, "--plot", _out_dir(w, "c.png"), model=NO_MODEL(w)), "--plot"))
 case("circuits", "encoding", "task", lambda e, w: (circuits(e, w / J, source=["--task", e["tasks-bad.json"]]), "tasks-bad.json: not UTF-8"))
 case("circuits", "encoding", "knowledge", lambda e, w: (circuits(e, w / J, source=["--knowledge", e["fk-bad.json"]]), "fk-bad.json: not UTF-8"))
 case("circuits", "weights", "truncated", lambda e, w: (circuits(e, w / J, model=e["truncated"]), "model.safetensors: truncated"))
@@ -258,8 +263,8 @@ def train(e, out, *extra, model=None, data=None, knowledge=None):
             "--out", out, "--steps", 6, "--batch-size", 4, "--micro-batch", 2, "--seq-len", 32, "--rounds", 3, "--epochs", 20, *extra]
 
 
-case("train", "out", "out-is-a-file", lambda e, w: (train(e, _file_at(w)), "exists and is not a directory"))
-case("train", "out", "parent-is-a-file", lambda e, w: (train(e, _parent_file(w)), "afile is a file"))
+case("train", "out", "out-is-a-file", lambda e, w: (train(e, _file_at(w), model=NO_MODEL(w)), "exists and is not a directory"))
+case("train", "out", "parent-is-a-file", lambda e, w: (train(e, _parent_file(w), model=NO_MODEL(w)), "afile is a file"))
 case("train", "encoding", "data", lambda e, w: (train(e, w / "run", data=e["bad.txt"]), "bad.txt: not UTF-8"))
 case("train", "encoding", "knowledge", lambda e, w: (train(e, w / "run", knowledge=e["fk-bad.json"]), "fk-bad.json: not UTF-8"))
 case("train", "encoding", "plan", lambda e, w: (train(e, w / "run", "--plan", e["plan-bad.json"]), "plan-bad.json: not UTF-8"))

@@ -43,6 +43,8 @@ def test_jsonl_torn_tail_is_dropped_with_a_note(tmp_path, capsys):
     log.write_text('{"step": 0}\nnot json\n{"step": 1}\n')
     with pytest.raises(KentropyError, match=r"m\.jsonl:2: not a JSON line"):
         read_jsonl(log)
+    log.write_text('{"step": 0}\n{"step": 1, "lo\n')  # torn, then a newline (a partial write)
+    assert read_jsonl(log) == [{"step": 0}] and "dropped a torn last line" in capsys.readouterr().err
     log.write_text('{"step": 0}\n{"step": 1}')  # complete, only the newline missing: kept
     assert read_jsonl(log) == [{"step": 0}, {"step": 1}]
 

@@ -280,7 +280,7 @@ def test_gradient_accumulation_gives_the_mean_over_the_batch(micro, inputs, tmp_
 
 # ---- --plan and --schedule through the CLI ------------------------------------------------------
 def test_train_with_plan_and_wsd_schedule_via_cli(inputs, tmp_path, capsys):
-    plan = make_plan(inputs["entries"], paraphrase=2, once=1, rounds=2, interval=4)
+    plan = make_plan(inputs["entries"], paraphrase=1, once=2, rounds=2, interval=4)  # not the default split (2 + 1)
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     run = tmp_path / "run"
     code, _, err = run_cli(capsys, *args(inputs, run, "--plan", tmp_path / "plan.json", "--schedule", "wsd", "--lr", "1e-3",
@@ -289,8 +289,8 @@ def test_train_with_plan_and_wsd_schedule_via_cli(inputs, tmp_path, capsys):
     saved = json.loads((run / "plan.json").read_text())
     assert saved == plan  # the given plan, exactly
     steps = [r for r in log(run) if r["step"] >= 0]
-    # round r in step interval * r - 1: steps 3 and 7; paraphrase group 2 entries each round + the once entry in one round
-    assert {r["step"]: r["injected"] for r in steps if r["injected"]} == {3: 3, 7: 2}
+    # round r in step interval * r - 1: steps 3 and 7; the paraphrase entry in each, one once entry in each
+    assert {r["step"]: r["injected"] for r in steps if r["injected"]} == {3: 2, 7: 2}
     # wsd, 8 steps, warmup 2 (t = step + 1 < 2: 0.1 + 0.9 t / 2), stable to t = 4, then linear to 0.2 x lr over 4 steps
     want = [1e-3 * x for x in (0.55, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2)]
     assert [r["lr"] for r in steps] == pytest.approx(want, rel=1e-12)

@@ -14,7 +14,7 @@ import typer
 from kentropy import distributed
 from kentropy.config import option, to_dict, typer_command
 from kentropy.errors import KentropyError
-from kentropy.io import write_json
+from kentropy.io import check_out_file, json_text, write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Knowledge entropy of language models, and how it governs what they can still learn.")
@@ -40,6 +40,7 @@ def measure_cmd(cfg: MeasureConfig) -> None:
     if distributed.rank_world()[0] != 0:
         return  # under torchrun, rank 0 writes
     payload = {"results": [r.to_json() for r in results], "config": to_dict(cfg)}
+    json_text(payload, cfg.out)  # a non-finite result is refused before anything is written
     if cfg.coefficients_out:
         payload["coefficients"] = save_coefficients(results, cfg.coefficients_out, cfg.activation)
     write_json(cfg.out, payload)
@@ -59,6 +60,9 @@ class PlotConfig:
 
     result: str = option(help="A JSON file written by `kentropy measure`.", argument=True)
     out: str = option(help="PNG file to write.")
+
+    def __post_init__(self) -> None:
+        check_out_file(self.out)
 
 
 @command("plot", PlotConfig)
@@ -196,16 +200,45 @@ def lab_cmd(cfg: LabRunConfig) -> None:
     print(f"  total stage time {sum(t['seconds'] for t in r['timings'].values()):.0f} s; report: {cfg.out}/report.md")
 
 
+RESUME_HINT = {"train": "resume with --resume", "lab": "rerun the same command to resume (finished stages are kept)"}
+
+
+_terminated: list[bool] = []  # set by SIGTERM: typer reports it as a KeyboardInterrupt (exit 130)
+
+
+def _on_sigterm(signum, frame):
+    _terminated.append(True)
+    raise KeyboardInterrupt  # unwinds like Ctrl-C, so atomic writes clean up their temps
+
+
+def _interrupted(argv: list[str], terminated: bool) -> None:
+    command = next((a for a in argv if not a.startswith("-")), "")
+    hint = RESUME_HINT.get(command)
+    print(f"\n{'terminated' if terminated else 'interrupted'}" + (f"; {hint}" if hint else ""), file=sys.stderr)
+    sys.exit(143 if terminated else 130)
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
+    import threading
+
     from transformers.utils import logging as hf_logging
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     hf_logging.disable_progress_bar()  # our own progress bars only
-    distributed.init()
+    # a background job of a non-interactive shell starts with SIGINT ignored: make it interrupt
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _on_sigterm}
+    main_thread = threading.current_thread() is threading.main_thread()  # signals can be set only there
+    saved = {sig: signal.signal(sig, h) for sig, h in handlers.items()} if main_thread else {}
+    _terminated.clear()
     try:
-        app(args=argv, prog_name="kentropy", standalone_mode=False)
+        distributed.init()
+        rc = app(args=argv, prog_name="kentropy", standalone_mode=False)
     except KentropyError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # typer turns most into Exit(130), returned below
+        _interrupted(argv, bool(_terminated))
     except (typer.Exit, SystemExit) as e:
         sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
     except Exception as e:  # click usage errors arrive here with standalone_mode=False
@@ -215,6 +248,12 @@ def main(argv: list[str] | None = None) -> None:
             e.show()
             sys.exit(e.exit_code)
         if isinstance(e, click.exceptions.Abort):
-            print("aborted", file=sys.stderr)
-            sys.exit(130)
+            _interrupted(argv, False)
         raise
+    finally:
+        for sig, h in saved.items():
+            signal.signal(sig, h)
+    if rc == 130:  # typer's code for a KeyboardInterrupt
+        _interrupted(argv, bool(_terminated))
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)

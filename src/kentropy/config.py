@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import typing
 from typing import Any, Callable
 
@@ -27,6 +28,32 @@ def option(default: Any = REQUIRED, help: str = "", *, argument: bool = False, s
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _number_error(cfg, name: str, why: str):
+    from kentropy.errors import KentropyError
+
+    return KentropyError(f"{flag(name)} {getattr(cfg, name)}: {why}")
+
+
+def require(cfg, *names: str, low: float | None = None, high: float | None = None,
+            low_open: bool = False, high_open: bool = False) -> None:
+    """Each named field (None is skipped: an unset option) is a finite number within the bounds.
+
+    `low=0, low_open=True` is "positive"; `low=0` alone is "non-negative". The error names the flag.
+    """
+    for name in names:
+        v = getattr(cfg, name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise _number_error(cfg, name, "must be a finite number")
+        if low is not None and (v <= low if low_open else v < low):
+            raise _number_error(cfg, name, f"must be {'>' if low_open else '>='} {low:g}"
+                                + (f" and {'<' if high_open else '<='} {high:g}" if high is not None else ""))
+        if high is not None and (v >= high if high_open else v > high):
+            raise _number_error(cfg, name, f"must be {'<' if high_open else '<='} {high:g}"
+                                + (f" and {'>' if low_open else '>='} {low:g}" if low is not None else ""))
 
 
 def to_dict(cfg) -> dict:

@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from kentropy.errors import KentropyError
+from kentropy.io import read_text
 
 
 def sample_text_path() -> Path:
@@ -38,10 +39,14 @@ def _need_file(path: Path) -> None:
 def _jsonl(path: Path, limit: int | None) -> list[str]:
     _need_file(path)
     texts = []
-    with path.open() as f:
-        for n, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
             if limit is not None and len(texts) >= limit:
                 break
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise KentropyError(f"{path}:{n}: not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
             if not line.strip():
                 continue
             try:
@@ -56,7 +61,7 @@ def _jsonl(path: Path, limit: int | None) -> list[str]:
 
 def _txt(path: Path, limit: int | None) -> list[str]:
     _need_file(path)
-    lines = [line for line in path.read_text().splitlines() if line.strip()]  # blank lines are not documents
+    lines = [line for line in read_text(path, "--data").splitlines() if line.strip()]  # blank lines are not documents
     return lines[:limit] if limit is not None else lines
 
 

@@ -22,10 +22,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from kentropy.config import option
+from kentropy.config import option, require
 from kentropy import rng
 from kentropy.errors import KentropyError
-from kentropy.io import write_atomic
+from kentropy.io import check_out_file, write_jsonl, write_atomic
 
 # OLMo's downstream metric of each of the paper's tasks (`--tasks paper`)
 PAPER_METRICS = {"piqa": "acc_norm", "hellaswag": "acc_norm", "openbookqa": "acc_norm",
@@ -101,8 +101,7 @@ def write_task(directory: str, name: str, rows: list[dict], metric: str = "acc")
     rows = _check_rows(name, rows)
     d = Path(directory).resolve()
     data = d / f"{name}.jsonl"
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    write_atomic(data, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_jsonl(data, rows)
     yaml_path = d / f"{name}.yaml"
     write_atomic(yaml_path, lambda tmp: tmp.write_text(task_yaml(name, data, metric), encoding="utf-8"))
     return yaml_path
@@ -159,6 +158,30 @@ def _builtin_tasks():
         return TaskManager()
 
 
+def check_task_yamls(task_dir: str) -> None:
+    """Parse every YAML under `task_dir` (as lm-eval will): a malformed one is an error naming the file,
+    not a task lm-eval silently skips and then calls unknown. lm-eval's `!function` tags are allowed."""
+    import yaml
+
+    from kentropy.io import read_text
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    for f in sorted(p for p in Path(task_dir).rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
+        text = read_text(f, "--task-dir")
+        try:
+            data = yaml.load(text, Loader=Loader)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or _first_line(e)
+            raise KentropyError(f"--task-dir {f}: not valid YAML ({problem}{where})") from None
+        if not isinstance(data, dict):
+            raise KentropyError(f"--task-dir {f}: expected a YAML mapping (task: NAME, ...), got {type(data).__name__}")
+
+
 def expand_tasks(tasks: list[str]) -> list[str]:
     """Task names with `paper` replaced by the paper's six tasks, duplicates dropped."""
     out = [t for name in tasks for t in (PAPER_TASKS if name == "paper" else (name,))]
@@ -190,6 +213,7 @@ def load_tasks(tasks: list[str], task_dir: str | None = None) -> dict:
         raise KentropyError(f"--task-dir {task_dir}: not a directory")
     local = None
     if task_dir is not None:
+        check_task_yamls(task_dir)
         with _quiet():
             local = TaskManager(include_path=task_dir, include_defaults=False)
     where = "lm-eval's tasks" + (f" or {task_dir}" if task_dir else "")
@@ -323,6 +347,8 @@ class EvaluateConfig:
             raise KentropyError(f"--batch-size {self.batch_size}: must be positive")
         if self.limit is not None and self.limit <= 0:
             raise KentropyError(f"--limit {self.limit}: must be positive")
+        require(self, "seed", low=0)  # numpy seeds must be non-negative
+        check_out_file(self.out)
 
     @property
     def task_list(self) -> list[str]:

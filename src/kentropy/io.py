@@ -1,23 +1,99 @@
-"""Atomic writes: a result file is either complete or absent, never half-written."""
+"""Every file the project writes or reads back goes through here.
+
+Writes are atomic (a temp beside the target, then a rename): a result file or directory is
+complete or absent, never half-written. Temps are named `.NAME.tmp-PID-*`; one left by a
+killed process is removed at the next write of NAME. JSON is strict (no NaN/Infinity). A
+JSONL log is appended one whole line at a time, rewritten atomically, and read back with a
+torn last line (a kill mid-write) dropped with a note. Text is UTF-8 or a one-line error.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+
+from kentropy.errors import KentropyError
+
+_TEMP = re.compile(r"\.tmp-(\d+)-")  # `.NAME.tmp-PID-XXXX[.tmp]`
+_LEGACY_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}(\.tmp)?$")  # how mkstemp/mkdtemp named temps before the pid was in the name
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def clean_stale_temps(directory: str | os.PathLike, name: str | None = None, *, legacy: bool = False) -> list[Path]:
+    """Remove temps of interrupted atomic writes in `directory` (of target `name`, or of any target).
+
+    A temp whose process is still alive is kept (it may be writing right now). `legacy` also
+    removes temps named without a pid (`.NAME.XXXXXXXX`, older versions): only for a directory
+    that holds nothing but our own outputs (a run's checkpoints).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    import glob
+
+    for p in directory.glob(f".{glob.escape(name)}.*" if name else ".*"):
+        m = _TEMP.search(p.name)
+        if (m and not _alive(int(m.group(1)))) or (legacy and not m and _LEGACY_TEMP.match(p.name)):
+            _remove(p)
+            removed.append(p)
+    return removed
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-{os.getpid()}-"
+
+
+def _check_parent(path: Path) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise KentropyError(f"{path}: {parent} is a file, not a directory")
+            return
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temp file beside `path`, then rename it onto `path`."""
     path = Path(path)
+    if path.is_dir():
+        raise KentropyError(f"{path}: is a directory (expected a file path)")
+    _check_parent(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale_temps(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
     try:
         write(Path(tmp))
         os.replace(tmp, path)
@@ -32,36 +108,173 @@ def write_dir_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> 
 
     A reader sees the old directory or the complete new one; a failed write leaves no trace.
     """
-    import shutil
-
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise KentropyError(f"{path}: exists and is not a directory")
+    _check_parent(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    clean_stale_temps(path.parent, path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs are ordinary directories
+    old = None
     try:
         write(tmp)
         if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
+            # the old one moves aside (a stale temp if a kill lands here) rather than being deleted first
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
+            os.rename(path, old / "old")
+        os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (old / "old").exists() and not path.exists():
+            os.rename(old / "old", path)
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return path
 
 
+def make_dir(path: str | os.PathLike) -> Path:
+    """Create a directory (and parents) with the umask's permissions; an existing one is fine."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise KentropyError(f"{path}: exists and is not a directory")
+    _check_parent(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---- JSON ---------------------------------------------------------------------------------
+def _nonfinite(obj: Any, where: str = "") -> str | None:
+    """The location of the first NaN/inf in `obj` (e.g. `results[0].knowledge_entropy`), or None."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (where or "the value")
+    if isinstance(obj, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return None
+    for w, v in items:
+        found = _nonfinite(v, w)
+        if found:
+            return found
+    return None
+
+
+def json_text(obj: Any, path: str | os.PathLike = "JSON", indent: int | None = 2) -> str:
+    """Strict JSON text of `obj`: a NaN or inf is refused, naming where it is."""
+    try:
+        return json.dumps(obj, indent=indent, allow_nan=False, ensure_ascii=False)
+    except ValueError:
+        where = _nonfinite(obj)
+        if where is None:
+            raise
+        raise KentropyError(f"{path}: refusing to write a non-finite number at {where}") from None
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write `obj` as indented JSON, atomically."""
-    text = json.dumps(obj, indent=2, allow_nan=True) + "\n"
-    return write_atomic(path, lambda tmp: tmp.write_text(text))
+    """Write `obj` as indented, strict JSON, atomically."""
+    text = json_text(obj, path) + "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> Path:
+    """Write one strict JSON object per line, atomically (the whole file at once)."""
+    text = "".join(json_text(r, path, indent=None) + "\n" for r in records)
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def append_jsonl(path: str | os.PathLike, record: Any) -> None:
+    """Append one record as one line, in a single write: a kill leaves at most a torn last line."""
+    path = Path(path)
+    line = (json_text(record, path, indent=None) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # never glue a record onto a line that lacks its newline
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A UTF-8 text file; missing or not UTF-8 is a one-line error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise KentropyError(f"{what} {path}: file not found")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise KentropyError(f"{what} {path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
-    """Read JSON, turning a missing or malformed file into a one-line error naming it."""
-    from kentropy.errors import KentropyError
-
+    """Read JSON, turning a missing, non-UTF-8 or malformed file into a one-line error naming it."""
     path = Path(path)
     if not path.is_file():
         raise KentropyError(f"{what} not found: {path}")
+    text = read_text(path, what)
     try:
-        return json.loads(path.read_text())
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise KentropyError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def read_jsonl(path: str | os.PathLike, what: str = "log") -> list:
+    """The records of a JSONL file ([] when it is absent). A torn last line (not JSON: a kill
+    mid-write) is dropped with a note on stderr; a bad line elsewhere is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with a newline
+    try:
+        tail = [json.loads(torn.decode("utf-8"))] if torn.strip() else []
+        torn = b""  # a complete record that only lacks its newline
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        tail = []
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            if n == len(lines) and not torn:  # a torn last line that happens to end with a newline
+                torn = line
+                break
+            raise KentropyError(f"{what} {path}:{n}: not a JSON line") from None
+    records += tail
+    if torn.strip():
+        print(f"note: {path}: dropped a torn last line ({len(torn)} bytes; an interrupted write)", file=sys.stderr)
+    return records
+
+
+# ---- output paths, checked before any compute ---------------------------------------------
+def check_out_file(path: str | os.PathLike | None, flag: str = "--out") -> None:
+    """A file output: refuse an existing directory or a parent that is a file."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise KentropyError(f"{flag} {path}: is a directory (expected a file path)")
+    try:
+        _check_parent(p)
+    except KentropyError as e:
+        raise KentropyError(f"{flag} {e}") from None
+
+
+def check_out_dir(path: str | os.PathLike | None, flag: str = "--out") -> None:
+    """A directory output: refuse an existing file or a parent that is a file."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise KentropyError(f"{flag} {path}: exists and is not a directory")
+    try:
+        _check_parent(p)
+    except KentropyError as e:
+        raise KentropyError(f"{flag} {e}") from None

@@ -22,6 +22,7 @@ from kentropy.data import load_texts
 from kentropy.distributed import rank_world
 from kentropy.errors import KentropyError
 from kentropy.ffn import find_layout
+from kentropy.io import check_out_dir, check_out_file
 from kentropy.models import load_model, load_tokenizer, max_positions, model_inputs, parse_checkpoints, pick_device, pick_dtype
 
 METRICS = ("knowledge", "attention", "next-token")
@@ -336,6 +337,8 @@ class MeasureConfig:
         if self.max_instances is not None and self.max_instances <= 0:
             raise KentropyError(f"--max-instances {self.max_instances}: must be positive")
         check_metrics(self.metric_list)
+        check_out_file(self.out)
+        check_out_dir(self.coefficients_out, "--coefficients-out")
 
     @property
     def metric_list(self) -> tuple[str, ...]:
@@ -383,8 +386,14 @@ def save_coefficients(results: list[Measurement], directory: str, activation: st
 
 def load_coefficients(path: str) -> torch.Tensor | list[torch.Tensor]:
     """Cbar [L, m] from a `.safetensors` file written by `--coefficients-out`, or a dir holding one
-    (a list of [m_l] tensors where layers differ in size)."""
+    (a list of [m_l] tensors where layers differ in size, e.g. MoE next to dense layers).
+
+    Tensors `layers.0` .. `layers.{L-1}` (in layer order, not name order), each [m], finite,
+    non-negative and not all zero (a mean magnitude); anything else is an error naming the layer.
+    """
     from safetensors import safe_open
+
+    from kentropy.models import check_safetensors
 
     p = Path(path)
     if p.is_dir():
@@ -394,14 +403,34 @@ def load_coefficients(path: str) -> torch.Tensor | list[torch.Tensor]:
         p = files[0]
     if not p.is_file():
         raise KentropyError(f"--coefficients {path}: not found")
+    check_safetensors(p, "--coefficients")
     try:
         with safe_open(str(p), framework="pt") as f:
-            keys = sorted((k for k in f.keys() if k.startswith("layers.")), key=lambda k: int(k.split(".")[1]))
-            if not keys:
-                raise KentropyError(f"--coefficients {p}: no 'layers.N' tensors")
-            rows = [f.get_tensor(k) for k in keys]
-            return torch.stack(rows) if len({r.numel() for r in rows}) == 1 else rows
+            names = [k for k in f.keys() if k.startswith("layers.")]
+            layers = {}
+            for k in names:
+                suffix = k.split(".", 1)[1]
+                if not suffix.isdigit():
+                    raise KentropyError(f"--coefficients {p}: tensor {k!r} is not named layers.N")
+                layers[int(suffix)] = f.get_tensor(k)
     except KentropyError:
         raise
     except Exception as e:
         raise KentropyError(f"--coefficients {p}: not a readable safetensors file ({e})") from None
+    if not layers:
+        raise KentropyError(f"--coefficients {p}: no 'layers.N' tensors")
+    if sorted(layers) != list(range(len(layers))):
+        missing = sorted(set(range(max(layers) + 1)) - set(layers))
+        raise KentropyError(f"--coefficients {p}: layers.{missing[0]} is missing")
+    for l, t in sorted(layers.items()):
+        where = f"--coefficients {p}: layers.{l}"
+        if t.dim() != 1 or t.numel() == 0 or not t.is_floating_point():
+            raise KentropyError(f"{where}: expected a non-empty float vector, got {t.dtype} of shape {tuple(t.shape)}")
+        if not torch.isfinite(t).all():
+            raise KentropyError(f"{where}: holds NaN or infinite values")
+        if (t < 0).any():
+            raise KentropyError(f"{where}: holds negative values (Cbar is a mean magnitude)")
+        if not (t > 0).any():
+            raise KentropyError(f"{where}: is all zero")
+    rows = [layers[l] for l in range(len(layers))]
+    return torch.stack(rows) if len({r.numel() for r in rows}) == 1 else rows

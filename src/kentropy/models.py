@@ -87,6 +87,31 @@ def _check_local(ckpt: Checkpoint) -> None:
         raise KentropyError(f"MODEL {ckpt}: a local directory has no revisions")
 
 
+def check_safetensors(path: str | Path, what: str) -> None:
+    """A one-line error naming `path` when the file is truncated or its header is corrupt.
+
+    The format: 8 bytes little-endian header size n, n bytes of JSON header (UTF-8) whose
+    `data_offsets` index the tensor bytes after it; the file must hold all of them.
+    """
+    import json
+
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 0 or n > size - 8:
+            raise KentropyError(f"{what} {path}: truncated or not a safetensors file ({size} bytes)")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise KentropyError(f"{what} {path}: corrupt safetensors header") from None
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        raise KentropyError(f"{what} {path}: truncated safetensors file ({size} bytes of {need})")
+
+
 def _load_error(ckpt: Checkpoint, e: Exception) -> KentropyError:
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     where = f"revision {ckpt.revision!r} of {ckpt.name}" if ckpt.revision else ckpt.name
@@ -122,9 +147,15 @@ def load_model(
 
     `eager_attention` is only for attention entropy (the probabilities must be materialized).
     """
+    import pickle
+
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     _check_local(ckpt)
+    if Path(ckpt.name).is_dir():
+        for f in sorted(Path(ckpt.name).glob("*.safetensors")):
+            check_safetensors(f, f"MODEL {ckpt}:")
     kw = dict(revision=ckpt.revision, trust_remote_code=trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(ckpt.name, **kw)
@@ -133,8 +164,8 @@ def load_model(
         model = cls.from_pretrained(ckpt.name, dtype=dtype, **kw, **extra)
     except KentropyError:
         raise
-    except (OSError, ValueError, EnvironmentError) as e:
-        raise _load_error(ckpt, e) from None
+    except (OSError, ValueError, RuntimeError, EOFError, SafetensorError, pickle.UnpicklingError) as e:
+        raise _load_error(ckpt, e) from None  # a corrupt pickle or config, an offline hub: one line
     return model.to(device).eval()
 
 

@@ -12,13 +12,14 @@ the shared expert's up projection). Nothing else changes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 
 import torch
 import yaml
 
-from kentropy.config import option
+from kentropy.config import option, require
 from kentropy.errors import KentropyError
 from kentropy.ffn import Layer, Layout, find_layout
 
@@ -26,10 +27,10 @@ EXACT_ACTIVATIONS = {"relu"}  # plain FFNs: act(s*z) = s*act(z) only for positiv
 
 
 def check_args(ratio: float, amplify: float) -> None:
-    if not 0 < ratio < 1:
+    if not 0 < ratio < 1:  # also refuses NaN
         raise KentropyError(f"--ratio {ratio}: must be in (0, 1)")
-    if not amplify > 0:
-        raise KentropyError(f"--amplify {amplify}: must be > 0")
+    if not 0 < amplify < math.inf:
+        raise KentropyError(f"--amplify {amplify}: must be a finite number > 0")
 
 
 def select_and_scale(cbar: torch.Tensor, ratio: float, amplify: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +155,12 @@ def resuscitate(model, coefficients, ratio: float, amplify: float) -> Resuscitat
                 saved_rows = rows[where].clone()
                 saved_bias = bias[where].clone() if bias is not None else None
                 scale = mult[sel].to(device=rows.device, dtype=torch.float64)
-                rows[where] = (saved_rows.double() * scale[:, None]).to(rows.dtype)
+                new_rows = (saved_rows.double() * scale[:, None]).to(rows.dtype)
+                if not torch.isfinite(new_rows).all():  # a Cbar entry so small that the multiplier overflows the dtype
+                    Resuscitation(ratio, amplify, layout.family.name, exact, note, edits + [edit], layout).undo()
+                    raise KentropyError(f"layer {len(edits)}: multipliers up to {float(mult.max()):.3g} overflow "
+                                        f"{rows.dtype} weights (coefficients too close to 0)")
+                rows[where] = new_rows
                 if bias is not None:
                     bias[where] = (saved_bias.double() * scale).to(bias.dtype)
                 edit.saved.append((p, local, saved_rows, saved_bias))
@@ -198,11 +204,15 @@ class ResuscitateConfig:
     trust_remote_code: bool = option(False, "Allow model code from the hub.")
 
     def __post_init__(self) -> None:
+        from kentropy.io import check_out_dir
+
         check_args(self.ratio, self.amplify)
+        require(self, "max_instances", "seq_len", "batch_size", low=0, low_open=True)
         if self.data is None and self.coefficients is None:
             raise KentropyError("give --data DATA or --coefficients DIR")
         if self.activation not in ("abs", "relu"):
             raise KentropyError(f"--activation {self.activation}: choose abs or relu")
+        check_out_dir(self.out)
 
 
 def run_resuscitate(cfg: ResuscitateConfig) -> dict:

@@ -18,7 +18,6 @@ directory), `fit` (the optimizer steps) and `finish` (P and D after, A and F).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import shutil
@@ -30,11 +29,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from kentropy.config import option, to_dict
+from kentropy.config import option, require, to_dict
 from kentropy.corpus import epochs_needed, inject, injected_lengths, injection_schedule, item_ids, pack_rows, row_order
 from kentropy.distributed import barrier, rank_world
 from kentropy.errors import KentropyError
-from kentropy.io import write_dir_atomic, write_json
+from kentropy.io import (append_jsonl, check_out_dir, clean_stale_temps, make_dir, read_json, read_jsonl, write_dir_atomic,
+                         write_json, write_jsonl)
 from kentropy.models import Checkpoint, load_model, load_tokenizer, parse_checkpoints, pick_device
 from kentropy.rundir import RunDir
 
@@ -107,6 +107,12 @@ class TrainConfig:
             raise KentropyError(f"--save-at {bad[0]}: must be a step count in 1..{self.steps}")
         if self.dtype not in ("bfloat16", "float32"):
             raise KentropyError(f"--dtype {self.dtype}: choose bfloat16 or float32")
+        require(self, "lr", low=0, low_open=True)
+        require(self, "beta1", "beta2", low=0, high=1, high_open=True)
+        require(self, "weight_decay", "grad_clip", "save_every", "eval_every", "seed", low=0)
+        require(self, "inject_interval", low=1)
+        require(self, "eval_limit", low=0, low_open=True)
+        check_out_dir(self.out)
 
 
 # ---- schedule and optimizer --------------------------------------------------------------
@@ -163,13 +169,19 @@ def probe_scores(model, tok, entries, plan) -> dict | None:
     return probe(model, tok, entries, plan=plan) if entries else None
 
 
-def downstream(model, tok, cfg: TrainConfig) -> dict | None:
-    from kentropy.evaluate import evaluate
+def task_names(cfg: TrainConfig) -> list[str]:
+    return [t.strip() for t in cfg.tasks.split(",") if t.strip()] if cfg.tasks else []
+
+
+def downstream(model, tok, cfg: TrainConfig, built: dict | None = None) -> dict | None:
+    """D on --tasks; `built`: the tasks as `setup` loaded them (checked before the run directory), else loaded here."""
+    from kentropy.evaluate import _evaluate_loaded, evaluate
 
     if not cfg.tasks:
         return None
-    return evaluate(model, tok, [t.strip() for t in cfg.tasks.split(",") if t.strip()], task_dir=cfg.task_dir,
-                    limit=cfg.eval_limit, seed=cfg.seed)
+    if built is not None:
+        return _evaluate_loaded(model, tok, built, batch_size=16, limit=cfg.eval_limit, seed=cfg.seed)
+    return evaluate(model, tok, task_names(cfg), task_dir=cfg.task_dir, limit=cfg.eval_limit, seed=cfg.seed)
 
 
 def strip_probe(p: dict | None) -> dict | None:
@@ -198,7 +210,11 @@ def save_checkpoint(run: RunDir, steps_done: int, model, tok, opt) -> Path:
 
 
 def load_trainer_state(path: Path, opt) -> int:
-    state = torch.load(path / "trainer_state.pt", weights_only=True)
+    try:
+        state = torch.load(path / "trainer_state.pt", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: the checkpoint dir is named, not a pickle traceback
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise KentropyError(f"--resume: {path / 'trainer_state.pt'}: unreadable ({first}); delete {path} to resume from the one before") from None
     opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     if torch.cuda.is_available() and state["cuda_rng"]:
@@ -227,6 +243,7 @@ class Run:
     device: torch.device
     accum: int  # micro-batches per step on this process
     per_rank: int  # rows per step on this process
+    tasks: dict | None = None  # --tasks as lm-eval tasks, built (and so checked) before the run directory
 
 
 def make_plan_for(cfg: TrainConfig, entries: list[dict]) -> dict:
@@ -285,7 +302,7 @@ def prepare_run_dir(cfg: TrainConfig, run: RunDir) -> None:
         raise KentropyError(f"--out {run.root}: exists and is not a directory")
     if run.root.is_dir() and any(run.root.iterdir()):
         if cfg.resume:
-            old = json.loads(run.config.read_text()) if run.config.is_file() else None
+            old = read_json(run.config, "run config") if run.config.is_file() else None
             if old is None:
                 raise KentropyError(f"--resume: {run.root} has no config.json (not a kentropy run)")
             diff = [k for k in saved if old.get(k) != saved[k]]
@@ -328,6 +345,11 @@ def setup(cfg: TrainConfig) -> Run:
     passages = {(i["entry"], i["variant"]): item_ids(tok, item_text(entries[i["entry"]], i["variant"]))
                 for items in schedule.values() for i in items}
     check_passages_fit(schedule, passages, cfg)
+    tasks = None
+    if cfg.tasks and rank == 0:  # only rank 0 evaluates
+        from kentropy.evaluate import expand_tasks, load_tasks
+
+        tasks = load_tasks(expand_tasks(task_names(cfg)), cfg.task_dir)
 
     device = pick_device(cfg.device)  # under torchrun, distributed.init() bound this rank to its own GPU
     last = run.last_checkpoint() if cfg.resume else None
@@ -337,9 +359,10 @@ def setup(cfg: TrainConfig) -> Run:
     if rank == 0:
         if run.root.is_dir() and any(run.root.iterdir()) and not cfg.resume:
             shutil.rmtree(run.root)  # --overwrite
-        run.checkpoints.mkdir(parents=True, exist_ok=True)
         if not run.config.is_file():
-            write_json(run.config, saved_config(cfg))
+            write_json(run.config, saved_config(cfg))  # first: a directory with a config is a run
+        make_dir(run.checkpoints)
+        clean_stale_temps(run.checkpoints, legacy=True)  # `.step-*` temps of saves that a kill interrupted
         if plan is not None and not run.plan.is_file():
             write_json(run.plan, plan)
     barrier()
@@ -348,18 +371,16 @@ def setup(cfg: TrainConfig) -> Run:
     opt = make_optimizer(model, cfg)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    start = 0
-    if last:
-        start = load_trainer_state(last, opt)
-        if rank == 0:
-            _truncate_metrics(run, start - 1)
-            print(f"resuming {run.root} at step {start} from {last.name}", file=sys.stderr)
+    start = load_trainer_state(last, opt) if last else 0
+    if cfg.resume and rank == 0:
+        _truncate_metrics(run, start - 1)  # also with no checkpoint yet: the steps logged are redone from 0
+        print(f"resuming {run.root} at step {start} from {last.name if last else 'the start (no checkpoint yet)'}", file=sys.stderr)
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     if cfg.compile:
         wrapped = torch.compile(wrapped)  # same parameters: checkpoints and probes use `model` itself
     return Run(run=run, tok=tok, model=model, wrapped=wrapped, opt=opt, rows=rows, order=row_order(len(rows), need, cfg.seed),
                schedule=schedule, passages=passages, entries=entries, plan=plan, start=start, device=device,
-               accum=per_rank // cfg.micro_batch, per_rank=per_rank)
+               accum=per_rank // cfg.micro_batch, per_rank=per_rank, tasks=tasks)
 
 
 def step_batch(r: Run, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, int]:
@@ -402,9 +423,9 @@ def fit(r: Run, cfg: TrainConfig) -> None:
     rank, _ = rank_world()
     # before: P and D of the starting checkpoint (kept in the summary's "before", once)
     if rank == 0 and not r.run.before.is_file():
-        before = {"probes": probe_scores(r.model, r.tok, r.entries, r.plan), "downstream": downstream(r.model, r.tok, cfg)}
+        before = {"probes": probe_scores(r.model, r.tok, r.entries, r.plan), "downstream": downstream(r.model, r.tok, cfg, r.tasks)}
         write_json(r.run.before, before)
-        _log(r.run, {"step": -1, "event": "before", "probes": strip_probe(before["probes"]), "downstream": before["downstream"]})
+        _log(r.run, before_record(before))  # a kill between the two: a resume writes this line from before.json
     barrier()
     bar = tqdm(range(r.start, cfg.steps), desc=f"train {r.run.root.name}", disable=rank != 0, initial=r.start, total=cfg.steps)
     for step in bar:
@@ -435,8 +456,8 @@ def finish(r: Run, cfg: TrainConfig) -> dict | None:
     rank, _ = rank_world()
     summary = None
     if rank == 0:
-        before = json.loads(r.run.before.read_text())
-        after = {"probes": probe_scores(r.model, r.tok, r.entries, r.plan), "downstream": downstream(r.model, r.tok, cfg)}
+        before = read_json(r.run.before, "run file")
+        after = {"probes": probe_scores(r.model, r.tok, r.entries, r.plan), "downstream": downstream(r.model, r.tok, cfg, r.tasks)}
         summary = summarize(before, after, cfg, r.run)
         write_json(r.run.summary, summary)
     barrier()
@@ -470,14 +491,25 @@ def summarize(before: dict, after: dict, cfg: TrainConfig, run: RunDir) -> dict:
     }
 
 
+def before_record(before: dict) -> dict:
+    """The metrics.jsonl line (step -1) of the starting checkpoint's P and D."""
+    return {"step": -1, "event": "before", "probes": strip_probe(before["probes"]), "downstream": before["downstream"]}
+
+
 def _log(run: RunDir, record: dict) -> None:
-    with run.metrics.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_jsonl(run.metrics, record)
 
 
 def _truncate_metrics(run: RunDir, last_step: int) -> None:
-    """On resume: drop log lines of steps after the checkpoint (they will be redone)."""
-    if not run.metrics.is_file():
-        return
-    keep = [line for line in run.metrics.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    run.metrics.write_text("".join(line + "\n" for line in keep))
+    """On resume: keep the log lines of steps up to the checkpoint (the rest will be redone), each step
+    once; a torn last line (a kill mid-write) is dropped with a note. Rewritten atomically."""
+    seen, keep = set(), []
+    for rec in read_jsonl(run.metrics, "--resume:"):
+        key = rec.get("step") if isinstance(rec, dict) else None
+        if isinstance(key, int) and key <= last_step and key not in seen:
+            seen.add(key)
+            keep.append(rec)
+    if -1 not in seen and run.before.is_file():  # killed between before.json and its log line
+        keep.insert(0, before_record(read_json(run.before, "run file")))
+    if keep or run.metrics.is_file():
+        write_jsonl(run.metrics, keep)

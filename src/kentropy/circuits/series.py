@@ -20,8 +20,9 @@ from kentropy.circuits.graph import Circuit, select_circuit
 from kentropy.circuits.roles import head_attribution, head_roles
 from kentropy.circuits.tasks import Task, encode_task, read_tasks, tasks_from_knowledge
 from kentropy.circuits.trace import graph_of
-from kentropy.config import option
+from kentropy.config import option, require
 from kentropy.errors import KentropyError
+from kentropy.io import check_out_file
 from kentropy.knowledge.schema import load_knowledge
 from kentropy.models import load_model, load_tokenizer, parse_checkpoints, pick_device, pick_dtype
 
@@ -60,6 +61,9 @@ class CircuitsConfig:
             raise KentropyError(f"--max-examples {self.max_examples}: must be positive")
         if not self.kinds or any(k not in ("mem", "gen", "hard_gen") for k in self.kinds):
             raise KentropyError(f"--probe-kinds {self.probe_kinds}: choose from mem, gen, hard_gen")
+        require(self, "seed", low=0)
+        check_out_file(self.out)
+        check_out_file(self.plot, "--plot")
 
     @property
     def kinds(self) -> tuple[str, ...]:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from kentropy.config import option, to_dict
+from kentropy.config import option, require, to_dict
 from kentropy.errors import KentropyError
-from kentropy.io import write_json
+from kentropy.io import check_out_file, read_text, write_json
 from kentropy.knowledge.generate import generate_knowledge
 from kentropy.knowledge.plan import check_plan_entries, load_plan, make_plan
 from kentropy.knowledge.probe import probe
@@ -29,8 +28,8 @@ class ProbeConfig:
     trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
 
     def __post_init__(self) -> None:
-        if self.batch_size <= 0:
-            raise KentropyError(f"--batch-size {self.batch_size}: must be positive")
+        require(self, "batch_size", low=0, low_open=True)
+        check_out_file(self.out)
 
 
 def probe_series(cfg: ProbeConfig, progress: bool = True) -> dict:
@@ -64,20 +63,16 @@ class GenerateConfig:
     avoid: str | None = option(None, "Text file of names/words (one per line) that no coined name may use.")
 
     def __post_init__(self) -> None:
-        if self.entries < 1:
-            raise KentropyError(f"--entries {self.entries}: must be at least 1")
-        if self.paraphrases < 0:
-            raise KentropyError(f"--paraphrases {self.paraphrases}: must be non-negative")
+        require(self, "entries", low=1)
+        require(self, "paraphrases", "seed", low=0)
+        check_out_file(self.out)
 
 
 def read_avoid(path: str | None) -> list[str]:
     """The avoid vocabulary: one name or word per line, blank lines skipped."""
     if path is None:
         return []
-    p = Path(path)
-    if not p.is_file():
-        raise KentropyError(f"--avoid {path}: file not found")
-    return [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path, "--avoid").splitlines() if line.strip()]
 
 
 def generate_file(cfg: GenerateConfig) -> list[dict]:
@@ -104,6 +99,7 @@ class PlanConfig:
             raise KentropyError(f"--rounds {self.rounds}: must be at least 1")
         if self.interval < 1:
             raise KentropyError(f"--interval {self.interval}: must be at least 1")
+        check_out_file(self.out)
 
 
 def plan_file(cfg: PlanConfig) -> dict:

@@ -42,20 +42,20 @@ class Arm:
 
     arch: str = "swiglu"  # FFN: swiglu, reglu (gated ReLU), gelu or relu (plain FFN, 1.5x inner dim)
     init: str = "hf"  # hf (normal 0.02) or mitchell (OLMo's)
-    hidden: int = 48
+    hidden: int = 32
     layers: int = 2
-    heads: int = 3
-    ffn: int = 128  # gated inner dim (~8/3 hidden, as Llama)
+    heads: int = 2
+    ffn: int = 86  # gated inner dim (~8/3 hidden, as Llama)
     tokens_per_parameter: float = 1000.0  # training tokens / non-embedding parameters
     unique_fraction: float = 1.0  # unique text / training tokens: 1 = one pass over fresh text; 1/8 = 8 epochs
     batch_size: int = 16
     seq_len: int = 128
-    lr: float = 2e-3
+    lr: float = 3e-3
     min_lr_ratio: float = 0.1  # OLMo's alpha_f
     warmup: float = 0.02
     schedule: str = "cosine"  # cosine (OLMo's) or wsd (warmup-stable-decay)
     decay_fraction: float = 0.2  # wsd: the last fraction of steps, linear to min lr
-    weight_decay: float = 0.6  # sum lr_t x wd ~18 over the reference run (OLMo-1B: ~16)
+    weight_decay: float = 0.8  # reference: sum lr_t x wd ~16 and 1/(lr wd) = 3.4% of the run, both as OLMo-1B
 
     def check(self, where: str) -> None:
         for name in ("hidden", "layers", "heads", "ffn", "batch_size", "seq_len"):
@@ -102,6 +102,9 @@ class DecayConfig:
     checkpoints: int = 14  # log-spaced checkpoints per run (plus the initialization)
     measure_docs: int = 256  # documents per measuring series
     bootstrap: int = 1000  # bootstrap resamples of the measuring documents
+    tokenizer_vocab: int = 512  # the study's own byte-level BPE (small: the LM head would dominate tiny models)
+    workers: int = 2  # runs trained side by side, one thread each (tiny models use one core better than two)
+    compile: bool = True  # torch.compile the training step
     min_reference_tokens_per_parameter: float = 1000.0  # the regime the study promises (checked)
     min_tokens_per_parameter: float = 300.0
     min_cumulative_weight_decay: float = 5.0
@@ -242,19 +245,29 @@ def print_plan(cfg: DecayConfig) -> None:
 
 # ---- verdicts --------------------------------------------------------------------------------
 def summarize_run(steps: list[int], draws: torch.Tensor, h: list[float], warmup_steps: int) -> dict:
-    """One run's trajectory on one series: H per checkpoint with its 95% bootstrap interval, the peak
-    among trained checkpoints after warmup, and the change from that peak to the end with its paired
-    interval. draws: [checkpoints, n_boot], resampled with the same documents at every checkpoint."""
+    """One run's trajectory on one series: H per checkpoint with its 95% bootstrap interval, where it
+    collapses and where it peaks, and the change from the peak to the end with its paired interval.
+
+    Trained checkpoints only: after warmup. Early in training H first collapses (a fast dip while
+    the lr warms up, in every run here and in the issue's probes) and then recovers; a decay is a
+    fall from the peak that comes *after* that collapse, so where H recovers from its lowest
+    post-warmup checkpoint in the first half of the run, the peak is taken from there onwards
+    (a run that only falls after warmup has no collapse: its peak is taken over all of it).
+    draws: [checkpoints, n_boot], resampled with the same documents at every checkpoint (paired)."""
     from kentropy.bootstrap import percentile_interval
 
     ci = [percentile_interval(draws[i]) for i in range(len(steps))]
     after = [i for i, s in enumerate(steps) if s >= max(warmup_steps, 1)]
-    peak = max(after, key=lambda i: h[i])
+    early = [i for i in after if steps[i] <= steps[-1] / 2] or after[:1]
+    low = min(early, key=lambda i: h[i])
+    collapse = low if any(h[i] > h[low] for i in after if i > low) else after[0]
+    peak = max((i for i in after if i >= collapse), key=lambda i: h[i])
     end = len(steps) - 1
     change = h[end] - h[peak]
     change_ci = percentile_interval(draws[end] - draws[peak]) if peak != end else (0.0, 0.0)
     return {"steps": steps, "knowledge_entropy": h, "knowledge_entropy_ci": [list(c) for c in ci],
-            "peak_step": steps[peak], "peak": h[peak], "end": h[end], "change": change, "change_ci": list(change_ci)}
+            "collapse_step": steps[collapse], "peak_step": steps[peak], "peak": h[peak], "end": h[end], "change": change,
+            "change_ci": list(change_ci)}
 
 
 def verdict(runs: list[dict]) -> str:
@@ -283,46 +296,42 @@ def combine_seeds(runs: list[dict], draws: list[torch.Tensor]) -> dict:
 
 
 # ---- stages ----------------------------------------------------------------------------------
-def write_stream(path: Path, docs, tok, tokens: int) -> dict:
-    """Write documents (one per line) until they hold `tokens` tokens (+ eos each), atomically; returns counts."""
-    from kentropy.io import write_atomic
+def tokenizer_stage(stages, lab, dcfg: DecayConfig):
+    """The study's byte-level BPE, trained on world articles and new-domain text (as the lab's)."""
+    from itertools import islice
 
-    counts = {"docs": 0, "tokens": 0}
+    from kentropy.lab.corpora import new_domain_documents, stream_documents
+    from kentropy.lab.world import build_world
+    from kentropy.tokenizer import train_bpe
 
-    def write(tmp: Path) -> None:
-        with tmp.open("w", encoding="utf-8") as f:
-            batch: list[str] = []
-            for doc in docs:
-                batch.append(doc)
-                if len(batch) == 256:
-                    counts["tokens"] += sum(len(x) + 1 for x in tok(batch, add_special_tokens=False)["input_ids"])
-                    counts["docs"] += len(batch)
-                    f.write("".join(d + "\n" for d in batch))
-                    batch = []
-                    if counts["tokens"] >= tokens:
-                        return
-            raise KentropyError(f"the document stream ended before {tokens} tokens")
+    conf = {"world_seed": lab.world_seed, "entities": lab.entities, "vocab": dcfg.tokenizer_vocab, "docs": lab.tokenizer_docs}
 
-    write_atomic(path, write)
-    return {"path": str(path), **counts}
+    def fn(d: Path) -> dict:
+        from kentropy.io import write_dir_atomic
+
+        world = build_world(lab.entities, lab.world_seed)
+        docs = list(islice(stream_documents(world, seed=10_000 + lab.world_seed), lab.tokenizer_docs))
+        docs += new_domain_documents(seed=10_000 + lab.world_seed, n_docs=max(1, lab.tokenizer_docs // 4))
+        tok = train_bpe(docs, vocab_size=dcfg.tokenizer_vocab)
+        write_dir_atomic(d / "tokenizer", tok.save_pretrained)
+        return {"path": str(d / "tokenizer"), "vocab": len(tok)}
+
+    return stages.run("decay-tokenizer", conf, fn)
 
 
 def corpus_stage(stages, lab, dcfg: DecayConfig, tok_done, name: str = "decay-corpora"):
-    """Pretraining text for every arm (prefixes of one fresh stream: an arm with unique_fraction f
-    gets f of its tokens as unique text, repeated 1/f times) and held-out measuring documents."""
+    """Pretraining text for every arm and held-out measuring documents. One fresh stream is written
+    once; an arm reads a prefix of it holding f x its training tokens (f = unique_fraction: 1 is a
+    single pass over fresh text, 1/16 is 16 passes over a small slice of the world's text)."""
     from itertools import islice
 
     from transformers import AutoTokenizer
 
-    from kentropy.io import write_json
+    from kentropy.io import write_atomic, write_json
     from kentropy.lab.corpora import stream_documents
     from kentropy.lab.world import build_world
 
-    need = {}
-    for arm_name, arm in dcfg.all_arms().items():
-        r = regime(arm)
-        # unique rows: one pass over f x tokens, + one row of slack for the cut at the end
-        need[arm_name] = math.ceil(r["tokens"] * arm.unique_fraction) + 2 * arm.seq_len
+    need = {a: math.ceil(regime(arm)["tokens"] * arm.unique_fraction) + 2 * arm.seq_len for a, arm in dcfg.all_arms().items()}
     sizes = sorted(set(need.values()))
     conf = {"tokenizer": tok_done.hash, "world_seed": lab.world_seed, "entities": lab.entities, "pretrain_seed": lab.pretrain_seed,
             "sizes": sizes, "measure_docs": dcfg.measure_docs}
@@ -330,9 +339,21 @@ def corpus_stage(stages, lab, dcfg: DecayConfig, tok_done, name: str = "decay-co
     def fn(d: Path) -> dict:
         tok = AutoTokenizer.from_pretrained(tok_done.result["path"])
         world = build_world(lab.entities, lab.world_seed)
+        lines: list[str] = []
+        cum: list[int] = []  # tokens (+ eos) up to and including each document
+        total = 0
+        for doc in stream_documents(world, seed=lab.pretrain_seed):
+            lines.append(doc)
+            total += len(tok(doc, add_special_tokens=False)["input_ids"]) + 1
+            cum.append(total)
+            if total >= sizes[-1]:
+                break
         files = {}
-        for size in sizes:  # each a prefix of the same stream
-            files[str(size)] = write_stream(d / f"pretrain-{size}.txt", stream_documents(world, seed=lab.pretrain_seed), tok, size)
+        for size in sizes:  # prefixes of the one stream
+            n = next(i for i, c in enumerate(cum) if c >= size) + 1
+            path = d / f"pretrain-{size}.txt"
+            write_atomic(path, lambda tmp, n=n: tmp.write_text("".join(x + "\n" for x in lines[:n]), encoding="utf-8"))
+            files[str(size)] = {"path": str(path), "docs": n, "tokens": cum[n - 1]}
         held = list(islice(stream_documents(world, seed=20_000 + lab.pretrain_seed), dcfg.measure_docs))
         write_json(d / "measure.json", held)
         return {"files": files, "arm_files": {a: files[str(s)]["path"] for a, s in need.items()}, "measure": str(d / "measure.json")}
@@ -341,8 +362,8 @@ def corpus_stage(stages, lab, dcfg: DecayConfig, tok_done, name: str = "decay-co
 
 
 def pretrain_arm_stage(stages, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok_done, corpora, device: str):
-    """Pretrain one arm from its init with `kentropy train` (compiled), saving log-spaced checkpoints;
-    keeps the rows of its first batches (the 'seen' measuring series)."""
+    """Pretrain one arm from its init with `kentropy train`, saving log-spaced checkpoints; keeps the
+    rows of its first batches (the 'seen' measuring series)."""
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
@@ -357,6 +378,7 @@ def pretrain_arm_stage(stages, name: str, arm: Arm, seed: int, dcfg: DecayConfig
             "measure_docs": dcfg.measure_docs}
 
     def fn(d: Path) -> dict:
+        import json
         import time
 
         tok = AutoTokenizer.from_pretrained(tok_done.result["path"])
@@ -367,18 +389,17 @@ def pretrain_arm_stage(stages, name: str, arm: Arm, seed: int, dcfg: DecayConfig
             write_dir_atomic(init, lambda tmp: (model.save_pretrained(tmp), tok.save_pretrained(tmp)))
         run = RunDir(d / "run")
         cfg = train_config(arm, model=str(init), data=corpora.result["arm_files"][name], out=str(run.root), eval_every=0,
-                           save_every=0, save_at=saves, epochs=math.ceil(1 / arm.unique_fraction), seed=seed, compile=True,
-                           device=device, resume=run.config.is_file())
+                           save_every=0, save_at=saves, epochs=math.ceil(1 / arm.unique_fraction), seed=seed,
+                           compile=dcfg.compile, device=device, resume=run.config.is_file())
         t0 = time.perf_counter()
         state = setup(cfg)
         first = d / "first_rows.safetensors"
         if not first.is_file():  # the rows of the first batches, in training order
-            save_file({"ids": state.rows[state.order[: dcfg.measure_docs]].contiguous()}, str(first))
+            ids = state.rows[state.order[: dcfg.measure_docs]].contiguous()
+            write_atomic_tensor(first, ids)
         fit(state, cfg)
         finish(state, cfg)
         seconds = time.perf_counter() - t0
-        import json
-
         log = [json.loads(x) for x in run.metrics.read_text().splitlines() if x.strip()]
         log = [x for x in log if x.get("step", -1) >= 0]
         speeds = sorted(x["tokens_per_s"] for x in log[len(log) // 10:])  # past compilation
@@ -391,6 +412,14 @@ def pretrain_arm_stage(stages, name: str, arm: Arm, seed: int, dcfg: DecayConfig
     return stages.run(f"decay-{slug(name)}-seed{seed}-pretrain", conf, fn)
 
 
+def write_atomic_tensor(path: Path, ids) -> None:
+    from safetensors.torch import save_file
+
+    from kentropy.io import write_atomic
+
+    write_atomic(path, lambda tmp: save_file({"ids": ids}, str(tmp)))
+
+
 def measure_arm_stage(stages, name: str, arm: Arm, seed: int, dcfg: DecayConfig, pre, corpora, device: str):
     """Knowledge (with bootstrap intervals), attention and next-token entropy of every checkpoint of a run,
     on its first-batch rows ('seen') and on held-out world text ('held_out')."""
@@ -399,7 +428,8 @@ def measure_arm_stage(stages, name: str, arm: Arm, seed: int, dcfg: DecayConfig,
     from safetensors.torch import load_file, save_file
     from transformers import AutoTokenizer
 
-    from kentropy.bootstrap import bootstrap_entropy, instance_coefficients
+    from kentropy.bootstrap import bootstrap_entropy, instance_coefficients, percentile_interval
+    from kentropy.io import write_atomic
     from kentropy.measure import measure_ids, tokenize
     from kentropy.models import Checkpoint, load_model, pick_device
 
@@ -428,9 +458,10 @@ def measure_arm_stage(stages, name: str, arm: Arm, seed: int, dcfg: DecayConfig,
             inst = out[k].pop("instances")
             h = [float(sum(x)) for x in out[k]["knowledge_entropy_per_layer"]]
             draws = bootstrap_entropy(inst, n_boot=dcfg.bootstrap, seed=seed)  # [checkpoints, n_boot], paired
-            save_file({"draws": draws.contiguous()}, str(d / f"draws-{k}.safetensors"))
-            result[k] = {**out[k], **summarize_run(steps, draws, h, pre.result["regime"]["warmup_steps"]),
-                         "draws": str(d / f"draws-{k}.safetensors")}
+            path = d / f"draws-{k}.safetensors"
+            write_atomic(path, lambda tmp, draws=draws: save_file({"draws": draws.contiguous()}, str(tmp)))
+            ci = [list(percentile_interval(draws[i])) for i in range(len(steps))]
+            result[k] = {**out[k], "knowledge_entropy": h, "knowledge_entropy_ci": ci, "draws": str(path)}
         return result
 
     return stages.run(f"decay-{slug(name)}-seed{seed}-measure", conf, fn)
@@ -440,23 +471,54 @@ def slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in name).strip("-").lower()
 
 
-def run_decay_study(stages, lab, dcfg: DecayConfig, tok_done, device: str) -> dict:
-    """Every arm x seed: pretrain, measure; then each arm's trajectory and verdict (`decay_study` of results.json)."""
+def _run_one(root: str, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok_done, corpora, device: str):
+    """One run (pretrain, then measure) in a worker process with one thread: (pretrain, measure) Done."""
+    from kentropy.lab.stages import Stages
+
+    torch.set_num_threads(1)
+    stages = Stages(Path(root))
+    pre = pretrain_arm_stage(stages, name, arm, seed, dcfg, tok_done, corpora, device)
+    return pre, measure_arm_stage(stages, name, arm, seed, dcfg, pre, corpora, device)
+
+
+def run_decay_study(stages, lab, dcfg: DecayConfig, device: str) -> dict:
+    """Every arm x seed: pretrain, measure (`workers` runs side by side); then each arm's trajectory and
+    verdict (`decay_study` of results.json)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
     from safetensors.torch import load_file
 
     print_plan(dcfg)
-    corpora = corpus_stage(stages, lab, dcfg, tok_done)
+    tok = tokenizer_stage(stages, lab, dcfg)
+    corpora = corpus_stage(stages, lab, dcfg, tok)
+    jobs = [(name, arm, seed) for name, arm in dcfg.all_arms().items() for seed in dcfg.seeds_of(name)]
+    # the longest runs first, so that the last worker does not finish alone
+    jobs.sort(key=lambda j: -regime(j[1])["tokens"] * regime(j[1])["non_embedding_parameters"])
+    done = {}
+    if dcfg.workers > 1 and device in ("cpu", "auto") and not torch.cuda.is_available():
+        with cf.ProcessPoolExecutor(dcfg.workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_one, str(stages.root), n, a, s, dcfg, tok, corpora, device): (n, s) for n, a, s in jobs}
+            for f in cf.as_completed(futures):
+                done[futures[f]] = f.result()
+                n, s = futures[f]
+                print(f"[lab] decay {n} seed {s}: done ({done[(n, s)][0].result['seconds']:.0f} s of training)", file=sys.stderr)
+    else:
+        for n, a, s in jobs:
+            done[(n, s)] = _run_one(str(stages.root), n, a, s, dcfg, tok, corpora, device)
+    for (n, s), (pre, meas) in done.items():  # worker processes each kept their own timings: record them here
+        stages.timings[f"decay-{slug(n)}-seed{s}-pretrain"] = {"seconds": round(pre.result["seconds"], 2), "stage": pre.dir.name}
+    from kentropy.io import write_json
+
+    write_json(stages.timings_path, stages.timings)
     arms = []
     for name, arm in dcfg.all_arms().items():
-        runs, meas = [], []
-        for seed in dcfg.seeds_of(name):
-            pre = pretrain_arm_stage(stages, name, arm, seed, dcfg, tok_done, corpora, device)
-            m = measure_arm_stage(stages, name, arm, seed, dcfg, pre, corpora, device)
-            runs.append(pre)
-            meas.append(m)
-        arms.append(arm_result(name, arm, dcfg, [p.result for p in runs], [m.result for m in meas],
-                               {k: [load_file(m.result[k]["draws"])["draws"] for m in meas] for k in ("seen", "held_out")}))
-    return {"olmo_1b": olmo_1b_regime(), "arms": arms, "measuring_data": {
+        seeds = dcfg.seeds_of(name)
+        pres = [done[(name, s)][0].result for s in seeds]
+        meas = [done[(name, s)][1].result for s in seeds]
+        draws = {k: [load_file(m[k]["draws"])["draws"] for m in meas] for k in ("seen", "held_out")}
+        arms.append(arm_result(name, arm, dcfg, pres, meas, draws))
+    return {"olmo_1b": olmo_1b_regime(), "arms": arms, "workers": dcfg.workers, "measuring_data": {
         "seen": "rows of the run's first pretraining batches (seen by every trained checkpoint; the paper's choice)",
         "held_out": "world documents outside the pretraining text"}}
 
@@ -469,18 +531,21 @@ def arm_result(name: str, arm: Arm, dcfg: DecayConfig, pres: list[dict], meas: l
     overrides = {k: v for k, v in dataclasses.asdict(arm).items() if ref[k] != v}
     series = {}
     for k in ("seen", "held_out"):
-        runs = [m[k] for m in meas]
+        runs = [{**m[k], **summarize_run(m["steps"], d, m[k]["knowledge_entropy"], r["warmup_steps"])}
+                for m, d in zip(meas, draws[k])]
         series[k] = {**combine_seeds(runs, draws[k]), "verdict": verdict(runs), "peak_steps": [x["peak_step"] for x in runs],
                      "changes": [x["change"] for x in runs], "change_cis": [x["change_ci"] for x in runs],
                      "attention_entropy": [sum(x["attention_entropy"][i] for x in runs) / len(runs) for i in range(len(meas[0]["steps"]))],
                      "next_token_entropy": [sum(x["next_token_entropy"][i] for x in runs) / len(runs) for i in range(len(meas[0]["steps"]))],
                      "per_seed": runs}
     head = series["seen"]
-    peak = max(range(len(meas[0]["steps"])), key=lambda i: head["knowledge_entropy"][i] if meas[0]["steps"][i] >= max(r["warmup_steps"], 1) else -math.inf)
+    mean_run = summarize_run(meas[0]["steps"], torch.stack(draws["seen"]).mean(0), head["knowledge_entropy"], r["warmup_steps"])
     return {"name": name, "overrides": overrides, "seeds": dcfg.seeds_of(name),
             "tokens_per_parameter": r["tokens_per_parameter"], "cumulative_weight_decay": r["cumulative_weight_decay"],
             "regime": r, "steps": meas[0]["steps"], "knowledge_entropy": head["knowledge_entropy"],
-            "knowledge_entropy_ci": head["knowledge_entropy_ci"], "peak_step": meas[0]["steps"][peak], "verdict": head["verdict"],
+            "knowledge_entropy_ci": head["knowledge_entropy_ci"], "peak_step": mean_run["peak_step"],
+            "collapse_step": mean_run["collapse_step"], "change": mean_run["change"], "change_ci": mean_run["change_ci"],
+            "verdict": head["verdict"],
             "max_entropy": meas[0]["layers"] * math.log(meas[0]["ffn_dim"]),
             "series": series, "wall_seconds": sum(p["seconds"] for p in pres), "tokens_per_s": [p["tokens_per_s"] for p in pres],
             "final_loss": [p["final_loss"] for p in pres], "checkpoints": [[c["path"] for c in p["checkpoints"]] for p in pres]}

@@ -53,7 +53,7 @@ class CoefficientSums(_Hooks):
             per_layer = (w.reshape(1, -1) @ a.reshape(w.numel(), -1)).squeeze(0).double()
             if self.sums is None:
                 self.sums = torch.zeros(self.layers, a.shape[-1], dtype=torch.float64, device=a.device)
-            self.sums[l] += per_layer
+            self.sums[l] += per_layer.to(self.sums.device)  # layers may live on several GPUs (--device-map)
 
         return hook
 
@@ -82,6 +82,6 @@ class AttentionEntropySums(_Hooks):
             w = self.weights.to(device=h.device, dtype=h.dtype)
             if self.sums is None:
                 self.sums = torch.zeros(self.layers, dtype=torch.float64, device=h.device)
-            self.sums[l] += (w * h).sum().double()
+            self.sums[l] += (w * h).sum().double().to(self.sums.device)
 
         return hook

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kentropy.corpus import epochs_needed, inject, injection_schedule, item_ids, pack_rows, row_order
+from kentropy.corpus import epochs_needed, inject, injected_lengths, injection_schedule, item_ids, pack_rows, row_groups, row_order
 from kentropy.errors import KentropyError
 
 
@@ -25,23 +25,37 @@ def test_row_order_is_a_seeded_permutation_per_epoch():
 
 
 def plan(rounds):
-    return {"schedule": [{"round": r, "step": s, "items": [{"entry": e, "group": "once", "variant": 0} for e in es]}
+    return {"schedule": [{"round": r + 1, "step": s, "items": [{"entry": e, "group": "once", "variant": 0} for e in es]}
                          for r, (s, es) in enumerate(rounds)]}
 
 
-def test_injection_schedule_spills_over_full_batches():
-    p = plan([(0, [0, 1, 2]), (2, [3])])
-    assert {k: [i["entry"] for i in v] for k, v in injection_schedule(p, 5, 2).items()} == {0: [0, 1], 1: [2], 2: [3]}
-    assert injection_schedule(None, 5, 2) == {}
+def test_injection_schedule_maps_steps_to_items():
+    p = plan([(1, [0, 1, 2]), (3, [3])])
+    assert {k: [i["entry"] for i in v] for k, v in injection_schedule(p, 5).items()} == {1: [0, 1, 2], 3: [3]}
+    assert injection_schedule(None, 5) == {}
     with pytest.raises(KentropyError, match="after the last step"):
-        injection_schedule(plan([(7, [0])]), 5, 2)
+        injection_schedule(plan([(7, [0])]), 5)
 
 
-def test_inject_overwrites_row_fronts_truncated():
+def test_inject_prepends_passage_and_shifts_the_row_right():
     rows = torch.arange(12).view(3, 4)
-    out = inject(rows, [torch.tensor([100, 101]), torch.tensor([200, 201, 202, 203, 204, 205])])
-    assert out.tolist() == [[100, 101, 2, 3], [200, 201, 202, 203], [8, 9, 10, 11]]
+    passage = torch.tensor([100, 101, 1])  # passage + eos
+    out = inject(rows, [passage, torch.tensor([200, 201, 202, 203, 204, 205])])
+    # official insert_data: torch.cat((k, row))[:seq_len]
+    assert out[0].tolist() == torch.cat([passage, rows[0]])[:4].tolist() == [100, 101, 1, 0]
+    assert out[1].tolist() == [200, 201, 202, 203]
+    assert out[2].tolist() == [8, 9, 10, 11]  # rows without an item are untouched
     assert rows[0, 0] == 0  # input untouched
+
+
+def test_more_items_than_rows_share_rows_in_contiguous_groups():
+    rows = torch.zeros(2, 8, dtype=torch.long)
+    items = [torch.tensor([10 + k]) for k in range(5)]
+    out = inject(rows, items)
+    # 5 items over 2 rows: sizes 3 and 2, in order (official split_and_concatenate)
+    assert out.tolist() == [[10, 11, 12, 0, 0, 0, 0, 0], [13, 14, 0, 0, 0, 0, 0, 0]]
+    assert [list(g) for g in row_groups(5, 2)] == [[0, 1, 2], [3, 4]]
+    assert injected_lengths([torch.zeros(3), torch.zeros(4), torch.zeros(5)], 2) == [7, 5]
 
 
 def test_item_ids_end_with_eos(tokenizer):

@@ -89,7 +89,7 @@ def test_write_task_declares_lm_eval_yaml(tmp_path):
             {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
             {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
         ],
-        "metadata": {"version": 1},
+        "metadata": {"version": 1, "d_metric": "acc"},
     }
     assert [json.loads(line) for line in data.read_text().splitlines()] == rows(GOLD)
 
@@ -170,8 +170,30 @@ def test_paper_tasks_are_lm_eval_tasks():
     from kentropy.evaluate import _builtin_tasks
 
     index = _builtin_tasks().task_index
-    assert PAPER_TASKS == ("sciq", "winogrande", "piqa", "openbookqa", "hellaswag", "arc_easy")
+    assert set(PAPER_TASKS) == {"sciq", "winogrande", "piqa", "openbookqa", "hellaswag", "arc_easy"}
     assert all(t in index for t in PAPER_TASKS)
+
+
+def test_d_uses_olmos_metric_per_task(llama, tokenizer, tmp_path):
+    """OLMo's metrics: acc_norm for PIQA, HellaSwag, OBQA; acc for WinoGrande, SciQ, ARC-Easy; local tasks declare theirs."""
+    from kentropy.evaluate import d_metric, expand_tasks
+
+    olmo = {"piqa": "acc_norm", "hellaswag": "acc_norm", "openbookqa": "acc_norm",
+            "winogrande": "acc", "sciq": "acc", "arc_easy": "acc"}
+    assert {t: d_metric(t, None) for t in olmo} == olmo
+    assert expand_tasks(["sciq", "paper", "mine"]) == ["sciq", *[t for t in PAPER_TASKS if t != "sciq"], "mine"]
+    preds, preds_norm = reference(llama, tokenizer)
+    gold = preds_norm  # acc_norm is 1; acc counts the rows where the unnormalized argmax agrees
+    ref_acc, ref_norm = sum(p == g for p, g in zip(preds, gold)) / len(gold), 1.0
+    assert ref_acc < 1  # the two metrics differ on these rows, so the choice shows in D
+    write_task(str(tmp_path), "normed", rows(gold), metric="acc_norm")
+    write_task(str(tmp_path), "plain", rows(gold))
+    out = evaluate(llama, tokenizer, ["normed", "plain"], task_dir=str(tmp_path), batch_size=4)
+    assert out["tasks"]["normed"]["metric"] == "acc_norm" and out["tasks"]["normed"]["score"] == ref_norm
+    assert out["tasks"]["plain"]["metric"] == "acc" and out["tasks"]["plain"]["score"] == ref_acc
+    assert out["D"] == pytest.approx((ref_norm + ref_acc) / 2)
+    with pytest.raises(KentropyError, match="metric 'f1'"):
+        write_task(str(tmp_path), "bad", rows(GOLD), metric="f1")
 
 
 def test_paper_task_runs_where_its_data_is(llama, tokenizer, tmp_path, monkeypatch):
@@ -215,7 +237,7 @@ def test_cli_writes_one_result_per_checkpoint(model_dir, tokenizer, tmp_path, ca
     assert [r["model"] for r in data["results"]] == [a, b]
     for r, path in zip(data["results"], [a, b]):
         assert r["revision"] is None
-        assert set(r["tasks"]["given"]) == {"acc", "acc_stderr", "acc_norm", "n"}
+        assert set(r["tasks"]["given"]) == {"acc", "acc_stderr", "acc_norm", "metric", "score", "n"}
         assert r["D"] == r["tasks"]["given"]["acc"]
         expected = evaluate(load_model(Checkpoint(path)), tokenizer, ["given"], task_dir=str(tmp_path / "tasks"))
         assert r["tasks"] == expected["tasks"]  # tasks built once for the series give per-model results

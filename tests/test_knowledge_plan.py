@@ -18,16 +18,17 @@ def fake_entries(n: int, paraphrases: int = 9) -> list[dict]:
 def test_paper_plan_structure():
     plan = make_plan(fake_entries(140))
     assert json.loads(json.dumps(plan)) == plan  # JSON-ready
-    assert (plan["version"], plan["rounds"], plan["interval"], plan["placement"]) == (1, 10, 160, "front-of-row")
+    assert (plan["version"], plan["rounds"], plan["interval"], plan["placement"]) == (2, 10, 160, "prepend")
     assert plan["groups"] == {"paraphrase": list(range(70)), "once": list(range(70, 130))}  # 130..139 held out
-    assert [r["round"] for r in plan["schedule"]] == list(range(10))
-    assert [r["step"] for r in plan["schedule"]] == [0, 160, 320, 480, 640, 800, 960, 1120, 1280, 1440]
+    assert [r["round"] for r in plan["schedule"]] == list(range(1, 11))
+    # the official timing: round r in the batch of 0-indexed step 160 r - 1, the last on the final step
+    assert [r["step"] for r in plan["schedule"]] == [159, 319, 479, 639, 799, 959, 1119, 1279, 1439, 1599]
     once_seen = []
     for r in plan["schedule"]:
         para = [x for x in r["items"] if x["group"] == "paraphrase"]
         once = [x for x in r["items"] if x["group"] == "once"]
         assert [x["entry"] for x in para] == list(range(70))
-        assert {x["variant"] for x in para} == {r["round"]}  # original in round 0, paraphrase r in round r
+        assert {x["variant"] for x in para} == {r["round"] - 1}  # original in round 1, paraphrase r-1 in round r
         assert len(once) == 6 and {x["variant"] for x in once} == {0}  # 60 entries over 10 rounds
         once_seen += [x["entry"] for x in once]
     assert sorted(once_seen) == list(range(70, 130))  # each exactly once
@@ -38,11 +39,11 @@ def test_paper_plan_structure():
 def test_once_group_spread_evenly_and_items_at():
     plan = make_plan(fake_entries(9), paraphrase=3, once=6, rounds=10, interval=5)
     rounds = {x["entry"]: r["round"] for r in plan["schedule"] for x in r["items"] if x["group"] == "once"}
-    assert rounds == {3: 0, 4: 1, 5: 3, 6: 5, 7: 6, 8: 8}  # round floor(j * 10 / 6)
-    assert items_at(plan, 15) == [{"entry": i, "group": "paraphrase", "variant": 3} for i in range(3)] + \
-        [{"entry": 5, "group": "once", "variant": 0}]
-    assert items_at(plan, 0)[0] == {"entry": 0, "group": "paraphrase", "variant": 0}
-    assert items_at(plan, 7) == [] and items_at(plan, 50) == []
+    assert rounds == {3: 1, 4: 2, 5: 4, 6: 6, 7: 7, 8: 9}  # round 1 + floor(j * 10 / 6)
+    assert items_at(plan, 19) == [{"entry": i, "group": "paraphrase", "variant": 3} for i in range(3)] + \
+        [{"entry": 5, "group": "once", "variant": 0}]  # round 4 in step 5 x 4 - 1
+    assert items_at(plan, 4)[0] == {"entry": 0, "group": "paraphrase", "variant": 0}
+    assert items_at(plan, 0) == [] and items_at(plan, 15) == [] and items_at(plan, 50) == []
 
 
 def test_scales_down_with_one_line_note(capsys):
@@ -75,7 +76,7 @@ def test_needs_enough_paraphrases():
 
 @pytest.mark.parametrize("mutate, field", [
     (lambda p: p.pop("schedule"), "'schedule'"),
-    (lambda p: p.__setitem__("version", 2), "'version'"),
+    (lambda p: p.__setitem__("version", 1), "'version'"),
     (lambda p: p.__setitem__("interval", 0), "'interval'"),
     (lambda p: p.__setitem__("placement", "end"), "'placement'"),
     (lambda p: p["groups"].pop("once"), "'groups'"),
@@ -111,7 +112,7 @@ def test_cli_plan(tmp_path, capsys):
     main(["knowledge", "plan", "--knowledge", str(tmp_path / "k.json"), "--out", str(tmp_path / "p.json"), "--interval", "20"])
     out = capsys.readouterr()
     plan = load_plan(str(tmp_path / "p.json"))
-    assert plan["config"]["interval"] == 20 and plan["schedule"][-1]["step"] == 180
+    assert plan["config"]["interval"] == 20 and plan["schedule"][-1]["step"] == 199
     assert len(plan["groups"]["paraphrase"]) == 7 and "note:" in out.err and "paraphrase group 7" in out.out
 
     with pytest.raises(SystemExit) as e:

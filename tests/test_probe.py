@@ -12,7 +12,8 @@ from tokenizers import processors
 
 from kentropy.errors import KentropyError
 from kentropy.io import write_json
-from kentropy.knowledge import (acquisition, acquisition_from, encode_probe, generate_knowledge, make_plan, probe,
+from kentropy.outcomes import acquisition, acquisition_from
+from kentropy.knowledge import (encode_probe, generate_knowledge, make_plan, probe,
                                 score_probes)
 
 
@@ -144,7 +145,7 @@ def test_probe_result_and_groups(tokenizer, entries):
     assert g["paraphrase"]["entries"] == 2 and g["once"]["entries"] == 1
     assert g["paraphrase"]["overall"] == pytest.approx(sum(para) / 30, abs=1e-6)
     assert g["once"]["hard_gen"] == pytest.approx(sum(rows[2]["hard_gen"]) / 5, abs=1e-6)
-    # P = entry-count-weighted mean of the group means (DESIGN.md "Probes")
+    # P = entry-count-weighted mean of the group means (docs/definitions.md)
     assert grouped["overall"] == pytest.approx((2 * sum(para) / 30 + 1 * sum(once) / 15) / 3, abs=1e-6)
     assert [r["group"] for r in grouped["entries"]] == ["paraphrase", "paraphrase", "once"]
 

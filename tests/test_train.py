@@ -17,11 +17,19 @@ from kentropy.knowledge import generate_knowledge
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 
 
+def short_passages(entries, words=6):
+    """Passages cut to their first words, so that they fit the tests' 32-token rows."""
+    for e in entries:
+        e["train_context"] = " ".join(e["train_context"].split()[:words])
+        e["paraphrases"] = [" ".join(p.split()[:words]) for p in e["paraphrases"]]
+    return entries
+
+
 @pytest.fixture(scope="module")
 def inputs(model_dir, sample_texts, tmp_path_factory):
     d = tmp_path_factory.mktemp("train-inputs")
     (d / "corpus.txt").write_text("\n".join(sample_texts) + "\n")
-    (d / "fk.json").write_text(json.dumps(generate_knowledge(3, n_paraphrases=2, seed=0)))
+    (d / "fk.json").write_text(json.dumps(short_passages(generate_knowledge(3, n_paraphrases=2, seed=0))))
     return {"model": model_dir("llama", 11), "corpus": d / "corpus.txt", "fk": d / "fk.json"}
 
 
@@ -51,12 +59,14 @@ def test_run_directory_explains_itself(inputs, tmp_path, capsys):
     steps = [m for m in metrics if m["step"] >= 0]
     assert [m["step"] for m in steps] == list(range(12))
     expect = {r["step"]: len(r["items"]) for r in plan["schedule"]}
-    assert {m["step"]: m["injected"] for m in steps if m["injected"]} == expect  # rounds at 0, 4, 8
+    assert expect == {3: 3, 7: 2, 11: 2}  # the official timing: round r in step 4r - 1, the last on the final step
+    assert {m["step"]: m["injected"] for m in steps if m["injected"]} == expect
     assert all({"loss", "lr", "tokens_per_s"} <= set(m) for m in steps)
     assert [m["step"] for m in steps if "probes" in m] == [3, 7, 11]
     assert {"mem", "gen", "hard_gen", "overall", "groups"} <= set(steps[3]["probes"])
-    # cosine with 5% warmup: ceil(0.6) = 1 warmup step, then decay to ~0
-    assert steps[0]["lr"] == pytest.approx(4e-4) and steps[-1]["lr"] < steps[6]["lr"] < steps[1]["lr"]
+    # OLMo's cosine_with_warmup: round(0.6) = 1 warmup step, then cosine down to 0.1 x lr at the final step
+    assert steps[0]["lr"] == pytest.approx(4e-4) and steps[-1]["lr"] == pytest.approx(4e-5)
+    assert steps[-1]["lr"] < steps[6]["lr"] < steps[1]["lr"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000004", "step-000008", "step-000012"]
     s = json.loads((run / "summary.json").read_text())
     assert s["A"] == pytest.approx((s["P_after"] - s["P_before"]) / abs(s["P_before"]) * 100)
@@ -125,7 +135,7 @@ def test_torchrun_two_processes_match_single(inputs, tmp_path):
 
 def test_bad_input(inputs, tmp_path, capsys):
     run = tmp_path / "run"
-    code, out, err = run_cli(capsys, *args(inputs, run, steps=500))  # 212 rows of 32 tokens: 53 steps of 4 per epoch
+    code, out, err = run_cli(capsys, *args(inputs, run, "--rounds", 2, steps=500))  # 212 rows of 32 tokens: 53 steps of 4 per epoch
     assert code == 2 and "need 10 epochs (pass --epochs 10" in err
     assert not (run / "summary.json").exists()
     code, out, err = run_cli(capsys, *args(inputs, tmp_path / "epochs", "--epochs", 1, "--rounds", 1, steps=60))
@@ -156,15 +166,75 @@ def test_nan_loss_stops_and_names_the_step(inputs, tmp_path, capsys):
     assert not (run / "summary.json").exists()
 
 
-def test_lr_schedule_by_hand():
+def olmo_cos_with_warmup(lr, t, t_max, warmup, alpha_f=0.1):
+    """OLMo's `CosWithWarmup.get_lr` with `_linear_warmup` from 0.1 x lr, written out (olmo/optim.py)."""
     import math
 
+    eta_min = lr * alpha_f
+    if t < warmup:
+        return lr * (0.1 + 0.9 * min(t, warmup) / warmup)
+    if t >= t_max:
+        return eta_min
+    return eta_min + (lr - eta_min) * (1 + math.cos(math.pi * (t - warmup) / (t_max - warmup))) / 2
+
+
+def test_lr_is_olmos_schedule_at_the_official_steps():
     from kentropy.train import TrainConfig, lr_at
 
-    cfg = TrainConfig(model="m", data="d", out="o", steps=100, lr=1.0, warmup=0.05)
-    assert [lr_at(s, cfg) for s in range(5)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])  # 5 warmup steps
-    assert lr_at(5, cfg) == pytest.approx(1.0)
-    assert lr_at(52, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 47 / 95)))
-    assert lr_at(99, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 94 / 95)))
+    cfg = TrainConfig(model="m", data="d", out="o")  # the paper's: 1600 steps, lr 4e-4, 5% warmup = 80 steps
+    # OLMo increments its global step before the update: 0-indexed step s runs at t = s + 1
+    for s in (0, 1, 78, 79, 80, 800, 1598, 1599):
+        assert lr_at(s, cfg) == pytest.approx(olmo_cos_with_warmup(4e-4, s + 1, 1600, 80), rel=1e-12), s
+    assert lr_at(0, cfg) == pytest.approx(4e-4 * (0.1 + 0.9 / 80))  # warmup starts near 0.1 x lr, not near 0
+    assert lr_at(79, cfg) == pytest.approx(4e-4) and lr_at(1599, cfg) == pytest.approx(4e-5)
+    half = TrainConfig(model="m", data="d", out="o", min_lr_ratio=0.5)
+    assert lr_at(1599, half) == pytest.approx(2e-4)
+
+
+def test_constant_and_wsd_schedules_by_hand():
+    from kentropy.train import TrainConfig, lr_at
+
     const = TrainConfig(model="m", data="d", out="o", steps=100, lr=1.0, warmup=0.05, schedule="constant")
-    assert lr_at(2, const) == pytest.approx(0.6) and lr_at(99, const) == 1.0
+    assert lr_at(0, const) == pytest.approx(0.1 + 0.9 / 5) and lr_at(4, const) == 1.0 and lr_at(99, const) == 1.0
+    wsd = TrainConfig(model="m", data="d", out="o", steps=100, lr=1.0, warmup=0.05, schedule="wsd", decay_fraction=0.2, min_lr_ratio=0.1)
+    assert lr_at(50, wsd) == 1.0 and lr_at(79, wsd) == 1.0  # t = 80: the stable phase ends
+    assert lr_at(89, wsd) == pytest.approx(1.0 - 0.9 * 10 / 20)  # t = 90: half way down the linear decay
+    assert lr_at(99, wsd) == pytest.approx(0.1)
+
+
+def test_weight_decay_groups_follow_olmo(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from kentropy.train import TrainConfig, make_optimizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir("llama", 3))
+    cfg = TrainConfig(model="m", data="d", out="o", weight_decay=0.1)
+    opt = make_optimizer(model, cfg)
+    names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+    decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0.1 for p in g["params"]}
+    plain = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert "model.embed_tokens.weight" in plain  # embeddings never decay
+    assert all(n.endswith("norm.weight") or n == "model.embed_tokens.weight" for n in plain), plain
+    assert all(n.endswith("proj.weight") or n == "lm_head.weight" for n in decayed), decayed
+    assert "model.layers.0.mlp.up_proj.weight" in decayed and "model.norm.weight" in plain
+    assert len(decayed) + len(plain) == len(list(model.parameters()))
+    assert all(g["betas"] == (0.9, 0.95) for g in opt.param_groups)
+
+
+def test_plan_and_steps_must_agree(inputs, tmp_path, capsys):
+    # 12 steps, 3 rounds: interval 4 whatever --inject-interval says (with a note); 10 steps, 3 rounds: refused
+    code, out, err = run_cli(capsys, *args(inputs, tmp_path / "a", "--inject-interval", 160, "--eval-every", 0))
+    assert code == 0 and "injecting every 4 steps" in err
+    assert [r["step"] for r in json.loads((tmp_path / "a" / "plan.json").read_text())["schedule"]] == [3, 7, 11]
+    code, out, err = run_cli(capsys, *args(inputs, tmp_path / "b", steps=10))
+    assert code == 2 and "--steps 10" in err and not (tmp_path / "b").exists()
+
+
+def test_passages_longer_than_a_row_are_refused(inputs, tmp_path, capsys):
+    long = tmp_path / "long.json"
+    long.write_text(json.dumps(generate_knowledge(3, n_paraphrases=2, seed=0)))  # full paragraphs: hundreds of tokens
+    argv = args(inputs, tmp_path / "run")
+    argv[argv.index("--knowledge") + 1] = str(long)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and "--seq-len 32" in err and "entry 0 variant 0" in err
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made

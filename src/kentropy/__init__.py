@@ -12,12 +12,13 @@ The Python API mirrors the CLI, one function per command:
 
 from kentropy.errors import KentropyError
 from kentropy.evaluate import evaluate
-from kentropy.knowledge import acquisition, generate_knowledge, make_plan, probe
+from kentropy.knowledge import generate_knowledge, make_plan, probe
+from kentropy.outcomes import acquisition, forgetting
 from kentropy.measure import Measurement, measure
 from kentropy.monitor import EntropyMonitor
 from kentropy.resuscitate import resuscitate
 from kentropy.train import TrainConfig, train
 
 __all__ = ["KentropyError", "Measurement", "measure", "resuscitate", "probe", "generate_knowledge", "make_plan",
-           "acquisition", "train", "TrainConfig", "evaluate", "EntropyMonitor"]
+           "acquisition", "forgetting", "train", "TrainConfig", "evaluate", "EntropyMonitor"]
 __version__ = "0.1.0"

@@ -3,7 +3,7 @@
 The corpus is tokenized, documents joined with eos, and cut into rows of `seq_len` tokens
 (the remainder is dropped). Row order is a seeded permutation per epoch, so the batch of any
 step is a pure function of (seed, step): resuming needs only the step number. Injected
-items take the front of one row each (truncated to the row), as the plan says.
+passages are prepended to rows, which are shifted right and truncated, as the official code does.
 """
 
 from __future__ import annotations
@@ -40,32 +40,45 @@ def row_order(rows: int, epochs: int, seed: int) -> torch.Tensor:
     return torch.cat([torch.randperm(rows, generator=g) for _ in range(epochs)])
 
 
-def injection_schedule(plan: dict | None, steps: int, global_batch: int) -> dict[int, list[dict]]:
-    """step -> items injected at that step. A round with more items than rows spills into the next steps."""
+def injection_schedule(plan: dict | None, steps: int) -> dict[int, list[dict]]:
+    """step -> the items injected into that step's batch (the plan's rounds, all inside the run)."""
     if plan is None:
         return {}
-    out: dict[int, list[dict]] = {}
-    pending: list[dict] = []
-    by_step = {r["step"]: r["items"] for r in plan["schedule"]}
-    for step in range(steps):
-        pending += by_step.get(step, [])
-        if pending:
-            out[step], pending = pending[:global_batch], pending[global_batch:]
-    if pending:
-        raise KentropyError(f"plan: {len(pending)} injected items do not fit before step {steps} (raise --steps or lower the plan)")
     late = [r["step"] for r in plan["schedule"] if r["step"] >= steps]
     if late:
-        raise KentropyError(f"plan: injection rounds at steps {late} fall after the last step {steps - 1}")
+        raise KentropyError(f"plan: injection rounds at steps {late} fall after the last step {steps - 1} "
+                            f"(--steps {steps}; a plan of R rounds every I steps needs --steps R x I)")
+    return {r["step"]: list(r["items"]) for r in plan["schedule"] if r["items"]}
+
+
+def row_groups(n_items: int, n_rows: int) -> list[range]:
+    """Which items share a row: one item per row while they fit, else the items split into `n_rows`
+    contiguous groups whose sizes differ by at most one (the official `split_and_concatenate`)."""
+    if n_items <= n_rows:
+        return [range(j, j + 1) for j in range(n_items)]
+    size, extra = divmod(n_items, n_rows)
+    out, start = [], 0
+    for j in range(n_rows):
+        end = start + size + (1 if j < extra else 0)
+        out.append(range(start, end))
+        start = end
     return out
 
 
 def inject(rows: torch.Tensor, items: list[torch.Tensor]) -> torch.Tensor:
-    """Write item j over the front of row j (truncated to the row). rows: [B, T] -> a new [B, T]."""
+    """Prepend the items to the first rows of the batch, each row then truncated to its length:
+    row j becomes `cat(items of group j, row j)[:T]` (official `insert_data`). rows: [B, T] -> a new [B, T]."""
     rows = rows.clone()
-    for j, ids in enumerate(items):
-        n = min(len(ids), rows.shape[1])
-        rows[j, :n] = ids[:n]
+    T = rows.shape[1]
+    for j, group in enumerate(row_groups(len(items), rows.shape[0])):
+        prefix = torch.cat([items[k] for k in group])
+        rows[j] = torch.cat([prefix, rows[j]])[:T]
     return rows
+
+
+def injected_lengths(items: list[torch.Tensor], n_rows: int) -> list[int]:
+    """Tokens each row's injected prefix takes (to check that every passage fits its row)."""
+    return [sum(len(items[k]) for k in group) for group in row_groups(len(items), n_rows)]
 
 
 def item_ids(tokenizer, text: str) -> torch.Tensor:

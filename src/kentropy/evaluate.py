@@ -3,9 +3,12 @@
     kentropy evaluate out/run/ckpt-1600 --tasks sciq,arc_easy --out eval.json
     kentropy evaluate lab/model --tasks lab_facts --task-dir lab/tasks --out eval.json
 
-The paper's six tasks run by their lm-eval names wherever their data sets are cached or the
-hub is reachable; the lab's own tasks are lm-eval YAML over local JSONL (`write_task`).
-D is the mean accuracy ("acc", as the paper reports) over the tasks (paper §4, F's input).
+The paper's six tasks (`--tasks paper`) run by their lm-eval names wherever their data sets are
+cached or the hub is reachable; the lab's own tasks are lm-eval YAML over local JSONL (`write_task`).
+D (paper §4, F's input) is the mean over the tasks of each task's own metric, as OLMo reports
+them: length-normalized accuracy `acc_norm` for PIQA, HellaSwag and OpenBookQA, accuracy `acc`
+for WinoGrande, SciQ and ARC-Easy. Any other task declares its metric in its YAML
+(`metadata: {d_metric: acc_norm}`); without one it is `acc`.
 """
 
 from __future__ import annotations
@@ -24,15 +27,20 @@ from kentropy import rng
 from kentropy.errors import KentropyError
 from kentropy.io import write_atomic
 
-PAPER_TASKS = ("sciq", "winogrande", "piqa", "openbookqa", "hellaswag", "arc_easy")
+# OLMo's downstream metric of each of the paper's tasks (`--tasks paper`)
+PAPER_METRICS = {"piqa": "acc_norm", "hellaswag": "acc_norm", "openbookqa": "acc_norm",
+                 "winogrande": "acc", "sciq": "acc", "arc_easy": "acc"}
+PAPER_TASKS = tuple(PAPER_METRICS)
+METRICS = ("acc", "acc_norm")
 
 TASK_VERSION = 1  # the `metadata.version` of every task `write_task` declares; bump when its YAML changes
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def task_yaml(name: str, data_file: Path) -> str:
-    """The lm-eval YAML of a local multiple-choice task over the JSONL `data_file` (absolute path)."""
+def task_yaml(name: str, data_file: Path, metric: str = "acc") -> str:
+    """The lm-eval YAML of a local multiple-choice task over the JSONL `data_file` (absolute path);
+    `metric` (acc or acc_norm) is the one D uses for it."""
     return (
         f"task: {name}\n"
         "dataset_path: json\n"
@@ -55,6 +63,7 @@ def task_yaml(name: str, data_file: Path) -> str:
         "    higher_is_better: true\n"
         "metadata:\n"
         f"  version: {TASK_VERSION}\n"
+        f"  d_metric: {metric}\n"
     )
 
 
@@ -77,7 +86,7 @@ def _check_rows(name: str, rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_task(directory: str, name: str, rows: list[dict]) -> Path:
+def write_task(directory: str, name: str, rows: list[dict], metric: str = "acc") -> Path:
     """Declare a local zero-shot multiple-choice task: writes `DIR/name.jsonl` and `DIR/name.yaml`.
 
     rows: `{"query": str, "choices": [str, ...], "gold": int}` each. lm-eval scores choice k as
@@ -87,13 +96,15 @@ def write_task(directory: str, name: str, rows: list[dict]) -> Path:
     """
     if not _NAME.match(name):
         raise KentropyError(f"task name {name!r}: use letters, digits, '_', '-', '.'")
+    if metric not in METRICS:
+        raise KentropyError(f"task {name}: metric {metric!r}: choose {' or '.join(METRICS)}")
     rows = _check_rows(name, rows)
     d = Path(directory).resolve()
     data = d / f"{name}.jsonl"
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     write_atomic(data, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     yaml_path = d / f"{name}.yaml"
-    write_atomic(yaml_path, lambda tmp: tmp.write_text(task_yaml(name, data), encoding="utf-8"))
+    write_atomic(yaml_path, lambda tmp: tmp.write_text(task_yaml(name, data, metric), encoding="utf-8"))
     return yaml_path
 
 
@@ -148,6 +159,23 @@ def _builtin_tasks():
         return TaskManager()
 
 
+def expand_tasks(tasks: list[str]) -> list[str]:
+    """Task names with `paper` replaced by the paper's six tasks, duplicates dropped."""
+    out = [t for name in tasks for t in (PAPER_TASKS if name == "paper" else (name,))]
+    return list(dict.fromkeys(out))
+
+
+def d_metric(name: str, task) -> str:
+    """The metric D uses for task `name`: OLMo's for the paper's tasks, else the YAML's `metadata.d_metric`, else acc."""
+    if name in PAPER_METRICS:
+        return PAPER_METRICS[name]
+    metadata = getattr(task.config, "metadata", None) or {}
+    metric = metadata.get("d_metric", "acc") if isinstance(metadata, dict) else "acc"
+    if metric not in METRICS:
+        raise KentropyError(f"--tasks {name}: metadata.d_metric {metric!r}: choose {' or '.join(METRICS)}")
+    return metric
+
+
 def load_tasks(tasks: list[str], task_dir: str | None = None) -> dict:
     """Build each named lm-eval task, its data loaded: {name: Task}, with a one-line error naming a bad one.
 
@@ -184,6 +212,8 @@ def load_tasks(tasks: list[str], task_dir: str | None = None) -> dict:
                                 f"(hub offline and not cached?): {_first_line(e)}") from None
         if not isinstance(task, Task) or "acc" not in task.aggregation():
             raise KentropyError(f"--tasks {name}: reports no 'acc' (not a multiple-choice task)")
+        if d_metric(name, task) not in task.aggregation():
+            raise KentropyError(f"--tasks {name}: reports no {d_metric(name, task)!r}, the metric D uses for it")
         built[name] = task
     return built
 
@@ -211,14 +241,15 @@ def evaluate(
     limit: int | None = None,
     seed: int = 0,
 ) -> dict:
-    """Zero-shot accuracy of a loaded causal LM on lm-eval tasks, and D = their mean acc.
+    """Zero-shot accuracy of a loaded causal LM on lm-eval tasks, and D = the mean of each task's metric.
 
-    Returns `{"tasks": {name: {"acc", "acc_stderr", "acc_norm", "n"}}, "D": float}` (JSON-ready;
-    acc_stderr / acc_norm are None where the task has none). `limit` takes the first N documents
+    Returns `{"tasks": {name: {"acc", "acc_stderr", "acc_norm", "metric", "score", "n"}}, "D": float}`
+    (JSON-ready; acc_stderr / acc_norm are None where the task has none; `score` is the value of
+    `metric`, OLMo's for the paper's tasks, and D averages the scores). `paper` names the six tasks. `limit` takes the first N documents
     of each task. The model is left in the train/eval mode it came in, and the global random
     generators (python, numpy, torch) in the states they were in: safe to call mid-training.
     """
-    tasks = list(dict.fromkeys(tasks))
+    tasks = expand_tasks(tasks)
     if not tasks:
         raise KentropyError("--tasks: name at least one task")
     if batch_size <= 0:
@@ -253,23 +284,27 @@ def _evaluate_loaded(model, tokenizer, built: dict, *, batch_size: int, limit: i
         raise KentropyError("evaluate: lm-eval returned no results on this process (call it on LOCAL_RANK 0 only)")
 
     per_task = {}
-    for name in built:
+    for name, task in built.items():
         r = out["results"][name]
+        metric = d_metric(name, task)
         per_task[name] = {
             "acc": float(r["acc,none"]),
             "acc_stderr": _number(r.get("acc_stderr,none")),
             "acc_norm": _number(r.get("acc_norm,none")),
+            "metric": metric,
+            "score": float(r[f"{metric},none"]),
             "n": int(out["n-samples"][name]["effective"]),
         }
-    return {"tasks": per_task, "D": sum(t["acc"] for t in per_task.values()) / len(per_task)}
+    return {"tasks": per_task, "D": sum(t["score"] for t in per_task.values()) / len(per_task)}
 
 
 @dataclass
 class EvaluateConfig:
-    """Zero-shot downstream accuracy (lm-evaluation-harness) of one or more checkpoints; D = mean acc."""
+    """Zero-shot downstream accuracy (lm-evaluation-harness) of one or more checkpoints; D = mean of each task's metric."""
 
     models: list[str] = option(help="Model dirs or hub ids; NAME@rev1,rev2 is a checkpoint series (one result each, in order).", argument=True)
-    tasks: str = option(help=f"Comma-separated lm-eval task names, e.g. the paper's {','.join(PAPER_TASKS)}, or local tasks in --task-dir.")
+    tasks: str = option(help=f"Comma-separated lm-eval task names, or local tasks in --task-dir; 'paper' = the paper's "
+                             f"{','.join(PAPER_TASKS)} (acc_norm for piqa, hellaswag, openbookqa; acc for the others).")
     out: str = option(help="Where to write the JSON results (atomically).")
     task_dir: str | None = option(None, "Directory of local task YAMLs (lm-eval format, e.g. written by kentropy.evaluate.write_task).")
     batch_size: int = option(16, "Requests per forward pass.")
@@ -291,7 +326,7 @@ class EvaluateConfig:
 
     @property
     def task_list(self) -> list[str]:
-        return list(dict.fromkeys(t.strip() for t in self.tasks.split(",") if t.strip()))
+        return expand_tasks([t.strip() for t in self.tasks.split(",") if t.strip()])
 
 
 def evaluate_series(cfg: EvaluateConfig) -> list[dict]:

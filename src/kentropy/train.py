@@ -4,11 +4,15 @@ while injecting fictional knowledge, and measure acquisition (probes) and forget
     kentropy train MODEL --data CORPUS.jsonl --knowledge fk.json --out runs/x
     torchrun --nproc_per_node=2 -m kentropy train ...      # DDP, same global batch
 
-Defaults are the paper's: global batch 128, seq len 1024, 1600 steps, AdamW lr 4e-4,
-betas (0.9, 0.95), wd 0.1 (not on biases and norms, as OLMo), cosine with 5% warmup,
-grad clip 1.0, an injection round every 160 steps. The run directory explains itself
-(see `RunDir`); `--resume` continues from the last checkpoint with the same result as an
-uninterrupted run.
+Defaults are the paper's protocol as its official code runs it (kaistAI/Knowledge-Entropy):
+global batch 128, seq len 1024, 1600 steps, AdamW lr 4e-4, betas (0.9, 0.95), wd 0.1 (not
+on embeddings, norms or biases), OLMo's cosine_with_warmup (linear from 0.1·lr to lr over 5%
+of the steps, cosine to 0.1·lr), grad clip 1.0, injection round r in the batch of step
+160·r - 1 (the last on the final step). The run directory explains itself (`RunDir`);
+`--resume` continues from the last checkpoint with the same result as an uninterrupted run.
+
+The run is three plain functions: `setup` (check every input, then create the run
+directory), `fit` (the optimizer steps) and `finish` (P and D after, A and F).
 """
 
 from __future__ import annotations
@@ -27,11 +31,16 @@ import torch
 from tqdm.auto import tqdm
 
 from kentropy.config import option, to_dict
-from kentropy.corpus import epochs_needed, inject, injection_schedule, item_ids, pack_rows, row_order
+from kentropy.corpus import epochs_needed, inject, injected_lengths, injection_schedule, item_ids, pack_rows, row_order
 from kentropy.distributed import barrier, rank_world
 from kentropy.errors import KentropyError
 from kentropy.io import write_dir_atomic, write_json
 from kentropy.models import Checkpoint, load_model, load_tokenizer, parse_checkpoints, pick_device
+from kentropy.rundir import RunDir
+
+
+SCHEDULES = ("cosine", "constant", "wsd")
+WARMUP_START = 0.1  # OLMo's `_linear_warmup` starts at 0.1 x lr
 
 
 @dataclass
@@ -50,16 +59,19 @@ class TrainConfig:
     lr: float = option(4e-4, "Peak learning rate.")
     beta1: float = option(0.9, "AdamW beta1.")
     beta2: float = option(0.95, "AdamW beta2.")
-    weight_decay: float = option(0.1, "AdamW weight decay (matrices only, not biases or norms).")
-    warmup: float = option(0.05, "Fraction of steps of linear warmup before the decay.")
-    schedule: str = option("cosine", "After warmup: cosine (decay to 0, the paper's) or constant (no decay).")
+    weight_decay: float = option(0.1, "AdamW weight decay (weight matrices only: not embeddings, norms or biases, as OLMo).")
+    warmup: float = option(0.05, "Fraction of steps of linear warmup, from 0.1 x lr to lr (OLMo's).")
+    schedule: str = option("cosine", "After warmup: cosine (to --min-lr-ratio x lr; OLMo's, the paper's), constant, "
+                                     "or wsd (warmup-stable-decay: constant, then linear to --min-lr-ratio x lr over --decay-fraction of the steps).")
+    min_lr_ratio: float = option(0.1, "Final lr as a fraction of --lr for cosine and wsd (OLMo's alpha_f = 0.1).")
+    decay_fraction: float = option(0.2, "wsd only: the last fraction of steps over which the lr decays.")
     grad_clip: float = option(1.0, "Clip the global gradient norm to this (0 = off).")
-    inject_interval: int = option(160, "Steps between injection rounds when the plan is made here.")
+    inject_interval: int = option(160, "Steps between injection rounds when the plan is made here (round r in step interval x r - 1).")
     rounds: int = option(10, "Injection rounds when the plan is made here (paraphrase group needs rounds-1 paraphrases).")
     epochs: int | None = option(None, "Allow this many passes over a corpus too small for --steps (default: refuse).")
     eval_every: int = option(160, "Probe the injected knowledge every this many steps (0 = only before and after).")
     save_every: int = option(400, "Save a resumable checkpoint every this many steps (and at the end).")
-    tasks: str | None = option(None, "Downstream tasks for D (comma-separated lm-eval names); F needs them.")
+    tasks: str | None = option(None, "Downstream tasks for D (comma-separated lm-eval names; 'paper' = the paper's six, with OLMo's metrics); F needs them.")
     task_dir: str | None = option(None, "Directory of local lm-eval task YAMLs for --tasks.")
     eval_limit: int | None = option(None, "Evaluate at most this many examples per task.")
     seed: int = option(0, "Seed for data order, injection order and initialization of anything random.")
@@ -80,47 +92,58 @@ class TrainConfig:
             raise KentropyError("--plan needs --knowledge")
         if self.epochs is not None and self.epochs <= 0:
             raise KentropyError(f"--epochs {self.epochs}: must be positive")
-        if self.schedule not in ("cosine", "constant"):
-            raise KentropyError(f"--schedule {self.schedule}: choose cosine or constant")
+        if self.schedule not in SCHEDULES:
+            raise KentropyError(f"--schedule {self.schedule}: choose {', '.join(SCHEDULES)}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise KentropyError(f"--min-lr-ratio {self.min_lr_ratio}: must be in [0, 1]")
+        if not 0 < self.decay_fraction <= 1:
+            raise KentropyError(f"--decay-fraction {self.decay_fraction}: must be in (0, 1]")
+        if self.schedule == "wsd" and self.warmup + self.decay_fraction > 1:
+            raise KentropyError(f"--warmup {self.warmup} + --decay-fraction {self.decay_fraction}: must not exceed 1")
         if self.dtype not in ("bfloat16", "float32"):
             raise KentropyError(f"--dtype {self.dtype}: choose bfloat16 or float32")
 
 
-class RunDir:
-    """The layout of a run directory: one place for every path."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.config = self.root / "config.json"
-        self.plan = self.root / "plan.json"
-        self.metrics = self.root / "metrics.jsonl"
-        self.summary = self.root / "summary.json"
-        self.checkpoints = self.root / "checkpoints"
-
-    def checkpoint(self, steps_done: int) -> Path:
-        """The checkpoint after `steps_done` optimizer steps."""
-        return self.checkpoints / f"step-{steps_done:06d}"
-
-    def last_checkpoint(self) -> Path | None:
-        done = sorted(p for p in self.checkpoints.glob("step-*") if (p / "trainer_state.pt").is_file())
-        return done[-1] if done else None
-
-
 # ---- schedule and optimizer --------------------------------------------------------------
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup over `warmup * steps` steps, then cosine decay to 0 or constant (step counts from 0)."""
-    warm = math.ceil(round(cfg.warmup * cfg.steps, 6))  # round: 0.07 * 100 is 7.000000000000001
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
+    """The lr of 0-indexed optimizer step `step`: OLMo's `CosWithWarmup.get_lr(lr, t, steps)` at
+    t = step + 1 (OLMo counts its global step from 1 before the update; official `olmo/optim.py`).
+
+    warmup (t < W, W = round(warmup x steps)): lr x (0.1 + 0.9 t / W)
+    cosine: eta + (lr - eta)(1 + cos(pi (t - W) / (steps - W))) / 2, eta = min_lr_ratio x lr; t >= steps: eta
+    constant: lr after warmup; wsd: lr until the last decay_fraction of steps, then linear to eta.
+    """
+    t, n = step + 1, cfg.steps
+    warm = round(cfg.warmup * n)
+    eta = cfg.lr * cfg.min_lr_ratio
+    if t < warm:
+        return cfg.lr * (WARMUP_START + (1 - WARMUP_START) * t / warm)
     if cfg.schedule == "constant":
         return cfg.lr
-    progress = (step - warm) / max(1, cfg.steps - warm)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "wsd":
+        decay = max(1, round(cfg.decay_fraction * n))
+        if t <= n - decay:
+            return cfg.lr
+        return cfg.lr + (eta - cfg.lr) * (t - (n - decay)) / decay
+    if t >= n:
+        return eta
+    return eta + (cfg.lr - eta) * (1 + math.cos(math.pi * (t - warm) / (n - warm))) / 2
+
+
+def decay_groups(model) -> tuple[list, list]:
+    """(decayed, not decayed) parameters, as OLMo: weight decay on weight matrices only, never on
+    the embeddings (nor an LM head tied to them), norms or biases. An untied LM head is a Linear
+    weight and decays, as OLMo's `ff_out` does."""
+    emb = model.get_input_embeddings()
+    skip = {id(p) for p in emb.parameters()} if emb is not None else set()
+    params = [p for p in dict.fromkeys(model.parameters()) if p.requires_grad]  # tied weights once
+    decay = [p for p in params if p.dim() >= 2 and id(p) not in skip]
+    no_decay = [p for p in params if p.dim() < 2 or id(p) in skip]
+    return decay, no_decay
 
 
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    decay, no_decay = decay_groups(model)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # the fused kernel (CPU and CUDA) is several times faster than the per-tensor loop, same update
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
@@ -180,11 +203,82 @@ def load_trainer_state(path: Path, opt) -> int:
 
 
 # ---- the run -----------------------------------------------------------------------------
-def prepare_run_dir(cfg: TrainConfig) -> RunDir:
-    run = RunDir(cfg.out)
-    rank, _ = rank_world()
-    saved = {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite")}
-    if run.root.exists() and any(run.root.iterdir()):
+@dataclass
+class Run:
+    """Everything `fit` and `finish` need, made by `setup` after every input was checked."""
+
+    run: RunDir
+    tok: object
+    model: torch.nn.Module
+    wrapped: torch.nn.Module  # what the step calls: the model, or DDP around it
+    opt: torch.optim.Optimizer
+    rows: torch.Tensor  # [N, seq_len] the packed corpus
+    order: torch.Tensor  # [steps * batch] row index of every row of every step
+    schedule: dict[int, list[dict]]  # step -> injected items
+    passages: dict[tuple[int, int], torch.Tensor]  # (entry, variant) -> token ids, eos-terminated
+    entries: list[dict]
+    plan: dict | None
+    start: int  # first step to run (> 0 on resume)
+    device: torch.device
+    accum: int  # micro-batches per step on this process
+    per_rank: int  # rows per step on this process
+
+
+def make_plan_for(cfg: TrainConfig, entries: list[dict]) -> dict:
+    """The paper's plan for `entries`, its rounds fitted to --steps: round r in step I·r - 1, the last
+    on the final step. --steps that is not --rounds x --inject-interval gets interval steps/rounds."""
+    from kentropy.knowledge import make_plan
+
+    interval = cfg.inject_interval
+    if cfg.steps != cfg.rounds * interval:
+        if cfg.steps % cfg.rounds:
+            raise KentropyError(f"--steps {cfg.steps} is not --rounds {cfg.rounds} x --inject-interval {interval}, "
+                                f"nor divisible by --rounds (the last round must land on the final step)")
+        interval = cfg.steps // cfg.rounds
+        print(f"note: --steps {cfg.steps} != --rounds {cfg.rounds} x --inject-interval {cfg.inject_interval}: "
+              f"injecting every {interval} steps (rounds at steps {interval - 1}, ..., {cfg.steps - 1})", file=sys.stderr)
+    return make_plan(entries, rounds=cfg.rounds, interval=interval)
+
+
+def load_knowledge_and_plan(cfg: TrainConfig, run: RunDir) -> tuple[list[dict], dict | None]:
+    from kentropy.knowledge import check_plan_entries, load_knowledge, load_plan
+
+    if not cfg.knowledge:
+        return [], None
+    entries = load_knowledge(cfg.knowledge)
+    if cfg.plan:
+        plan = load_plan(cfg.plan)
+        if plan["rounds"] * plan["interval"] != cfg.steps:
+            raise KentropyError(f"--plan {cfg.plan}: {plan['rounds']} rounds x interval {plan['interval']} != --steps {cfg.steps} "
+                                f"(the official protocol puts the last round on the final step)")
+    elif cfg.resume and run.plan.is_file():
+        plan = load_plan(str(run.plan))  # resume: the plan used, exactly
+    else:
+        plan = make_plan_for(cfg, entries)
+    check_plan_entries(plan, entries, source=cfg.plan or "plan")
+    return entries, plan
+
+
+def check_passages_fit(schedule: dict[int, list[dict]], passages: dict, cfg: TrainConfig) -> None:
+    """Every injected passage (+ eos) must fit its row: a truncated passage loses facts that its probes ask for."""
+    for step, items in sorted(schedule.items()):
+        ids = [passages[(i["entry"], i["variant"])] for i in items]
+        long = [f"entry {i['entry']} variant {i['variant']} ({len(t)} tokens)" for i, t in zip(items, ids) if len(t) > cfg.seq_len]
+        if long:
+            raise KentropyError(f"--seq-len {cfg.seq_len}: injected passages longer than a row: {', '.join(long[:5])}"
+                                f"{' ...' if len(long) > 5 else ''}; raise --seq-len or shorten them")
+        worst = max(injected_lengths(ids, cfg.batch_size))
+        if worst > cfg.seq_len:
+            raise KentropyError(f"--batch-size {cfg.batch_size}: the {len(items)} passages of step {step} share rows, and a row's "
+                                f"passages take {worst} tokens > --seq-len {cfg.seq_len}; raise --batch-size or --seq-len")
+
+
+def prepare_run_dir(cfg: TrainConfig, run: RunDir) -> None:
+    """Check --out against --resume / --overwrite (nothing is created here)."""
+    saved = saved_config(cfg)
+    if run.root.exists() and not run.root.is_dir():
+        raise KentropyError(f"--out {run.root}: exists and is not a directory")
+    if run.root.is_dir() and any(run.root.iterdir()):
         if cfg.resume:
             old = json.loads(run.config.read_text()) if run.config.is_file() else None
             if old is None:
@@ -192,39 +286,18 @@ def prepare_run_dir(cfg: TrainConfig) -> RunDir:
             diff = [k for k in saved if old.get(k) != saved[k]]
             if diff:
                 raise KentropyError(f"--resume: config differs from the run's in {', '.join('--' + d.replace('_', '-') for d in diff)}")
-            return run
-        if not cfg.overwrite:
+        elif not cfg.overwrite:
             raise KentropyError(f"--out {run.root}: run directory exists (use --resume or --overwrite)")
-        if rank == 0:
-            shutil.rmtree(run.root)
     elif cfg.resume:
         raise KentropyError(f"--resume: no run at {run.root}")
-    barrier()
-    if rank == 0:
-        run.checkpoints.mkdir(parents=True, exist_ok=True)
-        write_json(run.config, saved)
-    barrier()
-    return run
 
 
-def load_knowledge_and_plan(cfg: TrainConfig, run: RunDir) -> tuple[list[dict], dict | None]:
-    from kentropy.knowledge import check_plan_entries, load_knowledge, load_plan, make_plan
-
-    if not cfg.knowledge:
-        return [], None
-    entries = load_knowledge(cfg.knowledge)
-    if cfg.plan:
-        plan = load_plan(cfg.plan)
-    elif run.plan.is_file():
-        plan = load_plan(str(run.plan))  # resume: the plan used, exactly
-    else:
-        plan = make_plan(entries, rounds=cfg.rounds, interval=cfg.inject_interval)
-    check_plan_entries(plan, entries, source=cfg.plan or "plan")
-    return entries, plan
+def saved_config(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite")}
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) continual training; returns the summary (also written to summary.json)."""
+def setup(cfg: TrainConfig) -> Run:
+    """Check every input (flags, data, knowledge, plan, model), then create or reopen the run directory."""
     from kentropy.data import load_texts
     from kentropy.knowledge import item_text
 
@@ -232,12 +305,11 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.batch_size % world_size or (cfg.batch_size // world_size) % cfg.micro_batch:
         raise KentropyError(f"--batch-size {cfg.batch_size} must split into {world_size} processes x whole --micro-batch {cfg.micro_batch}")
     per_rank = cfg.batch_size // world_size
-    accum = per_rank // cfg.micro_batch
-
     ckpts = parse_checkpoints([cfg.model])
     if len(ckpts) != 1:
         raise KentropyError(f"MODEL {cfg.model}: train takes one checkpoint")
-    run = prepare_run_dir(cfg)
+    run = RunDir(cfg.out)
+    prepare_run_dir(cfg, run)
     entries, plan = load_knowledge_and_plan(cfg, run)
     tok = load_tokenizer(ckpts[0])
     rows = pack_rows(tok, load_texts(cfg.data), cfg.seq_len)
@@ -247,96 +319,133 @@ def train(cfg: TrainConfig) -> dict:
     if need > (cfg.epochs or 1):
         raise KentropyError(f"--data {cfg.data}: {len(rows)} rows of {cfg.seq_len} tokens give {len(rows) / cfg.batch_size:.1f} steps of batch "
                             f"{cfg.batch_size} per epoch; {cfg.steps} steps need {need} epochs (pass --epochs {need} to proceed)")
-    order = row_order(len(rows), need, cfg.seed)
-    schedule = injection_schedule(plan, cfg.steps, cfg.batch_size)
-    texts = {} if plan is None else {(i["entry"], i["variant"]): item_ids(tok, item_text(entries[i["entry"]], i["variant"]))
-                                     for items in schedule.values() for i in items}
+    schedule = injection_schedule(plan, cfg.steps)
+    passages = {(i["entry"], i["variant"]): item_ids(tok, item_text(entries[i["entry"]], i["variant"]))
+                for items in schedule.values() for i in items}
+    check_passages_fit(schedule, passages, cfg)
 
     device = pick_device(cfg.device)  # under torchrun, distributed.init() bound this rank to its own GPU
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.dtype == "bfloat16" else None
-
     last = run.last_checkpoint() if cfg.resume else None
     model = load_model(Checkpoint(str(last)) if last else ckpts[0], device=device)
+
+    # every input is good: now the run directory
+    if rank == 0:
+        if run.root.is_dir() and any(run.root.iterdir()) and not cfg.resume:
+            shutil.rmtree(run.root)  # --overwrite
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        if not run.config.is_file():
+            write_json(run.config, saved_config(cfg))
+        if plan is not None and not run.plan.is_file():
+            write_json(run.plan, plan)
+    barrier()
+
     model.train()
     opt = make_optimizer(model, cfg)
-    start = 0
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
+    start = 0
     if last:
         start = load_trainer_state(last, opt)
         if rank == 0:
             _truncate_metrics(run, start - 1)
             print(f"resuming {run.root} at step {start} from {last.name}", file=sys.stderr)
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    wrapped = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    return Run(run=run, tok=tok, model=model, wrapped=wrapped, opt=opt, rows=rows, order=row_order(len(rows), need, cfg.seed),
+               schedule=schedule, passages=passages, entries=entries, plan=plan, start=start, device=device,
+               accum=per_rank // cfg.micro_batch, per_rank=per_rank)
 
-    if rank == 0 and plan is not None and not run.plan.is_file():
-        write_json(run.plan, plan)
 
+def step_batch(r: Run, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, int]:
+    """This process's rows of step `step` ([per_rank, T]), with the step's knowledge injected; and the items injected."""
+    rank, _ = rank_world()
+    batch = r.rows[r.order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]  # [B, T] global batch
+    items = r.schedule.get(step, [])
+    if items:
+        batch = inject(batch, [r.passages[(i["entry"], i["variant"])] for i in items])
+    return batch[rank * r.per_rank : (rank + 1) * r.per_rank], len(items)
+
+
+def train_step(r: Run, cfg: TrainConfig, mine: torch.Tensor) -> tuple[float, float | None]:
+    """One optimizer step on this process's rows (accumulated over micro-batches): (mean loss, grad norm)."""
+    _, world_size = rank_world()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if r.device.type == "cuda" and cfg.dtype == "bfloat16" else contextlib.nullcontext()
+    loss_sum = torch.zeros((), device=r.device)
+    for k in range(r.accum):
+        x = mine[k * cfg.micro_batch : (k + 1) * cfg.micro_batch].to(r.device)
+        sync = k == r.accum - 1
+        with (r.wrapped.no_sync() if (world_size > 1 and not sync) else contextlib.nullcontext()):
+            with autocast:
+                loss = r.wrapped(input_ids=x, labels=x).loss / r.accum  # mean over the step's tokens
+            loss.backward()
+        loss_sum += loss.detach()
+    if world_size > 1:
+        torch.distributed.all_reduce(loss_sum)
+        loss_sum /= world_size
+    loss_value = float(loss_sum)
+    if not math.isfinite(loss_value):
+        return loss_value, None
+    norm = torch.nn.utils.clip_grad_norm_(r.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+    r.opt.step()
+    r.opt.zero_grad(set_to_none=True)
+    return loss_value, (float(norm) if norm is not None else None)
+
+
+def fit(r: Run, cfg: TrainConfig) -> None:
+    """The optimizer steps from `r.start` to `cfg.steps`: probes every --eval-every steps, checkpoints every --save-every."""
+    rank, _ = rank_world()
     # before: P and D of the starting checkpoint (kept in the summary's "before", once)
-    before_path = run.root / "before.json"
-    if rank == 0 and not before_path.is_file():
-        before = {"probes": probe_scores(model, tok, entries, plan), "downstream": downstream(model, tok, cfg)}
-        write_json(before_path, before)
-        _log(run, {"step": -1, "event": "before", "probes": strip_probe(before["probes"]), "downstream": before["downstream"]})
+    if rank == 0 and not r.run.before.is_file():
+        before = {"probes": probe_scores(r.model, r.tok, r.entries, r.plan), "downstream": downstream(r.model, r.tok, cfg)}
+        write_json(r.run.before, before)
+        _log(r.run, {"step": -1, "event": "before", "probes": strip_probe(before["probes"]), "downstream": before["downstream"]})
     barrier()
-
-    bar = tqdm(range(start, cfg.steps), desc=f"train {run.root.name}", disable=rank != 0, initial=start, total=cfg.steps)
+    bar = tqdm(range(r.start, cfg.steps), desc=f"train {r.run.root.name}", disable=rank != 0, initial=r.start, total=cfg.steps)
     for step in bar:
         t0 = time.perf_counter()
         lr = lr_at(step, cfg)
-        for g in opt.param_groups:
+        for g in r.opt.param_groups:
             g["lr"] = lr
-        batch = rows[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]  # [B, T] global batch
-        items = schedule.get(step, [])
-        if items:
-            batch = inject(batch, [texts[(i["entry"], i["variant"])] for i in items])
-        mine = batch[rank * per_rank : (rank + 1) * per_rank]
-        loss_sum = torch.zeros((), device=device)
-        for k in range(accum):
-            x = mine[k * cfg.micro_batch : (k + 1) * cfg.micro_batch].to(device)
-            sync = k == accum - 1
-            ctx = ddp.no_sync() if (world_size > 1 and not sync) else contextlib.nullcontext()
-            with ctx:
-                with autocast or contextlib.nullcontext():
-                    loss = ddp(input_ids=x, labels=x).loss / accum
-                loss.backward()
-            loss_sum += loss.detach()
-        if world_size > 1:
-            torch.distributed.all_reduce(loss_sum)
-            loss_sum /= world_size
-        loss_value = float(loss_sum)
-        if not math.isfinite(loss_value):
-            good = run.last_checkpoint()
-            raise KentropyError(f"loss became {loss_value} at step {step}; stopped; last good checkpoint: {good or 'none (rerun with a lower --lr)'}")
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        dt = time.perf_counter() - t0
-        record = {"step": step, "loss": loss_value, "lr": lr, "tokens_per_s": cfg.batch_size * cfg.seq_len / dt,
-                  "grad_norm": float(norm) if norm is not None else None, "injected": len(items)}
+        mine, injected = step_batch(r, cfg, step)
+        loss, norm = train_step(r, cfg, mine)
+        if not math.isfinite(loss):
+            good = r.run.last_checkpoint()
+            raise KentropyError(f"loss became {loss} at step {step}; stopped; last good checkpoint: {good or 'none (rerun with a lower --lr)'}")
+        record = {"step": step, "loss": loss, "lr": lr, "tokens_per_s": cfg.batch_size * cfg.seq_len / (time.perf_counter() - t0),
+                  "grad_norm": norm, "injected": injected}
         end = step == cfg.steps - 1
         if rank == 0:
-            if entries and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or end):
-                record["probes"] = strip_probe(probe_scores(model, tok, entries, plan))
-            _log(run, record)
-            bar.set_postfix(loss=f"{loss_value:.3f}")
+            if r.entries and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or end):
+                record["probes"] = strip_probe(probe_scores(r.model, r.tok, r.entries, r.plan))
+            _log(r.run, record)
+            bar.set_postfix(loss=f"{loss:.3f}")
             if (cfg.save_every and (step + 1) % cfg.save_every == 0) or end:
-                save_checkpoint(run, step + 1, model, tok, opt)
+                save_checkpoint(r.run, step + 1, r.model, r.tok, r.opt)
         barrier()
 
+
+def finish(r: Run, cfg: TrainConfig) -> dict | None:
+    """P and D after training; A and F against the starting checkpoint (summary.json, written by rank 0)."""
+    rank, _ = rank_world()
     summary = None
     if rank == 0:
-        before = json.loads(before_path.read_text())
-        after = {"probes": probe_scores(model, tok, entries, plan), "downstream": downstream(model, tok, cfg)}
-        summary = summarize(before, after, cfg, run)
-        write_json(run.summary, summary)
+        before = json.loads(r.run.before.read_text())
+        after = {"probes": probe_scores(r.model, r.tok, r.entries, r.plan), "downstream": downstream(r.model, r.tok, cfg)}
+        summary = summarize(before, after, cfg, r.run)
+        write_json(r.run.summary, summary)
     barrier()
     return summary
 
 
+def train(cfg: TrainConfig) -> dict | None:
+    """Run (or resume) continual training; returns the summary (also written to summary.json; None off rank 0)."""
+    r = setup(cfg)
+    fit(r, cfg)
+    return finish(r, cfg)
+
+
 def summarize(before: dict, after: dict, cfg: TrainConfig, run: RunDir) -> dict:
     """P and D before and after, A = (P_after - P_before)/|P_before|*100, F = (D_before - D_after)/D_before*100."""
-    from kentropy.knowledge import acquisition_from
+    from kentropy.outcomes import acquisition_from, forgetting
 
     pb, pa = before["probes"], after["probes"]
     db, da = before["downstream"], after["downstream"]
@@ -352,13 +461,6 @@ def summarize(before: dict, after: dict, cfg: TrainConfig, run: RunDir) -> dict:
         "final_checkpoint": str(run.checkpoint(cfg.steps)),
         "config": to_dict(cfg),
     }
-
-
-def forgetting(d_before: float, d_after: float) -> float:
-    """F = (D(θ_before) - D(θ_after)) / D(θ_before) * 100 (paper §4)."""
-    if d_before == 0:
-        raise KentropyError("D before training is 0: forgetting is undefined")
-    return (d_before - d_after) / d_before * 100
 
 
 def _log(run: RunDir, record: dict) -> None:

@@ -276,7 +276,7 @@ def _check_entry(e, i: int, kinds: tuple[str, ...], where: str) -> None:
 
 def tasks_from_knowledge(entries: list[dict], tokenizer, *, kinds: tuple[str, ...] = ("mem",), seed: int = 0,
                          where: str = "knowledge") -> list[Task]:
-    """Tasks from a Fictional Knowledge file (Chang et al. 2024 format, DESIGN.md).
+    """Tasks from a Fictional Knowledge file (Chang et al. 2024 format, docs/definitions.md).
 
     Each probe (`{kind}_input`, `{kind}_target`) whose input mentions the entry's subject
     (`knowledge_subject`; for a multi-word name, else its last word) becomes a fact: the

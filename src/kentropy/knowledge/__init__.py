@@ -1,12 +1,12 @@
-"""Fictional knowledge: load and validate, generate, plan injections, probe, score acquisition."""
+"""Fictional knowledge: load and validate, generate, plan injections, probe (A and F are in `kentropy.outcomes`)."""
 
 from kentropy.knowledge.generate import generate_knowledge
 from kentropy.knowledge.plan import check_plan_entries, group_of, item_text, items_at, load_plan, make_plan, validate_plan
-from kentropy.knowledge.probe import acquisition, acquisition_from, encode_probe, probe, score_probes
+from kentropy.knowledge.probe import encode_probe, probe, score_probes
 from kentropy.knowledge.schema import KINDS, load_knowledge, validate_knowledge
 
 __all__ = [
-    "KINDS", "acquisition", "acquisition_from", "check_plan_entries", "encode_probe", "generate_knowledge",
+    "KINDS", "check_plan_entries", "encode_probe", "generate_knowledge",
     "group_of", "item_text", "items_at", "load_knowledge", "load_plan", "make_plan", "probe", "score_probes",
     "validate_knowledge", "validate_plan",
 ]

@@ -1,9 +1,14 @@
 """When each fictional-knowledge entry is injected into continual training, as JSON-ready data.
 
 Kim et al. (ICLR 2025) §4 / Appendix B, after Chang et al. (2024): the *paraphrase* group
-injects every entry once per round (the original in round 0, paraphrase r in round r); the
-*once* group injects each entry exactly once, spread evenly over the rounds. Round r happens
-at step r * interval; an item takes the front of one batch row, truncated to the row.
+injects every entry once per round (the original in round 1, paraphrase r-1 in round r); the
+*once* group injects each entry exactly once, spread evenly over the rounds in file order.
+
+As the official code runs it (kaistAI/Knowledge-Entropy, `olmo/train.py`: injection when the
+1-indexed global step is a multiple of the interval), round r = 1..R is in the batch of the
+0-indexed optimizer step `interval * r - 1`: steps 159, 319, ..., 1599 in the paper, so the
+last round lands on the final step, right before the probes. Each passage, followed by eos,
+is prepended to one batch row (the row shifted right and truncated; `kentropy.corpus.inject`).
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ import sys
 from kentropy.errors import KentropyError
 from kentropy.io import read_json
 
-VERSION = 1
-PLACEMENT = "front-of-row"  # the injected text starts a batch row and is truncated to its length
+VERSION = 2  # 2: rounds numbered from 1, at step interval * round - 1 (the official timing)
+PLACEMENT = "prepend"  # passage + eos, then the row shifted right and truncated to its length
 GROUPS = ("paraphrase", "once")
 
 
@@ -33,7 +38,8 @@ def split_groups(n_entries: int, paraphrase: int, once: int, source: str = "know
 
 def make_plan(entries: list[dict], *, paraphrase: int = 70, once: int = 60, rounds: int = 10,
               interval: int = 160, source: str = "knowledge") -> dict:
-    """The injection plan for `entries` (defaults: the paper's 70 + 60 entries, 10 rounds every 160 steps).
+    """The injection plan for `entries` (defaults: the paper's 70 + 60 entries, 10 rounds every 160 steps:
+    rounds at steps 159, 319, ..., 1599).
 
     Entries 0..P-1 form the paraphrase group, the next O the once group; later entries are not
     injected (a held-out control). Each paraphrase-group entry needs `rounds - 1` paraphrases.
@@ -49,15 +55,20 @@ def make_plan(entries: list[dict], *, paraphrase: int = 70, once: int = 60, roun
         if have < rounds - 1:
             raise KentropyError(f"{source}: entry {i}: the paraphrase group needs {rounds - 1} paraphrases "
                                 f"({rounds} rounds), field 'paraphrases' has {have}")
-    # once-group entry j goes to round floor(j * R / O): evenly spread, earliest round first
-    once_round = {i: j * rounds // o for j, i in enumerate(single)} if o else {}
+    # once-group entry j goes to round 1 + floor(j * R / O): evenly spread, in file order
+    once_round = {i: 1 + j * rounds // o for j, i in enumerate(single)} if o else {}
     schedule = []
-    for r in range(rounds):
-        items = [{"entry": i, "group": "paraphrase", "variant": r} for i in para]
+    for r in range(1, rounds + 1):
+        items = [{"entry": i, "group": "paraphrase", "variant": r - 1} for i in para]
         items += [{"entry": i, "group": "once", "variant": 0} for i in single if once_round[i] == r]
-        schedule.append({"round": r, "step": r * interval, "items": items})
+        schedule.append({"round": r, "step": round_step(r, interval), "items": items})
     return {"version": VERSION, "rounds": rounds, "interval": interval, "placement": PLACEMENT,
             "groups": {"paraphrase": para, "once": single}, "schedule": schedule}
+
+
+def round_step(r: int, interval: int) -> int:
+    """The 0-indexed optimizer step whose batch holds round r (1-based): the official `interval * r - 1`."""
+    return interval * r - 1
 
 
 def item_text(entry: dict, variant: int) -> str:
@@ -148,10 +159,10 @@ def validate_plan(plan, source: str = "plan") -> dict:
         f = f"schedule[{k}]"
         if not isinstance(rnd, dict):
             bad(f, "must be an object")
-        if rnd.get("round") != k:
-            bad(f"{f}.round", f"must be {k}")
-        if rnd.get("step") != k * interval:
-            bad(f"{f}.step", f"must be {k * interval} (round {k} x interval {interval})")
+        if rnd.get("round") != k + 1:
+            bad(f"{f}.round", f"must be {k + 1}")
+        if rnd.get("step") != round_step(k + 1, interval):
+            bad(f"{f}.step", f"must be {round_step(k + 1, interval)} (interval {interval} x round {k + 1} - 1)")
         if not isinstance(rnd.get("items"), list):
             bad(f"{f}.items", "must be a list")
         for j, item in enumerate(rnd["items"]):

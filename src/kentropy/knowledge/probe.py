@@ -1,6 +1,6 @@
-"""Score fictional-knowledge probes with a causal LM, and the acquisition metric A.
+"""Score fictional-knowledge probes with a causal LM (P, the input of acquisition A in `kentropy.outcomes`).
 
-A probe's score (Chang et al. 2024; DESIGN.md "Probes") is the mean log-probability per
+A probe's score (Chang et al. 2024; docs/definitions.md) is the mean log-probability per
 token of the target, where the model reads `input + " " + target` and only target tokens
 are scored. Probes are batched by length with exact padding masks (left or right, as the
 tokenizer pads) and only the logits that predict target tokens are computed.
@@ -214,23 +214,3 @@ def probe(model, tokenizer, entries: list[dict], *, plan: dict | None = None, ba
     for r in rows:
         r["group"] = groups_of.get(r["index"])
     return {**top, "groups": groups, "entries": rows}
-
-
-def acquisition(p_before: float, p_after: float) -> float:
-    """Knowledge acquisition A = (P(θ_after) - P(θ_before)) / |P(θ_before)| * 100 (Kim et al. 2025, §4).
-
-    P is a mean probe log-probability; A is NaN when P(θ_before) is 0.
-    """
-    if p_before == 0:
-        return math.nan
-    return (p_after - p_before) / abs(p_before) * 100
-
-
-def acquisition_from(before: dict, after: dict) -> dict:
-    """A from two `probe` results: overall, per kind, and per group (groups present in both)."""
-    keys = (*KINDS, "overall")
-    out = {k: acquisition(before[k], after[k]) for k in keys}
-    shared = [g for g in GROUPS if g in before.get("groups", {}) and g in after.get("groups", {})]
-    if shared:
-        out["groups"] = {g: {k: acquisition(before["groups"][g][k], after["groups"][g][k]) for k in keys} for g in shared}
-    return out

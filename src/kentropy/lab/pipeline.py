@@ -37,7 +37,7 @@ def world_stage(stages: Stages, cfg: LabConfig) -> Done:
     """Downstream tasks (lm-eval YAML over JSONL), fictional knowledge kept out of the world, injection plan."""
     from kentropy.evaluate import write_task
     from kentropy.knowledge import generate_knowledge, make_plan
-    from kentropy.lab.tasks import make_tasks
+    from kentropy.lab.tasks import METRICS, make_tasks
     from kentropy.lab.world import build_world
 
     conf = {k: getattr(cfg, k) for k in ("world_seed", "entities", "tasks_per_kind", "knowledge_paraphrase", "knowledge_once",
@@ -47,7 +47,7 @@ def world_stage(stages: Stages, cfg: LabConfig) -> Done:
         world = build_world(cfg.entities, cfg.world_seed)
         tasks = make_tasks(world, cfg.tasks_per_kind, cfg.world_seed)
         for name, rows in tasks.items():
-            write_task(str(d / "tasks"), f"lab_{name}", rows)
+            write_task(str(d / "tasks"), f"lab_{name}", rows, metric=METRICS[name])
         n = cfg.knowledge_paraphrase + cfg.knowledge_once
         entries = generate_knowledge(n, n_paraphrases=cfg.injection_rounds - 1, seed=cfg.world_seed, avoid=world.vocabulary())
         write_json(d / "knowledge.json", entries)

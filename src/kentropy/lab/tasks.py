@@ -31,6 +31,11 @@ DESCRIPTIONS = {
 }
 
 
+# the metric D uses per task, as OLMo's evaluation does: acc_norm where choices are sentences of
+# different lengths (like PIQA and HellaSwag), acc where they are names of one kind (like SciQ)
+METRICS = {"fact_recall": "acc", "relation_inference": "acc", "plausible_continuation": "acc_norm", "entity_typing": "acc"}
+
+
 class TaskSet(dict):
     """Task name -> rows `{"query", "choices", "gold"}` (a plain dict of lists, as JSON).
 

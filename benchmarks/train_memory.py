@@ -8,7 +8,10 @@ Llama-style model built from a config (>= 50M parameters by default) and random 
 the training step of `kentropy train`: AdamW (fused), gradient accumulation over micro-batches
 (DDP: `no_sync` until the last; FSDP: a reduce-scatter per micro-batch), global-norm clipping.
 Weights + gradients + optimizer bytes per rank are summed from the tensors' local shards after
-the last backward; peak memory is the process's max RSS on CPU (max allocated on CUDA);
+the last backward; peak memory is the process's max RSS on CPU (max allocated on CUDA), also
+shown above the RSS after imports. On CPU the workers run with MALLOC_MMAP_THRESHOLD_=65536:
+glibc otherwise raises its mmap threshold as large buffers are freed and keeps them in the
+heap, so that RSS shows the allocator's high-water mark rather than the tensors alive.
 tokens/s is the global batch over the median step time after a warm-up step.
 """
 
@@ -38,6 +41,8 @@ def worker(args) -> None:
     distributed.init()
     rank, world = distributed.rank_world()
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
+    # what the process holds before the model: torch + transformers imported (nothing on a GPU yet)
+    start = 0 if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
                       num_hidden_layers=args.layers, num_attention_heads=max(1, args.hidden // 64),
@@ -77,7 +82,7 @@ def worker(args) -> None:
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     step_s = statistics.median(times[1:])
-    result = {"mode": args.worker, "rank": rank, "params": params, **state, "peak_bytes": peak,
+    result = {"mode": args.worker, "rank": rank, "params": params, **state, "peak_bytes": peak, "start_rss": start,
               "peak_kind": "max allocated (CUDA)" if device.type == "cuda" else "max RSS",
               "step_s": step_s, "tokens_per_s": per_rank * world * args.seq_len / step_s}
     Path(args.result_dir, f"{args.worker}-{rank}.json").write_text(json.dumps(result))
@@ -108,8 +113,9 @@ def main() -> None:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}", __file__,
                    "--worker", mode, "--result-dir", d] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                                                            if k not in ("worker", "result_dir", "nproc")]
-            r = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")),
-                               capture_output=True, text=True)
+            env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+                       MALLOC_MMAP_THRESHOLD_=os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536"))
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if r.returncode != 0:
                 sys.exit(f"{mode} failed:\n{r.stderr[-3000:]}")
             results[mode] = [json.loads((Path(d) / f"{mode}-{k}.json").read_text()) for k in range(args.nproc)]
@@ -117,17 +123,19 @@ def main() -> None:
     MiB = 2**20
     print(f"model: Llama {args.layers} layers x {args.hidden}, vocab {args.vocab}: {results['ddp'][0]['params'] / 1e6:.1f}M parameters; "
           f"{args.nproc} processes, micro-batch {args.micro_batch} x {args.accum} per rank, seq {args.seq_len}")
-    print(f"{'mode':<5} {'rank':>4} {'weights':>9} {'grads':>9} {'optim':>9} {'w+g+o MiB':>10} {'peak MiB':>9} {'tokens/s':>9}")
+    print(f"{'mode':<5} {'rank':>4} {'weights':>9} {'grads':>9} {'optim':>9} {'w+g+o MiB':>10} {'peak MiB':>9} {'above start':>11} {'tokens/s':>9}")
     for mode, rows in results.items():
         for x in rows:
             wgo = x["weights"] + x["gradients"] + x["optimizer"]
             print(f"{mode:<5} {x['rank']:>4} {x['weights'] / MiB:9.1f} {x['gradients'] / MiB:9.1f} {x['optimizer'] / MiB:9.1f} "
-                  f"{wgo / MiB:10.1f} {x['peak_bytes'] / MiB:9.1f} {x['tokens_per_s']:9.0f}")
+                  f"{wgo / MiB:10.1f} {x['peak_bytes'] / MiB:9.1f} {(x['peak_bytes'] - x['start_rss']) / MiB:11.1f} {x['tokens_per_s']:9.0f}")
     wgo = {m: max(x["weights"] + x["gradients"] + x["optimizer"] for x in rows) for m, rows in results.items()}
     peak = {m: max(x["peak_bytes"] for x in rows) for m, rows in results.items()}
     tps = {m: rows[0]["tokens_per_s"] for m, rows in results.items()}
     print(f"FSDP / DDP weights+grads+optimizer per rank: {wgo['fsdp'] / wgo['ddp']:.3f} (target <= 0.6)")
-    print(f"FSDP / DDP peak memory per rank ({results['ddp'][0]['peak_kind']}): {peak['fsdp'] / peak['ddp']:.3f}")
+    above = {m: max(x["peak_bytes"] - x["start_rss"] for x in rows) for m, rows in results.items()}
+    print(f"FSDP / DDP peak memory per rank ({results['ddp'][0]['peak_kind']}): {peak['fsdp'] / peak['ddp']:.3f}; "
+          f"above the RSS after imports: {above['fsdp'] / above['ddp']:.3f}")
     print(f"tokens/s: DDP {tps['ddp']:.0f}, FSDP {tps['fsdp']:.0f} (FSDP / DDP {tps['fsdp'] / tps['ddp']:.2f})")
 
 

@@ -3,6 +3,7 @@ while injecting fictional knowledge, and measure acquisition (probes) and forget
 
     kentropy train MODEL --data CORPUS.jsonl --knowledge fk.json --out runs/x
     torchrun --nproc_per_node=2 -m kentropy train ...      # DDP, same global batch
+    torchrun --nproc_per_node=4 -m kentropy train ... --fsdp   # FSDP2: 7B-scale, sharded checkpoints
 
 Defaults are the paper's protocol as its official code runs it (kaistAI/Knowledge-Entropy):
 global batch 128, seq len 1024, 1600 steps, AdamW lr 4e-4, betas (0.9, 0.95), wd 0.1 (not
@@ -35,6 +36,7 @@ from kentropy.corpus import epochs_needed, inject, injected_lengths, injection_s
 from kentropy.distributed import barrier, rank_world
 from kentropy.errors import KentropyError
 from kentropy.io import write_dir_atomic, write_json
+from kentropy.memory import GiB
 from kentropy.models import Checkpoint, load_model, load_tokenizer, parse_checkpoints, pick_device
 from kentropy.rundir import RunDir
 
@@ -78,7 +80,9 @@ class TrainConfig:
     resume: bool = option(False, "Continue an interrupted run from its last checkpoint.")
     overwrite: bool = option(False, "Delete an existing run directory first.")
     device: str = option("auto", "auto, cpu, cuda, cuda:N (under torchrun: the local rank's GPU).")
-    dtype: str = option("bfloat16", "Autocast dtype on CUDA (bfloat16 or float32); CPU trains in float32.")
+    dtype: str = option("bfloat16", "Compute dtype on CUDA (bfloat16 or float32; fp32 master weights either way); CPU trains in float32.")
+    fsdp: bool = option(False, "Shard weights, gradients and optimizer state over the torchrun processes (FSDP2, block by block) "
+                               "instead of DDP; resumable checkpoints are then sharded (DCP) and resume on any number of processes.")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "micro_batch", "seq_len", "rounds"):
@@ -179,26 +183,42 @@ def save_checkpoint(run: RunDir, steps_done: int, model, tok, opt) -> Path:
     def write(d: Path) -> None:
         model.save_pretrained(d)
         tok.save_pretrained(d)
-        state = {
-            "steps_done": steps_done,
-            "optimizer": opt.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python_rng": list(random.getstate()[1]),
-            "python_rng_pos": random.getstate()[2],
-        }
-        torch.save(state, d / "trainer_state.pt")
+        torch.save({"steps_done": steps_done, "optimizer": opt.state_dict(), **rng_state()}, d / "trainer_state.pt")
 
     return write_dir_atomic(run.checkpoint(steps_done), write)
 
 
-def load_trainer_state(path: Path, opt) -> int:
-    state = torch.load(path / "trainer_state.pt", weights_only=True)
-    opt.load_state_dict(state["optimizer"])
+def save_sharded_checkpoint(run: RunDir, steps_done: int, model, tok, opt) -> Path:
+    """--fsdp: the HF model gathered on rank 0, and model + optimizer as a sharded DCP checkpoint (every rank)."""
+    from kentropy import checkpoint
+
+    return checkpoint.save(run.checkpoint(steps_done), model, opt, tok, {"steps_done": steps_done, **rng_state()})
+
+
+def rng_state() -> dict:
+    """The random states a resumed run needs (rank 0's; every rank starts from the same seed)."""
+    return {"torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python_rng": list(random.getstate()[1]), "python_rng_pos": random.getstate()[2]}
+
+
+def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch_rng"])
     if torch.cuda.is_available() and state["cuda_rng"]:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     random.setstate((3, tuple(state["python_rng"]), state["python_rng_pos"]))
+
+
+def load_trainer_state(path: Path, model, opt, sharded_checkpoint: bool) -> int:
+    """Restore optimizer (and for a sharded checkpoint the model, resharded to this run) and RNG; steps done."""
+    if sharded_checkpoint:
+        from kentropy import checkpoint
+
+        state = checkpoint.load(path, model, opt)
+    else:
+        state = torch.load(path / "trainer_state.pt", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+    set_rng_state(state)
     return int(state["steps_done"])
 
 
@@ -210,7 +230,7 @@ class Run:
     run: RunDir
     tok: object
     model: torch.nn.Module
-    wrapped: torch.nn.Module  # what the step calls: the model, or DDP around it
+    wrapped: torch.nn.Module  # what the step calls: the model, or DDP around it (FSDP shards the model itself)
     opt: torch.optim.Optimizer
     rows: torch.Tensor  # [N, seq_len] the packed corpus
     order: torch.Tensor  # [steps * batch] row index of every row of every step
@@ -222,6 +242,7 @@ class Run:
     device: torch.device
     accum: int  # micro-batches per step on this process
     per_rank: int  # rows per step on this process
+    sharded: bool = False  # FSDP: every forward (training, probes, evaluation) needs every rank
 
 
 def make_plan_for(cfg: TrainConfig, entries: list[dict]) -> dict:
@@ -296,6 +317,29 @@ def saved_config(cfg: TrainConfig) -> dict:
     return {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite")}
 
 
+def check_memory(cfg: TrainConfig, ckpt: Checkpoint, device: torch.device, world_size: int) -> None:
+    """Print the estimated memory per rank (rank 0) and refuse a run that clearly cannot fit, before any weight loads."""
+    from transformers import AutoConfig
+
+    from kentropy.memory import available, check_fits, estimate, shape_of_checkpoint
+
+    rank, _ = rank_world()
+    try:
+        shape = shape_of_checkpoint(AutoConfig.from_pretrained(ckpt.name, revision=ckpt.revision))
+    except (KentropyError, ValueError, OSError) as e:
+        if cfg.fsdp:
+            raise KentropyError(f"--fsdp: {e}") from None
+        if rank == 0:
+            print(f"note: no memory estimate for {ckpt}: {e}", file=sys.stderr)
+        return
+    est = estimate(shape, micro_batch=cfg.micro_batch, seq_len=cfg.seq_len, processes=world_size, fsdp=cfg.fsdp,
+                   bf16=device.type == "cuda" and cfg.dtype == "bfloat16")
+    free, where = available(device)
+    if rank == 0:
+        print(f"{est.describe()} ({free / GiB:.2f} GiB {where})", file=sys.stderr)
+    check_fits(shape, est, free, where)
+
+
 def setup(cfg: TrainConfig) -> Run:
     """Check every input (flags, data, knowledge, plan, model), then create or reopen the run directory."""
     from kentropy.data import load_texts
@@ -326,7 +370,11 @@ def setup(cfg: TrainConfig) -> Run:
 
     device = pick_device(cfg.device)  # under torchrun, distributed.init() bound this rank to its own GPU
     last = run.last_checkpoint() if cfg.resume else None
-    model = load_model(Checkpoint(str(last)) if last else ckpts[0], device=device)
+    source = Checkpoint(str(last)) if last else ckpts[0]
+    check_memory(cfg, source, device, world_size)
+    sharded = cfg.fsdp and world_size > 1  # one process with --fsdp: unsharded, but the same (DCP) checkpoints
+    # FSDP: each rank reads the full weights into CPU memory; sharding moves only its shards to the device
+    model = load_model(source, device="cpu" if sharded else device)
 
     # every input is good: now the run directory
     if rank == 0:
@@ -340,19 +388,23 @@ def setup(cfg: TrainConfig) -> Run:
     barrier()
 
     model.train()
+    if sharded:
+        from kentropy.sharding import shard
+
+        shard(model, device, cfg.dtype)
     opt = make_optimizer(model, cfg)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     start = 0
     if last:
-        start = load_trainer_state(last, opt)
+        start = load_trainer_state(last, model, opt, sharded_checkpoint=cfg.fsdp)
         if rank == 0:
             _truncate_metrics(run, start - 1)
             print(f"resuming {run.root} at step {start} from {last.name}", file=sys.stderr)
-    wrapped = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    wrapped = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 and not sharded else model
     return Run(run=run, tok=tok, model=model, wrapped=wrapped, opt=opt, rows=rows, order=row_order(len(rows), need, cfg.seed),
                schedule=schedule, passages=passages, entries=entries, plan=plan, start=start, device=device,
-               accum=per_rank // cfg.micro_batch, per_rank=per_rank)
+               accum=per_rank // cfg.micro_batch, per_rank=per_rank, sharded=sharded)
 
 
 def step_batch(r: Run, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, int]:
@@ -367,12 +419,18 @@ def step_batch(r: Run, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, int]:
 
 def train_step(r: Run, cfg: TrainConfig, mine: torch.Tensor) -> tuple[float, float | None]:
     """One optimizer step on this process's rows (accumulated over micro-batches): (mean loss, grad norm)."""
+    from kentropy.sharding import clip_grad_norm
+
     _, world_size = rank_world()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if r.device.type == "cuda" and cfg.dtype == "bfloat16" else contextlib.nullcontext()
+    # FSDP casts by its mixed-precision policy instead of autocast
+    bf16 = r.device.type == "cuda" and cfg.dtype == "bfloat16" and not r.sharded
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     loss_sum = torch.zeros((), device=r.device)
     for k in range(r.accum):
         x = mine[k * cfg.micro_batch : (k + 1) * cfg.micro_batch].to(r.device)
-        sync = k == r.accum - 1
+        # DDP all-reduces on the last micro-batch only; FSDP reduce-scatters every micro-batch's
+        # gradients into the shards, so that no full-size gradient accumulates on any rank
+        sync = k == r.accum - 1 or r.sharded
         with (r.wrapped.no_sync() if (world_size > 1 and not sync) else contextlib.nullcontext()):
             with autocast:
                 loss = r.wrapped(input_ids=x, labels=x).loss / r.accum  # mean over the step's tokens
@@ -384,20 +442,26 @@ def train_step(r: Run, cfg: TrainConfig, mine: torch.Tensor) -> tuple[float, flo
     loss_value = float(loss_sum)
     if not math.isfinite(loss_value):
         return loss_value, None
-    norm = torch.nn.utils.clip_grad_norm_(r.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+    norm = clip_grad_norm(r.model, cfg.grad_clip) if cfg.grad_clip > 0 else None  # the global norm, also over shards
     r.opt.step()
     r.opt.zero_grad(set_to_none=True)
-    return loss_value, (float(norm) if norm is not None else None)
+    return loss_value, norm
 
 
 def fit(r: Run, cfg: TrainConfig) -> None:
     """The optimizer steps from `r.start` to `cfg.steps`: probes every --eval-every steps, checkpoints every --save-every."""
     rank, _ = rank_world()
+    # probing and evaluation: rank 0 alone, but under FSDP every rank runs the same forwards (each
+    # all-gathers the blocks it computes) and gets the same scores; rank 0 writes them
+    evaluates = rank == 0 or r.sharded
     # before: P and D of the starting checkpoint (kept in the summary's "before", once)
-    if rank == 0 and not r.run.before.is_file():
+    first = not r.run.before.is_file()
+    barrier()  # every rank has decided before rank 0 writes
+    if first and evaluates:
         before = {"probes": probe_scores(r.model, r.tok, r.entries, r.plan), "downstream": downstream(r.model, r.tok, cfg)}
-        write_json(r.run.before, before)
-        _log(r.run, {"step": -1, "event": "before", "probes": strip_probe(before["probes"]), "downstream": before["downstream"]})
+        if rank == 0:
+            write_json(r.run.before, before)
+            _log(r.run, {"step": -1, "event": "before", "probes": strip_probe(before["probes"]), "downstream": before["downstream"]})
     barrier()
     bar = tqdm(range(r.start, cfg.steps), desc=f"train {r.run.root.name}", disable=rank != 0, initial=r.start, total=cfg.steps)
     for step in bar:
@@ -413,12 +477,15 @@ def fit(r: Run, cfg: TrainConfig) -> None:
         record = {"step": step, "loss": loss, "lr": lr, "tokens_per_s": cfg.batch_size * cfg.seq_len / (time.perf_counter() - t0),
                   "grad_norm": norm, "injected": injected}
         end = step == cfg.steps - 1
+        if evaluates and r.entries and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or end):
+            record["probes"] = strip_probe(probe_scores(r.model, r.tok, r.entries, r.plan))
         if rank == 0:
-            if r.entries and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or end):
-                record["probes"] = strip_probe(probe_scores(r.model, r.tok, r.entries, r.plan))
             _log(r.run, record)
             bar.set_postfix(loss=f"{loss:.3f}")
-            if (cfg.save_every and (step + 1) % cfg.save_every == 0) or end:
+        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or end:
+            if cfg.fsdp:
+                save_sharded_checkpoint(r.run, step + 1, r.model, r.tok, r.opt)  # collective
+            elif rank == 0:
                 save_checkpoint(r.run, step + 1, r.model, r.tok, r.opt)
         barrier()
 
@@ -427,9 +494,10 @@ def finish(r: Run, cfg: TrainConfig) -> dict | None:
     """P and D after training; A and F against the starting checkpoint (summary.json, written by rank 0)."""
     rank, _ = rank_world()
     summary = None
+    if rank == 0 or r.sharded:  # under FSDP every rank runs the forwards (see `fit`)
+        after = {"probes": probe_scores(r.model, r.tok, r.entries, r.plan), "downstream": downstream(r.model, r.tok, cfg)}
     if rank == 0:
         before = json.loads(r.run.before.read_text())
-        after = {"probes": probe_scores(r.model, r.tok, r.entries, r.plan), "downstream": downstream(r.model, r.tok, cfg)}
         summary = summarize(before, after, cfg, r.run)
         write_json(r.run.summary, summary)
     barrier()

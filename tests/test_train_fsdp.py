@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from conftest import tiny_model
 from safetensors.torch import load_file
 
 from kentropy.knowledge import generate_knowledge
@@ -19,15 +20,19 @@ ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")
-def inputs(model_dir, sample_texts, tmp_path_factory):
+def inputs(model_dir, tokenizer, sample_texts, tmp_path_factory):
     d = tmp_path_factory.mktemp("fsdp-inputs")
+    gpt2 = tiny_model("gpt2", 11)
+    gpt2.config.update({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0})  # dropout draws differ per process count
+    gpt2.save_pretrained(d / "gpt2")
+    tokenizer.save_pretrained(d / "gpt2")
     (d / "corpus.txt").write_text("\n".join(sample_texts) + "\n")
     entries = generate_knowledge(3, n_paraphrases=2, seed=0)
     for e in entries:  # passages that fit the 32-token rows
         e["train_context"] = " ".join(e["train_context"].split()[:6])
         e["paraphrases"] = [" ".join(p.split()[:6]) for p in e["paraphrases"]]
     (d / "fk.json").write_text(json.dumps(entries))
-    return {"llama": model_dir("llama", 11), "gpt2": model_dir("gpt2", 11), "corpus": d / "corpus.txt", "fk": d / "fk.json"}
+    return {"llama": model_dir("llama", 11), "gpt2": d / "gpt2", "corpus": d / "corpus.txt", "fk": d / "fk.json"}
 
 
 def args(inputs, out, *extra, family="llama", steps=6, save_every=3, micro=2):

@@ -74,6 +74,9 @@ def save(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer, tokeniz
         model_sd, optim_sd = get_state_dict(model, opt)
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(d / DCP_DIR))
         full = full_state_dict(model)
+        # a tied weight (GPT-2's head = embeddings) is saved once, under its first name, as save_pretrained does
+        tied = set(dict(model.named_parameters(remove_duplicate=False))) - set(dict(model.named_parameters()))
+        full = {k: v for k, v in full.items() if k not in tied}
         if rank == 0:
             model.save_pretrained(d, state_dict=full)
             tokenizer.save_pretrained(d)

@@ -43,7 +43,7 @@ def shard(model: nn.Module, device: torch.device, dtype: str = "bfloat16") -> nn
     `init_process_group`; every rank must hold the same weights.
     """
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import FSDPModule, fully_shard
 
     mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
     mp = mixed_precision(device, dtype)
@@ -52,6 +52,13 @@ def shard(model: nn.Module, device: torch.device, dtype: str = "bfloat16") -> nn
         # the last block's weights are needed again at once by backward: keep them gathered
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=i < len(stack) - 1)
     fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=False)
+    # FSDP allocates the gathered parameters at the first all-gather and reuses them. Probing runs
+    # under torch.inference_mode, and tensors made there cannot be updated by training later:
+    # make them here, in normal mode, once.
+    for module in reversed(list(model.modules())):
+        if isinstance(module, FSDPModule):
+            module.unshard()
+            module.reshard()
     return model
 
 

@@ -111,8 +111,8 @@ def test_fsdp_resume_after_kill_on_two_and_one_processes(inputs, tmp_path):
     proc.wait()
     assert not (cut / "summary.json").exists(), "the run finished before it could be killed"
     assert (cut / "checkpoints" / "step-000006" / "dcp" / ".metadata").is_file()
-    one = tmp_path / "one"
-    shutil.copytree(cut, one)
+    killed = tmp_path / "killed"
+    shutil.copytree(cut, killed)  # to resume a second time, from the same point
 
     r = run(args(inputs, cut, "--fsdp", "--resume", steps=steps, save_every=every, micro=1), nproc=2)
     assert "resuming" in r.stderr
@@ -123,7 +123,10 @@ def test_fsdp_resume_after_kill_on_two_and_one_processes(inputs, tmp_path):
     for k in wf:
         assert torch.equal(wf[k], wc[k]), k
 
-    # the 2-process sharded checkpoint, resharded into one process
+    # the 2-process sharded checkpoint, resharded into one process (the run dir back as it was killed)
+    shutil.rmtree(cut)
+    killed.rename(cut)
+    one = cut
     r = run(args(inputs, one, "--fsdp", "--resume", steps=steps, save_every=every, micro=1), nproc=1)  # 4 micro-batches of 1
     assert "resuming" in r.stderr
     m1 = metrics(one)
@@ -134,3 +137,18 @@ def test_fsdp_resume_after_kill_on_two_and_one_processes(inputs, tmp_path):
         assert torch.allclose(wf[k], w1[k], atol=1e-4, rtol=0), k
     assert (json.loads((one / "summary.json").read_text())["P_after"]
             == pytest.approx(json.loads((full / "summary.json").read_text())["P_after"], rel=1e-4))
+
+
+def test_memory_estimate_printed_and_refusal_names_the_flag(inputs, tmp_path, capsys, monkeypatch):
+    from conftest import run_cli
+
+    ok = tmp_path / "ok"
+    code, _, err = run_cli(capsys, *args(inputs, ok, "--eval-every", 0, steps=2, save_every=2))
+    assert code == 0, err
+    assert "estimated memory per rank (one process): weights" in err and "GiB of available RAM" in err
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2**60))  # as if the host's RAM were shared by that many processes
+    big = tmp_path / "big"
+    code, _, err = run_cli(capsys, *args(inputs, big, steps=2, save_every=2))
+    lines = [x for x in err.strip().splitlines() if x.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "--fsdp" in lines[0] and "exceeds the 0.00 GiB" in lines[0]
+    assert not big.exists()  # refused before the run directory is made

@@ -22,7 +22,7 @@ def manual_coefficients(model, family, ids):
     layout = find_layout(model)
     act = ACT2FN[getattr(model.config, ACT.get(family, "hidden_act"))]
     xs = {}
-    handles = [layer.up.register_forward_hook(lambda m, a, o, l=l: xs.__setitem__(l, a[0].detach().clone()))
+    handles = [layer.dense.up.register_forward_hook(lambda m, a, o, l=l: xs.__setitem__(l, a[0].detach().clone()))
                for l, layer in enumerate(layout.layers)]
     try:
         with torch.no_grad():
@@ -35,11 +35,11 @@ def manual_coefficients(model, family, ids):
     for l, layer in enumerate(layout.layers):
         x = xs[l].reshape(-1, xs[l].shape[-1])  # [T, d]
         if family in GATED:
-            c = act(F.linear(x, layer.gate.weight)) * F.linear(x, layer.up.weight)
+            c = act(F.linear(x, layer.dense.gate.weight)) * F.linear(x, layer.dense.up.weight)
         elif family == "gpt2":  # Conv1D: y = x @ W + b with W [d, m]
-            c = act(x @ layer.up.weight + layer.up.bias)
+            c = act(x @ layer.dense.up.weight + layer.dense.up.bias)
         else:
-            c = act(F.linear(x, layer.up.weight, layer.up.bias))
+            c = act(F.linear(x, layer.dense.up.weight, layer.dense.up.bias))
         out.append(c)  # [T, m]
     return out
 
@@ -159,8 +159,7 @@ def test_bad_input(tokenizer, sample_texts):
 def test_unknown_family_lists_supported():
     import transformers as T
 
-    cfg = T.Phi3Config(vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
-                       num_attention_heads=2, pad_token_id=0)
-    model = T.AutoModelForCausalLM.from_config(cfg)  # fused gate_up_proj: no registered layout
-    with pytest.raises(KentropyError, match="unsupported model family Phi3ForCausalLM.*supported: gated: Llama"):
+    cfg = T.MambaConfig(vocab_size=64, hidden_size=16, state_size=4, num_hidden_layers=2, pad_token_id=0)
+    model = T.AutoModelForCausalLM.from_config(cfg)  # Mamba blocks only: no FFN anywhere
+    with pytest.raises(KentropyError, match=r"unsupported model family MambaForCausalLM.*supported: gated.*mixtral.*T5"):
         find_layout(model)

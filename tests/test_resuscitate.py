@@ -182,3 +182,95 @@ def test_cli_writes_loadable_model(model_dir, sample_texts, tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             main(["resuscitate", str(src), "--data", str(data), "--out", str(out), *args])
         assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+# ---- fused gate_up and mixture-of-experts layouts -------------------------------------------------
+def _flat_reference(cbar_l, q, p):
+    return reference_multipliers(cbar_l, q, p)
+
+
+@pytest.mark.parametrize("family", ["phi3", "modernbert"])
+def test_fused_gate_up_scales_only_the_up_half(family, tokenizer, sample_texts):
+    from test_ffn_layouts import build
+
+    model = build(family)
+    original = copy.deepcopy(model.state_dict())
+    cbar = measure(model, tokenizer, sample_texts[:6], seq_len=24, progress=False).coefficients
+    done = resuscitate(model, cbar, 0.5, 2.0)
+    name = "model.layers.{l}.mlp.gate_up_proj.weight" if family == "phi3" else "layers.{l}.mlp.Wi.weight"
+    state = model.state_dict()
+    for l in range(2):
+        ref = _flat_reference(cbar[l], 0.5, 2.0)
+        w0, w1 = original[name.format(l=l)], state[name.format(l=l)]
+        assert torch.equal(w1[:24], w0[:24])  # the first half (gate / activated input) is never touched
+        for i in range(24):
+            assert torch.allclose(w1[24 + i].double(), w0[24 + i].double() * ref.get(i, 1.0), rtol=1e-6, atol=0)
+    changed = {name.format(l=l) for l in range(2)}
+    assert all(torch.equal(original[k], state[k]) for k in original if k not in changed)
+    assert done.exact
+    done.undo()
+    assert all(torch.equal(t, original[k]) for k, t in model.state_dict().items())
+
+
+@pytest.mark.parametrize("family", ["qwen2_moe", "deepseek_v3", "olmoe"])
+def test_moe_scales_expert_up_halves_and_shared_up(family, tokenizer, sample_texts):
+    from test_ffn_layouts import build
+
+    model = build(family)
+    original = copy.deepcopy(model.state_dict())
+    texts = sample_texts[:6]
+    m0 = measure(model, tokenizer, texts, seq_len=24, progress=False)
+    q, p = 0.5, 2.0
+    done = resuscitate(model, m0.coefficients, q, p)
+    state = model.state_dict()
+    changed = set()
+    for l, cbar in enumerate(m0.coefficients):
+        ref = _flat_reference(cbar, q, p)  # the quantile over all of the layer's memory vectors
+        assert done.edits[l].neurons.tolist() == sorted(ref)
+        prefix = f"model.layers.{l}.mlp."
+        if prefix + "experts.gate_up_proj" not in original:  # a dense layer: its up projection
+            up = prefix + "up_proj.weight"
+            for i in range(original[up].shape[0]):
+                assert torch.allclose(state[up][i].double(), original[up][i].double() * ref.get(i, 1.0), rtol=1e-6, atol=0)
+            changed.add(up)
+            continue
+        gu0, gu1 = original[prefix + "experts.gate_up_proj"], state[prefix + "experts.gate_up_proj"]  # [E, 2m, h]
+        E, m = gu0.shape[0], gu0.shape[1] // 2
+        assert torch.equal(gu1[:, :m], gu0[:, :m])  # gates untouched
+        for e in range(E):
+            for i in range(m):
+                s = ref.get(e * m + i, 1.0)  # memory (e, i) is row i of expert e's up half
+                assert torch.allclose(gu1[e, m + i].double(), gu0[e, m + i].double() * s, rtol=1e-6, atol=0)
+        changed.add(prefix + "experts.gate_up_proj")
+        shared = [k for k in original if k.startswith(prefix + "shared_expert") and k.endswith("up_proj.weight")]
+        for k in shared:
+            for i in range(original[k].shape[0]):
+                s = ref.get(E * m + i, 1.0)
+                assert torch.allclose(state[k][i].double(), original[k][i].double() * s, rtol=1e-6, atol=0)
+            changed.add(k)
+        assert shared or family == "olmoe"
+    assert all(torch.equal(original[k], state[k]) for k in original if k not in changed)
+    assert done.exact
+    done.undo()
+    assert all(torch.equal(t, original[k]) for k, t in model.state_dict().items())
+
+
+def test_moe_resuscitated_coefficients_scale_exactly(tokenizer, sample_texts):
+    """Gated experts: scaling row i of expert e's up half scales g_e * c_{e,i} exactly, so Cbar of the
+    selected memories becomes mean(Cbar) * P (routing is unchanged: the router reads the FFN input)."""
+    from test_ffn_layouts import build
+
+    model = build("mixtral")
+    texts = sample_texts[:6]
+    cbar = measure(model, tokenizer, texts, seq_len=24, progress=False).coefficients
+    done = resuscitate(model, cbar, 0.5, 1.0)
+    after = measure(model, tokenizer, texts, seq_len=24, progress=False).coefficients
+    idx = done.edits[0].neurons
+    assert torch.allclose(after[0, idx], torch.full((len(idx),), float(cbar[0].mean()), dtype=torch.float64), rtol=1e-5)
+
+
+def test_coefficient_shape_mismatch_is_a_clear_error():
+    from test_ffn_layouts import build
+
+    with pytest.raises(KentropyError, match=r"model needs 2 layers of \[24, 68\] memory vectors"):
+        resuscitate(build("qwen2_moe"), torch.ones(2, 24), 0.5, 1.0)

@@ -3,19 +3,38 @@
 Each hook turns one layer's activation into per-instance means (a masked, weighted sum
 over tokens) and adds them to a running total, so no `[batch, seq, m]` tensor outlives the
 layer's own forward. Hooks are removed in `finally` (use the classes as context managers).
+
+Mixture-of-experts layers are reduced per expert on the routed tokens only: the effective
+coefficient of memory (e, i) at token t is g_e(t) * c_{e,i}(t), g the routing weight the model
+applies, so each routed (token, expert) row is weighted by w[t] * g_e(t) and summed into its
+expert's slice; nothing of size [tokens, E, m] is ever made. How the rows are reached depends on
+the experts implementation the model was loaded with (`config._experts_implementation`):
+- `grouped_mm`, `batched_mm`: the model's own kernels run; `_apply_gate` (gated experts) or the
+  activation module (ungated) hands us the [S, m] coefficient rows, whose (token, expert) order
+  is the one that implementation uses (sorted by expert, or token-major);
+- `eager` (gated): the experts run through `_eager_gated`, the same per-expert loop as
+  transformers' eager forward, op for op, with the reduction inserted;
+- any other implementation (hub kernels): measured through `grouped_mm`, so outputs match the
+  model's up to that kernel's rounding.
 """
 
 from __future__ import annotations
 
+from types import MethodType
+
 import torch
+import torch.nn.functional as F
 
 from kentropy.entropy import attention_entropy_per_query, coefficient_magnitude
-from kentropy.ffn import Layout
+from kentropy.ffn import Layer, Layout
+
+OWN_ROWS = ("grouped_mm", "batched_mm")  # implementations whose own kernels we read (row order known)
 
 
 class _Hooks:
     def __init__(self) -> None:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._patched: list[tuple[object, str]] = []  # (object, attribute) set on an instance, deleted on exit
         self.weights: torch.Tensor | None = None  # [B, T] per-token weights of the current batch
 
     def __enter__(self):
@@ -25,37 +44,185 @@ class _Hooks:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        for obj, attr in self._patched:
+            delattr(obj, attr)  # the class attribute shows through again
+        self._patched.clear()
+
+    def _patch(self, obj, attr: str, value) -> None:
+        if attr in vars(obj):
+            raise RuntimeError(f"{type(obj).__name__}.{attr} is already patched on this instance")
+        setattr(obj, attr, value)
+        self._patched.append((obj, attr))
+
+
+def _magnitude(c: torch.Tensor, activation: str) -> torch.Tensor:
+    a = coefficient_magnitude(c, activation)
+    return a if a.dtype in (torch.float32, torch.float64) else a.float()  # bf16/fp16: reduce in fp32
 
 
 class CoefficientSums(_Hooks):
-    """Sum over instances of the per-instance mean |c_l| for every layer: `sums[l]` is [m].
+    """Sum over instances of the per-instance mean |c_l| for every layer: `sums[l]` is [size_l] float64.
 
-    After the data, Cbar_l = sums[l] / instances (Eq. 2).
+    A MoE layer's vector is every expert's coefficients, expert-major (index e*m + i), then the
+    shared expert's. After the data, Cbar_l = sums[l] / instances (Eq. 2).
     """
 
     def __init__(self, layout: Layout, activation: str = "abs") -> None:
         super().__init__()
         coefficient_magnitude(torch.zeros(1), activation)  # validate early
         self.activation = activation
-        self.layers = len(layout.layers)
-        self.sums: torch.Tensor | None = None  # [L, m] float64
-        for l, layer in enumerate(layout.layers):
-            self._handles.append(layer.down.register_forward_pre_hook(self._hook(l)))
+        self.sizes = layout.sizes
+        self.sums: list[torch.Tensor] | None = None
+        try:
+            for l, layer in enumerate(layout.layers):
+                if layer.moe:
+                    self._install_experts(l, layer)
+                    if layer.shared is not None:
+                        self._install_shared(l, layer)
+                else:
+                    self._handles.append(layer.dense.down.register_forward_pre_hook(self._dense_hook(l)))
+        except BaseException:
+            self.__exit__()
+            raise
 
-    def _hook(self, l: int):
+    def _add(self, l: int, start: int, values: torch.Tensor) -> None:
+        """sums[l][start : start + len] += values (float64)."""
+        if self.sums is None:
+            self.sums = [torch.zeros(n, dtype=torch.float64, device=values.device) for n in self.sizes]
+        # .to: with --device-map the layers live on several GPUs; the sums stay on the first one's
+        self.sums[l][start : start + values.numel()] += values.reshape(-1).double().to(self.sums[l].device)
+
+    def _token_weights(self, device, dtype=torch.float32) -> torch.Tensor:
+        return self.weights.reshape(-1).to(device=device, dtype=dtype)  # [N]: row-major over [B, T]
+
+    # ---- dense --------------------------------------------------------------------------------
+    def _dense_hook(self, l: int):
         def hook(module, args):
             c = args[0]  # [B, T, m]: the input of the down projection (OPT flattens to [B*T, m])
-            a = coefficient_magnitude(c, self.activation)
-            if a.dtype not in (torch.float32, torch.float64):
-                a = a.float()  # bf16/fp16 activations: reduce in fp32
-            w = self.weights.to(device=a.device, dtype=a.dtype)  # [B, T]
+            a = _magnitude(c, self.activation)
+            w = self._token_weights(a.device, a.dtype)
             # sum_b mean_t |c[b, t]| as one [1, B*T] @ [B*T, m] product
-            per_layer = (w.reshape(1, -1) @ a.reshape(w.numel(), -1)).squeeze(0).double()
-            if self.sums is None:
-                self.sums = torch.zeros(self.layers, a.shape[-1], dtype=torch.float64, device=a.device)
-            self.sums[l] += per_layer.to(self.sums.device)  # layers may live on several GPUs (--device-map)
+            self._add(l, 0, w.reshape(1, -1) @ a.reshape(w.numel(), -1))
 
         return hook
+
+    # ---- shared expert ------------------------------------------------------------------------
+    def _install_shared(self, l: int, layer: Layer) -> None:
+        start = layer.n_experts * layer.expert_dim
+        state = {}
+
+        def gate_hook(module, args):  # the shared expert's input x: its gate is sigmoid(shared_gate(x))
+            state["g"] = torch.sigmoid(layer.shared_gate(args[0])).reshape(-1)
+
+        def down_hook(module, args):
+            a = _magnitude(args[0], self.activation)
+            a = a.reshape(-1, a.shape[-1])  # [N, m_shared]
+            w = self._token_weights(a.device, a.dtype)
+            if layer.shared_gate is not None:
+                w = w * state.pop("g").to(a.dtype)
+            self._add(l, start, w.reshape(1, -1) @ a)
+
+        if layer.shared_gate is not None:
+            self._handles.append(layer.shared.up.register_forward_pre_hook(gate_hook))
+        self._handles.append(layer.shared.down.register_forward_pre_hook(down_hook))
+
+    # ---- routed experts -----------------------------------------------------------------------
+    def _install_experts(self, l: int, layer: Layer) -> None:
+        experts = layer.experts
+        impl = getattr(experts.config, "_experts_implementation", None) or "eager"
+        E, m = layer.n_experts, layer.expert_dim
+        if impl == "eager" and experts.has_gate:
+            self._patch(experts, "forward", MethodType(_eager_gated(self, l, E, m), experts))
+            return
+        if impl not in OWN_ROWS and impl != "eager":
+            from transformers.integrations.moe import grouped_mm_experts_forward
+
+            self._patch(experts, "forward", MethodType(grouped_mm_experts_forward, experts))
+            impl = "grouped_mm"
+        rows = {}  # the current forward's row -> (expert, weight) map
+
+        def pre_hook(module, args, kwargs):
+            hidden, idx, weights = _routing(args, kwargs)
+            tok_w = self._token_weights(hidden.device)
+            k = idx.shape[-1]
+            flat_e, flat_g = idx.reshape(-1), weights.reshape(-1).float()
+            if impl == "batched_mm":  # token-major: row s is token s // k, its (s % k)-th expert
+                order = torch.arange(flat_e.numel(), device=flat_e.device)
+                rows["queue"] = [(flat_e, tok_w[order // k] * flat_g)]
+            elif impl == "grouped_mm":  # rows sorted by expert, as grouped_mm_experts_forward sorts them
+                sorted_e, perm = torch.sort(flat_e)
+                rows["queue"] = [(sorted_e, tok_w[perm // k] * flat_g[perm])]
+            else:  # eager, ungated: one activation call per routed expert, in increasing expert order
+                rows["queue"] = []
+                for e in torch.unique(flat_e).tolist():
+                    if e >= E:
+                        continue
+                    pos, tok = torch.where(idx.t() == e)  # the order of torch.where(expert_mask[e]) there
+                    rows["queue"].append((torch.full_like(tok, e), tok_w[tok] * weights[tok, pos].float()))
+
+        def reduce(c: torch.Tensor) -> None:
+            expert, rw = rows["queue"].pop(0)
+            a = _magnitude(c, self.activation)  # [S, m], a fresh tensor: scaled in place below
+            valid = expert < E  # expert-parallel sentinels carry no token
+            a.mul_(torch.where(valid, rw, 0).to(a.dtype)[:, None])
+            acc = torch.zeros(E, m, dtype=a.dtype, device=a.device)
+            acc.index_add_(0, expert.clamp(max=E - 1), a)
+            self._add(l, 0, acc)
+
+        self._handles.append(experts.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        if experts.has_gate:
+            original = type(experts)._apply_gate
+
+            def apply_gate(gate_up_out):
+                c = original(experts, gate_up_out)
+                reduce(c)
+                return c
+
+            self._patch(experts, "_apply_gate", apply_gate)
+        else:
+            self._handles.append(experts.act_fn.register_forward_hook(lambda mod, args, out: reduce(out)))
+
+
+def _routing(args, kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hidden_states [N, h], top_k_index [N, k], top_k_weights [N, k]) of an experts call."""
+    names = ("hidden_states", "top_k_index", "top_k_weights")
+    vals = list(args) + [kwargs[n] for n in names[len(args):]]
+    return vals[0], vals[1], vals[2]
+
+
+def _eager_gated(sums: CoefficientSums, l: int, E: int, m: int):
+    """transformers' eager experts forward (gated, [gate | up] concatenated), op for op, with each
+    expert's coefficients reduced on its routed tokens before the down projection."""
+
+    def forward(self, hidden_states, top_k_index, top_k_weights):
+        final_hidden_states = torch.zeros_like(hidden_states)
+        tok_w = sums._token_weights(hidden_states.device)
+        with torch.no_grad():
+            expert_mask = F.one_hot(top_k_index, num_classes=self.num_experts + 1)
+            expert_mask = expert_mask.permute(2, 1, 0)
+            expert_hit = torch.greater(expert_mask.sum(dim=(-1, -2)), 0).nonzero()
+        acc = None
+        for expert_idx in expert_hit:
+            expert_idx = expert_idx[0]
+            if expert_idx == self.num_experts:
+                continue
+            top_k_pos, token_idx = torch.where(expert_mask[expert_idx])
+            current_state = hidden_states[token_idx]
+            gate, up = F.linear(current_state, self.gate_up_proj[expert_idx]).chunk(2, dim=-1)
+            current_hidden_states = self.act_fn(gate) * up
+            a = _magnitude(current_hidden_states, sums.activation)  # [n_e, m]
+            rw = (tok_w[token_idx] * top_k_weights[token_idx, top_k_pos].float()).to(a.dtype)
+            if acc is None:
+                acc = torch.zeros(E, m, dtype=a.dtype, device=a.device)
+            acc[expert_idx] += rw @ a
+            current_hidden_states = F.linear(current_hidden_states, self.down_proj[expert_idx])
+            current_hidden_states = current_hidden_states * top_k_weights[token_idx, top_k_pos, None]
+            final_hidden_states.index_add_(0, token_idx, current_hidden_states.to(final_hidden_states.dtype))
+        if acc is not None:
+            sums._add(l, 0, acc)
+        return final_hidden_states
+
+    return forward
 
 
 class AttentionEntropySums(_Hooks):
@@ -66,14 +233,20 @@ class AttentionEntropySums(_Hooks):
 
     def __init__(self, layout: Layout) -> None:
         super().__init__()
+        missing = [layer.name for layer in layout.layers if layer.attention is None]
+        if missing:
+            from kentropy.errors import KentropyError
+
+            raise KentropyError(f"--metrics attention: blocks {', '.join(missing)} have an FFN but no self-attention")
         self.layers = len(layout.layers)
+        self.at = layout.family.probs_at
         self.sums: torch.Tensor | None = None  # [L] float64
         for l, layer in enumerate(layout.layers):
             self._handles.append(layer.attention.register_forward_hook(self._hook(l)))
 
     def _hook(self, l: int):
         def hook(module, args, output):
-            probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            probs = output[self.at] if isinstance(output, tuple) and len(output) > self.at else None
             if probs is None or probs.dim() != 4:
                 raise RuntimeError(
                     "attention entropy needs attention probabilities: load the model with attn_implementation='eager'"
@@ -85,3 +258,44 @@ class AttentionEntropySums(_Hooks):
             self.sums[l] += (w * h).sum().double().to(self.sums.device)
 
         return hook
+
+
+class InstanceCoefficients(_Hooks):
+    """Per-instance mean |c_l| for every layer, kept per instance: `instances()` is [N, L, m] float64.
+
+    The statistic a bootstrap over documents resamples (Cbar_l is its mean over instances, Eq. 2).
+    Each hook still reduces over tokens inside the layer's forward: only [B, m] per layer is kept.
+    Dense FFN layers of one size (the lab's models); MoE layers are measured by `CoefficientSums`.
+    """
+
+    def __init__(self, layout: Layout, activation: str = "abs") -> None:
+        super().__init__()
+        coefficient_magnitude(torch.zeros(1), activation)  # validate early
+        self.activation = activation
+        self.layers = len(layout.layers)
+        self._batch: list[torch.Tensor | None] = [None] * self.layers
+        self._done: list[torch.Tensor] = []
+        if layout.moe or len(set(layout.sizes)) != 1:
+            raise ValueError("per-instance coefficients need dense FFN layers of one size")
+        for l, layer in enumerate(layout.layers):
+            self._handles.append(layer.dense.down.register_forward_pre_hook(self._hook(l)))
+
+    def _hook(self, l: int):
+        def hook(module, args):
+            a = coefficient_magnitude(args[0], self.activation)  # [B, T, m] (OPT: [B*T, m])
+            if a.dtype not in (torch.float32, torch.float64):
+                a = a.float()
+            w = self.weights.to(device=a.device, dtype=a.dtype)  # [B, T]
+            B = w.shape[0]
+            # per instance b: sum_t w[b, t] |c[b, t]| as a [B, 1, T] @ [B, T, m] product -> [B, m]
+            self._batch[l] = torch.bmm(w.unsqueeze(1), a.reshape(B, w.shape[1], -1)).squeeze(1).double().cpu()
+
+        return hook
+
+    def end_batch(self) -> None:
+        """Call after each forward: the batch's [B, L, m] joins the kept instances."""
+        self._done.append(torch.stack(self._batch, dim=1))
+        self._batch = [None] * self.layers
+
+    def instances(self) -> torch.Tensor:
+        return torch.cat(self._done)  # [N, L, m]

@@ -43,13 +43,11 @@ def measure_cmd(cfg: MeasureConfig) -> None:
     if cfg.coefficients_out:
         payload["coefficients"] = save_coefficients(results, cfg.coefficients_out, cfg.activation)
     write_json(cfg.out, payload)
-    import math
-
-    print(f"{'checkpoint':<40} {'knowledge H':>12} {'max L ln m':>10} {'attention H':>12} {'next-token H':>12} {'docs':>6} {'tokens':>8}")
+    print(f"{'checkpoint':<40} {'knowledge H':>12} {'max sum ln m':>12} {'attention H':>12} {'next-token H':>12} {'docs':>6} {'tokens':>8}")
     for r in results:
         label = f"{r.model}@{r.revision}" if r.revision else r.model
         fmt = lambda x: f"{x:12.4f}" if x is not None else f"{'-':>12}"  # noqa: E731
-        print(f"{label[-40:]:<40} {r.knowledge_entropy:12.4f} {r.layers * math.log(r.ffn_dim):10.2f} "
+        print(f"{label[-40:]:<40} {r.knowledge_entropy:12.4f} {r.max_knowledge_entropy:12.2f} "
               f"{fmt(r.attention_entropy)} {fmt(r.next_token_entropy)} {r.instances:6d} {r.tokens:8d}")
     print(f"wrote {cfg.out}")
 

@@ -15,19 +15,26 @@ import torch
 from kentropy.errors import KentropyError
 
 
-def pack_rows(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
-    """Documents joined with eos and cut into rows: [N, seq_len] long."""
+def pack_rows(tokenizer, texts: list[str], seq_len: int, chunk: int = 4096) -> torch.Tensor:
+    """Documents joined with eos and cut into rows: [N, seq_len] long. Tokenized in chunks of
+    documents into int32 arrays, so a corpus of many millions of tokens never becomes a Python list."""
+    import numpy as np
+
     if seq_len <= 1:
         raise KentropyError(f"--seq-len {seq_len}: must be at least 2")
     eos = tokenizer.eos_token_id
     if eos is None:
         raise KentropyError("tokenizer has no eos token to join documents with")
-    stream: list[int] = []
-    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
-        stream.extend(ids)
-        stream.append(eos)
+    texts = list(texts)
+    parts = []
+    for i in range(0, len(texts), chunk):
+        ids = tokenizer(texts[i : i + chunk], add_special_tokens=False)["input_ids"]
+        lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter((t for x in ids for t in (*x, eos)), dtype=np.int32, count=int(lengths.sum()))
+        parts.append(flat)
+    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
     n = len(stream) // seq_len
-    return torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)
+    return torch.from_numpy(stream[: n * seq_len].astype(np.int64)).view(n, seq_len)
 
 
 def epochs_needed(rows: int, steps: int, global_batch: int) -> int:

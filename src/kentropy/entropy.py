@@ -55,3 +55,18 @@ def instance_weights(attention_mask: torch.Tensor) -> torch.Tensor:
     """
     m = attention_mask.float()
     return m / m.sum(dim=1, keepdim=True).clamp_min(1)
+
+
+def expert_split(cbar: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split H_l of a mixture-of-experts layer into expert mass and within-expert parts.
+
+    cbar: [n] one layer's Cbar, made of consecutive groups of `sizes` (each routed expert's m,
+    then the shared expert's). With mass_g = sum of group g's p and p_g = group g renormalized:
+    H_l = H(mass) + sum_g mass_g H(p_g) exactly (chain rule of entropy).
+    Returns (mass [G], entropy per group [G], H(mass), sum_g mass_g H(p_g)).
+    """
+    groups = torch.split(cbar, sizes)
+    totals = torch.stack([g.sum() for g in groups])
+    mass = totals / totals.sum()
+    per_group = torch.stack([entropy(distribution(g)) if g.sum() > 0 else g.new_zeros(()) for g in groups])
+    return mass, per_group, entropy(mass), (mass * per_group).sum()

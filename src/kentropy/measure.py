@@ -29,7 +29,20 @@ METRICS = ("knowledge", "attention", "next-token")
 
 @dataclass
 class Measurement:
-    """One checkpoint's entropies. `coefficients` (Cbar, [L, m]) is kept out of the JSON."""
+    """One checkpoint's entropies. `coefficients` (Cbar) is kept out of the JSON: a [L, m] tensor, or a
+    list of [m_l] tensors when layers differ in size (dense and mixture-of-experts layers mixed).
+
+    Fields after `coefficients` appear in the JSON only where they apply (None otherwise):
+    - mixture-of-experts: `experts` {num_experts, expert_dim, shared_expert_dim, moe_layers};
+      per layer (null for dense layers) `expert_entropy_per_layer` (entropy of the expert masses),
+      `within_expert_entropy_per_layer` (mass-weighted within-expert entropy; the two add up to
+      H_l), `expert_mass_per_layer` and `per_expert_entropy_per_layer` ([E (+1 shared)] each);
+    - layers of different sizes: `ffn_dim_per_layer` (`ffn_dim` is then the largest);
+    - encoder-decoders: `stacks` {encoder: {...}, decoder: {...}}, each with its own `layers`,
+      `knowledge_entropy`, `knowledge_entropy_per_layer` (and attention entropy); the top-level
+      per-layer lists are the encoder's layers then the decoder's, `knowledge_entropy` their sum;
+    - hybrids: `blocks` (the measured blocks' names) and `skipped_blocks` (blocks without an FFN).
+    """
 
     model: str
     revision: str | None
@@ -42,12 +55,35 @@ class Measurement:
     ffn_dim: int
     instances: int
     tokens: int
-    coefficients: torch.Tensor = field(repr=False)
+    coefficients: torch.Tensor | list[torch.Tensor] = field(repr=False)
+    ffn_dim_per_layer: list[int] | None = None
+    experts: dict | None = None
+    expert_entropy_per_layer: list[float | None] | None = None
+    within_expert_entropy_per_layer: list[float | None] | None = None
+    expert_mass_per_layer: list[list[float] | None] | None = None
+    per_expert_entropy_per_layer: list[list[float] | None] | None = None
+    stacks: dict | None = None
+    blocks: list[str] | None = None
+    skipped_blocks: list[str] | None = None
+
+    @property
+    def max_knowledge_entropy(self) -> float:
+        """sum_l ln m_l: the entropy of uniform usage of every memory vector."""
+        import math
+
+        return sum(math.log(m) for m in (self.ffn_dim_per_layer or [self.ffn_dim] * self.layers))
 
     def to_json(self) -> dict:
         d = asdict(self)
         d.pop("coefficients")
+        for k in OPTIONAL_FIELDS:
+            if d[k] is None:
+                d.pop(k)
         return d
+
+
+OPTIONAL_FIELDS = ("ffn_dim_per_layer", "experts", "expert_entropy_per_layer", "within_expert_entropy_per_layer",
+                   "expert_mass_per_layer", "per_expert_entropy_per_layer", "stacks", "blocks", "skipped_blocks")
 
 
 def check_metrics(metrics) -> tuple[str, ...]:
@@ -113,7 +149,7 @@ def measure_ids(
     if not ids:
         raise KentropyError("no documents to measure")
     layout = find_layout(model)
-    L, m = len(layout.layers), layout.ffn_dim
+    L, sizes = len(layout.layers), layout.sizes
     longest, limit = max(len(x) for x in ids), max_positions(model)
     if limit is not None and longest > limit:
         raise KentropyError(f"--seq-len: documents of {longest} tokens exceed the model's {limit} positions (use --seq-len {limit})")
@@ -141,25 +177,25 @@ def measure_ids(
             coef.weights = w
             if attn is not None:
                 attn.weights = w
-            out = forward(**model_inputs(model, input_ids, mask))
+            out = forward(**_inputs(model, input_ids, mask))
             if want_logits:
                 h = E.next_token_entropy_per_position(out.logits)  # [B, T]
                 next_tok += (w * h).sum().double().to(device)
             tokens += int(mask.sum())
 
     # reduce: float64 sums and counts, across ranks when distributed
-    sums = coef.sums.to(device) if coef.sums is not None else torch.zeros(L, m, dtype=torch.float64, device=device)
+    flat = torch.cat(coef.sums).to(device) if coef.sums is not None else torch.zeros(sum(sizes), dtype=torch.float64, device=device)
     att = None
     if attn is not None:
         att = attn.sums.to(device) if attn.sums is not None else torch.zeros(L, dtype=torch.float64, device=device)
     counts = torch.tensor([sum(len(b) for b in batches), tokens], dtype=torch.float64, device=device)
     if world > 1:
-        for t in [sums, counts, next_tok] + ([att] if att is not None else []):
+        for t in [flat, counts, next_tok] + ([att] if att is not None else []):
             torch.distributed.all_reduce(t)
     n = int(counts[0])
 
-    cbar = (sums / n).cpu()  # [L, m] Eq. 2: mean over instances of per-instance mean |c|
-    per_layer = E.knowledge_entropy_per_layer(cbar)
+    cbar = list(torch.split((flat / n).cpu(), sizes))  # [m_l] each, Eq. 2: mean over instances of per-instance mean |c|
+    per_layer = torch.stack([E.knowledge_entropy_per_layer(c) for c in cbar])
     att_layers = (att / n).cpu().tolist() if att is not None else None
     return Measurement(
         model=name,
@@ -170,11 +206,72 @@ def measure_ids(
         attention_entropy_per_layer=att_layers,
         next_token_entropy=float(next_tok / n) if want_logits else None,
         layers=L,
-        ffn_dim=m,
+        ffn_dim=layout.ffn_dim,
         instances=n,
         tokens=int(counts[1]),
-        coefficients=cbar,
+        coefficients=torch.stack(cbar) if layout.uniform else cbar,
+        ffn_dim_per_layer=None if layout.uniform else sizes,
+        **_moe_fields(layout, cbar),
+        **_structure_fields(layout, per_layer.tolist(), att_layers),
     )
+
+
+def _inputs(model, input_ids: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Forward kwargs. An encoder-decoder reads the document in its encoder and, teacher-forced, in its
+    decoder (the document shifted right by the decoder start token), so both stacks see the same tokens."""
+    kw = model_inputs(model, input_ids, mask)
+    if getattr(model.config, "is_encoder_decoder", False):
+        if not hasattr(model, "_shift_right"):
+            raise KentropyError(f"{type(model).__name__}: encoder-decoder without _shift_right; cannot build decoder inputs")
+        kw["decoder_input_ids"] = model._shift_right(input_ids)
+        kw["decoder_attention_mask"] = mask
+    return kw
+
+
+def _moe_fields(layout, cbar: list[torch.Tensor]) -> dict:
+    """The expert split of H_l for every mixture-of-experts layer (None for dense layers)."""
+    if not layout.moe:
+        return {}
+    moe = [layer for layer in layout.layers if layer.moe]
+    first = moe[0]
+    fields = {"experts": {"num_experts": first.n_experts, "expert_dim": first.expert_dim,
+                          "shared_expert_dim": first.shared.size if first.shared is not None else 0,
+                          "moe_layers": [l for l, layer in enumerate(layout.layers) if layer.moe]},
+              "expert_entropy_per_layer": [], "within_expert_entropy_per_layer": [],
+              "expert_mass_per_layer": [], "per_expert_entropy_per_layer": []}
+    for layer, c in zip(layout.layers, cbar):
+        if not layer.moe:
+            for k in ("expert_entropy_per_layer", "within_expert_entropy_per_layer", "expert_mass_per_layer",
+                      "per_expert_entropy_per_layer"):
+                fields[k].append(None)
+            continue
+        groups = [layer.expert_dim] * layer.n_experts + ([layer.shared.size] if layer.shared is not None else [])
+        mass, per_expert, h_mass, h_within = E.expert_split(c, groups)
+        fields["expert_entropy_per_layer"].append(float(h_mass))
+        fields["within_expert_entropy_per_layer"].append(float(h_within))
+        fields["expert_mass_per_layer"].append(mass.tolist())
+        fields["per_expert_entropy_per_layer"].append(per_expert.tolist())
+    return fields
+
+
+def _structure_fields(layout, per_layer: list[float], att_layers: list[float] | None) -> dict:
+    """Per-stack results (encoder-decoders) and block names (where blocks were skipped)."""
+    fields = {}
+    if layout.skipped or len(layout.stacks) > 1:
+        fields["blocks"] = [layer.name for layer in layout.layers]
+    if layout.skipped:
+        fields["skipped_blocks"] = list(layout.skipped)
+    if len(layout.stacks) > 1:
+        stacks, start = {}, 0
+        for name, n in layout.stacks:
+            h = per_layer[start : start + n]
+            stacks[name] = {"layers": n, "knowledge_entropy": float(sum(h)), "knowledge_entropy_per_layer": h}
+            if att_layers is not None:
+                a = att_layers[start : start + n]
+                stacks[name] |= {"attention_entropy": float(sum(a)), "attention_entropy_per_layer": a}
+            start += n
+        fields["stacks"] = stacks
+    return fields
 
 
 def measure(
@@ -283,7 +380,7 @@ def save_coefficients(results: list[Measurement], directory: str, activation: st
     paths = []
     for i, r in enumerate(results):
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{r.model}@{r.revision}" if r.revision else r.model).strip("_")[-80:]
-        tensors = {f"layers.{l}": r.coefficients[l].contiguous() for l in range(r.layers)}
+        tensors = {f"layers.{l}": r.coefficients[l].contiguous() for l in range(r.layers)}  # [m_l]: E*m (+shared) for MoE
         meta = {"model": r.model, "revision": r.revision or "", "activation": activation,
                 "instances": str(r.instances), "tokens": str(r.tokens)}
         path = Path(directory) / f"{i:03d}_{slug}.safetensors"
@@ -292,8 +389,9 @@ def save_coefficients(results: list[Measurement], directory: str, activation: st
     return paths
 
 
-def load_coefficients(path: str) -> torch.Tensor:
-    """Cbar [L, m] from a `.safetensors` file written by `--coefficients-out`, or a dir holding one."""
+def load_coefficients(path: str) -> torch.Tensor | list[torch.Tensor]:
+    """Cbar [L, m] from a `.safetensors` file written by `--coefficients-out`, or a dir holding one
+    (a list of [m_l] tensors where layers differ in size)."""
     from safetensors import safe_open
 
     p = Path(path)
@@ -309,7 +407,8 @@ def load_coefficients(path: str) -> torch.Tensor:
             keys = sorted((k for k in f.keys() if k.startswith("layers.")), key=lambda k: int(k.split(".")[1]))
             if not keys:
                 raise KentropyError(f"--coefficients {p}: no 'layers.N' tensors")
-            return torch.stack([f.get_tensor(k) for k in keys])
+            rows = [f.get_tensor(k) for k in keys]
+            return torch.stack(rows) if len({r.numel() for r in rows}) == 1 else rows
     except KentropyError:
         raise
     except Exception as e:

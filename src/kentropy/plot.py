@@ -1,4 +1,5 @@
-"""Figures from measure results: total entropy per checkpoint and a per-layer panel (paper Figs. 2, 3, 8)."""
+"""Figures from measure results: total entropy per checkpoint and a per-layer panel (paper Figs. 2, 3, 8);
+for mixture-of-experts models, an expert-usage panel (expert masses, and H_l split into its two parts)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def plot_measurements(results: list[dict], out: str) -> str:
     metrics = [("knowledge_entropy", "Knowledge entropy")]
     if results[0].get("attention_entropy") is not None:
         metrics.append(("attention_entropy", "Attention entropy"))
-    fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.6 * len(metrics)), squeeze=False)
+    moe = results[-1].get("expert_mass_per_layer") is not None
+    rows = len(metrics) + moe
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 3.6 * rows), squeeze=False)
     cmap = plt.get_cmap("viridis")
     for row, (key, title) in enumerate(metrics):
         ax = axes[row][0]
@@ -37,12 +40,40 @@ def plot_measurements(results: list[dict], out: str) -> str:
         ax.set_title(f"{title} per layer")
         ax.set_xlabel("layer")
         ax.legend(fontsize=7, ncol=2)
+    if moe:
+        expert_usage(axes[-1], results, labels)
     if results[0].get("next_token_entropy") is not None:
         axes[0][0].twinx().plot(range(len(results)), [r["next_token_entropy"] for r in results], "r--", marker="x", label="next-token")
     fig.tight_layout()
     write_atomic(out, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return out
+
+
+def expert_usage(axes, results: list[dict], labels: list[str]) -> None:
+    """Left: expert masses per MoE layer (last checkpoint; the shared expert is the last column).
+    Right: per layer, the entropy of the expert masses and the within-expert part, per checkpoint."""
+    last = results[-1]
+    layers = [l for l, mass in enumerate(last["expert_mass_per_layer"]) if mass is not None]
+    ax = axes[0]
+    im = ax.imshow([last["expert_mass_per_layer"][l] for l in layers], aspect="auto", cmap="magma")
+    ax.set_yticks(range(len(layers)), [str(l) for l in layers], fontsize=7)
+    shared = " (last column: shared)" if last.get("experts", {}).get("shared_expert_dim") else ""
+    ax.set_title(f"Expert mass, {labels[-1]}{shared}")
+    ax.set_xlabel("expert")
+    ax.set_ylabel("layer")
+    ax.figure.colorbar(im, ax=ax)
+    ax = axes[1]
+    cmap = plt.get_cmap("viridis")
+    for i, r in enumerate(results):
+        color = cmap(i / max(1, len(results) - 1))
+        split = [(l, r["expert_entropy_per_layer"][l], r["within_expert_entropy_per_layer"][l])
+                 for l in range(len(r["expert_entropy_per_layer"])) if r["expert_entropy_per_layer"][l] is not None]
+        ax.plot([x[0] for x in split], [x[1] for x in split], color=color, marker="o", label=f"{labels[i]} experts")
+        ax.plot([x[0] for x in split], [x[2] for x in split], color=color, marker="x", ls="--", label=f"{labels[i]} within")
+    ax.set_title("H_l = expert-mass entropy + within-expert entropy")
+    ax.set_xlabel("layer")
+    ax.legend(fontsize=7, ncol=2)
 
 
 def plot_file(result_json: str, out: str) -> str:

@@ -3,8 +3,11 @@
 Per layer l, from Cbar_l: the neurons at or below the q-quantile of Cbar_l (q = ratio) get
 their coefficient scaled by `mean(Cbar_l) / Cbar_l[i] * p` (p = amplify), by scaling the
 weights that produce coefficient i: row i of the up projection for gated FFNs (never the
-gate, so c_i is scaled exactly), row i of the input projection and its bias entry for plain
-FFNs (exact for ReLU, approximate for other activations). Nothing else changes.
+gate, so c_i is scaled exactly; a fused gate_up projection by its up half only), row i of
+the input projection and its bias entry for plain FFNs (exact for ReLU, approximate for
+other activations). A mixture-of-experts layer takes the quantile over all of its memory
+vectors (E*m, plus the shared expert's) and scales row i of expert e's up half (or row i of
+the shared expert's up projection). Nothing else changes.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import yaml
 
 from kentropy.config import option
 from kentropy.errors import KentropyError
-from kentropy.ffn import Layout, coefficient_rows, find_layout
+from kentropy.ffn import Layer, Layout, find_layout
 
 EXACT_ACTIVATIONS = {"relu"}  # plain FFNs: act(s*z) = s*act(z) only for positively homogeneous activations
 
@@ -43,12 +46,31 @@ def select_and_scale(cbar: torch.Tensor, ratio: float, amplify: float) -> tuple[
     return idx, cbar.mean() / cbar[idx] * amplify
 
 
+def _parts(layer: Layer) -> list[tuple[int, torch.Tensor, torch.Tensor | None, int | None]]:
+    """Where a layer's memory vectors are produced: (offset, rows, bias, m) per part, in vector order.
+
+    rows is [n, d] (a dense FFN, a shared expert), or [E, m, d] with m given (routed experts, whose
+    memory e*m + i is row i of expert e's up half). All are views: writes reach the parameters.
+    """
+    if not layer.moe:
+        rows, bias = layer.dense.rows()
+        return [(0, rows, bias, None)]
+    parts = [(0, layer.expert_up_rows(), None, layer.expert_dim)]
+    if layer.shared is not None:
+        rows, bias = layer.shared.rows()
+        parts.append((layer.n_experts * layer.expert_dim, rows, bias, None))
+    return parts
+
+
+def _where(local: torch.Tensor, m: int | None) -> tuple[torch.Tensor, ...]:
+    return (local,) if m is None else (local // m, local % m)
+
+
 @dataclass
 class LayerEdit:
-    neurons: torch.Tensor  # [k] indices
+    neurons: torch.Tensor  # [k] indices into the layer's memory vectors
     multipliers: torch.Tensor  # [k] float64
-    saved_rows: torch.Tensor = field(repr=False)  # [k, d] original rows, for undo
-    saved_bias: torch.Tensor | None = field(repr=False, default=None)
+    saved: list = field(repr=False, default_factory=list)  # per part: (part, local idx, rows [k', d], bias [k'] | None)
 
 
 @dataclass
@@ -67,10 +89,13 @@ class Resuscitation:
         """Restore every changed row (and bias entry) to its original bits."""
         with torch.no_grad():
             for layer, e in zip(self._layout.layers, self.edits):
-                rows, bias = coefficient_rows(layer, self._layout.family.transposed)
-                rows[e.neurons] = e.saved_rows
-                if bias is not None:
-                    bias[e.neurons] = e.saved_bias
+                parts = _parts(layer)
+                for p, local, rows0, bias0 in e.saved:
+                    _, rows, bias, m = parts[p]
+                    where = _where(local, m)
+                    rows[where] = rows0
+                    if bias is not None:
+                        bias[where] = bias0
 
     def to_json(self) -> dict:
         return {
@@ -93,44 +118,58 @@ class Resuscitation:
 
 def _activation_name(model) -> str:
     cfg = model.config
-    for key in ("hidden_act", "activation_function", "hidden_activation"):
+    for key in ("hidden_act", "activation_function", "hidden_activation", "mlp_hidden_act", "dense_act_fn"):
         if isinstance(getattr(cfg, key, None), str):
             return getattr(cfg, key)
     return "unknown"
 
 
-def resuscitate(model, coefficients: torch.Tensor, ratio: float, amplify: float) -> Resuscitation:
-    """Apply Algorithm 1 in place. coefficients: Cbar [L, m] measured on some data.
+def resuscitate(model, coefficients, ratio: float, amplify: float) -> Resuscitation:
+    """Apply Algorithm 1 in place. coefficients: Cbar [L, m] measured on some data (or a list of [m_l]
+    tensors where layers differ in size, as `measure` returns for mixed dense / MoE models).
 
     Returns what changed; `.undo()` restores the model exactly. To keep the original, call
     this on a copy (`copy.deepcopy(model)`).
     """
     check_args(ratio, amplify)
     layout = find_layout(model)
-    L, m = len(layout.layers), layout.ffn_dim
-    if tuple(coefficients.shape) != (L, m):
-        raise KentropyError(f"coefficients have shape {tuple(coefficients.shape)}, model needs [{L}, {m}] (layers, ffn dim)")
-    act = _activation_name(model)
-    if layout.gated:
-        exact, note = True, "gated FFN: up-projection rows scaled, so each coefficient is scaled exactly"
-    elif act in EXACT_ACTIVATIONS:
-        exact, note = True, f"plain FFN with {act}: input row and bias scaled, coefficient scaled exactly"
-    else:
-        exact, note = False, f"plain FFN with {act}: input row and bias scaled; act(s*z) != s*act(z), so coefficients scale only approximately"
+    want = layout.sizes
+    got = [int(c.numel()) for c in coefficients] if len(coefficients) == len(want) else None
+    if got != want:
+        shape = tuple(coefficients.shape) if isinstance(coefficients, torch.Tensor) else [int(c.numel()) for c in coefficients]
+        raise KentropyError(f"coefficients have shape {shape}, model needs {len(want)} layers of {want} memory vectors")
+    exact, note = _exactness(model, layout)
     edits = []
     with torch.no_grad():
         for layer, cbar in zip(layout.layers, coefficients):
-            idx, mult = select_and_scale(cbar, ratio, amplify)
-            rows, bias = coefficient_rows(layer, layout.family.transposed)
-            idx_dev = idx.to(rows.device)
-            saved_rows = rows[idx_dev].clone()
-            saved_bias = bias[idx_dev].clone() if bias is not None else None
-            scale = mult.to(device=rows.device, dtype=torch.float64)
-            rows[idx_dev] = (saved_rows.double() * scale[:, None]).to(rows.dtype)
-            if bias is not None:
-                bias[idx_dev] = (saved_bias.double() * scale).to(bias.dtype)
-            edits.append(LayerEdit(idx_dev, mult, saved_rows, saved_bias))
+            idx, mult = select_and_scale(cbar.reshape(-1), ratio, amplify)
+            edit = LayerEdit(idx, mult)
+            for p, (start, rows, bias, m) in enumerate(_parts(layer)):
+                n = rows.shape[0] * (m or 1)
+                sel = (idx >= start) & (idx < start + n)
+                if not sel.any():
+                    continue
+                local = (idx[sel] - start).to(rows.device)
+                where = _where(local, m)
+                saved_rows = rows[where].clone()
+                saved_bias = bias[where].clone() if bias is not None else None
+                scale = mult[sel].to(device=rows.device, dtype=torch.float64)
+                rows[where] = (saved_rows.double() * scale[:, None]).to(rows.dtype)
+                if bias is not None:
+                    bias[where] = (saved_bias.double() * scale).to(bias.dtype)
+                edit.saved.append((p, local, saved_rows, saved_bias))
+            edits.append(edit)
     return Resuscitation(ratio, amplify, layout.family.name, exact, note, edits, layout)
+
+
+def _exactness(model, layout: Layout) -> tuple[bool, str]:
+    act = _activation_name(model)
+    if layout.gated:
+        what = "mixture-of-experts: rows of each expert's up half" if layout.moe else "gated FFN: up-projection rows"
+        return True, f"{what} scaled, so each coefficient is scaled exactly"
+    if act in EXACT_ACTIVATIONS:
+        return True, f"plain FFN with {act}: input row and bias scaled, coefficient scaled exactly"
+    return False, f"plain FFN with {act}: input row and bias scaled; act(s*z) != s*act(z), so coefficients scale only approximately"
 
 
 def paper_sweeps() -> dict[str, list[dict]]:

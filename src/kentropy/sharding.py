@@ -15,16 +15,16 @@ import torch
 from torch import nn
 
 from kentropy.errors import KentropyError
-from kentropy.ffn import find_layout, find_stack
+from kentropy.ffn import find_layout, find_stacks
 
 
-def blocks(model: nn.Module) -> nn.ModuleList:
-    """The transformer blocks: the layer stack whose blocks hold the registry's FFN down projections."""
-    downs = {id(layer.down) for layer in find_layout(model).layers}  # unknown family: the registry's error
-    found = find_stack(model, [downs], lambda block, ids: any(id(m) in ids for m in block.modules()))
+def blocks(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks, in order: every block of the layer stack(s) the model-family registry finds."""
+    found = find_stacks(model)
     if found is None:
+        find_layout(model)  # raises the registry's one-line error for an unknown family
         raise KentropyError(f"--fsdp: no transformer block stack found in {type(model).__name__}")
-    return found[0]
+    return [block for _, stack in found[1] for block in stack]
 
 
 def mixed_precision(device: torch.device, dtype: str = "bfloat16"):

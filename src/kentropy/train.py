@@ -73,6 +73,7 @@ class TrainConfig:
     epochs: int | None = option(None, "Allow this many passes over a corpus too small for --steps (default: refuse).")
     eval_every: int = option(160, "Probe the injected knowledge every this many steps (0 = only before and after).")
     save_every: int = option(400, "Save a resumable checkpoint every this many steps (and at the end).")
+    save_at: list[int] = option([], "Also save a checkpoint after each of these step counts (repeatable; e.g. log-spaced).")
     tasks: str | None = option(None, "Downstream tasks for D (comma-separated lm-eval names; 'paper' = the paper's six, with OLMo's metrics); F needs them.")
     task_dir: str | None = option(None, "Directory of local lm-eval task YAMLs for --tasks.")
     eval_limit: int | None = option(None, "Evaluate at most this many examples per task.")
@@ -81,6 +82,7 @@ class TrainConfig:
     overwrite: bool = option(False, "Delete an existing run directory first.")
     device: str = option("auto", "auto, cpu, cuda, cuda:N (under torchrun: the local rank's GPU).")
     dtype: str = option("bfloat16", "Compute dtype on CUDA (bfloat16 or float32; fp32 master weights either way); CPU trains in float32.")
+    compile: bool = option(False, "torch.compile the training forward and backward (faster steps after a one-off compile).")
     fsdp: bool = option(False, "Shard weights, gradients and optimizer state over the torchrun processes (FSDP2, block by block) "
                                "instead of DDP; resumable checkpoints are then sharded (DCP) and resume on any number of processes.")
 
@@ -104,6 +106,9 @@ class TrainConfig:
             raise KentropyError(f"--decay-fraction {self.decay_fraction}: must be in (0, 1]")
         if self.schedule == "wsd" and self.warmup + self.decay_fraction > 1:
             raise KentropyError(f"--warmup {self.warmup} + --decay-fraction {self.decay_fraction}: must not exceed 1")
+        bad = [s for s in self.save_at if not 0 < s <= self.steps]
+        if bad:
+            raise KentropyError(f"--save-at {bad[0]}: must be a step count in 1..{self.steps}")
         if self.dtype not in ("bfloat16", "float32"):
             raise KentropyError(f"--dtype {self.dtype}: choose bfloat16 or float32")
 
@@ -402,6 +407,8 @@ def setup(cfg: TrainConfig) -> Run:
             _truncate_metrics(run, start - 1)
             print(f"resuming {run.root} at step {start} from {last.name}", file=sys.stderr)
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 and not sharded else model
+    if cfg.compile:
+        wrapped = torch.compile(wrapped)  # same parameters: checkpoints and probes use `model` itself
     return Run(run=run, tok=tok, model=model, wrapped=wrapped, opt=opt, rows=rows, order=row_order(len(rows), need, cfg.seed),
                schedule=schedule, passages=passages, entries=entries, plan=plan, start=start, device=device,
                accum=per_rank // cfg.micro_batch, per_rank=per_rank, sharded=sharded)
@@ -482,7 +489,7 @@ def fit(r: Run, cfg: TrainConfig) -> None:
         if rank == 0:
             _log(r.run, record)
             bar.set_postfix(loss=f"{loss:.3f}")
-        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or end:
+        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (step + 1) in cfg.save_at or end:
             if cfg.fsdp:
                 save_sharded_checkpoint(r.run, step + 1, r.model, r.tok, r.opt)  # collective
             elif rank == 0:

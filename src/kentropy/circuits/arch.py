@@ -1,10 +1,10 @@
-"""Where each model family keeps what a circuit graph needs: norms, q/k/v, o_proj, MLP, final norm.
+"""Circuit wiring: the hook points a circuit graph needs (norms, q/k/v, o_proj, MLP, final norm).
 
-A second table beside `kentropy.ffn.FAMILIES` (the FFN registry), at the finer grain circuits
-need, matched the same way (`kentropy.ffn.find_stack`): the first `nn.ModuleList` whose every
-block has an architecture's submodules is the layer stack. A circuit graph needs the
-residual stream to be a plain sum of node outputs, so post-norm blocks (Gemma 2/3, OLMo 2,
-OPT-350m) are refused with a clear error.
+Where each family keeps them is the `circuits` entry of that family in the one registry,
+`kentropy.ffn.FAMILIES`; the layer stack is found the same way as for measuring. A circuit
+graph needs the residual stream to be a plain sum of node outputs, so post-norm blocks (Gemma
+2/3, OLMo 2, OPT-350m), mixture-of-experts layers, encoder-decoders and families without a
+`circuits` entry are refused with a clear error.
 """
 
 from __future__ import annotations
@@ -15,35 +15,8 @@ import torch
 from torch import nn
 
 from kentropy.errors import KentropyError
-from kentropy.ffn import find_stack, submodule
+from kentropy.ffn import FAMILIES, Circuits, Family, MoE, block_ffn, find_stacks, submodule
 
-
-@dataclass(frozen=True)
-class Arch:
-    name: str
-    attn_norm: str  # norm whose input is the residual stream read by the heads
-    mlp_norm: str  # norm whose input is the residual stream read by the MLP (Phi: the same norm)
-    projections: tuple[tuple[str, str], ...]  # (path, parts): parts "q", "k", "v" or fused "qkv"
-    o_proj: str  # input: the heads' outputs concatenated, [B, T, H * dh]
-    mlp_in: str  # module whose input is mlp_norm(residual)
-    mlp_out: str  # module whose output is the MLP's contribution to the residual
-    final_norm: tuple[str, ...]  # candidate paths inside model.base_model
-    parallel: bool | None = False  # MLP reads the block input (None: config.use_parallel_residual)
-    transposed: bool = False  # GPT-2's Conv1D stores weights as [in, out]
-    interleaved: bool = False  # fused qkv laid out per head [q_h k_h v_h] (NeoX), else [q | k | v]
-
-
-_QKV = (("self_attn.q_proj", "q"), ("self_attn.k_proj", "k"), ("self_attn.v_proj", "v"))
-
-ARCHS: tuple[Arch, ...] = (
-    Arch("Llama-style: Llama, Qwen2, Mistral, OLMo, Gemma", "input_layernorm", "post_attention_layernorm", _QKV,
-         "self_attn.o_proj", "mlp", "mlp", ("norm",)),
-    Arch("GPT-2", "ln_1", "ln_2", (("attn.c_attn", "qkv"),), "attn.c_proj", "mlp", "mlp", ("ln_f",), transposed=True),
-    Arch("GPT-NeoX/Pythia", "input_layernorm", "post_attention_layernorm", (("attention.query_key_value", "qkv"),),
-         "attention.dense", "mlp", "mlp", ("final_layer_norm",), parallel=None, interleaved=True),
-    Arch("Phi", "input_layernorm", "input_layernorm", _QKV, "self_attn.dense", "mlp", "mlp", ("final_layernorm",), parallel=True),
-    Arch("OPT", "self_attn_layer_norm", "final_layer_norm", _QKV, "self_attn.out_proj", "fc1", "fc2", ("decoder.final_layer_norm",)),
-)
 POST_NORM = ("post_feedforward_layernorm",)  # Gemma 2/3, OLMo 2: a block output is normalized before the residual
 
 
@@ -94,7 +67,7 @@ class Block:
 class Wiring:
     """A model's blocks, resolved for circuit hooks."""
 
-    arch: Arch
+    family: Family
     blocks: list[Block]
     final_norm: nn.Module
     heads: int
@@ -107,13 +80,13 @@ class Wiring:
         return len(self.blocks)
 
 
-def _matches(block: nn.Module, arch: Arch) -> bool:
+def _matches(block: nn.Module, arch: Circuits) -> bool:
     paths = [arch.attn_norm, arch.mlp_norm, arch.o_proj, arch.mlp_in, arch.mlp_out] + [p for p, _ in arch.projections]
-    return all(submodule(block, p) is not None for p in paths) and not any(submodule(block, p) is not None for p in POST_NORM)
+    return all(submodule(block, p) is not None for p in paths)
 
 
 def supported() -> str:
-    return "; ".join(a.name for a in ARCHS)
+    return "; ".join(f.name for f in FAMILIES if f.circuits is not None)
 
 
 def _weight(module: nn.Module, transposed: bool) -> torch.Tensor:
@@ -122,7 +95,7 @@ def _weight(module: nn.Module, transposed: bool) -> torch.Tensor:
     return w.t() if transposed else w
 
 
-def _projection(module: nn.Module, parts: str, arch: Arch, heads: int, dh: int) -> Projection:
+def _projection(module: nn.Module, parts: str, arch: Circuits, heads: int, dh: int) -> Projection:
     w = _weight(module, arch.transposed).detach()  # [out, d]
     b = module.bias.detach() if getattr(module, "bias", None) is not None else None
     out = w.shape[0]
@@ -148,7 +121,7 @@ def _projection(module: nn.Module, parts: str, arch: Arch, heads: int, dh: int) 
     return Projection(module, w, b, idx, order, v_offset)
 
 
-def _final_norm(model: nn.Module, arch: Arch) -> nn.Module:
+def _final_norm(model: nn.Module, arch: Circuits) -> nn.Module:
     base = model.base_model
     for path in arch.final_norm:
         m = submodule(base, path)
@@ -166,15 +139,27 @@ def wire(model: nn.Module) -> Wiring:
 
     if not is_causal_lm(cfg) or model.get_output_embeddings() is None:
         raise KentropyError(f"{type(model).__name__}: circuits need a causal LM with a next-token head")
-    found = find_stack(model, ARCHS, _matches)
-    if found is not None:
-        return _wire(model, *found)
-    raise KentropyError(f"unsupported model family {type(model).__name__} for circuits; supported: {supported()} "
-                        "(pre-norm blocks whose heads and MLPs add straight into the residual stream)")
+    found = find_stacks(model)
+    refusal = (f"unsupported model family {type(model).__name__} for circuits; supported: {supported()} "
+               "(pre-norm blocks whose heads and MLPs add straight into the residual stream)")
+    if found is None:
+        raise KentropyError(refusal)
+    fam, stacks = found
+    if fam.circuits is None or len(stacks) != 1:
+        raise KentropyError(refusal)
+    stack = stacks[0][1]
+    if any(isinstance(block_ffn(b, fam), MoE) for b in stack):
+        raise KentropyError(f"unsupported model family {type(model).__name__} for circuits: mixture-of-experts layers")
+    if any(submodule(b, p) is not None for b in stack for p in POST_NORM):
+        raise KentropyError(f"unsupported model family {type(model).__name__} for circuits: post-norm blocks ({', '.join(POST_NORM)})")
+    if not all(_matches(b, fam.circuits) for b in stack):
+        raise KentropyError(refusal)
+    return _wire(model, stack, fam)
 
 
-def _wire(model: nn.Module, stack: nn.ModuleList, arch: Arch) -> Wiring:
+def _wire(model: nn.Module, stack: nn.ModuleList, fam: Family) -> Wiring:
     cfg = model.config
+    arch = fam.circuits
     heads = int(cfg.num_attention_heads)
     o0 = stack[0].get_submodule(arch.o_proj)
     w0 = _weight(o0, arch.transposed)  # [d, H * dh]
@@ -197,4 +182,4 @@ def _wire(model: nn.Module, stack: nn.ModuleList, arch: Arch) -> Wiring:
             mlp_in=block.get_submodule(arch.mlp_in),
             mlp_out=block.get_submodule(arch.mlp_out),
         ))
-    return Wiring(arch, blocks, _final_norm(model, arch), heads, dh, d, parallel)
+    return Wiring(fam, blocks, _final_norm(model, arch), heads, dh, d, parallel)

@@ -1,0 +1,116 @@
+"""The decay study: arms and their regime numbers, OLMo's init, log-spaced checkpoints, verdicts, config errors."""
+
+import math
+
+import pytest
+import torch
+
+from kentropy.errors import KentropyError
+from kentropy.lab.architectures import build_model, non_embedding_parameters
+from kentropy.lab.decay import (Arm, DecayConfig, combine_seeds, decay_config, log_spaced_steps, olmo_1b_regime, regime,
+                                summarize_run, verdict)
+
+
+class Tok:
+    bos_token_id, eos_token_id, pad_token_id = 0, 1, 2
+
+
+def build(arch, init="hf", **kw):
+    c = dict(vocab=512, hidden=48, layers=2, heads=3, gated_ffn=128, seq_len=64, tok=Tok)
+    c.update(kw)
+    return build_model(arch, init, 0, **c)
+
+
+@pytest.mark.parametrize("arch", ["swiglu", "reglu", "gelu", "relu"])
+def test_arms_count_their_parameters(arch):
+    model = build(arch)
+    arm = Arm(arch=arch, hidden=48, layers=2, heads=3, ffn=128)
+    assert non_embedding_parameters(model) == arm.non_embedding_parameters()
+    emb = model.get_input_embeddings().weight.numel()
+    assert non_embedding_parameters(model) == sum(p.numel() for p in model.parameters()) - emb  # tied head counted once
+    mlp = model.model.layers[0].mlp
+    assert hasattr(mlp, "gate_proj") == (arch in ("swiglu", "reglu"))
+    assert mlp.up_proj.out_features == (128 if arch in ("swiglu", "reglu") else 192)  # plain: 1.5 x, equal parameters
+    assert model.config.hidden_act == {"swiglu": "silu", "reglu": "relu", "gelu": "gelu", "relu": "relu"}[arch]
+
+
+def test_mitchell_init_is_olmos():
+    model = build("swiglu", "mitchell", hidden=64, heads=4, gated_ffn=256, vocab=2048)
+    d, m = 64, 256
+    expect = {"model.embed_tokens.weight": 1 / math.sqrt(d), "model.layers.0.self_attn.q_proj.weight": 1 / math.sqrt(d),
+              "model.layers.1.mlp.up_proj.weight": 1 / math.sqrt(d),
+              "model.layers.0.self_attn.o_proj.weight": 1 / math.sqrt(2 * d * 1),
+              "model.layers.1.self_attn.o_proj.weight": 1 / math.sqrt(2 * d * 2),
+              "model.layers.1.mlp.down_proj.weight": 1 / math.sqrt(2 * m * 2)}
+    params = dict(model.named_parameters())
+    for name, std in expect.items():
+        w = params[name]
+        assert w.abs().max() <= 3 * std + 1e-7, name  # truncated at 3 std
+        # a normal truncated at 3 std has std 0.9866 of the untruncated one
+        assert w.std().item() == pytest.approx(0.9866 * std, rel=0.08), name
+    assert torch.equal(params["model.norm.weight"], torch.ones(d))
+    hf = build("swiglu", "hf", hidden=64, heads=4, gated_ffn=256, vocab=2048)
+    assert dict(hf.named_parameters())["model.layers.1.mlp.down_proj.weight"].std().item() == pytest.approx(0.02, rel=0.08)
+
+
+def test_regime_numbers_by_hand():
+    arm = Arm(hidden=16, layers=1, heads=2, ffn=32, tokens_per_parameter=100, batch_size=2, seq_len=8, lr=1e-2,
+              warmup=0.0, min_lr_ratio=0.1, weight_decay=0.5)
+    n = 4 * 16 * 16 + 3 * 16 * 32 + 2 * 16 + 16  # attention, gated FFN, two RMSNorms, final norm
+    assert arm.non_embedding_parameters() == n
+    steps = round(100 * n / 16)
+    r = regime(arm)
+    assert r["steps"] == steps and r["tokens"] == steps * 16 and r["tokens_per_parameter"] == pytest.approx(steps * 16 / n)
+    # OLMo's cosine to 0.1 lr at t = step + 1 over the run, no warmup
+    lrs = [1e-3 + (1e-2 - 1e-3) * (1 + math.cos(math.pi * t / steps)) / 2 if t < steps else 1e-3 for t in range(1, steps + 1)]
+    assert r["cumulative_weight_decay"] == pytest.approx(0.5 * sum(lrs))
+    assert r["equilibrium_steps"] == pytest.approx(1 / (1e-2 * 0.5))
+    o = olmo_1b_regime()
+    assert 15 < o["cumulative_weight_decay"] < 17.5 and 2400 < o["tokens_per_parameter"] < 2700  # the issue's ~16 and ~2,600
+
+
+def test_log_spaced_steps():
+    s = log_spaced_steps(27000, 540, 14)
+    assert len(s) >= 14 and s[-1] == 27000 and s == sorted(set(s)) and s[0] == 135
+    ratios = [b / a for a, b in zip(s, s[1:])]
+    assert max(ratios) / min(ratios) < 1.1  # evenly spaced in log
+    assert len(log_spaced_steps(40, 0, 12)) >= 12
+
+
+def run(h, change_ci=None, steps=(0, 10, 20, 40, 80)):
+    draws = torch.tensor(h, dtype=torch.float64)[:, None] + torch.linspace(-0.01, 0.01, 101, dtype=torch.float64)[None, :]
+    return summarize_run(list(steps), draws, list(h), warmup_steps=10)
+
+
+def test_peak_after_warmup_and_verdicts():
+    r = run([9.0, 9.9, 9.5, 9.4, 9.3])  # step 0 and warmup excluded; peak at step 10 (= warmup end)
+    assert r["peak_step"] == 10 and r["change"] == pytest.approx(-0.6) and r["change_ci"][1] < 0
+    assert run([9.95, 8.0, 9.5, 9.4, 9.3])["peak_step"] == 20  # the init's high entropy is not a peak
+    rising = run([9.0, 9.1, 9.2, 9.3, 9.4])
+    assert rising["peak_step"] == 80 and rising["change"] == 0.0
+    assert verdict([r, r]) == "held" and verdict([r, rising]) == "did not hold"
+    noisy = dict(r, change_ci=[-0.7, 0.05])
+    assert verdict([r, noisy]) == "direction only"
+    both = combine_seeds([r, run([9.0, 9.7, 9.6, 9.5, 9.1])], [torch.zeros(5, 8), torch.ones(5, 8)])
+    assert both["knowledge_entropy"][1] == pytest.approx(9.8) and both["knowledge_entropy_seed_ci"][1][0] < 9.8
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"bogus": 1}, "unknown key"),
+    ({"reference": {"widht": 3}}, "reference: unknown key"),
+    ({"arms": {"x": {"lr2": 1}}}, "arms.x: unknown key"),
+    ({"checkpoints": 5}, "at least 12"),
+    ({"reference": {"tokens_per_parameter": 500}}, "below the study's 1000"),
+    ({"arms": {"short": {"tokens_per_parameter": 100}}}, "arm short: .* below the study's 300"),
+    ({"arms": {"weak": {"weight_decay": 0.05}}}, "cumulative weight decay"),
+    ({"arms": {"x": {"arch": "tanh"}}}, "arch 'tanh'"),
+    ({"seeds": []}, "at least one seed"),
+])
+def test_bad_decay_config_names_the_field(data, message):
+    with pytest.raises(KentropyError, match=message):
+        decay_config(data, "lab-decay.yaml: decay")
+
+
+def test_no_weight_decay_arm_is_exempt_from_the_decay_floor():
+    cfg = decay_config({"arms": {"no weight decay": {"weight_decay": 0.0, "tokens_per_parameter": 300}}})
+    assert regime(cfg.all_arms()["no weight decay"])["cumulative_weight_decay"] == 0.0

@@ -113,7 +113,7 @@ def test_no_pad_token_uses_eos(model_dir, corpus, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing-file", "empty", "no-text", "bad-json", "empty-doc", "seq-len", "batch",
-                                  "no-weights", "not-a-dir", "activation", "metrics"])
+                                  "no-weights", "not-a-dir", "activation", "metrics", "device-map", "device-map-device"])
 def test_bad_input_one_line_error_no_output(case, model_dir, corpus, tmp_path, capsys):
     m = model_dir("llama", 0)
     data = corpus / "docs.txt"
@@ -147,6 +147,10 @@ def test_bad_input_one_line_error_no_output(case, model_dir, corpus, tmp_path, c
         extra = ["--activation", "square"]
     elif case == "metrics":
         extra = ["--metrics", "knowledge,perplexity"]
+    elif case == "device-map":
+        extra = ["--device-map", "balanced"]
+    elif case == "device-map-device":
+        extra = ["--device-map", "auto", "--device", "cpu"]
     out = tmp_path / "out.json"
     code, _, err = run_cli(capsys, "measure", m, "--data", data, "--out", out, *extra)
     assert code == 2, (code, err)
@@ -155,7 +159,8 @@ def test_bad_input_one_line_error_no_output(case, model_dir, corpus, tmp_path, c
     assert not out.exists() and not list(tmp_path.glob(".out.json*"))
     expect = {"missing-file": "nope.jsonl", "empty": "no documents", "no-text": "x.jsonl:2", "bad-json": "x.jsonl:2",
               "empty-doc": "document 1", "seq-len": "--seq-len", "batch": "--batch-size", "no-weights": "no weights",
-              "not-a-dir": "not a model directory", "activation": "--activation", "metrics": "--metrics"}[case]
+              "not-a-dir": "not a model directory", "activation": "--activation", "metrics": "--metrics",
+              "device-map": "--device-map balanced", "device-map-device": "leave out --device cpu"}[case]
     assert expect in lines[0]
 
 
@@ -165,3 +170,18 @@ def test_coefficients_roundtrip(model_dir, corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     cbar = load_coefficients(str(tmp_path / "c"))
     assert cbar.shape == (2, 24) and cbar.dtype == torch.float64
+
+
+def test_device_map_auto_measures_the_same(model_dir, corpus, tmp_path, capsys):
+    """`--device-map auto` loads through accelerate (all on CPU here, over the GPUs where there are some)."""
+    m = model_dir("llama", 2)
+    plain, mapped = tmp_path / "plain.json", tmp_path / "mapped.json"
+    common = ["--data", corpus / "docs.txt", "--metrics", "knowledge,attention,next-token", "--seq-len", "32"]
+    assert run_cli(capsys, "measure", m, *common, "--out", plain)[0] == 0
+    code, _, err = run_cli(capsys, "measure", m, *common, "--device-map", "auto", "--out", mapped)
+    assert code == 0, err
+    a, b = json.loads(plain.read_text()), json.loads(mapped.read_text())
+    assert b["config"]["device_map"] == "auto"
+    for k in ("knowledge_entropy", "attention_entropy", "next_token_entropy"):
+        assert b["results"][0][k] == pytest.approx(a["results"][0][k], rel=1e-6), k
+    assert b["results"][0]["knowledge_entropy_per_layer"] == pytest.approx(a["results"][0]["knowledge_entropy_per_layer"], rel=1e-6)

@@ -89,7 +89,8 @@ class CoefficientSums(_Hooks):
         """sums[l][start : start + len] += values (float64)."""
         if self.sums is None:
             self.sums = [torch.zeros(n, dtype=torch.float64, device=values.device) for n in self.sizes]
-        self.sums[l][start : start + values.numel()] += values.reshape(-1).double()
+        # .to: with --device-map the layers live on several GPUs; the sums stay on the first one's
+        self.sums[l][start : start + values.numel()] += values.reshape(-1).double().to(self.sums[l].device)
 
     def _token_weights(self, device, dtype=torch.float32) -> torch.Tensor:
         return self.weights.reshape(-1).to(device=device, dtype=dtype)  # [N]: row-major over [B, T]
@@ -254,7 +255,7 @@ class AttentionEntropySums(_Hooks):
             w = self.weights.to(device=h.device, dtype=h.dtype)
             if self.sums is None:
                 self.sums = torch.zeros(self.layers, dtype=torch.float64, device=h.device)
-            self.sums[l] += (w * h).sum().double()
+            self.sums[l] += (w * h).sum().double().to(self.sums.device)
 
         return hook
 

@@ -160,7 +160,7 @@ def measure_ids(
     want_logits = "next-token" in metrics
     # without next-token entropy the LM head is never needed: run the base model only
     forward = model if want_logits else model.base_model
-    device = next(model.parameters()).device
+    device = next(model.parameters()).device  # with a device map: the embeddings' device, where inputs go
     rank, world = rank_world()
     batches = length_batches(ids, batch_size, rank, world)
 
@@ -181,14 +181,14 @@ def measure_ids(
             out = forward(**_inputs(model, input_ids, mask))
             if want_logits:
                 h = E.next_token_entropy_per_position(out.logits)  # [B, T]
-                next_tok += (w * h).sum().double()
+                next_tok += (w * h).sum().double().to(device)
             tokens += int(mask.sum())
 
     # reduce: float64 sums and counts, across ranks when distributed
-    flat = torch.cat(coef.sums) if coef.sums is not None else torch.zeros(sum(sizes), dtype=torch.float64, device=device)
+    flat = torch.cat(coef.sums).to(device) if coef.sums is not None else torch.zeros(sum(sizes), dtype=torch.float64, device=device)
     att = None
     if attn is not None:
-        att = attn.sums if attn.sums is not None else torch.zeros(L, dtype=torch.float64, device=device)
+        att = attn.sums.to(device) if attn.sums is not None else torch.zeros(L, dtype=torch.float64, device=device)
     counts = torch.tensor([sum(len(b) for b in batches), tokens], dtype=torch.float64, device=device)
     if world > 1:
         for t in [flat, counts, next_tok] + ([att] if att is not None else []):
@@ -324,6 +324,7 @@ class MeasureConfig:
     activation: str = option("abs", "Coefficient magnitude: abs (|c|, default) or relu (max(c, 0), the paper's alternative).")
     coefficients_out: str | None = option(None, "Directory to save each checkpoint's per-layer Cbar (safetensors).")
     device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N.")
+    device_map: str | None = option(None, "auto: spread a model too big for one GPU over all visible GPUs (accelerate), layer by layer; one process.")
     dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
     trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
 
@@ -339,6 +340,13 @@ class MeasureConfig:
         check_metrics(self.metric_list)
         check_out_file(self.out)
         check_out_dir(self.coefficients_out, "--coefficients-out")
+        if self.device_map is not None:
+            if self.device_map != "auto":
+                raise KentropyError(f"--device-map {self.device_map}: only auto is supported")
+            if self.device != "auto":
+                raise KentropyError(f"--device-map auto places the model itself: leave out --device {self.device}")
+            if rank_world()[1] > 1:
+                raise KentropyError("--device-map auto runs in one process (it uses every visible GPU): run without torchrun")
 
     @property
     def metric_list(self) -> tuple[str, ...]:
@@ -357,7 +365,7 @@ def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measuremen
         tok = load_tokenizer(ckpt, cfg.trust_remote_code)
         ids = tokenize(tok, texts, cfg.seq_len)  # bad documents fail before any weights load
         model = load_model(ckpt, device=device, dtype=dtype, eager_attention="attention" in metrics,
-                           trust_remote_code=cfg.trust_remote_code)
+                           trust_remote_code=cfg.trust_remote_code, device_map=cfg.device_map)
         results.append(measure_ids(model, ids, tok.pad_token_id, metrics=metrics, activation=cfg.activation,
                                    batch_size=cfg.batch_size, name=ckpt.name, revision=ckpt.revision, progress=progress))
         del model

@@ -142,10 +142,12 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     eager_attention: bool = False,
     trust_remote_code: bool = False,
+    device_map: str | None = None,
 ):
     """Load for inference (eval mode): a causal LM with its head, else the bare encoder.
 
     `eager_attention` is only for attention entropy (the probabilities must be materialized).
+    `device_map="auto"` spreads the layers over the visible GPUs (accelerate) instead of `device`.
     """
     import pickle
 
@@ -161,12 +163,14 @@ def load_model(
         config = AutoConfig.from_pretrained(ckpt.name, **kw)
         cls = AutoModelForCausalLM if is_causal_lm(config) else AutoModel
         extra = {"attn_implementation": "eager"} if eager_attention else {}
+        if device_map is not None:
+            extra["device_map"] = device_map
         model = cls.from_pretrained(ckpt.name, dtype=dtype, **kw, **extra)
     except KentropyError:
         raise
     except (OSError, ValueError, RuntimeError, EOFError, SafetensorError, pickle.UnpicklingError) as e:
         raise _load_error(ckpt, e) from None  # a corrupt pickle or config, an offline hub: one line
-    return model.to(device).eval()
+    return (model if device_map is not None else model.to(device)).eval()
 
 
 def max_positions(model) -> int | None:

@@ -3,6 +3,7 @@ while injecting fictional knowledge, and measure acquisition (probes) and forget
 
     kentropy train MODEL --data CORPUS.jsonl --knowledge fk.json --out runs/x
     torchrun --nproc_per_node=2 -m kentropy train ...      # DDP, same global batch
+    torchrun --nproc_per_node=4 -m kentropy train ... --fsdp   # FSDP2: 7B-scale, sharded checkpoints
 
 Defaults are the paper's protocol as its official code runs it (kaistAI/Knowledge-Entropy):
 global batch 128, seq len 1024, 1600 steps, AdamW lr 4e-4, betas (0.9, 0.95), wd 0.1 (not
@@ -35,6 +36,7 @@ from kentropy.distributed import barrier, rank_world
 from kentropy.errors import KentropyError
 from kentropy.io import (append_jsonl, check_out_dir, clean_stale_temps, make_dir, read_json, read_jsonl, write_dir_atomic,
                          write_json, write_jsonl)
+from kentropy.memory import GiB
 from kentropy.models import Checkpoint, load_model, load_tokenizer, parse_checkpoints, pick_device
 from kentropy.rundir import RunDir
 
@@ -79,8 +81,10 @@ class TrainConfig:
     resume: bool = option(False, "Continue an interrupted run from its last checkpoint.")
     overwrite: bool = option(False, "Delete an existing run directory first.")
     device: str = option("auto", "auto, cpu, cuda, cuda:N (under torchrun: the local rank's GPU).")
-    dtype: str = option("bfloat16", "Autocast dtype on CUDA (bfloat16 or float32); CPU trains in float32.")
+    dtype: str = option("bfloat16", "Compute dtype on CUDA (bfloat16 or float32; fp32 master weights either way); CPU trains in float32.")
     compile: bool = option(False, "torch.compile the training forward and backward (faster steps after a one-off compile).")
+    fsdp: bool = option(False, "Shard weights, gradients and optimizer state over the torchrun processes (FSDP2, block by block) "
+                               "instead of DDP; resumable checkpoints are then sharded (DCP) and resume on any number of processes.")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "micro_batch", "seq_len", "rounds"):
@@ -196,30 +200,47 @@ def save_checkpoint(run: RunDir, steps_done: int, model, tok, opt) -> Path:
     def write(d: Path) -> None:
         model.save_pretrained(d)
         tok.save_pretrained(d)
-        state = {
-            "steps_done": steps_done,
-            "optimizer": opt.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python_rng": list(random.getstate()[1]),
-            "python_rng_pos": random.getstate()[2],
-        }
-        torch.save(state, d / "trainer_state.pt")
+        torch.save({"steps_done": steps_done, "optimizer": opt.state_dict(), **rng_state()}, d / "trainer_state.pt")
 
     return write_dir_atomic(run.checkpoint(steps_done), write)
 
 
-def load_trainer_state(path: Path, opt) -> int:
-    try:
-        state = torch.load(path / "trainer_state.pt", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: the checkpoint dir is named, not a pickle traceback
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise KentropyError(f"--resume: {path / 'trainer_state.pt'}: unreadable ({first}); delete {path} to resume from the one before") from None
-    opt.load_state_dict(state["optimizer"])
+def save_sharded_checkpoint(run: RunDir, steps_done: int, model, tok, opt) -> Path:
+    """--fsdp: the HF model gathered on rank 0, and model + optimizer as a sharded DCP checkpoint (every rank)."""
+    from kentropy import checkpoint
+
+    return checkpoint.save(run.checkpoint(steps_done), model, opt, tok, {"steps_done": steps_done, **rng_state()})
+
+
+def rng_state() -> dict:
+    """The random states a resumed run needs (rank 0's; every rank starts from the same seed)."""
+    return {"torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python_rng": list(random.getstate()[1]), "python_rng_pos": random.getstate()[2]}
+
+
+def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch_rng"])
     if torch.cuda.is_available() and state["cuda_rng"]:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     random.setstate((3, tuple(state["python_rng"]), state["python_rng_pos"]))
+
+
+def load_trainer_state(path: Path, model, opt, sharded_checkpoint: bool) -> int:
+    """Restore optimizer (and for a sharded checkpoint the model, resharded to this run) and RNG; steps done."""
+    if sharded_checkpoint:
+        from kentropy import checkpoint
+
+        state = checkpoint.load(path, model, opt)
+    else:
+        try:
+            state = torch.load(path / "trainer_state.pt", weights_only=True)
+        except Exception as e:  # a truncated or foreign file: the checkpoint dir is named, not a pickle traceback
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise KentropyError(f"--resume: {path / 'trainer_state.pt'}: unreadable ({first}); "
+                                f"delete {path} to resume from the one before") from None
+        opt.load_state_dict(state["optimizer"])
+    set_rng_state(state)
     return int(state["steps_done"])
 
 
@@ -231,7 +252,7 @@ class Run:
     run: RunDir
     tok: object
     model: torch.nn.Module
-    wrapped: torch.nn.Module  # what the step calls: the model, or DDP around it
+    wrapped: torch.nn.Module  # what the step calls: the model, or DDP around it (FSDP shards the model itself)
     opt: torch.optim.Optimizer
     rows: torch.Tensor  # [N, seq_len] the packed corpus
     order: torch.Tensor  # [steps * batch] row index of every row of every step
@@ -244,6 +265,7 @@ class Run:
     accum: int  # micro-batches per step on this process
     per_rank: int  # rows per step on this process
     tasks: dict | None = None  # --tasks as lm-eval tasks, built (and so checked) before the run directory
+    sharded: bool = False  # FSDP: every forward (training, probes, evaluation) needs every rank
 
 
 def make_plan_for(cfg: TrainConfig, entries: list[dict]) -> dict:
@@ -318,6 +340,29 @@ def saved_config(cfg: TrainConfig) -> dict:
     return {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite")}
 
 
+def check_memory(cfg: TrainConfig, ckpt: Checkpoint, device: torch.device, world_size: int) -> None:
+    """Print the estimated memory per rank (rank 0) and refuse a run that clearly cannot fit, before any weight loads."""
+    from transformers import AutoConfig
+
+    from kentropy.memory import available, check_fits, estimate, shape_of_checkpoint
+
+    rank, _ = rank_world()
+    try:
+        shape = shape_of_checkpoint(AutoConfig.from_pretrained(ckpt.name, revision=ckpt.revision))
+    except (KentropyError, ValueError, OSError) as e:
+        if cfg.fsdp:
+            raise KentropyError(f"--fsdp: {e}") from None
+        if rank == 0:
+            print(f"note: no memory estimate for {ckpt}: {e}", file=sys.stderr)
+        return
+    est = estimate(shape, micro_batch=cfg.micro_batch, seq_len=cfg.seq_len, processes=world_size, fsdp=cfg.fsdp,
+                   bf16=device.type == "cuda" and cfg.dtype == "bfloat16")
+    free, where = available(device)
+    if rank == 0:
+        print(f"{est.describe()} ({free / GiB:.2f} GiB {where})", file=sys.stderr)
+    check_fits(shape, est, free, where)
+
+
 def setup(cfg: TrainConfig) -> Run:
     """Check every input (flags, data, knowledge, plan, model), then create or reopen the run directory."""
     from kentropy.data import load_texts
@@ -346,14 +391,18 @@ def setup(cfg: TrainConfig) -> Run:
                 for items in schedule.values() for i in items}
     check_passages_fit(schedule, passages, cfg)
     tasks = None
-    if cfg.tasks and rank == 0:  # only rank 0 evaluates
+    if cfg.tasks and (rank == 0 or (cfg.fsdp and world_size > 1)):  # who evaluates: rank 0, or every rank under FSDP
         from kentropy.evaluate import expand_tasks, load_tasks
 
         tasks = load_tasks(expand_tasks(task_names(cfg)), cfg.task_dir)
 
     device = pick_device(cfg.device)  # under torchrun, distributed.init() bound this rank to its own GPU
     last = run.last_checkpoint() if cfg.resume else None
-    model = load_model(Checkpoint(str(last)) if last else ckpts[0], device=device)
+    source = Checkpoint(str(last)) if last else ckpts[0]
+    check_memory(cfg, source, device, world_size)
+    sharded = cfg.fsdp and world_size > 1  # one process with --fsdp: unsharded, but the same (DCP) checkpoints
+    # FSDP: each rank reads the full weights into CPU memory; sharding moves only its shards to the device
+    model = load_model(source, device="cpu" if sharded else device)
 
     # every input is good: now the run directory
     if rank == 0:
@@ -368,19 +417,23 @@ def setup(cfg: TrainConfig) -> Run:
     barrier()
 
     model.train()
+    if sharded:
+        from kentropy.sharding import shard
+
+        shard(model, device, cfg.dtype)
     opt = make_optimizer(model, cfg)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    start = load_trainer_state(last, opt) if last else 0
+    start = load_trainer_state(last, model, opt, sharded_checkpoint=cfg.fsdp) if last else 0
     if cfg.resume and rank == 0:
         _truncate_metrics(run, start - 1)  # also with no checkpoint yet: the steps logged are redone from 0
         print(f"resuming {run.root} at step {start} from {last.name if last else 'the start (no checkpoint yet)'}", file=sys.stderr)
-    wrapped = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+    wrapped = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 and not sharded else model
     if cfg.compile:
         wrapped = torch.compile(wrapped)  # same parameters: checkpoints and probes use `model` itself
     return Run(run=run, tok=tok, model=model, wrapped=wrapped, opt=opt, rows=rows, order=row_order(len(rows), need, cfg.seed),
                schedule=schedule, passages=passages, entries=entries, plan=plan, start=start, device=device,
-               accum=per_rank // cfg.micro_batch, per_rank=per_rank, tasks=tasks)
+               accum=per_rank // cfg.micro_batch, per_rank=per_rank, tasks=tasks, sharded=sharded)
 
 
 def step_batch(r: Run, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, int]:
@@ -395,12 +448,18 @@ def step_batch(r: Run, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, int]:
 
 def train_step(r: Run, cfg: TrainConfig, mine: torch.Tensor) -> tuple[float, float | None]:
     """One optimizer step on this process's rows (accumulated over micro-batches): (mean loss, grad norm)."""
+    from kentropy.sharding import clip_grad_norm
+
     _, world_size = rank_world()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if r.device.type == "cuda" and cfg.dtype == "bfloat16" else contextlib.nullcontext()
+    # FSDP casts by its mixed-precision policy instead of autocast
+    bf16 = r.device.type == "cuda" and cfg.dtype == "bfloat16" and not r.sharded
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     loss_sum = torch.zeros((), device=r.device)
     for k in range(r.accum):
         x = mine[k * cfg.micro_batch : (k + 1) * cfg.micro_batch].to(r.device)
-        sync = k == r.accum - 1
+        # DDP all-reduces on the last micro-batch only; FSDP reduce-scatters every micro-batch's
+        # gradients into the shards, so that no full-size gradient accumulates on any rank
+        sync = k == r.accum - 1 or r.sharded
         with (r.wrapped.no_sync() if (world_size > 1 and not sync) else contextlib.nullcontext()):
             with autocast:
                 loss = r.wrapped(input_ids=x, labels=x).loss / r.accum  # mean over the step's tokens
@@ -412,20 +471,26 @@ def train_step(r: Run, cfg: TrainConfig, mine: torch.Tensor) -> tuple[float, flo
     loss_value = float(loss_sum)
     if not math.isfinite(loss_value):
         return loss_value, None
-    norm = torch.nn.utils.clip_grad_norm_(r.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+    norm = clip_grad_norm(r.model, cfg.grad_clip) if cfg.grad_clip > 0 else None  # the global norm, also over shards
     r.opt.step()
     r.opt.zero_grad(set_to_none=True)
-    return loss_value, (float(norm) if norm is not None else None)
+    return loss_value, norm
 
 
 def fit(r: Run, cfg: TrainConfig) -> None:
     """The optimizer steps from `r.start` to `cfg.steps`: probes every --eval-every steps, checkpoints every --save-every."""
     rank, _ = rank_world()
+    # probing and evaluation: rank 0 alone, but under FSDP every rank runs the same forwards (each
+    # all-gathers the blocks it computes) and gets the same scores; rank 0 writes them
+    evaluates = rank == 0 or r.sharded
     # before: P and D of the starting checkpoint (kept in the summary's "before", once)
-    if rank == 0 and not r.run.before.is_file():
+    first = not r.run.before.is_file()
+    barrier()  # every rank has decided before rank 0 writes
+    if first and evaluates:
         before = {"probes": probe_scores(r.model, r.tok, r.entries, r.plan), "downstream": downstream(r.model, r.tok, cfg, r.tasks)}
-        write_json(r.run.before, before)
-        _log(r.run, before_record(before))  # a kill between the two: a resume writes this line from before.json
+        if rank == 0:
+            write_json(r.run.before, before)
+            _log(r.run, before_record(before))  # a kill between the two: a resume writes this line from before.json
     barrier()
     bar = tqdm(range(r.start, cfg.steps), desc=f"train {r.run.root.name}", disable=rank != 0, initial=r.start, total=cfg.steps)
     for step in bar:
@@ -441,12 +506,15 @@ def fit(r: Run, cfg: TrainConfig) -> None:
         record = {"step": step, "loss": loss, "lr": lr, "tokens_per_s": cfg.batch_size * cfg.seq_len / (time.perf_counter() - t0),
                   "grad_norm": norm, "injected": injected}
         end = step == cfg.steps - 1
+        if evaluates and r.entries and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or end):
+            record["probes"] = strip_probe(probe_scores(r.model, r.tok, r.entries, r.plan))
         if rank == 0:
-            if r.entries and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or end):
-                record["probes"] = strip_probe(probe_scores(r.model, r.tok, r.entries, r.plan))
             _log(r.run, record)
             bar.set_postfix(loss=f"{loss:.3f}")
-            if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (step + 1) in cfg.save_at or end:
+        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (step + 1) in cfg.save_at or end:
+            if cfg.fsdp:
+                save_sharded_checkpoint(r.run, step + 1, r.model, r.tok, r.opt)  # collective
+            elif rank == 0:
                 save_checkpoint(r.run, step + 1, r.model, r.tok, r.opt)
         barrier()
 
@@ -455,9 +523,10 @@ def finish(r: Run, cfg: TrainConfig) -> dict | None:
     """P and D after training; A and F against the starting checkpoint (summary.json, written by rank 0)."""
     rank, _ = rank_world()
     summary = None
+    if rank == 0 or r.sharded:  # under FSDP every rank runs the forwards (see `fit`)
+        after = {"probes": probe_scores(r.model, r.tok, r.entries, r.plan), "downstream": downstream(r.model, r.tok, cfg, r.tasks)}
     if rank == 0:
         before = read_json(r.run.before, "run file")
-        after = {"probes": probe_scores(r.model, r.tok, r.entries, r.plan), "downstream": downstream(r.model, r.tok, cfg, r.tasks)}
         summary = summarize(before, after, cfg, r.run)
         write_json(r.run.summary, summary)
     barrier()

@@ -1,0 +1,183 @@
+"""Pretraining speed on this CPU: today's loop, the new one, and the HF Trainer, on the lab's two models; and
+the achieved FLOP/s as a share of this machine's fp32 matmul peak, measured in the same run.
+
+    python benchmarks/pretrain_speed.py            # prints a table and the ratios (targets: new / today >= 1.5,
+                                                   # kentropy train / Trainer >= 1.0)
+
+Variants (each in its own process, same model, data, global batch, fp32):
+- today:     `kentropy train`, eager, 2 threads (the loop before `--compile`; the lab's pretraining until now)
+- compiled:  `kentropy train --compile`, 2 threads
+- 2 x 1:     two `kentropy train --compile` processes side by side, one thread each (tokens/s summed): how the
+             decay study runs its arms
+- Trainer:   HF `Trainer` with its defaults (eager), 2 threads; and `Trainer(torch_compile=True)`
+Timings are the median per-step time after the first third of the steps (compilation and warm-up excluded).
+Model FLOPs per token: 6 x (non-embedding parameters + LM head) + 6 x layers x seq_len x width (attention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODELS = {  # the lab's quick model, and the decay study's reference arm
+    "quick": dict(hidden=128, layers=4, heads=4, ffn=344, vocab=2048, seq_len=128, batch=16),
+    "decay": dict(hidden=32, layers=2, heads=2, ffn=86, vocab=512, seq_len=128, batch=16),
+}
+
+
+def make_inputs(root: Path, m: dict) -> tuple[Path, Path]:
+    import random
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from kentropy.tokenizer import train_bpe
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("aeioubdfgklmnprst") for _ in range(rng.randint(2, 8))) for _ in range(3000)]
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(50, 300))) for _ in range(3000)]
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(docs) + "\n")
+    tok = train_bpe(docs[:300], vocab_size=m["vocab"])
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=m["hidden"], intermediate_size=m["ffn"], num_hidden_layers=m["layers"],
+                      num_attention_heads=m["heads"], num_key_value_heads=m["heads"], max_position_embeddings=512,
+                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      bos_token_id=tok.bos_token_id)
+    model_dir = root / "model"
+    LlamaForCausalLM(cfg).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    return model_dir, corpus
+
+
+def flops_per_token(model_dir: Path, seq_len: int) -> float:
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model_dir)
+    d, L, m, V = c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.vocab_size
+    matmul = L * (4 * d * d + 3 * d * m) + V * d  # non-embedding matrices + the LM head
+    return 6 * matmul + 6 * L * seq_len * d
+
+
+def matmul_peak(threads: int = 2, n: int = 1024, reps: int = 20) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, (time.perf_counter() - t) / reps)
+    return 2 * n**3 / best
+
+
+def worker(which: str, threads: int, steps: int, model_dir: str, corpus: str, m: dict) -> list[float]:
+    import torch
+
+    torch.set_num_threads(threads)
+    if which.startswith("trainer"):
+        return run_trainer(which == "trainer-compile", steps, Path(model_dir), Path(corpus), m)
+    from kentropy.train import TrainConfig, train
+
+    out = Path(tempfile.mkdtemp()) / "run"
+    train(TrainConfig(model=model_dir, data=corpus, out=str(out), steps=steps, batch_size=m["batch"], micro_batch=m["batch"],
+                      seq_len=m["seq_len"], eval_every=0, save_every=0, epochs=100, lr=1e-3, compile=which == "compiled",
+                      device="cpu"))
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [m["batch"] * m["seq_len"] / r["tokens_per_s"] for r in rows if r.get("step", -1) >= steps // 3]
+
+
+def run_trainer(compile_: bool, steps: int, model_dir: Path, corpus: Path, m: dict) -> list[float]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+
+    from kentropy.corpus import pack_rows
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rows = pack_rows(tok, corpus.read_text().splitlines(), m["seq_len"])
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(rows)
+
+        def __getitem__(self, i):
+            return {"input_ids": rows[i], "labels": rows[i]}
+
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        t = None
+
+        def on_step_end(self, a, state, control, **kw):
+            now = time.perf_counter()
+            if state.global_step > steps // 3 and self.t is not None:
+                times.append(now - self.t)
+            self.t = now
+
+    targs = TrainingArguments(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=m["batch"],
+                              learning_rate=1e-3, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.1, warmup_steps=1,
+                              lr_scheduler_type="cosine", max_grad_norm=1.0, save_strategy="no", report_to=[], logging_steps=10**6,
+                              dataloader_num_workers=0, disable_tqdm=True, use_cpu=True, torch_compile=compile_)
+    Trainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=targs, train_dataset=Rows(), callbacks=[Clock()]).train()
+    return times
+
+
+def launch(which: str, threads: int, steps: int, model_dir: Path, corpus: Path, name: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, "--worker", which, str(threads), str(steps), str(model_dir), str(corpus), name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def collect(p: subprocess.Popen, what: str) -> list[float]:
+    out, err = p.communicate()
+    if p.returncode:
+        sys.exit(f"{what} failed:\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="quick,decay")
+    p.add_argument("--steps", type=int, default=0, help="steps per variant (default: 60 quick, 240 decay)")
+    p.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        which, threads, steps, model_dir, corpus, name = args.worker
+        print(json.dumps(worker(which, int(threads), int(steps), model_dir, corpus, MODELS[name])))
+        return
+
+    peak = matmul_peak()
+    print(f"fp32 matmul peak (2 threads, 1024^3): {peak / 1e9:.0f} GFLOP/s")
+    for name in args.models.split(","):
+        m = MODELS[name]
+        steps = args.steps or (60 if name == "quick" else 240)
+        root = Path(tempfile.mkdtemp(prefix=f"kentropy-speed-{name}-"))
+        model_dir, corpus = make_inputs(root, m)
+        tokens = m["batch"] * m["seq_len"]
+        tps = {}
+        for which in ("today", "compiled", "trainer", "trainer-compile"):
+            tps[which] = tokens / statistics.median(collect(launch(which, 2, steps, model_dir, corpus, name), which))
+        pair = [launch("compiled", 1, steps, model_dir, corpus, name) for _ in range(2)]
+        tps["2 x 1 thread"] = sum(tokens / statistics.median(collect(q, "compiled x2")) for q in pair)
+        f = flops_per_token(model_dir, m["seq_len"])
+        print(f"\n{name} model: Llama {m['layers']} x {m['hidden']}, ffn {m['ffn']}, vocab {m['vocab']}; batch {m['batch']} x "
+              f"{m['seq_len']}; {f / 1e6:.2f} MFLOP per token")
+        for which, v in tps.items():
+            print(f"  {which:<16} {v:10,.0f} tokens/s   {v * f / 1e9:6.1f} GFLOP/s = {v * f / peak:6.1%} of the matmul peak")
+        print(f"  new / today: compiled {tps['compiled'] / tps['today']:.2f}, 2 x 1 thread {tps['2 x 1 thread'] / tps['today']:.2f} "
+              f"(target >= 1.5)")
+        print(f"  kentropy train / Trainer: compiled {tps['compiled'] / tps['trainer']:.2f}, eager {tps['today'] / tps['trainer']:.2f} "
+              f"(target >= 1.0); compiled / Trainer(torch_compile) = {tps['compiled'] / tps['trainer-compile']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -105,6 +105,8 @@ class DecayConfig:
     tokenizer_vocab: int = 512  # the study's own byte-level BPE (small: the LM head would dominate tiny models)
     workers: int = 2  # runs trained side by side, one thread each (tiny models use one core better than two)
     compile: bool = True  # torch.compile the training step
+    loop_arms: int = 1  # decaying arms to continue training from (the largest falls first)
+    loop_checkpoints: int = 4  # starting checkpoints per arm, from the entropy's peak to the end
     min_reference_tokens_per_parameter: float = 1000.0  # the regime the study promises (checked)
     min_tokens_per_parameter: float = 300.0
     min_cumulative_weight_decay: float = 5.0

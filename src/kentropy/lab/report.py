@@ -176,8 +176,9 @@ def schedule_text(lr: float, warmup: float, schedule: str, min_lr_ratio: float, 
              "constant": "constant",
              "wsd": f"constant, then linear decay to {min_lr_ratio:g} × lr = {lr * min_lr_ratio:.3g} over the last "
                     f"{decay_fraction if decay_fraction is not None else '-'} of the steps"}[schedule]
-    return (f"AdamW at peak lr {lr:g}, linear warmup from 0.1 × lr over the first {warm} of {steps} steps ({warmup:g}), "
-            f"then {after}; weight decay {weight_decay:g} on weight matrices (not embeddings, norms or biases)")
+    warm_text = f"linear warmup from 0.1 × lr over the first {warm} of {steps} steps" if warm else f"no warmup step (of {steps})"
+    return (f"AdamW at peak lr {lr:g}, {warm_text}, then {after}; "
+            f"weight decay {weight_decay:g} on weight matrices (not embeddings, norms or biases)")
 
 
 def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sections) -> str:

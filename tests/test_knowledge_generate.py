@@ -157,7 +157,10 @@ def test_cli_generate(tmp_path, capsys):
     main(["knowledge", "generate", "--entries", "6", "--paraphrases", "1", "--seed", "9", "--out", str(out)])
     assert json.loads(out.read_text()) == generate_knowledge(6, 1, seed=9)
     assert "6 entries" in capsys.readouterr().out
-    for bad, flag in [(["--entries", "0"], "--entries"), (["--entries", "2", "--avoid", str(tmp_path / "none.txt")], "--avoid")]:
+    main(["knowledge", "generate", "--entries", "6", "--paraphrases", "1", "--facts", "9", "--out", str(out)])
+    assert json.loads(out.read_text()) == generate_knowledge(6, 1, seed=0, facts=9)
+    capsys.readouterr()
+    for bad, flag in [(["--entries", "0"], "--entries"), (["--entries", "2", "--facts", "3"], "--facts"), (["--entries", "2", "--avoid", str(tmp_path / "none.txt")], "--avoid")]:
         with pytest.raises(SystemExit) as e:
             main(["knowledge", "generate", *bad, "--out", str(tmp_path / "x.json")])
         assert e.value.code == 2 and capsys.readouterr().err.startswith(f"error: {flag}")

@@ -157,8 +157,33 @@ def test_cli_generate(tmp_path, capsys):
     main(["knowledge", "generate", "--entries", "6", "--paraphrases", "1", "--seed", "9", "--out", str(out)])
     assert json.loads(out.read_text()) == generate_knowledge(6, 1, seed=9)
     assert "6 entries" in capsys.readouterr().out
-    for bad, flag in [(["--entries", "0"], "--entries"), (["--entries", "2", "--avoid", str(tmp_path / "none.txt")], "--avoid")]:
+    main(["knowledge", "generate", "--entries", "6", "--paraphrases", "1", "--facts", "9", "--out", str(out)])
+    assert json.loads(out.read_text()) == generate_knowledge(6, 1, seed=0, facts=9)
+    capsys.readouterr()
+    for bad, flag in [(["--entries", "0"], "--entries"), (["--entries", "2", "--facts", "3"], "--facts"), (["--entries", "2", "--avoid", str(tmp_path / "none.txt")], "--avoid")]:
         with pytest.raises(SystemExit) as e:
             main(["knowledge", "generate", *bad, "--out", str(tmp_path / "x.json")])
         assert e.value.code == 2 and capsys.readouterr().err.startswith(f"error: {flag}")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_short_passages_keep_the_probes_facts():
+    """facts=N: at most N sentences (the introduction first), every probe's target in the paragraph and
+    in every paraphrase, mem probes still verbatim sentence prefixes; the default is unchanged."""
+    short = generate_knowledge(24, n_paraphrases=3, seed=7, facts=8)
+    assert validate_knowledge(short, source="short") is short
+    assert sorted(e["kind"] for e in short) == sorted(KINDS * 4)
+    for s in short:
+        for text in [s["train_context"], *s["paraphrases"]]:
+            assert len(sentences(text)) <= 8 and len(text.split()) < 150  # full paragraphs: 150 words or more
+            for target in s["mem_target"] + s["hard_gen_target"]:
+                assert target in text, (s["name"], target)
+        assert s["name"] in s["train_context"]
+        for inp, target in zip(s["mem_input"], s["mem_target"]):
+            at = s["train_context"].find(inp + " " + target)
+            assert at == 0 or s["train_context"][at - 2 : at] == ". "
+    assert generate_knowledge(6, 2, seed=1, facts=None) == generate_knowledge(6, 2, seed=1)
+    with pytest.raises(KentropyError, match="facts 5: must be at least 6"):
+        generate_knowledge(3, facts=5)
+    with pytest.raises(KentropyError, match="facts 6: too few for the probes"):
+        generate_knowledge(6, facts=6)  # five compositions need more than the introduction and five facts

@@ -34,10 +34,19 @@ def test_lab_smoke_end_to_end_and_cached_rerun(tmp_path, capsys):
     f = results["findings"]
     verdicts = {"held", "direction only", "did not hold", "not measurable"}
     assert f["entropy_decay"]["verdict"] in verdicts and f["resuscitation"]["verdict"] in verdicts
+    assert f["resuscitation"]["verdict_A"] in verdicts and f["resuscitation"]["verdict_F"] in verdicts  # finding 3 on A and on F
+    assert "regimes" not in results and results["circuits"]["checkpoints"]
+    # the official protocol: rows of continual_seq_len, the last round on the final step
+    cfg = results["config"]
+    run = json.loads(next(out.glob("stages/continual-resuscitated-P2-seed0-*/result.json")).read_text())
+    assert run["summary"]["config"]["seq_len"] == cfg["continual_seq_len"] and run["summary"]["F"] is not None
+    plan = json.loads(next(out.glob("stages/world-*/plan.json")).read_text())
+    assert plan["schedule"][-1]["step"] == cfg["continual_steps"] - 1
     assert set(results["resuscitation"]) == {"0.5", "2.0"}
 
     report = (out / "report.md").read_text()
     assert "## Findings" in report and "r = 0.94" in report and "Knowledge circuits" in report
+    assert "3b. Resuscitation" in report and f"peak lr {cfg['lr']:g}" in report and "cosine decay to 0.1 × lr" in report
     for fig in re.findall(r"\]\((figures/[^)]+\.png)\)", report):
         assert (out / fig).read_bytes()[:4] == b"\x89PNG", fig
     assert len(re.findall(r"\]\((figures/[^)]+\.png)\)", report)) >= 6

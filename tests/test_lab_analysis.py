@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import scipy.stats
 
 from kentropy.lab import analysis as an
 
@@ -48,10 +49,25 @@ def test_acquisition_forgetting_verdicts():
     assert an.acquisition_forgetting(steps[:2], h[:2], [1.0, 2.0], [1.0, 2.0])["verdict_A"] == "not measurable"
 
 
-def test_resuscitation_verdicts():
+def test_resuscitation_verdicts_on_A_and_on_F():
     base = [1.0, 1.2, 0.9]
     out = an.resuscitation_helps(base, {0.5: [0.9, 1.1, 0.8], 1.0: [1.5, 1.8, 1.4], 2.0: [2.0, 2.1, 1.9]})
-    assert out["verdict"] == "held"
+    assert out["verdict_A"] == "held" and out["verdict_F"] == "not measured" and out["verdict"] == "not measured"
     assert out["by_amplify"]["1.0"]["delta"]["mean"] == pytest.approx((0.5 + 0.6 + 0.5) / 3)
-    assert an.resuscitation_helps([1.0], {1.0: [1.3]})["verdict"] == "direction only"  # one seed: no test
-    assert an.resuscitation_helps([1.0], {1.0: [0.7], 2.0: [1.4]})["verdict"] == "did not hold"
+    assert an.resuscitation_helps([1.0], {1.0: [1.3]})["verdict_A"] == "direction only"  # one seed: no test
+    assert an.resuscitation_helps([1.0], {1.0: [0.7], 2.0: [1.4]})["verdict_A"] == "did not hold"
+    # F: resuscitation helps when it forgets *less* (F down); judged apart from A
+    base_F = [5.0, 6.0, 4.0]
+    less = {1.0: [3.0, 3.9, 2.1], 2.0: [2.0, 3.1, 1.2]}  # differences -2, -2.1, -1.9 and -3, -2.9, -2.8
+    out = an.resuscitation_helps(base, {1.0: [1.5, 1.8, 1.4], 2.0: [2.0, 2.1, 1.9]}, base_F, less)
+    assert out["verdict_A"] == out["verdict_F"] == out["verdict"] == "held"
+    diffs = [-2.0, -2.1, -1.9]
+    m, sd = -2.0, math.sqrt((0 + 0.01 + 0.01) / 2)
+    t = m / (sd / math.sqrt(3))
+    assert out["by_amplify"]["1.0"]["delta_F"]["mean"] == pytest.approx(sum(diffs) / 3)
+    assert out["by_amplify"]["1.0"]["p_F"] == pytest.approx(2 * scipy.stats.t.sf(abs(t), 2))
+    more = {1.0: [6.0, 7.0, 5.0], 2.0: [7.0, 8.0, 6.0]}  # forgets more: A held, F did not
+    out = an.resuscitation_helps(base, {1.0: [1.5, 1.8, 1.4], 2.0: [2.0, 2.1, 1.9]}, base_F, more)
+    assert (out["verdict_A"], out["verdict_F"], out["verdict"]) == ("held", "did not hold", "did not hold")
+    out = an.resuscitation_helps([1.0], {1.0: [0.7]}, [5.0], {1.0: [4.0]})  # A down, F down, one seed
+    assert (out["verdict_A"], out["verdict_F"]) == ("did not hold", "direction only")

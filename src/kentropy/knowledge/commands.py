@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from kentropy.config import option, require, to_dict
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file, read_text, write_json
-from kentropy.knowledge.generate import generate_knowledge
+from kentropy.knowledge.generate import MIN_FACTS, generate_knowledge
 from kentropy.knowledge.plan import check_plan_entries, load_plan, make_plan
 from kentropy.knowledge.probe import probe
 from kentropy.knowledge.schema import load_knowledge
@@ -61,10 +61,14 @@ class GenerateConfig:
     paraphrases: int = option(9, "Paraphrases per entry (the paper's paraphrase group needs rounds - 1 = 9).")
     seed: int = option(0, "Random seed: the same seed gives the same file.")
     avoid: str | None = option(None, "Text file of names/words (one per line) that no coined name may use.")
+    facts: int | None = option(None, "At most this many facts per paragraph, the probes' among them (>= 8 is safe; "
+                                     "default: every fact, ~200 words), for training rows too short for a whole one.")
 
     def __post_init__(self) -> None:
         require(self, "entries", low=1)
         require(self, "paraphrases", "seed", low=0)
+        if self.facts is not None and self.facts < MIN_FACTS:
+            raise KentropyError(f"--facts {self.facts}: must be at least {MIN_FACTS}")
         check_out_file(self.out)
 
 
@@ -76,7 +80,7 @@ def read_avoid(path: str | None) -> list[str]:
 
 
 def generate_file(cfg: GenerateConfig) -> list[dict]:
-    entries = generate_knowledge(cfg.entries, cfg.paraphrases, cfg.seed, read_avoid(cfg.avoid))
+    entries = generate_knowledge(cfg.entries, cfg.paraphrases, cfg.seed, read_avoid(cfg.avoid), facts=cfg.facts)
     write_json(cfg.out, entries)
     return entries
 

@@ -92,18 +92,47 @@ def acquisition_forgetting(steps: list[int], entropy: list[float], A: list[float
     return out
 
 
-def resuscitation_helps(base: list[float], by_amplify: dict[float, list[float]]) -> dict:
-    """Finding 3: resuscitation with P >= 1 raises acquisition A of the final checkpoint.
+RANK = {"held": 3, "direction only": 2, NOT_MEASURABLE: 1, "not measured": 1, "did not hold": 0}
 
-    Per P: the difference of mean A (resuscitated - plain) over seeds, with a paired t-test when
-    there are >= 2 seeds. Held if every P >= 1 improves and (with seeds) significantly.
-    """
+
+def _improvement(base: list[float], by_amplify: dict[float, list[float]], sign: int) -> tuple[dict, str]:
+    """Per P: mean (resuscitated - plain) over seeds with a paired t-test (>= 2 seeds), and the verdict:
+    held if every P >= 1 moves the value in the direction `sign` (+1: up, -1: down) significantly."""
     rows = {}
     for p, vals in sorted(by_amplify.items()):
         diffs = [v - b for v, b in zip(vals, base)]
         test = stats.ttest_1samp(diffs, 0.0) if len(diffs) >= 2 and len(set(diffs)) > 1 else None
-        rows[str(p)] = {"A": mean_ci(vals), "delta": mean_ci(diffs), "p": float(test.pvalue) if test else None}
+        rows[str(p)] = {"value": mean_ci(vals), "delta": mean_ci(diffs), "p": float(test.pvalue) if test else None}
     big = [r for p, r in rows.items() if float(p) >= 1]
-    ok = bool(big) and all(r["delta"]["mean"] > 0 for r in big)
+    ok = bool(big) and all(r["delta"]["mean"] * sign > 0 for r in big)
     sig = ok and all(r["p"] is not None and r["p"] < 0.05 for r in big)
-    return {"base_A": mean_ci(base), "by_amplify": rows, "verdict": verdict(ok, sig)}
+    return rows, verdict(ok, sig)
+
+
+def resuscitation_helps(base_A: list[float], A: dict[float, list[float]],
+                        base_F: list[float | None] | None = None, F: dict[float, list[float | None]] | None = None) -> dict:
+    """Finding 3: resuscitation with P >= 1 of the final checkpoint raises acquisition A *and*
+    lowers forgetting F (the paper claims both), each judged on its own.
+
+    Per P and per quantity: the mean difference (resuscitated - plain) over seeds, with a paired
+    t-test when there are >= 2 seeds. A verdict is `held` if every P >= 1 moves it the paper's way
+    (A up, F down), significantly. `verdict` is the weaker of the two, for a one-line summary.
+    F is `not measured` when a run has no downstream tasks.
+    """
+    rows_A, verdict_A = _improvement(base_A, A, +1)
+    out = {"base_A": mean_ci(base_A), "by_amplify": {}, "verdict_A": verdict_A}
+    f_ok = base_F is not None and F is not None and all(x is not None for x in base_F) and \
+        all(x is not None for vals in F.values() for x in vals)
+    if f_ok:
+        rows_F, verdict_F = _improvement(base_F, F, -1)
+        out["base_F"] = mean_ci(base_F)
+    else:
+        rows_F, verdict_F = {}, "not measured"
+        out["base_F"] = None
+    for p, r in rows_A.items():
+        f = rows_F.get(p)
+        out["by_amplify"][p] = {"A": r["value"], "delta": r["delta"], "p": r["p"],
+                                "F": f["value"] if f else None, "delta_F": f["delta"] if f else None, "p_F": f["p"] if f else None}
+    out["verdict_F"] = verdict_F
+    out["verdict"] = min((verdict_A, verdict_F), key=RANK.__getitem__)
+    return out

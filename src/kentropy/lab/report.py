@@ -1,4 +1,8 @@
-"""The lab report: `report.md`, PNG figures and `results.json`, every number from this run's stages."""
+"""The lab report: `report.md`, PNG figures and `results.json`, every number from this run's stages.
+
+`write_report(run, sections)` reads the typed results of the core stages (`LabRun`) and appends
+each optional study's `Section` (its markdown before the timings, its results under its key).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from kentropy.config import to_dict  # noqa: E402
 from kentropy.io import write_atomic, write_json  # noqa: E402
 from kentropy.lab import analysis  # noqa: E402
+from kentropy.lab.results import LabRun, Section  # noqa: E402
+from kentropy.lab.tasks import METRICS  # noqa: E402
 
 
 def _save(fig, path: Path) -> str:
@@ -33,13 +39,13 @@ def _ci(c: dict, digits: int = 2) -> str:
     return f"{c['mean']:.{digits}f} [{c['lo']:.{digits}f}, {c['hi']:.{digits}f}] (n={c['n']})"
 
 
-def collect(meas: dict, chosen: list[dict], continual: dict, seeds: list[int]) -> list[dict]:
+def collect(run: LabRun) -> list[dict]:
     """Per continual-learning start checkpoint: its entropy, and A, F, P, D over seeds."""
-    by_step = {r["step"]: r for r in meas["results"]}
+    by_step = {r["step"]: r for r in run.entropy}
     rows = []
-    for c in chosen:
-        runs = [continual[(c["step"], s)]["summary"] for s in seeds]
-        row = {"step": c["step"], "knowledge_entropy": by_step[c["step"]]["knowledge_entropy"]}
+    for c in run.starts:
+        runs = [run.continual[(c.step, s)].summary for s in run.cfg.seeds]
+        row = {"step": c.step, "knowledge_entropy": by_step[c.step]["knowledge_entropy"]}
         for key in ("A", "F", "P_before", "P_after", "D_before", "D_after"):
             vals = [r[key] for r in runs]
             row[key] = analysis.mean_ci(vals) if all(v is not None for v in vals) else None
@@ -48,8 +54,7 @@ def collect(meas: dict, chosen: list[dict], continual: dict, seeds: list[int]) -
     return rows
 
 
-def figures(fig_dir: Path, meas: dict, pre: dict, rows: list[dict], resus_rows: dict, base_A: list[float], base_F: list) -> dict:
-    res = sorted(meas["results"], key=lambda r: r["step"])
+def figures(fig_dir: Path, res: list[dict], loss: list, rows: list[dict], resus_rows: dict, base_A: list[float], base_F: list) -> dict:
     steps = [r["step"] for r in res]
     out = {}
     cmap = plt.get_cmap("viridis")
@@ -69,7 +74,6 @@ def figures(fig_dir: Path, meas: dict, pre: dict, rows: list[dict], resus_rows: 
     ax[0].set(title="Attention entropy", xlabel="pretraining step")
     ax[1].plot(steps, [r["next_token_entropy"] for r in res], marker="o", color="tab:red")
     ax[1].set(title="Next-token entropy", xlabel="pretraining step")
-    loss = pre["loss"]
     ax[2].plot([s for s, _ in loss], [v for _, v in loss], lw=0.8)
     ax[2].set(title="Pretraining loss", xlabel="step", yscale="log")
     fig.tight_layout()
@@ -125,54 +129,81 @@ def figures(fig_dir: Path, meas: dict, pre: dict, rows: list[dict], resus_rows: 
     return out
 
 
-def write_report(root: Path, cfg, preset: str, timings: dict, world: dict, pre: dict, meas: dict, chosen: list[dict],
-                 continual: dict, final: dict, resus: dict, resus_runs: dict, circuits: dict | None, regimes: dict | None) -> dict:
-    fig_dir = root / "figures"
+def write_report(run: LabRun, sections: list[Section] = ()) -> dict:
+    """report.md, figures/ and results.json in the lab directory; returns the results."""
+    cfg, root = run.cfg, run.root
+    fig_dir = run.figures
     fig_dir.mkdir(parents=True, exist_ok=True)
-    res = sorted(meas["results"], key=lambda r: r["step"])
-    rows = collect(meas, chosen, continual, cfg.seeds)
+    res = sorted(run.entropy, key=lambda r: r["step"])
+    rows = collect(run)
 
     decay = analysis.entropy_decay([r["step"] for r in res], [r["knowledge_entropy"] for r in res])
     corr = analysis.acquisition_forgetting([r["step"] for r in rows], [r["knowledge_entropy"] for r in rows], [r["A"]["mean"] for r in rows],
                                            [r["F"]["mean"] if r["F"] else None for r in rows])
-    base_A = [continual[(final["step"], s)]["summary"]["A"] for s in cfg.seeds]
-    base_F = [continual[(final["step"], s)]["summary"]["F"] for s in cfg.seeds]
-    by_p = {p: [resus_runs[(p, s)]["summary"]["A"] for s in cfg.seeds] for p in cfg.resuscitate_amplify}
-    helps = analysis.resuscitation_helps(base_A, by_p)
+    final = run.pretraining.final.step
+    base_A = [run.continual[(final, s)].A for s in cfg.seeds]
+    base_F = [run.continual[(final, s)].F for s in cfg.seeds]
+    by_A = {p: [r.runs[s].A for s in cfg.seeds] for p, r in run.resuscitated.items()}
+    by_F = {p: [r.runs[s].F for s in cfg.seeds] for p, r in run.resuscitated.items()}
+    helps = analysis.resuscitation_helps(base_A, by_A, base_F, by_F)
     resus_rows = {}
-    for p in cfg.resuscitate_amplify:
-        F = [resus_runs[(p, s)]["summary"]["F"] for s in cfg.seeds]
-        resus_rows[p] = {"A": analysis.mean_ci(by_p[p]), "F": analysis.mean_ci(F) if all(f is not None for f in F) else None,
-                         "entropy_before": resus[p]["knowledge_entropy_before"], "entropy_after": resus[p]["knowledge_entropy_after"]}
-    figs = figures(fig_dir, meas, pre, rows, resus_rows, base_A, base_F)
+    for p, r in run.resuscitated.items():
+        resus_rows[p] = {"A": analysis.mean_ci(by_A[p]), "F": analysis.mean_ci(by_F[p]) if all(f is not None for f in by_F[p]) else None,
+                         "entropy_before": r.report["knowledge_entropy_before"], "entropy_after": r.report["knowledge_entropy_after"]}
+    figs = figures(fig_dir, res, run.pretraining.loss, rows, resus_rows, base_A, base_F)
 
     results = {
-        "preset": preset, "config": to_dict(cfg), "timings": timings, "world": world.get("world"),
+        "preset": run.preset, "config": to_dict(cfg), "timings": run.timings, "world": run.world.get("world"),
         "entropy": [{k: r[k] for k in ("step", "knowledge_entropy", "knowledge_entropy_per_layer", "attention_entropy",
                                        "next_token_entropy", "instances", "tokens")} for r in res],
         "continual": rows, "resuscitation": {str(p): v for p, v in resus_rows.items()},
         "findings": {"entropy_decay": decay, "acquisition_forgetting": corr, "resuscitation": helps},
-        "circuits": circuits, "regimes": regimes,
     }
+    for section in sections:
+        results[section.key] = section.results
     write_json(root / "results.json", results)
 
-    md = _markdown(cfg, preset, timings, world, pre, res, rows, decay, corr, helps, resus_rows, resus, figs, circuits, regimes, fig_dir)
+    md = _markdown(run, res, rows, decay, corr, helps, resus_rows, figs, sections)
     write_atomic(root / "report.md", lambda tmp: tmp.write_text(md))
     return results
 
 
-def _markdown(cfg, preset, timings, world, pre, res, rows, decay, corr, helps, resus_rows, resus, figs, circuits, regimes, fig_dir) -> str:
+def schedule_text(lr: float, warmup: float, schedule: str, min_lr_ratio: float, weight_decay: float, steps: int,
+                  decay_fraction: float | None = None) -> str:
+    """The learning-rate schedule and weight decay of a `kentropy train` config, in words."""
+    warm = round(warmup * steps)
+    after = {"cosine": f"cosine decay to {min_lr_ratio:g} × lr = {lr * min_lr_ratio:.3g}",
+             "constant": "constant",
+             "wsd": f"constant, then linear decay to {min_lr_ratio:g} × lr = {lr * min_lr_ratio:.3g} over the last "
+                    f"{decay_fraction if decay_fraction is not None else '-'} of the steps"}[schedule]
+    warm_text = f"linear warmup from 0.1 × lr over the first {warm} of {steps} steps" if warm else f"no warmup step (of {steps})"
+    return (f"AdamW at peak lr {lr:g}, {warm_text}, then {after}; "
+            f"weight decay {weight_decay:g} on weight matrices (not embeddings, norms or biases)")
+
+
+def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sections) -> str:
+    cfg, pre, cc = run.cfg, run.pretraining, run.continual_config
     L = []
     add = L.append
-    total = sum(t["seconds"] for t in timings.values())
-    add(f"# kentropy lab report (preset `{preset}`)\n")
-    add(f"A {cfg.layers}-layer, width-{cfg.hidden} Llama-style (SwiGLU) model pretrained for {pre['steps']} steps "
-        f"({cfg.pretrain_tokens:,} tokens, {'single pass over fresh text' if cfg.repeat == 1 else f'{cfg.repeat} passes over the same text'}, "
-        f"warmup + cosine from lr {cfg.lr:g}) on a generated world of {cfg.entities} entities; continual learning with injected "
-        f"fictional knowledge ({cfg.knowledge_paraphrase} paraphrase + {cfg.knowledge_once} once entries, {cfg.injection_rounds} rounds) "
-        f"for {cfg.continual_steps} steps on the {'new-domain' if cfg.continual_domain == 'new' else 'near-domain'} corpus from "
-        f"{len(rows)} checkpoints, {len(cfg.seeds)} seed(s) each. Recorded stage wall time in this lab directory: "
-        f"{total:.0f} s (table at the end). Every number below was measured in this lab directory's runs.\n")
+    total = sum(t["seconds"] for t in run.timings.values())
+    interval = cfg.continual_steps // cfg.injection_rounds
+    add(f"# kentropy lab report (preset `{run.preset}`)\n")
+    add(f"A {cfg.layers}-layer, width-{cfg.hidden} Llama-style (SwiGLU) model pretrained on a generated world of "
+        f"{cfg.entities} entities for {pre.steps} steps of {cfg.batch_size} × {cfg.seq_len} tokens "
+        f"({pre.steps * cfg.batch_size * cfg.seq_len:,} tokens, "
+        f"{'a single pass over fresh text' if cfg.repeat == 1 else f'{cfg.repeat} passes over the same text'}): "
+        f"{schedule_text(cfg.lr, cfg.warmup, cfg.schedule, cfg.min_lr_ratio, cfg.weight_decay, pre.steps)}.\n")
+    add(f"Continual learning from {len(rows)} checkpoints, {len(cfg.seeds)} seed(s) each, on the "
+        f"{'new-domain' if cfg.continual_domain == 'new' else 'near-domain'} corpus: {cc['steps']} steps of "
+        f"{cc['batch_size']} × {cc['seq_len']} tokens, "
+        f"{schedule_text(cc['lr'], cc['warmup'], cc['schedule'], cc['min_lr_ratio'], cc['weight_decay'], cc['steps'], cc.get('decay_fraction'))}. "
+        f"Fictional knowledge ({cfg.knowledge_paraphrase} paraphrase + {cfg.knowledge_once} once entries, "
+        f"{'every fact' if cfg.knowledge_facts is None else f'{cfg.knowledge_facts} facts'} per passage) is injected in "
+        f"{cfg.injection_rounds} rounds, round r in step {interval} × r − 1 (the last on the final step), each passage + eos "
+        f"prepended to its own row: a round fills up to {cfg.injected_rows} of {cc['batch_size']} rows "
+        f"({cfg.injected_rows / cc['batch_size']:.0%}; the paper: 76 of 128, 59%).\n")
+    add(f"Recorded stage wall time in this lab directory: {total:.0f} s (table at the end). "
+        "Every number below was measured in this lab directory's runs.\n")
 
     add("## Findings\n")
     add("| Finding (paper) | Paper | Here | Verdict |")
@@ -189,20 +220,24 @@ def _markdown(cfg, preset, timings, world, pre, res, rows, decay, corr, helps, r
     add(f"| 2b. Later checkpoints forget more: r(step, F) | positive | {r_cell(corr['r_step_F'])} | **{corr['verdict_step_F']}** |")
     add(f"| 2c. Acquisition follows knowledge entropy: r(H, A) | r = {analysis.PAPER['r_entropy_A']} | {r_cell(rA)} | **{corr['verdict_A']}** |")
     add(f"| 2d. Forgetting follows it inversely: r(H, F) | r = {analysis.PAPER['r_entropy_F']} | {r_cell(corr['r_entropy_F'])} | **{corr['verdict_F']}** |")
-    deltas = "; ".join(f"P={p}: ΔA {_fmt(v['delta']['mean'], 2)}" + (f" (p = {_fmt(v['p'])})" if v["p"] is not None else "")
-                       for p, v in helps["by_amplify"].items())
-    add(f"| 3. Resuscitation (P ≥ 1) raises acquisition of the final checkpoint | improves A and retention | "
-        f"A without: {_fmt(helps['base_A']['mean'], 2)}; {deltas} | **{helps['verdict']}** |")
+
+    def deltas(key, pkey):
+        return "; ".join(f"P={p}: Δ{key} {_fmt(v[f'delta{pkey}']['mean'], 2)}" + (f" (p = {_fmt(v['p' + pkey])})" if v["p" + pkey] is not None else "")
+                         for p, v in helps["by_amplify"].items() if v[f"delta{pkey}"] is not None) or "not measured"
+
+    add(f"| 3a. Resuscitation (P ≥ 1) of the final checkpoint raises acquisition A | improves A | "
+        f"A without: {_fmt(helps['base_A']['mean'], 2)}; {deltas('A', '')} | **{helps['verdict_A']}** |")
+    base_F = helps["base_F"]
+    add(f"| 3b. Resuscitation (P ≥ 1) of the final checkpoint lowers forgetting F | improves retention | "
+        f"F without: {_fmt(base_F['mean'] if base_F else None, 2)}; {deltas('F', '_F')} | **{helps['verdict_F']}** |")
     add("\nVerdicts: **held** = direction as in the paper and significant at 0.05; **direction only** = same direction, "
         "not significant (few checkpoints or seeds); **did not hold** = opposite direction or no change. "
         f"{_critical_r(rA['n'])}\n")
     for name, v in (("Finding 1", decay["verdict"]), ("Finding 2a", corr["verdict_step_A"]), ("Finding 2b", corr["verdict_step_F"]),
-                    ("Finding 2c", corr["verdict_A"]), ("Finding 2d", corr["verdict_F"]), ("Finding 3", helps["verdict"])):
+                    ("Finding 2c", corr["verdict_A"]), ("Finding 2d", corr["verdict_F"]), ("Finding 3a", helps["verdict_A"]),
+                    ("Finding 3b", helps["verdict_F"])):
         if v == "did not hold":
             add(f"- {name} did not reproduce in this lab run; the numbers are in the table above and the sections below.")
-    if decay["verdict"] == "did not hold" and corr["verdict_A"] in ("held", "direction only") and corr["verdict_step_A"] == "did not hold":
-        add("- Here knowledge entropy did not decay, so the entropy correlation (2c) and the step trend (2a) part ways: "
-            "acquisition still tracks entropy, but later checkpoints have higher entropy and acquire more.")
     add("")
 
     add("## 1. Entropy over pretraining\n")
@@ -223,9 +258,10 @@ def _markdown(cfg, preset, timings, world, pre, res, rows, decay, corr, helps, r
         add(f"| {r['step']} | {_fmt(r['knowledge_entropy'], 4)} | {_ci(r['A'])} | {_ci(r['F']) if r['F'] else '-'} | "
             f"{_fmt(r['P_before']['mean'])} → {_fmt(r['P_after']['mean'])} | "
             f"{_fmt(r['D_before']['mean'] if r['D_before'] else None)} → {_fmt(r['D_after']['mean'] if r['D_after'] else None)} |")
+    metrics = ", ".join(f"{t} ({METRICS.get(t.removeprefix('lab_'), 'acc')})" for t in run.world["tasks"])
     add("\nA = (P_after − P_before) / |P_before| × 100 with P the mean log-probability per target token of the "
-        "mem/gen/hard_gen probes; F = (D_before − D_after) / D_before × 100 with D the mean accuracy over the lab's "
-        f"downstream tasks ({', '.join(world['tasks'])}), run through lm-evaluation-harness. Intervals are 95% t-intervals over seeds.\n")
+        "mem/gen/hard_gen probes; F = (D_before − D_after) / D_before × 100 with D the mean over the lab's downstream "
+        f"tasks of each task's metric: {metrics}, run through lm-evaluation-harness. Intervals are 95% t-intervals over seeds.\n")
 
     add("## 3. Resuscitation of the final checkpoint\n")
     if "resuscitation" in figs:
@@ -233,24 +269,18 @@ def _markdown(cfg, preset, timings, world, pre, res, rows, decay, corr, helps, r
     add(f"Neurons at or below the {cfg.resuscitate_ratio} quantile of each layer's Cbar scaled by mean/Cbar × P (up-projection rows).\n")
     add("| P | knowledge H before → after | A (%) | F (%) |")
     add("|---|---|---|---|")
-    add(f"| none | - | {_ci(helps['base_A'])} | - |")
+    add(f"| none | - | {_ci(helps['base_A'])} | {_ci(base_F) if base_F else '-'} |")
     for p, v in sorted(resus_rows.items()):
         add(f"| {p:g} | {_fmt(v['entropy_before'], 4)} → {_fmt(v['entropy_after'], 4)} | {_ci(v['A'])} | {_ci(v['F']) if v['F'] else '-'} |")
     add("")
 
-    if regimes:
-        from kentropy.lab.regimes import regimes_section
-
-        add(regimes_section(regimes, fig_dir))
-    if circuits:
-        from kentropy.lab.circuits_stage import circuits_section
-
-        add(circuits_section(circuits, fig_dir))
+    for section in sections:
+        add(section.markdown)
 
     add("## Stage timings\n")
     add("| stage | seconds |")
     add("|---|---|")
-    for name, t in timings.items():
+    for name, t in run.timings.items():
         add(f"| {name} | {t['seconds']:.1f} |")
     add("\nConfig: `lab_config.json`; all numbers: `results.json`.\n")
     return "\n".join(L) + "\n"

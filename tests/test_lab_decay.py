@@ -114,3 +114,81 @@ def test_bad_decay_config_names_the_field(data, message):
 def test_no_weight_decay_arm_is_exempt_from_the_decay_floor():
     cfg = decay_config({"arms": {"no weight decay": {"weight_decay": 0.0, "tokens_per_parameter": 300}}})
     assert regime(cfg.all_arms()["no weight decay"])["cumulative_weight_decay"] == 0.0
+
+
+def test_presets_parse_and_the_decay_preset_promises_the_regime():
+    from kentropy.lab.config import config_from_yaml, load_preset
+    from kentropy.lab.decay import decay_config, plan_text
+
+    cfg = load_preset("decay")
+    d = decay_config(cfg.decay)
+    arms = d.all_arms()
+    r = {n: regime(a) for n, a in arms.items()}
+    assert r["reference"]["tokens_per_parameter"] >= 1000 and all(x["tokens_per_parameter"] >= 300 for x in r.values())
+    assert all(x["cumulative_weight_decay"] >= 5 for n, x in r.items() if arms[n].weight_decay > 0)
+    assert {a.arch for a in arms.values()} >= {"swiglu", "gelu", "relu"} and {a.init for a in arms.values()} == {"hf", "mitchell"}
+    assert {a.schedule for a in arms.values()} == {"cosine", "wsd"} and len({a.hidden for a in arms.values()}) == 2
+    assert any(a.weight_decay == 0 for a in arms.values()) and any(a.unique_fraction < 1 for a in arms.values())
+    assert d.checkpoints >= 12 and len(d.seeds) >= 2
+    assert "OLMo-1B" in plan_text(d) and "reference" in plan_text(d)
+    assert load_preset("quick").decay is None
+    with pytest.raises(KentropyError, match="x.yaml: decay: arms.bad: unknown key"):
+        config_from_yaml("version: 1\ndecay: {arms: {bad: {depth: 3}}}\n", "x.yaml")
+    with pytest.raises(KentropyError, match="unknown section"):
+        config_from_yaml("version: 1\ndecya: {}\n", "x.yaml")
+
+
+SMOKE_DECAY = """version: 1
+lab: {entities: 300, tokenizer_vocab: 512, tokenizer_docs: 300, hidden: 32, layers: 2, heads: 2, ffn: 86,
+      pretrain_tokens: 40960, seq_len: 64, checkpoints: 8, measure_docs: 24, continual_at: [1.0], continual_steps: 10,
+      continual_batch: 8, injection_rounds: 2, knowledge_paraphrase: 2, knowledge_once: 2, tasks_per_kind: 12,
+      resuscitate_amplify: [2.0], circuits: false}
+decay:
+  reference: {tokens_per_parameter: 6, batch_size: 8, seq_len: 64}
+  arms: {GELU: {arch: gelu}}
+  seeds: [0, 1]
+  checkpoints: 12
+  measure_docs: 16
+  bootstrap: 100
+  workers: 1
+  compile: false
+  min_reference_tokens_per_parameter: 0
+  min_tokens_per_parameter: 0
+  min_cumulative_weight_decay: 0
+  loop_checkpoints: 2
+"""
+
+
+@pytest.mark.slow
+def test_decay_study_smoke_end_to_end(tmp_path):
+    """A smoke-sized study through the lab recipe: the contract fields of `decay_study.arms`, numbers from the
+    stages, a report section, and closing the loop from the arm that decays (if any)."""
+    import json
+
+    from kentropy.lab.config import config_from_yaml
+    from kentropy.lab.pipeline import run_lab
+
+    cfg = config_from_yaml(SMOKE_DECAY, "smoke-decay.yaml")
+    out = tmp_path / "lab"
+    results = run_lab(cfg, str(out), "cpu", "smoke-decay")
+    study = results["decay_study"]
+    assert [a["name"] for a in study["arms"]] == ["reference", "GELU"]
+    for a in study["arms"]:
+        assert {"name", "overrides", "tokens_per_parameter", "cumulative_weight_decay", "steps", "knowledge_entropy",
+                "knowledge_entropy_ci", "peak_step", "verdict"} <= set(a)
+        assert len(a["steps"]) >= 13 and a["steps"][0] == 0 and a["steps"] == sorted(a["steps"])
+        assert len(a["knowledge_entropy"]) == len(a["knowledge_entropy_ci"]) == len(a["steps"])
+        assert all(lo <= h <= hi for h, (lo, hi) in zip(a["knowledge_entropy"], a["knowledge_entropy_ci"]))
+        assert a["verdict"] in ("held", "direction only", "did not hold") and a["peak_step"] in a["steps"]
+        assert a["seeds"] == [0, 1] and len(a["series"]["held_out"]["per_seed"]) == 2
+    assert study["arms"][1]["overrides"] == {"arch": "gelu"}
+    # the headline numbers are the mean over seeds of what each measure stage wrote
+    meas = sorted(out.glob("stages/decay-reference-seed*-measure-*/result.json"))
+    per_seed = [json.loads(p.read_text())["seen"]["knowledge_entropy"] for p in meas]
+    assert study["arms"][0]["knowledge_entropy"] == pytest.approx([sum(x) / 2 for x in zip(*per_seed)])
+    loop = study["loop"]
+    assert loop["note"] is not None or loop["arms"][0]["rows"][-1]["step"] == study["arms"][
+        [a["name"] for a in study["arms"]].index(loop["arms"][0]["name"])]["steps"][-1]
+    report = (out / "report.md").read_text()
+    assert "## The decay study" in report and "Continual learning from checkpoints whose entropy decayed" in report
+    assert (out / "figures" / "decay_study.png").read_bytes()[:4] == b"\x89PNG"

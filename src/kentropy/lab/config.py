@@ -16,7 +16,7 @@ import yaml
 from kentropy.errors import KentropyError
 from kentropy.knowledge.generate import MIN_FACTS
 
-PRESETS = ("smoke", "quick", "paper")
+PRESETS = ("smoke", "quick", "decay", "paper")
 PRESET_VERSION = 1
 SCHEDULES = ("cosine", "constant", "wsd")  # kentropy train's
 
@@ -65,6 +65,8 @@ class LabConfig:
     resuscitate_amplify: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 3.0])
     # knowledge circuits (Ou et al. 2025) on the continual-learning checkpoints
     circuits: bool = True
+    # the decay study (lab/decay.py): tiny models trained into the paper's regime; a preset's `decay:` section
+    decay: dict | None = None
     circuit_top_n: int = 100
     circuit_examples: int = 16
 
@@ -129,9 +131,18 @@ def config_from_yaml(text: str, source: str) -> LabConfig:
     data = yaml.safe_load(text) or {}
     if data.get("version") != PRESET_VERSION:
         raise KentropyError(f"{source}: version must be {PRESET_VERSION}")
+    unknown = sorted(set(data) - {"version", "lab", "decay"})
+    if unknown:
+        raise KentropyError(f"{source}: unknown section(s) {', '.join(unknown)} (expected version, lab, decay)")
     overrides = data.get("lab", {}) or {}
-    known = {f.name for f in dataclasses.fields(LabConfig)}
+    known = {f.name for f in dataclasses.fields(LabConfig)} - {"decay"}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise KentropyError(f"{source}: unknown lab key(s) {', '.join(unknown)}")
-    return LabConfig(**overrides)
+    decay = None
+    if "decay" in data:
+        from kentropy.lab.decay import decay_config
+
+        decay_config(data["decay"], f"{source}: decay")  # every key and the regime it promises, checked here
+        decay = dict(data["decay"] or {})
+    return LabConfig(**overrides, decay=decay)

@@ -483,9 +483,9 @@ def _run_one(root: str, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok_d
     return pre, measure_arm_stage(stages, name, arm, seed, dcfg, pre, corpora, device)
 
 
-def run_decay_study(stages, lab, dcfg: DecayConfig, device: str) -> dict:
+def run_decay_study(stages, lab, dcfg: DecayConfig, device: str) -> tuple[dict, dict]:
     """Every arm x seed: pretrain, measure (`workers` runs side by side); then each arm's trajectory and
-    verdict (`decay_study` of results.json)."""
+    verdict (`decay_study` of results.json), and the pretraining stages by (arm, seed)."""
     import concurrent.futures as cf
     import multiprocessing as mp
 
@@ -520,9 +520,10 @@ def run_decay_study(stages, lab, dcfg: DecayConfig, device: str) -> dict:
         meas = [done[(name, s)][1].result for s in seeds]
         draws = {k: [load_file(m[k]["draws"])["draws"] for m in meas] for k in ("seen", "held_out")}
         arms.append(arm_result(name, arm, dcfg, pres, meas, draws))
-    return {"olmo_1b": olmo_1b_regime(), "arms": arms, "workers": dcfg.workers, "measuring_data": {
+    result = {"olmo_1b": olmo_1b_regime(), "arms": arms, "workers": dcfg.workers, "measuring_data": {
         "seen": "rows of the run's first pretraining batches (seen by every trained checkpoint; the paper's choice)",
         "held_out": "world documents outside the pretraining text"}}
+    return result, {key: pre for key, (pre, _) in done.items()}
 
 
 def arm_result(name: str, arm: Arm, dcfg: DecayConfig, pres: list[dict], meas: list[dict], draws: dict) -> dict:

@@ -70,8 +70,22 @@ def circuits_study(ctx: Context) -> Section:
     return Section("circuits", circuits_section(result, ctx.run.figures), result)
 
 
-# config flag (a bool field of LabConfig) -> the study it turns on, in report order
-STUDIES: dict[str, Study] = {"circuits": circuits_study}
+def decay_study(ctx: Context) -> Section:
+    """The decay study: arms pretrained into the paper's regime, their entropy trajectories and verdicts,
+    then continual learning from the checkpoints of the arms that decay (lab/decay.py, lab/decay_loop.py)."""
+    from kentropy.lab.decay import decay_config, run_decay_study
+    from kentropy.lab.decay_loop import close_the_loop, loop_section
+    from kentropy.lab.decay_report import decay_section
+
+    cfg = ctx.run.cfg
+    dcfg = decay_config(cfg.decay, "lab config: decay")
+    result, pretrains = run_decay_study(ctx.stages, cfg, dcfg, ctx.device)
+    result["loop"] = close_the_loop(ctx.stages, cfg, dcfg, result, pretrains, ctx.done["world"], ctx.done["corpora"], ctx.device)
+    return Section("decay_study", decay_section(result, ctx.run.figures) + loop_section(result["loop"]), result)
+
+
+# config field of LabConfig (a flag, or a section that is set) -> the study it turns on, in report order
+STUDIES: dict[str, Study] = {"circuits": circuits_study, "decay": decay_study}
 
 
 # ---- the recipe --------------------------------------------------------------------------

@@ -91,6 +91,11 @@ def test_peak_after_warmup_and_verdicts():
     assert verdict([r, r]) == "held" and verdict([r, rising]) == "did not hold"
     noisy = dict(r, change_ci=[-0.7, 0.05])
     assert verdict([r, noisy]) == "direction only"
+    # a plateau: recovers 1.0 from its collapse, then loses 0.02 with a tight interval: a wiggle, not a decay
+    plateau = run([9.0, 8.0, 8.5, 9.0, 8.98])
+    assert plateau["collapse_step"] == 10 and plateau["peak_step"] == 40 and plateau["change_ci"][1] < 0
+    assert plateau["share_lost"] == pytest.approx(0.02) and verdict([plateau]) == "did not hold"
+    assert run([9.0, 8.0, 8.5, 9.0, 8.8])["share_lost"] == pytest.approx(0.2) and verdict([run([9.0, 8.0, 8.5, 9.0, 8.8])]) == "held"
     both = combine_seeds([r, run([9.0, 9.7, 9.6, 9.5, 9.1])], [torch.zeros(5, 8), torch.ones(5, 8)])
     assert both["knowledge_entropy"][1] == pytest.approx(9.8) and both["knowledge_entropy_seed_ci"][1][0] < 9.8
 

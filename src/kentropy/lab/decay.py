@@ -267,16 +267,22 @@ def summarize_run(steps: list[int], draws: torch.Tensor, h: list[float], warmup_
     end = len(steps) - 1
     change = h[end] - h[peak]
     change_ci = percentile_interval(draws[end] - draws[peak]) if peak != end else (0.0, 0.0)
+    rise = h[peak] - h[collapse]  # the recovery from the collapse (0 where the run only falls after warmup)
+    share = -change / rise if rise > 0 else (math.inf if change < 0 else 0.0)
     return {"steps": steps, "knowledge_entropy": h, "knowledge_entropy_ci": [list(c) for c in ci],
             "collapse_step": steps[collapse], "peak_step": steps[peak], "peak": h[peak], "end": h[end], "change": change,
-            "change_ci": list(change_ci)}
+            "change_ci": list(change_ci), "share_lost": share}
+
+
+MIN_SHARE_LOST = 0.1  # a decay must undo at least this share of the recovery from the collapse: a trend, not a wiggle
 
 
 def verdict(runs: list[dict]) -> str:
-    """`held`: every seed's entropy falls from its post-warmup peak to the end with a 95% interval below 0;
-    `direction only`: the end is below the peak in every seed, but some interval reaches 0;
-    `did not hold`: in some seed the entropy ends at its peak or the peak is the last checkpoint."""
-    if any(r["change"] >= 0 for r in runs):
+    """`held`: in every seed the entropy falls from its post-collapse peak to the end, with a 95% interval below 0,
+    undoing at least MIN_SHARE_LOST of its climb from the collapse to the peak; `direction only`: it falls that
+    much in every seed, but some interval reaches 0; `did not hold`: in some seed it ends at its peak, or falls
+    by less than that share (a plateau with a wiggle at the end, however significant)."""
+    if any(r["change"] >= 0 or r["share_lost"] < MIN_SHARE_LOST for r in runs):
         return "did not hold"
     if all(r["change_ci"][1] < 0 for r in runs):
         return "held"

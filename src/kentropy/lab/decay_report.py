@@ -88,7 +88,8 @@ def decay_section(result: dict, fig_dir: Path) -> str:
                      f"{a['wall_seconds']:.0f} | {', '.join(f'{x:,.0f}' for x in a['tokens_per_s'])} |")
     lines += ["", "Verdict per arm (trained checkpoints after warmup; the peak is taken after the early collapse "
               "where H recovers from it; `held`: every seed falls from its peak to the end with a 95% interval "
-              "below 0; `direction only`: falls in every seed, some interval reaches 0; `did not hold`: some seed ends at its peak).\n",
+              "below 0 and loses at least 10% of its recovery from the collapse; `direction only`: falls that much in every "
+              "seed, some interval reaches 0; `did not hold`: some seed ends at its peak or loses less than 10%).\n",
               "| arm | H init → collapse → peak → end (seen) | peak step | change peak→end [95% CI] | share of the recovery lost | per seed | verdict (seen) | verdict (held-out) | attention H peak→end | next-token H peak→end | final loss |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in result["arms"]:

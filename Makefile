@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast setup clean
+.PHONY: demo decay test test-fast setup clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/kentropy lab --preset quick --out demo
 
+decay: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/kentropy lab --preset decay --out decay
+
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
@@ -26,4 +29,4 @@ test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) demo
+	rm -rf $(VENV) demo decay

@@ -7,6 +7,7 @@ checkpoint. Weights load through `from_pretrained` (safetensors, or `weights_onl
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,8 @@ def parse_checkpoints(specs: list[str]) -> list[Checkpoint]:
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise KentropyError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise KentropyError(f"--device {device}: CUDA is not available")
     return torch.device(device)

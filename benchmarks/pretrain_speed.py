@@ -98,38 +98,13 @@ def worker(which: str, threads: int, steps: int, model_dir: str, corpus: str, m:
 
 
 def run_trainer(compile_: bool, steps: int, model_dir: Path, corpus: Path, m: dict) -> list[float]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+    from types import SimpleNamespace
 
-    from kentropy.corpus import pack_rows
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_throughput import run_trainer as trainer  # one Trainer set-up for both benchmarks
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    rows = pack_rows(tok, corpus.read_text().splitlines(), m["seq_len"])
-
-    class Rows(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(rows)
-
-        def __getitem__(self, i):
-            return {"input_ids": rows[i], "labels": rows[i]}
-
-    times: list[float] = []
-
-    class Clock(TrainerCallback):
-        t = None
-
-        def on_step_end(self, a, state, control, **kw):
-            now = time.perf_counter()
-            if state.global_step > steps // 3 and self.t is not None:
-                times.append(now - self.t)
-            self.t = now
-
-    targs = TrainingArguments(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=m["batch"],
-                              learning_rate=1e-3, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.1, warmup_steps=1,
-                              lr_scheduler_type="cosine", max_grad_norm=1.0, save_strategy="no", report_to=[], logging_steps=10**6,
-                              dataloader_num_workers=0, disable_tqdm=True, use_cpu=True, torch_compile=compile_)
-    Trainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=targs, train_dataset=Rows(), callbacks=[Clock()]).train()
-    return times
+    args = SimpleNamespace(steps=steps, batch=m["batch"], seq_len=m["seq_len"])
+    return trainer(args, model_dir, corpus, m["batch"], compile_=compile_, skip=steps // 3)["step_seconds"]
 
 
 def launch(which: str, threads: int, steps: int, model_dir: Path, corpus: Path, name: str) -> subprocess.Popen:

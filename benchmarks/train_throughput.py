@@ -66,7 +66,8 @@ def run_kentropy(args, model_dir: Path, corpus: Path, micro: int) -> dict:
     return {"step_seconds": per_step, "peak_bytes": peak_bytes()}
 
 
-def run_trainer(args, model_dir: Path, corpus: Path, micro: int) -> dict:
+def run_trainer(args, model_dir: Path, corpus: Path, micro: int, compile_: bool = False, skip: int = 2) -> dict:
+    """The HF Trainer on the same rows (eager, or with `torch_compile`); step times after `skip` steps."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
@@ -91,7 +92,7 @@ def run_trainer(args, model_dir: Path, corpus: Path, micro: int) -> dict:
 
         def on_step_end(self, a, state, control, **kw):
             now = time.perf_counter()
-            if state.global_step > 2 and self.t is not None:
+            if state.global_step > skip and self.t is not None:
                 times.append(now - self.t)
             self.t = now
 
@@ -101,7 +102,7 @@ def run_trainer(args, model_dir: Path, corpus: Path, micro: int) -> dict:
         gradient_accumulation_steps=args.batch // micro, learning_rate=4e-4, adam_beta1=0.9, adam_beta2=0.95,
         weight_decay=0.1, warmup_steps=max(1, round(0.05 * args.steps)), lr_scheduler_type="cosine", max_grad_norm=1.0, save_strategy="no",
         report_to=[], logging_steps=10**6, dataloader_num_workers=0, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(), torch_compile=compile_,
     )
     Trainer(model=model, args=targs, train_dataset=Rows(), callbacks=[Clock()]).train()
     return {"step_seconds": times, "peak_bytes": peak_bytes()}

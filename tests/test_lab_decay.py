@@ -197,3 +197,21 @@ def test_decay_study_smoke_end_to_end(tmp_path):
     report = (out / "report.md").read_text()
     assert "## The decay study" in report and "Continual learning from checkpoints whose entropy decayed" in report
     assert (out / "figures" / "decay_study.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_loop_section_from_a_loop_result():
+    """The report of closing the loop, on a result shaped as `close_the_loop` returns it (analysis's own dicts)."""
+    from kentropy.lab import analysis
+    from kentropy.lab.decay_loop import loop_section, loop_starts
+
+    assert loop_starts({"steps": [0, 10, 20, 40, 80, 160], "peak_step": 20}, 4) == [2, 3, 4, 5]
+    assert loop_starts({"steps": [0, 10, 20], "peak_step": 20}, 4) == [2]
+    rows = [{"step": s, "knowledge_entropy": h, "A": [a], "F": [f]} for s, h, a, f in
+            [(20, 9.6, 30.0, 10.0), (40, 9.55, 25.0, 12.0), (80, 9.5, 20.0, 15.0)]]
+    corr = analysis.acquisition_forgetting([20, 40, 80], [9.6, 9.55, 9.5], [30.0, 25.0, 20.0], [10.0, 12.0, 15.0])
+    helps = analysis.resuscitation_helps([20.0], {1.0: [22.5]}, [15.0], {1.0: [14.0]})
+    md = loop_section({"arms": [{"name": "GELU", "seed": 0, "rows": rows, "acquisition_forgetting": corr, "resuscitation": helps}],
+                       "note": None})
+    assert "| 80 | 9.5000 | 20.00 | 15.00 |" in md and "P = 1.0: ΔA = +2.50, ΔF = -1.00" in md
+    assert "r(H, A) = 1.00" in md and "finding 3 on A" in md
+    assert "was not run" in loop_section({"arms": [], "note": "no arm decays: continual learning from decayed checkpoints was not run"})

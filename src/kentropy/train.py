@@ -147,10 +147,12 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def decay_groups(model) -> tuple[list, list]:
     """(decayed, not decayed) parameters, as OLMo: weight decay on weight matrices only, never on
-    the embeddings (nor an LM head tied to them), norms or biases. An untied LM head is a Linear
-    weight and decays, as OLMo's `ff_out` does."""
+    embeddings (token and learned position embeddings, nor an LM head tied to them), norms or
+    biases. An untied LM head is a Linear weight and decays, as OLMo's `ff_out` does."""
+    skip = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
     emb = model.get_input_embeddings()
-    skip = {id(p) for p in emb.parameters()} if emb is not None else set()
+    if emb is not None:
+        skip |= {id(p) for p in emb.parameters()}
     params = [p for p in dict.fromkeys(model.parameters()) if p.requires_grad]  # tied weights once
     decay = [p for p in params if p.dim() >= 2 and id(p) not in skip]
     no_decay = [p for p in params if p.dim() < 2 or id(p) in skip]

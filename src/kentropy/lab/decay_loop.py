@@ -85,8 +85,8 @@ def loop_section(loop: dict) -> str:
                   f"- later checkpoints acquire less: r(step, A) = {fmt(c['r_step_A'])}, **{c['verdict_step_A']}**; "
                   f"forget more: r(step, F) = {fmt(c['r_step_F'])}, **{c['verdict_step_F']}**."]
         h = a["resuscitation"]
-        for p, row in h["by_amplify"].items():
-            dF = "-" if row["delta_F"] is None else f"{row['delta_F']:+.2f}"
-            lines.append(f"- resuscitated final checkpoint, P = {p}: ΔA = {row['delta']:+.2f}, ΔF = {dF}")
+        for p, row in h["by_amplify"].items():  # deltas: mean over seeds of (resuscitated - plain), see analysis
+            dF = "-" if row["delta_F"] is None else f"{row['delta_F']['mean']:+.2f}"
+            lines.append(f"- resuscitated final checkpoint, P = {p}: ΔA = {row['delta']['mean']:+.2f}, ΔF = {dF}")
         lines.append(f"- finding 3 on A: **{h['verdict_A']}**; on F: **{h['verdict_F']}**\n")
     return "\n".join(lines) + "\n"

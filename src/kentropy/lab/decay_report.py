@@ -101,7 +101,8 @@ def decay_section(result: dict, fig_dir: Path) -> str:
         att = f"{_fmt(s['attention_entropy'][i_peak])} → {_fmt(s['attention_entropy'][-1])}"
         nt = f"{_fmt(s['next_token_entropy'][i_peak])} → {_fmt(s['next_token_entropy'][-1])}"
         rise = a["knowledge_entropy"][i_peak] - a["knowledge_entropy"][i_col]
-        lost = f"{-a['change'] / rise:.0%}" if rise > 0 else "-"  # how much of the climb back from the collapse is undone
+        # how much of the climb back from the collapse the fall undoes (> 100%: it ends below the collapse)
+        lost = "-" if a["change"] >= 0 or rise <= 0 else (">100%" if -a["change"] > rise else f"{-a['change'] / rise:.0%}")
         lines.append(f"| {a['name']} | {traj} | {a['peak_step']} | {a['change']:+.4f} [{a['change_ci'][0]:+.4f}, "
                      f"{a['change_ci'][1]:+.4f}] | {lost} | {seeds} | **{a['verdict']}** | {h['verdict']} | {att} | {nt} | "
                      f"{', '.join(_fmt(x) for x in a['final_loss'])} |")

@@ -29,27 +29,31 @@ def _fmt(x, d: int = 3) -> str:
 
 
 def _figure(result: dict, fig_dir: Path) -> str:
+    """Top: whole trajectories (H / L ln m, log steps, 95% bootstrap bands, thin lines per seed).
+    Bottom: the same from each arm's collapse on, where a decay would show."""
     arms = result["arms"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=False)
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
     cmap = plt.get_cmap("tab10")
-    for ax, key, title in ((axes[0], "seen", "first pretraining batches (seen; the paper's data)"),
-                           (axes[1], "held_out", "held-out world text")):
-        for i, a in enumerate(arms):
-            s = a["series"][key]
-            steps = [max(x, 1) for x in a["steps"]]
-            lo = [c[0] for c in s["knowledge_entropy_ci"]]
-            hi = [c[1] for c in s["knowledge_entropy_ci"]]
-            rel = [h / a["max_entropy"] for h in s["knowledge_entropy"]]
-            ax.plot(steps, rel, marker=".", color=cmap(i % 10), label=a["name"], lw=1.4)
-            ax.fill_between(steps, [x / a["max_entropy"] for x in lo], [x / a["max_entropy"] for x in hi],
-                            color=cmap(i % 10), alpha=0.2)
-            for run in s["per_seed"]:
-                ax.plot(steps, [h / a["max_entropy"] for h in run["knowledge_entropy"]], color=cmap(i % 10), lw=0.5, alpha=0.5)
-        ax.set(xscale="log", xlabel="pretraining step (log; init at 1)", ylabel="H / (L ln m)", title=title)
-    axes[0].legend(fontsize=7)
+    for col, (key, title) in enumerate((("seen", "first pretraining batches (seen; the paper's data)"),
+                                        ("held_out", "held-out world text"))):
+        for row in (0, 1):
+            ax = axes[row][col]
+            for i, a in enumerate(arms):
+                s = a["series"][key]
+                keep = [j for j, st in enumerate(a["steps"]) if row == 0 or st >= a["collapse_step"]]
+                steps = [max(a["steps"][j], 1) for j in keep]
+                norm = lambda xs: [xs[j] / a["max_entropy"] for j in keep]  # noqa: E731
+                ax.plot(steps, norm(s["knowledge_entropy"]), marker=".", color=cmap(i % 10), label=a["name"], lw=1.4)
+                ax.fill_between(steps, norm([c[0] for c in s["knowledge_entropy_ci"]]), norm([c[1] for c in s["knowledge_entropy_ci"]]),
+                                color=cmap(i % 10), alpha=0.2)
+                for run in s["per_seed"]:
+                    ax.plot(steps, norm(run["knowledge_entropy"]), color=cmap(i % 10), lw=0.5, alpha=0.5)
+            ax.set(xscale="log", xlabel="pretraining step (log; init at 1)", ylabel="H / (L ln m)",
+                   title=title if row == 0 else f"{title}: from each arm's collapse on")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     path = fig_dir / "decay_study.png"
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return f"figures/{path.name}"
 

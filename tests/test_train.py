@@ -91,9 +91,9 @@ def test_micro_batch_does_not_change_the_update(inputs, tmp_path, capsys):
 def test_resume_after_kill_matches_uninterrupted(inputs, tmp_path, capsys):
     full = tmp_path / "full"
     steps = 40
-    assert run_cli(capsys, *args(inputs, full, "--save-every", 5, steps=steps))[0] == 0
+    assert run_cli(capsys, *args(inputs, full, "--save-every", 5, "--rounds", 2, steps=steps))[0] == 0  # rounds at 19, 39
     cut = tmp_path / "cut"
-    argv = [sys.executable, "-m", "kentropy", *args(inputs, cut, "--save-every", 5, steps=steps)[:-2], "--save-every", "5"]
+    argv = [sys.executable, "-m", "kentropy", *args(inputs, cut, "--save-every", 5, "--rounds", 2, steps=steps)]
     proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (cut / "checkpoints" / "step-000010").exists():
@@ -101,7 +101,7 @@ def test_resume_after_kill_matches_uninterrupted(inputs, tmp_path, capsys):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (cut / "summary.json").exists(), "the run finished before it could be killed"
-    code, out, err = run_cli(capsys, *args(inputs, cut, "--save-every", 5, "--resume", steps=steps))
+    code, out, err = run_cli(capsys, *args(inputs, cut, "--save-every", 5, "--rounds", 2, "--resume", steps=steps))
     assert code == 0, err
     assert "resuming" in err
     wf, wc = final_weights(full), final_weights(cut)

@@ -89,7 +89,13 @@ def test_fsdp_matches_single_process(inputs, tmp_path, family, sample_texts):
     wa, wb = load_file(str(final(single) / "model.safetensors")), load_file(str(final(fsdp) / "model.safetensors"))
     assert wa.keys() == wb.keys()
     for k in wa:
-        assert torch.allclose(wa[k], wb[k], atol=1e-4, rtol=0), k
+        x, y = wa[k], wb[k]
+        if k.endswith("attn.c_attn.bias"):
+            # GPT-2's key bias has a gradient of exactly 0 (softmax ignores it): its Adam updates are
+            # rounding noise amplified to +-lr, different in any two runs; compare the q and v parts
+            third = x.numel() // 3
+            x, y = torch.cat([x[:third], x[2 * third:]]), torch.cat([y[:third], y[2 * third:]])
+        assert torch.allclose(x, y, atol=1e-4, rtol=0), k
     ma, mb = (AutoModelForCausalLM.from_pretrained(final(d)) for d in (single, fsdp))
     tok = AutoTokenizer.from_pretrained(final(fsdp))
     ea, eb = (measure(m, tok, sample_texts[:8], seq_len=32, progress=False) for m in (ma, mb))

@@ -130,3 +130,25 @@ def test_probe_through_the_cli(model_dir, tokenizer, tmp_path, capsys):
     assert r["mem"] == pytest.approx(sum(s for e in r["entries"] for s in e["mem"]) / 10)
     assert r["overall"] == pytest.approx(probe(tiny_model("llama", 0), tokenizer, entries)["overall"], abs=1e-5)
     assert "hard_gen" in stdout and str(out) in stdout
+
+
+def test_load_series_holds_one_model_at_a_time(model_dir):
+    """A checkpoint series loads in order, each model released before the next one loads; `before_load` runs first."""
+    import gc
+    import weakref
+
+    from kentropy.models import load_series
+
+    dirs = [str(model_dir("llama", s)) for s in (0, 1, 2)]
+    seen, refs, alive_at_next_load = [], [], []
+
+    def before_load(ckpt, tok):
+        gc.collect()
+        alive_at_next_load.append(sum(r() is not None for r in refs))  # the caller still holds the previous item here
+        seen.append(("tok", ckpt.name))
+
+    for item in load_series(dirs, before_load=before_load):
+        refs.append(weakref.ref(item.model))
+        seen.append(("model", item.checkpoint.name))
+    assert seen == [(k, d) for d in dirs for k in ("tok", "model")]
+    assert alive_at_next_load == [0, 0, 0]  # never two models in memory

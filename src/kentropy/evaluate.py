@@ -357,17 +357,13 @@ class EvaluateConfig:
 
 def evaluate_series(cfg: EvaluateConfig) -> list[dict]:
     """Evaluate every checkpoint of `cfg.models` in order (one load at a time): one result each."""
-    from kentropy.models import load_model, load_tokenizer, parse_checkpoints, pick_device, pick_dtype
+    from kentropy.models import load_series, parse_checkpoints, pick_device, pick_dtype
 
-    checkpoints = parse_checkpoints(cfg.models)
+    parse_checkpoints(cfg.models)  # a malformed MODEL fails before the tasks load
     device = pick_device(cfg.device)
-    dtype = pick_dtype(cfg.dtype, device)
     built = load_tasks(cfg.task_list, cfg.task_dir)  # once, and before any model loads
     results = []
-    for ckpt in checkpoints:
-        tok = load_tokenizer(ckpt, cfg.trust_remote_code)
-        model = load_model(ckpt, device=device, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
-        r = _evaluate_loaded(model, tok, built, batch_size=cfg.batch_size, limit=cfg.limit, seed=cfg.seed)
-        results.append({"model": ckpt.name, "revision": ckpt.revision, **r})
-        del model
+    for item in load_series(cfg.models, device=device, dtype=pick_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code):
+        r = _evaluate_loaded(item.model, item.tokenizer, built, batch_size=cfg.batch_size, limit=cfg.limit, seed=cfg.seed)
+        results.append({"model": item.checkpoint.name, "revision": item.checkpoint.revision, **r})
     return results

@@ -23,7 +23,7 @@ from kentropy.distributed import rank_world
 from kentropy.errors import KentropyError
 from kentropy.ffn import find_layout
 from kentropy.io import check_out_dir, check_out_file
-from kentropy.models import load_model, load_tokenizer, max_positions, model_inputs, parse_checkpoints, pick_device, pick_dtype
+from kentropy.models import load_series, max_positions, model_inputs, pick_device, pick_dtype
 
 METRICS = ("knowledge", "attention", "next-token")
 
@@ -355,20 +355,22 @@ class MeasureConfig:
 
 def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measurement]:
     """Measure every checkpoint of `cfg.models` on `cfg.data`, in order (loading one at a time)."""
-    checkpoints = parse_checkpoints(cfg.models)
     texts = load_texts(cfg.data, cfg.max_instances)
     device = pick_device(cfg.device)
-    dtype = pick_dtype(cfg.dtype, device)
     metrics = check_metrics(cfg.metric_list)
+    ids = {}
+
+    def tokenize_first(ckpt, tok) -> None:  # bad documents fail before any weights load
+        ids[ckpt] = tokenize(tok, texts, cfg.seq_len)
+
     results = []
-    for ckpt in checkpoints:
-        tok = load_tokenizer(ckpt, cfg.trust_remote_code)
-        ids = tokenize(tok, texts, cfg.seq_len)  # bad documents fail before any weights load
-        model = load_model(ckpt, device=device, dtype=dtype, eager_attention="attention" in metrics,
-                           trust_remote_code=cfg.trust_remote_code, device_map=cfg.device_map)
-        results.append(measure_ids(model, ids, tok.pad_token_id, metrics=metrics, activation=cfg.activation,
-                                   batch_size=cfg.batch_size, name=ckpt.name, revision=ckpt.revision, progress=progress))
-        del model
+    for item in load_series(cfg.models, before_load=tokenize_first, device=device, dtype=pick_dtype(cfg.dtype, device),
+                            eager_attention="attention" in metrics, trust_remote_code=cfg.trust_remote_code,
+                            device_map=cfg.device_map):
+        ckpt = item.checkpoint
+        results.append(measure_ids(item.model, ids.pop(ckpt), item.tokenizer.pad_token_id, metrics=metrics,
+                                   activation=cfg.activation, batch_size=cfg.batch_size, name=ckpt.name,
+                                   revision=ckpt.revision, progress=progress))
     return results
 
 

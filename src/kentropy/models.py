@@ -176,6 +176,37 @@ def load_model(
     return (model if device_map is not None else model.to(device)).eval()
 
 
+@dataclass
+class Loaded:
+    """One checkpoint of a series, loaded: `model` is released (None) before the next one loads."""
+
+    checkpoint: Checkpoint
+    tokenizer: object
+    model: object = None
+
+
+def load_series(specs: list[str], *, before_load=None, **load_kw):
+    """Each checkpoint of `specs` (`NAME@rev1,rev2`, directories) in order, one model in memory at a time:
+    yields a `Loaded` whose `.model` is dropped before the next load (use `item.model`, not a copy of it).
+
+    `before_load(checkpoint, tokenizer)` runs before the weights load (e.g. tokenizing the data), so that
+    bad input fails before the heavy part; `load_kw` go to `load_model` (device, dtype, eager_attention, ...).
+    Shared by measure, probe, evaluate and circuits.
+    """
+    trust = load_kw.get("trust_remote_code", False)
+    for ckpt in parse_checkpoints(specs):
+        item = Loaded(ckpt, load_tokenizer(ckpt, trust))
+        if before_load is not None:
+            before_load(ckpt, item.tokenizer)
+        item.model = load_model(ckpt, **load_kw)
+        try:
+            yield item
+        finally:
+            item.model = None  # the caller holds `item`, not the model: the weights are freed here
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
 def max_positions(model) -> int | None:
     """The longest input the model's position embeddings allow (None when unbounded)."""
     cfg = model.config

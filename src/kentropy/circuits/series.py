@@ -24,7 +24,7 @@ from kentropy.config import option, require
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file
 from kentropy.knowledge.schema import load_knowledge
-from kentropy.models import load_model, load_tokenizer, parse_checkpoints, pick_device, pick_dtype
+from kentropy.models import load_series, parse_checkpoints, pick_device, pick_dtype
 
 HIT_K = 10  # Ou et al. 2025: Hit@10 of the target under the circuit
 
@@ -116,15 +116,18 @@ def analyze(model, tokenizer, task: Task, *, top_n: int, ig_steps: int, batch_si
 
 def circuits_series(cfg: CircuitsConfig, progress: bool = True) -> list[dict]:
     """Every checkpoint of `cfg.models`, in order: per task the `analyze` record, Jaccard vs the last checkpoint."""
-    checkpoints = parse_checkpoints(cfg.models)
+    n = len(parse_checkpoints(cfg.models))
     device = pick_device(cfg.device)
-    dtype = pick_dtype(cfg.dtype, device)
-    results, circuits, tasks = [], [], None
-    for ckpt in tqdm(checkpoints, desc="checkpoints", disable=not progress or len(checkpoints) == 1):
-        tok = load_tokenizer(ckpt, cfg.trust_remote_code)
-        if tasks is None:
-            tasks = load_tasks(cfg, tok)
-        model = load_model(ckpt, device=device, dtype=dtype, eager_attention=True, trust_remote_code=cfg.trust_remote_code)
+    results, circuits, tasks = [], [], []
+
+    def tasks_first(ckpt, tok) -> None:  # the tasks (built with the first tokenizer) fail before any weights load
+        if not tasks:
+            tasks.extend(load_tasks(cfg, tok))
+
+    series = load_series(cfg.models, before_load=tasks_first, device=device, dtype=pick_dtype(cfg.dtype, device),
+                         eager_attention=True, trust_remote_code=cfg.trust_remote_code)
+    for item in tqdm(series, total=n, desc="checkpoints", disable=not progress or n == 1):
+        ckpt, tok, model = item.checkpoint, item.tokenizer, item.model
         g = graph_of(model)
         records, found = [], {}
         for task in tqdm(tasks, desc=f"circuits {ckpt}", disable=not progress, leave=False):
@@ -135,7 +138,7 @@ def circuits_series(cfg: CircuitsConfig, progress: bool = True) -> list[dict]:
                         "graph": {"layers": g.layers, "heads": g.heads, "parallel": g.parallel, "edges": int(g.valid().sum())},
                         "tasks": records})
         circuits.append(found)
-        del model
+        del model  # `item` drops its own reference before the next checkpoint loads
     final = circuits[-1]
     for res, found in zip(results, circuits):
         for rec in res["tasks"]:

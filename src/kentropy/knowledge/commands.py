@@ -11,7 +11,7 @@ from kentropy.knowledge.generate import MIN_FACTS, generate_knowledge
 from kentropy.knowledge.plan import check_plan_entries, load_plan, make_plan
 from kentropy.knowledge.probe import probe
 from kentropy.knowledge.schema import load_knowledge
-from kentropy.models import load_model, load_tokenizer, parse_checkpoints, pick_device, pick_dtype
+from kentropy.models import load_series, pick_device, pick_dtype
 
 
 @dataclass
@@ -39,16 +39,11 @@ def probe_series(cfg: ProbeConfig, progress: bool = True) -> dict:
     if cfg.plan is not None:
         plan = load_plan(cfg.plan)
         check_plan_entries(plan, entries, source=cfg.plan)
-    checkpoints = parse_checkpoints(cfg.models)
     device = pick_device(cfg.device)
-    dtype = pick_dtype(cfg.dtype, device)
     results = []
-    for ckpt in checkpoints:
-        tok = load_tokenizer(ckpt, cfg.trust_remote_code)
-        model = load_model(ckpt, device=device, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
-        scores = probe(model, tok, entries, plan=plan, batch_size=cfg.batch_size, progress=progress)
-        results.append({"model": ckpt.name, "revision": ckpt.revision, **scores})
-        del model
+    for item in load_series(cfg.models, device=device, dtype=pick_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code):
+        scores = probe(item.model, item.tokenizer, entries, plan=plan, batch_size=cfg.batch_size, progress=progress)
+        results.append({"model": item.checkpoint.name, "revision": item.checkpoint.revision, **scores})
     return {"results": results, "config": to_dict(cfg)}
 
 

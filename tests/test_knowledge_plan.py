@@ -119,3 +119,19 @@ def test_cli_plan(tmp_path, capsys):
         main(["knowledge", "plan", "--knowledge", str(tmp_path / "k.json"), "--out", str(tmp_path / "q.json"), "--rounds", "11"])
     assert e.value.code == 2 and "10 paraphrases" in capsys.readouterr().err
     assert not (tmp_path / "q.json").exists()
+
+
+def test_paper_plan_from_generated_entries():
+    """70 + 60 generated entries (the paper's sizes): rounds at steps 159 + 160k, the official membership."""
+    from kentropy.knowledge import generate_knowledge
+
+    entries = generate_knowledge(130, n_paraphrases=9, seed=3, facts=8)
+    plan = make_plan(entries)
+    assert [r["step"] for r in plan["schedule"]] == [159 + 160 * k for k in range(10)]
+    for r in plan["schedule"]:
+        para = [x for x in r["items"] if x["group"] == "paraphrase"]
+        once = [x for x in r["items"] if x["group"] == "once"]
+        assert [x["entry"] for x in para] == list(range(70)) and {x["variant"] for x in para} == {r["round"] - 1}
+        assert [x["entry"] for x in once] == list(range(70 + 6 * (r["round"] - 1), 70 + 6 * r["round"]))  # file order
+    # every item's text is the entry's original (round 1) or its paraphrase r - 1
+    assert item_text(entries[5], plan["schedule"][3]["items"][5]["variant"]) == entries[5]["paraphrases"][2]

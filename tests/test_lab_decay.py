@@ -7,7 +7,7 @@ import torch
 
 from kentropy.errors import KentropyError
 from kentropy.lab.architectures import build_model, non_embedding_parameters
-from kentropy.lab.decay import (Arm, DecayConfig, combine_seeds, decay_config, log_spaced_steps, olmo_1b_regime, regime,
+from kentropy.lab.decay import (Arm, combine_seeds, decay_config, log_spaced_steps, olmo_1b_regime, regime,
                                 summarize_run, verdict)
 
 

@@ -372,7 +372,6 @@ def corpus_stage(stages, lab, dcfg: DecayConfig, tok_done, name: str = "decay-co
 def pretrain_arm_stage(stages, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok_done, corpora, device: str):
     """Pretrain one arm from its init with `kentropy train`, saving log-spaced checkpoints; keeps the
     rows of its first batches (the 'seen' measuring series)."""
-    from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
     from kentropy.io import write_dir_atomic

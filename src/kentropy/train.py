@@ -39,6 +39,7 @@ from kentropy.io import (append_jsonl, check_out_dir, clean_stale_temps, make_di
 from kentropy.memory import GiB
 from kentropy.models import Checkpoint, load_model, load_tokenizer, parse_checkpoints, pick_device
 from kentropy.rundir import RunDir
+from kentropy.sharding import clip_grad_norm
 
 
 SCHEDULES = ("cosine", "constant", "wsd")
@@ -450,8 +451,6 @@ def step_batch(r: Run, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, int]:
 
 def train_step(r: Run, cfg: TrainConfig, mine: torch.Tensor) -> tuple[float, float | None]:
     """One optimizer step on this process's rows (accumulated over micro-batches): (mean loss, grad norm)."""
-    from kentropy.sharding import clip_grad_norm
-
     _, world_size = rank_world()
     # FSDP casts by its mixed-precision policy instead of autocast
     bf16 = r.device.type == "cuda" and cfg.dtype == "bfloat16" and not r.sharded

@@ -190,6 +190,8 @@ def test_missing_contrast_step_names_arm_and_step():
         contrast_records({"x": ArmSeeds(4, 100, [arm.seeds[0], bad])}, PLAN)
     with pytest.raises(KentropyError, match="^arm x: no seeds"):
         contrast_records({"x": ArmSeeds(4, 100, [])}, PLAN)
+    with pytest.raises(KentropyError, match="^arm x: steps: a 1-step run cannot separate"):
+        contrast_records({"x": ArmSeeds(4, 1, arm.seeds)}, PLAN)
 
 
 def test_paper_reference_from_the_figure():

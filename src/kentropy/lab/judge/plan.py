@@ -138,7 +138,7 @@ def plan_text(plan: AnalysisPlan) -> str:
         tag = " (primary: the arm's verdict)" if c.name == plan.primary else ""
         lines.append(f"[lab]   contrast {c.name!r}: ΔKL = (H at {c.from_:.0%} − H at {c.to:.0%} of training) / L{tag}")
     lines += [
-        f"[lab]   unit: the pretraining seed; per arm the mean ΔKL over seeds with its 95% t-interval",
+        "[lab]   unit: the pretraining seed; per arm the mean ΔKL over seeds with its 95% t-interval",
         f"[lab]   decay: one-sided one-sample t-test, H1 ΔKL > 0; equivalence: TOST against ±{plan.sesoi:g} "
         f"KL nats per layer (SESOI)",
         f"[lab]   α = {plan.alpha:g}, Holm across arms, separately for the decay and the equivalence test",

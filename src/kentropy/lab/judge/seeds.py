@@ -158,8 +158,8 @@ def contrast_records(arms: Mapping[str, ArmSeeds], plan: AnalysisPlan) -> dict[s
         rows = []
         for name in names:
             arm = arms[name]
-            a, b = contrast_steps(plan, arm.steps)[c.name]
             try:
+                a, b = contrast_steps(plan, arm.steps)[c.name]
                 d = [seed_delta(s, a, b, arm.layers) for s in arm.seeds]
             except KentropyError as e:
                 raise KentropyError(f"arm {name}: {e}") from None

@@ -1,0 +1,95 @@
+"""Mechanism diagnostics against hand computations: Cbar's KL to uniform, top shares and dormant
+fraction; per-neuron ‖w_in,i‖·‖w_out,i‖ from the named weight matrices of tiny models."""
+
+import math
+
+import pytest
+import torch
+import transformers as T
+from conftest import V, tiny_model
+
+from kentropy.diagnostics import (cbar_diagnostics, dormant_fraction, kl_to_uniform, neuron_weight_norms, top_share,
+                                  weight_norm_summary)
+
+
+def test_uniform_cbar():
+    d = cbar_diagnostics(torch.full((2, 8), 0.3))
+    assert d["kl_to_uniform"] == pytest.approx([0, 0], abs=1e-12)
+    assert d["top1_share"] == pytest.approx([1 / 8] * 2) and d["top5_share"] == pytest.approx([5 / 8] * 2)
+    assert d["dormant_fraction"] == [0.0, 0.0]
+
+
+def test_one_hot_and_two_neuron_cbar():
+    d = cbar_diagnostics(torch.tensor([[4.0, 0, 0, 0], [3.0, 1, 1, 1]]))
+    assert d["kl_to_uniform"][0] == pytest.approx(math.log(4))  # H = 0
+    p = [0.5, 1 / 6, 1 / 6, 1 / 6]
+    assert d["kl_to_uniform"][1] == pytest.approx(math.log(4) + sum(x * math.log(x) for x in p))
+    assert d["top1_share"] == pytest.approx([1.0, 0.5]) and d["top5_share"] == pytest.approx([1.0, 1.0])  # m < 5: all
+    assert d["dormant_fraction"] == [0.75, 0.0]  # 0 < 0.1 * mean 1; 1 > 0.1 * 1.5
+    # [3, 1]: p = (3/4, 1/4), KL = ln 2 + 3/4 ln 3/4 + 1/4 ln 1/4 = 0.130812 (≈ CV²/2 = 0.125)
+    assert float(kl_to_uniform(torch.tensor([3.0, 1.0]))) == pytest.approx(0.130812, abs=1e-6)
+
+
+def test_dormant_threshold_and_layers_of_different_size():
+    c = torch.tensor([1.0] * 9 + [0.05])  # mean 0.905: 0.05 < 0.0905
+    assert float(dormant_fraction(c)) == pytest.approx(0.1)
+    assert float(dormant_fraction(torch.tensor([1.0, 1.0, 0.1]), tau=0.1)) == 0.0  # 0.1 is not < 0.07
+    assert float(top_share(torch.tensor([1.0, 2.0, 3.0, 4.0]), 2)) == pytest.approx(0.7)
+    d = cbar_diagnostics([torch.ones(6), torch.tensor([1.0, 0.0])])  # MoE-style: m_l differ
+    assert d["kl_to_uniform"] == pytest.approx([0.0, math.log(2)]) and d["dormant_fraction"] == [0.0, 0.5]
+
+
+def norms(w, dim):
+    return w.detach().double().norm(dim=dim)
+
+
+def test_weight_norms_llama():
+    model = tiny_model("llama")
+    got = neuron_weight_norms(model)
+    assert len(got) == 2
+    for layer, g in zip(model.model.layers, got):
+        mlp = layer.mlp  # gate_proj, up_proj [m, h]; down_proj [h, m]
+        w_in = torch.sqrt(norms(mlp.gate_proj.weight, 1) ** 2 + norms(mlp.up_proj.weight, 1) ** 2)
+        assert g.shape == (24,)
+        torch.testing.assert_close(g, w_in * norms(mlp.down_proj.weight, 0))
+
+
+def test_weight_norms_gpt2():
+    model = tiny_model("gpt2")
+    got = neuron_weight_norms(model)
+    for block, g in zip(model.transformer.h, got):
+        mlp = block.mlp  # Conv1D: c_fc [h, m], c_proj [m, h]; the bias is not a weight
+        torch.testing.assert_close(g, norms(mlp.c_fc.weight, 0) * norms(mlp.c_proj.weight, 1))
+
+
+def test_weight_norms_gpt_neox_and_fused_phi3():
+    model = tiny_model("gpt_neox")
+    for layer, g in zip(model.gpt_neox.layers, neuron_weight_norms(model)):
+        torch.testing.assert_close(g, norms(layer.mlp.dense_h_to_4h.weight, 1) * norms(layer.mlp.dense_4h_to_h.weight, 0))
+    torch.manual_seed(0)
+    cfg = T.Phi3Config(vocab_size=V, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+                       bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    model = T.AutoModelForCausalLM.from_config(cfg)
+    for layer, g in zip(model.model.layers, neuron_weight_norms(model)):
+        gu = layer.mlp.gate_up_proj.weight  # [2m, h]: [gate | up]
+        w_in = torch.sqrt(norms(gu[:24], 1) ** 2 + norms(gu[24:], 1) ** 2)
+        torch.testing.assert_close(g, w_in * norms(layer.mlp.down_proj.weight, 0))
+
+
+def test_weight_norms_olmoe():
+    torch.manual_seed(0)
+    cfg = T.OlmoeConfig(vocab_size=V, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+                        num_experts=4, num_experts_per_tok=2, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    model = T.AutoModelForCausalLM.from_config(cfg)
+    for layer, g in zip(model.model.layers, neuron_weight_norms(model)):
+        ex = layer.mlp.experts  # gate_up_proj [E, 2m, h] ([gate | up]), down_proj [E, h, m]
+        want = torch.cat([torch.sqrt(norms(ex.gate_up_proj[e, :24], 1) ** 2 + norms(ex.gate_up_proj[e, 24:], 1) ** 2)
+                          * norms(ex.down_proj[e], 0) for e in range(4)])
+        torch.testing.assert_close(g, want)  # experts in order, as Cbar lists them
+
+
+def test_weight_norm_summary():
+    s = weight_norm_summary([torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.full((3,), 2.0)])
+    assert s["mean"] == pytest.approx([2.5, 2.0])
+    assert s["cv"] == pytest.approx([math.sqrt(1.25) / 2.5, 0.0])
+    assert s["min_over_max"] == pytest.approx([0.25, 1.0])

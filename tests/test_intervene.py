@@ -3,7 +3,6 @@
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -82,8 +81,6 @@ def test_redo_dense_matches_reference_and_changes_nothing_else(family):
     state = model.state_dict()
     for name in original:
         assert torch.equal(state[name], expect[name]), name  # exact: the same draws, nothing outside the rows/columns
-    # the function is unchanged at recycling time only up to the recycled neurons' zero output: outputs of a
-    # recycled model equal those of the original with the dormant memory vectors zeroed
     js = done.to_json()
     assert js[0]["output_norm_after"] == 0.0 and js[0]["input_norm_before"] > 0
 

@@ -4,7 +4,6 @@ through a round; recycling zeroes exactly the recycled neurons' moments; bad fla
 
 import copy
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

@@ -23,7 +23,8 @@
   neurons are recycled (`kentropy.redo`, init from the model's initializer_range, a generator
   seeded by (--seed, s)), and their AdamW moments (exp_avg, exp_avg_sq) are set to 0 for exactly
   the recycled rows, bias entries and columns. torch's AdamW keeps one step count per tensor: it
-  is left as it is.
+  is left as it is. With --freeze-half as well, recycling also edits frozen matrices (freezing
+  stops gradient updates, not recycling).
 """
 
 from __future__ import annotations
@@ -155,13 +156,12 @@ class Plasticity:
         cfg = self.cfg
         if not cfg.recycle_every or (step + 1) % cfg.recycle_every or step + 1 >= cfg.steps:
             return {}
-        from kentropy.ffn import find_layout
         from kentropy.measure import measure_ids
-        from kentropy.redo import dormancy_scores, dormant, groups_of, redo
+        from kentropy.redo import dormant_per_layer, redo
 
+        # full rows, no padding (the pad id is never used)
         cbar = measure_ids(self.model, trained.tolist(), 0, batch_size=cfg.micro_batch, progress=False).coefficients
-        layout = find_layout(self.model)
-        chosen = [dormant(dormancy_scores(c, groups_of(layer)), cfg.threshold) for layer, c in zip(layout.layers, cbar)]
+        chosen = dormant_per_layer(self.model, cbar, cfg.threshold)
         done = redo(self.model, cbar, cfg.threshold, None, stream(cfg.seed, RECYCLE, step), chosen=chosen)
         done.reset_moments(self.opt)
         return {"recycled": done.total, "recycled_per_layer": [len(x.neurons) for x in done.layers]}

@@ -203,12 +203,18 @@ def check_coefficients(layout, coefficients) -> None:
         raise KentropyError(f"coefficients have shape {shape}, model needs {len(want)} layers of {want} memory vectors")
 
 
+def dormant_per_layer(model, coefficients, threshold: float) -> list[torch.Tensor]:
+    """The τ-dormant neurons of every layer ([k_l] each; any number, none included)."""
+    layout = find_layout(model)
+    check_coefficients(layout, coefficients)
+    return [dormant(dormancy_scores(c, groups_of(layer)), threshold) for layer, c in zip(layout.layers, coefficients)]
+
+
 def select(model, coefficients, threshold: float) -> list[torch.Tensor]:
     """The dormant neurons of every layer ([k_l] each), checked: some neuron somewhere, and never a whole layer."""
     check_threshold(threshold)
     layout = find_layout(model)
-    check_coefficients(layout, coefficients)
-    chosen = [dormant(dormancy_scores(c, groups_of(layer)), threshold) for layer, c in zip(layout.layers, coefficients)]
+    chosen = dormant_per_layer(model, coefficients, threshold)
     full = [l for l, (idx, layer) in enumerate(zip(chosen, layout.layers)) if idx.numel() == layer.size]
     if full:
         raise KentropyError(f"--threshold {threshold}: selects every neuron of layer {full[0]} (lower it)")
@@ -227,8 +233,8 @@ def redo(model, coefficients, threshold: float, init_std: float | None = None, g
          chosen: list[torch.Tensor] | None = None) -> Recycling:
     """Recycle the τ-dormant neurons in place. coefficients: Cbar [L, m] (or a list of [m_l]) from `measure`.
 
-    chosen: the neurons per layer when `select` was already called (it raises when τ selects none
-    or a whole layer; training-time recycling passes its own selection, which may be empty).
+    chosen: the neurons per layer, when already selected (`select` raises when τ selects none or a
+    whole layer; training-time recycling passes `dormant_per_layer`, which may be empty).
     """
     layout = find_layout(model)
     std = init_std_of(model, init_std)

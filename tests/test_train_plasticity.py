@@ -238,3 +238,36 @@ def test_freeze_half_needs_injection_rounds(inputs, tmp_path, capsys):
     del argv[i : i + 2]
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and "--freeze-half needs --knowledge" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_single(inputs, tmp_path):
+    """Replay, HFT and recycling under DDP: the same global batches, frozen sets and recycled neurons as one process."""
+    import subprocess
+    import sys
+
+    from test_train import ENV
+
+    extra = ["--replay", inputs["replay"], "--replay-fraction", 0.25, "--freeze-half", "--recycle-every", 3, "--threshold", 0.6,
+             "--rounds", 2]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "kentropy", *args(inputs, single, *extra, steps=8)], env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    dist = args(inputs, ddp, *extra, steps=8)
+    dist[dist.index("--micro-batch") + 1] = "1"  # 2 processes x 2 rows x micro 1: the same global batch of 4
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "kentropy", *dist],
+                       env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    def log(run):
+        return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if json.loads(x)["step"] >= 0]
+
+    a, b = log(single), log(ddp)
+    assert [x["step"] for x in a if "recycled" in x] == [2, 5] and any(x["recycled"] for x in a)
+    assert [x.get("recycled_per_layer") for x in a] == [x.get("recycled_per_layer") for x in b]
+    assert [x.get("frozen_matrices") for x in a] == [x.get("frozen_matrices") for x in b]
+    assert [x["loss"] for x in b] == pytest.approx([x["loss"] for x in a], rel=1e-4)
+    ws = load_file(str(sorted((single / "checkpoints").iterdir())[-1] / "model.safetensors"))
+    wd = load_file(str(sorted((ddp / "checkpoints").iterdir())[-1] / "model.safetensors"))
+    for k in ws:
+        assert torch.allclose(ws[k], wd[k], atol=1e-5), k

@@ -200,6 +200,31 @@ def test_recycle_every_during_training(inputs, tmp_path, capsys):
         assert mom["exp_avg_sq"].ne(0).any(dim=0).sum() == 24 - count  # every other column keeps its moments
 
 
+# ---- resume ------------------------------------------------------------------------------------
+def test_resume_mid_round_matches_uninterrupted(inputs, tmp_path, capsys):
+    """Frozen sets, replay rows and recycling are functions of (seed, step): a resumed run is bit for bit the same."""
+    import shutil
+
+    extra = ["--replay", inputs["replay"], "--replay-fraction", 0.25, "--freeze-half", "--recycle-every", 3, "--threshold", 0.6,
+             "--save-every", 6]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    code, _, err = run_cli(capsys, *args(inputs, full, *extra))
+    assert code == 0, err
+    shutil.copytree(full, cut)  # as if killed after the checkpoint of step 6, in the middle of round 2
+    shutil.rmtree(cut / "checkpoints" / "step-000012")
+    (cut / "summary.json").unlink()
+    config = json.loads((cut / "config.json").read_text())
+    (cut / "config.json").write_text(json.dumps(config | {"out": str(cut)}))
+    code, _, err = run_cli(capsys, *args(inputs, cut, *extra, "--resume"))
+    assert code == 0 and "resuming" in err, err
+    wf = load_file(str(full / "checkpoints" / "step-000012" / "model.safetensors"))
+    wc = load_file(str(cut / "checkpoints" / "step-000012" / "model.safetensors"))
+    for k in wf:
+        assert torch.equal(wf[k], wc[k]), k
+    sf, sc = (json.loads((r / "summary.json").read_text())["plasticity"] for r in (full, cut))
+    assert sf == sc and [x["step"] for x in sf["recycled"]] == [2, 5, 8]
+
+
 # ---- bad input -----------------------------------------------------------------------------------
 CASES = {
     "replay-fraction-1": (["--replay", "R", "--replay-fraction", 1], "--replay-fraction 1.0: must be in [0, 1)"),

@@ -4,8 +4,8 @@
 
 Weight matrices are the parameters of two or more dimensions (mixture-of-experts weights
 [E, ., .] included), except embeddings: token and position embeddings (`nn.Embedding`) and an
-output head tied to them. Norms and biases (1-D) are left alone, as OLMo leaves them out of
-weight decay. ε ~ N(0, initializer_range²) elementwise (HF's init for linear weights), drawn
+output head tied to them (an untied head is a weight matrix, as in weight decay). Norms and
+biases (1-D) are left alone, as OLMo leaves them out of weight decay. ε ~ N(0, initializer_range²) elementwise (HF's init for linear weights), drawn
 in float32 from the generator in parameter order, one draw per matrix (none when σ = 0, so
 σ = 0 gives exactly λθ). `layers` in the report: one entry per block (the parameter name up to
 its first numeric index; `layer` counts those blocks, null for matrices outside any block).
@@ -58,7 +58,7 @@ def shrink_perturb(model, shrink: float, perturb: float, generator: torch.Genera
     from kentropy.redo import init_std_of
 
     check_args(shrink, perturb)
-    std = init_std_of(model, init_std)
+    std = init_std_of(model, init_std) if perturb else None  # σ = 0 draws nothing and needs no init std
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     blocks: dict[str, dict] = {}
     with torch.no_grad():
@@ -76,4 +76,5 @@ def shrink_perturb(model, shrink: float, perturb: float, generator: torch.Genera
     layers = [{"layer": numbered.index(k) if k in numbered else None, "block": k, "neurons": None, "matrices": b["matrices"],
                "norm_before": math.sqrt(b["sq_before"]), "norm_after": math.sqrt(b["sq_after"])}
               for k, b in blocks.items()]
-    return {"shrink": shrink, "perturb": perturb, "init_std": std, "epsilon": f"N(0, {std:g}^2) elementwise", "layers": layers}
+    return {"shrink": shrink, "perturb": perturb, "init_std": std,
+            "epsilon": f"N(0, {std:g}^2) elementwise" if perturb else None, "layers": layers}

@@ -311,6 +311,8 @@ CASES = {
     "threshold-missing": (lambda e, w: iv(e, w / "o", "redo"), "needs --threshold"),
     "redo-no-cbar": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0.5, src=[]), "give --data DATA or --coefficients"),
     "init-std-negative": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0.5, "--init-std", -1), "--init-std -1"),
+    "init-std-0": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0.5, "--init-std", 0), "--init-std 0"),
+    "seed-negative": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0.5, "--seed", -1), "--seed -1"),
     "shrink-0": (lambda e, w: iv(e, w / "o", "shrink-perturb", "--shrink", 0, "--perturb", 0.1, src=[]), "--shrink 0"),
     "shrink-above-1": (lambda e, w: iv(e, w / "o", "shrink-perturb", "--shrink", 1.5, "--perturb", 0.1, src=[]), "--shrink 1.5"),
     "shrink-nan": (lambda e, w: iv(e, w / "o", "shrink-perturb", "--shrink", "nan", "--perturb", 0.1, src=[]), "--shrink nan"),

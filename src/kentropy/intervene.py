@@ -82,7 +82,8 @@ class InterveneConfig:
             from kentropy.shrink_perturb import check_args
 
             check_args(self.shrink, self.perturb)
-        require(self, "init_std", "seed", low=0)
+        require(self, "init_std", low=0, low_open=True)
+        require(self, "seed", low=0)
         require(self, "max_instances", "seq_len", "batch_size", low=0, low_open=True)
         if self.activation not in ("abs", "relu"):
             raise KentropyError(f"--activation {self.activation}: choose abs or relu")

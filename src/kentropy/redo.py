@@ -137,8 +137,8 @@ def parts_of(layer: Layer) -> list[Part]:
 def init_std_of(model, init_std: float | None) -> float:
     """--init-std, else the model's `initializer_range` (HF's std for linear weights)."""
     if init_std is not None:
-        if not (math.isfinite(init_std) and init_std >= 0):
-            raise KentropyError(f"--init-std {init_std}: must be a finite number >= 0")
+        if not (math.isfinite(init_std) and init_std > 0):  # 0 would leave recycled neurons dead for good
+            raise KentropyError(f"--init-std {init_std}: must be a finite number > 0")
         return float(init_std)
     cfg = model.config
     std = getattr(cfg, "initializer_range", None)

@@ -184,6 +184,24 @@ def test_redo_threshold_selecting_none_or_every_neuron_is_refused():
         select(model, torch.rand(3, 24), 0.5)
 
 
+def test_redo_undefined_cases_are_one_line_errors():
+    model = tiny_model("llama")
+    cbar = torch.rand(2, 24, dtype=torch.float64) + 0.05
+    mlp = model.model.layers[1].mlp
+    mlp.up_proj.weight = torch.nn.Parameter(mlp.up_proj.weight.detach().round().to(torch.int8), requires_grad=False)  # quantized
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(KentropyError, match="layer 1: torch.int8 weights; ReDo re-initialises floating-point weights only"):
+        redo(model, cbar, 0.6)
+    assert all(torch.equal(t, before[k]) for k, t in model.state_dict().items())  # refused before any edit
+    from types import SimpleNamespace
+
+    from kentropy.redo import init_std_of
+
+    with pytest.raises(KentropyError, match="no initializer_range; pass --init-std"):  # a config without one (remote code)
+        init_std_of(SimpleNamespace(config=SimpleNamespace()), None)
+    assert init_std_of(SimpleNamespace(config=SimpleNamespace()), 0.01) == 0.01
+
+
 # ---- shrink and perturb ------------------------------------------------------------------------
 EMBEDDINGS = ("embed_tokens", "wte", "wpe")
 

@@ -223,10 +223,13 @@ def select(model, coefficients, threshold: float) -> list[torch.Tensor]:
     return chosen
 
 
-def _float_params(part: Part, layer_no: int) -> None:
-    for s in part.sites:
-        if not s.param.is_floating_point():
-            raise KentropyError(f"layer {layer_no}: {s.param.dtype} weights; ReDo re-initialises floating-point weights only")
+def _check_float(layout) -> None:
+    """Re-initialising from N(0, σ²) is undefined for quantized (integer) weights: refused before any edit."""
+    for l, layer in enumerate(layout.layers):
+        for part in parts_of(layer):
+            for s in part.sites:
+                if not s.param.is_floating_point():
+                    raise KentropyError(f"layer {l}: {s.param.dtype} weights; ReDo re-initialises floating-point weights only")
 
 
 def redo(model, coefficients, threshold: float, init_std: float | None = None, generator: torch.Generator | None = None,
@@ -238,6 +241,7 @@ def redo(model, coefficients, threshold: float, init_std: float | None = None, g
     """
     layout = find_layout(model)
     std = init_std_of(model, init_std)
+    _check_float(layout)
     if chosen is None:
         chosen = select(model, coefficients, threshold)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -251,7 +255,6 @@ def redo(model, coefficients, threshold: float, init_std: float | None = None, g
                 local = idx[(idx >= part.start) & (idx < part.start + part.size)] - part.start
                 if local.numel() == 0:
                     continue
-                _float_params(part, l)
                 for s in part.sites:
                     v = s.view(s.param)
                     where = part.where(local.to(v.device))

@@ -9,7 +9,7 @@ from conftest import tiny_model
 
 from kentropy.errors import KentropyError
 from kentropy.measure import measure
-from kentropy.resuscitate import paper_sweeps, resuscitate, select_and_scale
+from kentropy.resuscitate import resuscitate, select_and_scale
 
 # where each family keeps the weight that produces coefficient i, and whether it is stored [in, out]
 UP = {"llama": ("model.layers.{l}.mlp.up_proj", False), "qwen2": ("model.layers.{l}.mlp.up_proj", False),
@@ -144,12 +144,6 @@ def test_bad_arguments(tokenizer, sample_texts):
             resuscitate(model, cbar, 0.5, p)
     with pytest.raises(KentropyError, match="shape"):
         resuscitate(model, torch.rand(3, 24), 0.5, 1.0)
-
-
-def test_paper_sweeps_as_data():
-    s = paper_sweeps()
-    assert [r["amplify"] for r in s["amplify"]] == [0.5, 1, 2, 3] and {r["ratio"] for r in s["amplify"]} == {0.5}
-    assert [r["ratio"] for r in s["ratio"]] == [0.1, 0.3, 0.5, 0.7, 0.9] and {r["amplify"] for r in s["ratio"]} == {1}
 
 
 def test_cli_writes_loadable_model(model_dir, sample_texts, tmp_path, capsys):

@@ -106,6 +106,25 @@ def resuscitate_cmd(cfg: ResuscitateConfig) -> None:
     print(f"wrote {cfg.out}")
 
 
+# ---- intervene ---------------------------------------------------------------------------
+from kentropy.intervene import InterveneConfig, run_intervene  # noqa: E402
+
+
+@command("intervene", InterveneConfig)
+def intervene_cmd(cfg: InterveneConfig) -> None:
+    r = run_intervene(cfg)
+    params = ", ".join(f"{k} {v}" for k, v in r["params"].items() if k != "note")
+    print(f"{r['method']} on {r['model']}: {params}")
+    for x in r["layers"]:
+        if x.get("neurons"):
+            print(f"  layer {x['layer']:>3}: {len(x['neurons']):>6} neurons")
+        elif "norm_before" in x:
+            print(f"  {x['block']}: {len(x['matrices'])} matrices, norm {x['norm_before']:.4f} -> {x['norm_after']:.4f}")
+    if r["knowledge_entropy_before"] is not None:
+        print(f"knowledge entropy {r['knowledge_entropy_before']:.4f} -> {r['knowledge_entropy_after']:.4f} (measured on {r['measured_on']})")
+    print(f"wrote {cfg.out}")
+
+
 # ---- probe, knowledge generate|plan ------------------------------------------------------
 from kentropy.knowledge.commands import GenerateConfig, PlanConfig, ProbeConfig, generate_file, plan_file, probe_series  # noqa: E402
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from importlib import resources
 
 import torch
-import yaml
 
 from kentropy.config import option, require
 from kentropy.errors import KentropyError
@@ -178,13 +176,6 @@ def _exactness(model, layout: Layout) -> tuple[bool, str]:
     return False, f"plain FFN with {act}: input row and bias scaled; act(s*z) != s*act(z), so coefficients scale only approximately"
 
 
-def paper_sweeps() -> dict[str, list[dict]]:
-    """The paper's sweeps as data: amplify P in {0.5, 1, 2, 3} at Q = 0.5; ratio Q in {0.1, ..., 0.9} at P = 1."""
-    text = (resources.files("kentropy") / "presets" / "resuscitation_sweeps.yaml").read_text()
-    data = yaml.safe_load(text)
-    return {name: [dict(ratio=float(x["ratio"]), amplify=float(x["amplify"])) for x in runs] for name, runs in data["sweeps"].items()}
-
-
 @dataclass
 class ResuscitateConfig:
     """Resuscitate inactive memory vectors (Algorithm 1) and save the edited model as an HF directory."""
@@ -217,48 +208,23 @@ class ResuscitateConfig:
 
 def run_resuscitate(cfg: ResuscitateConfig) -> dict:
     """Measure (or read) Cbar, apply Algorithm 1, measure again, save model + resuscitation.json atomically."""
-    from pathlib import Path
-
     from kentropy.config import to_dict
-    from kentropy.data import load_texts
-    from kentropy.io import write_dir_atomic, write_json
-    from kentropy.measure import load_coefficients, measure_ids, tokenize
-    from kentropy.models import load_model, load_tokenizer, parse_checkpoints, pick_device
+    from kentropy.edit import check_out_free, entropy_fields, open_edit
+    from kentropy.measure import load_coefficients
 
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise KentropyError(f"--out {out}: exists and is not empty (use --overwrite)")
-    ckpts = parse_checkpoints([cfg.model])
-    if len(ckpts) != 1:
-        raise KentropyError(f"MODEL {cfg.model}: resuscitate takes one checkpoint")
-    ckpt = ckpts[0]
-    tok = load_tokenizer(ckpt, cfg.trust_remote_code)
-    ids = tokenize(tok, load_texts(cfg.data, cfg.max_instances), cfg.seq_len) if cfg.data else None
-    model = load_model(ckpt, device=pick_device(cfg.device), trust_remote_code=cfg.trust_remote_code)
-
-    def entropy_now():
-        return measure_ids(model, ids, tok.pad_token_id, activation=cfg.activation, batch_size=cfg.batch_size,
-                           name=str(ckpt), progress=True)
-
-    before = entropy_now() if ids is not None else None
+    check_out_free(cfg.out, cfg.overwrite)
+    e = open_edit(cfg.model, command="resuscitate", data=cfg.data, max_instances=cfg.max_instances, seq_len=cfg.seq_len,
+                  batch_size=cfg.batch_size, activation=cfg.activation, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+    before = e.measure()
     cbar = load_coefficients(cfg.coefficients) if cfg.coefficients else before.coefficients
-    done = resuscitate(model, cbar, cfg.ratio, cfg.amplify)
-    after = entropy_now() if ids is not None else None
+    done = resuscitate(e.model, cbar, cfg.ratio, cfg.amplify)
+    after = e.measure()
     report = done.to_json() | {
-        "model": ckpt.name,
-        "revision": ckpt.revision,
+        "model": e.ckpt.name,
+        "revision": e.ckpt.revision,
         "coefficients_from": cfg.coefficients or cfg.data,
-        "knowledge_entropy_before": before.knowledge_entropy if before else None,
-        "knowledge_entropy_after": after.knowledge_entropy if after else None,
-        "knowledge_entropy_per_layer_before": before.knowledge_entropy_per_layer if before else None,
-        "knowledge_entropy_per_layer_after": after.knowledge_entropy_per_layer if after else None,
-        "measured_on": cfg.data,
+        **entropy_fields(before, after, cfg.data),
         "config": to_dict(cfg),
     }
-    def write(d: Path) -> None:
-        model.save_pretrained(d)
-        tok.save_pretrained(d)
-        write_json(d / "resuscitation.json", report)
-
-    write_dir_atomic(out, write)  # the whole directory appears at once
+    e.save(cfg.out, "resuscitation.json", report)
     return report

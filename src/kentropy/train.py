@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from kentropy import plasticity
 from kentropy.config import option, require, to_dict
 from kentropy.corpus import epochs_needed, inject, injected_lengths, injection_schedule, item_ids, pack_rows, row_order
 from kentropy.distributed import barrier, rank_world
@@ -86,6 +87,13 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the training forward and backward (faster steps after a one-off compile).")
     fsdp: bool = option(False, "Shard weights, gradients and optimizer state over the torchrun processes (FSDP2, block by block) "
                                "instead of DDP; resumable checkpoints are then sharded (DCP) and resume on any number of processes.")
+    # plasticity methods (kentropy/plasticity.py)
+    replay: str | None = option(None, "Rehearsal: corpus (.jsonl, .txt, dataset) whose rows replace the last --replay-fraction of every batch's rows (never injected rows).")
+    replay_fraction: float = option(0.0, "Share of each global batch's rows taken from --replay, in [0, 1).")
+    freeze_half: bool = option(False, "Half fine-tuning: in each injection round (the steps after one injection step up to the next) "
+                                      "a seeded random half of each block's weight matrices is frozen (optimizer state kept).")
+    recycle_every: int = option(0, "ReDo every this many steps (0 = off): recycle τ-dormant neurons (Cbar of the step's batch) and reset their AdamW moments.")
+    threshold: float | None = option(None, "--recycle-every: τ in [0, 1); neurons with Cbar_i / mean(Cbar) <= τ are recycled.")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "micro_batch", "seq_len", "rounds"):
@@ -117,6 +125,7 @@ class TrainConfig:
         require(self, "weight_decay", "grad_clip", "save_every", "eval_every", "seed", low=0)
         require(self, "inject_interval", low=1)
         require(self, "eval_limit", low=0, low_open=True)
+        plasticity.check_options(self)
         check_out_dir(self.out)
 
 
@@ -269,6 +278,7 @@ class Run:
     per_rank: int  # rows per step on this process
     tasks: dict | None = None  # --tasks as lm-eval tasks, built (and so checked) before the run directory
     sharded: bool = False  # FSDP: every forward (training, probes, evaluation) needs every rank
+    plasticity: plasticity.Plasticity | None = None  # --replay, --freeze-half, --recycle-every
 
 
 def make_plan_for(cfg: TrainConfig, entries: list[dict]) -> dict:
@@ -393,6 +403,7 @@ def setup(cfg: TrainConfig) -> Run:
     passages = {(i["entry"], i["variant"]): item_ids(tok, item_text(entries[i["entry"]], i["variant"]))
                 for items in schedule.values() for i in items}
     check_passages_fit(schedule, passages, cfg)
+    plast = plasticity.prepare(cfg, tok, schedule)
     tasks = None
     if cfg.tasks and (rank == 0 or (cfg.fsdp and world_size > 1)):  # who evaluates: rank 0, or every rank under FSDP
         from kentropy.evaluate import expand_tasks, load_tasks
@@ -425,6 +436,8 @@ def setup(cfg: TrainConfig) -> Run:
 
         shard(model, device, cfg.dtype)
     opt = make_optimizer(model, cfg)
+    if plast is not None:
+        plast.attach(model, opt)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     start = load_trainer_state(last, model, opt, sharded_checkpoint=cfg.fsdp) if last else 0
@@ -436,17 +449,25 @@ def setup(cfg: TrainConfig) -> Run:
         wrapped = torch.compile(wrapped)  # same parameters: checkpoints and probes use `model` itself
     return Run(run=run, tok=tok, model=model, wrapped=wrapped, opt=opt, rows=rows, order=row_order(len(rows), need, cfg.seed),
                schedule=schedule, passages=passages, entries=entries, plan=plan, start=start, device=device,
-               accum=per_rank // cfg.micro_batch, per_rank=per_rank, tasks=tasks, sharded=sharded)
+               accum=per_rank // cfg.micro_batch, per_rank=per_rank, tasks=tasks, sharded=sharded, plasticity=plast)
 
 
-def step_batch(r: Run, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, int]:
-    """This process's rows of step `step` ([per_rank, T]), with the step's knowledge injected; and the items injected."""
-    rank, _ = rank_world()
+def global_batch(r: Run, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, int]:
+    """The rows of step `step` ([B, T], all processes'), --replay rows mixed in and the step's knowledge injected; and the items injected."""
     batch = r.rows[r.order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]  # [B, T] global batch
+    if r.plasticity is not None:
+        batch = r.plasticity.mix(step, batch)  # replay takes the last rows; injection the first
     items = r.schedule.get(step, [])
     if items:
         batch = inject(batch, [r.passages[(i["entry"], i["variant"])] for i in items])
-    return batch[rank * r.per_rank : (rank + 1) * r.per_rank], len(items)
+    return batch, len(items)
+
+
+def step_batch(r: Run, cfg: TrainConfig, step: int) -> tuple[torch.Tensor, int]:
+    """This process's rows of step `step` ([per_rank, T]); and the items injected."""
+    rank, _ = rank_world()
+    batch, injected = global_batch(r, cfg, step)
+    return batch[rank * r.per_rank : (rank + 1) * r.per_rank], injected
 
 
 def train_step(r: Run, cfg: TrainConfig, mine: torch.Tensor) -> tuple[float, float | None]:
@@ -472,6 +493,8 @@ def train_step(r: Run, cfg: TrainConfig, mine: torch.Tensor) -> tuple[float, flo
     loss_value = float(loss_sum)
     if not math.isfinite(loss_value):
         return loss_value, None
+    if r.plasticity is not None:
+        r.plasticity.drop_frozen_grads()  # --freeze-half: no gradient, so no update and no change to their state
     norm = clip_grad_norm(r.model, cfg.grad_clip) if cfg.grad_clip > 0 else None  # the global norm, also over shards
     r.opt.step()
     r.opt.zero_grad(set_to_none=True)
@@ -500,12 +523,15 @@ def fit(r: Run, cfg: TrainConfig) -> None:
         for g in r.opt.param_groups:
             g["lr"] = lr
         mine, injected = step_batch(r, cfg, step)
+        extra = r.plasticity.start_step(step) if r.plasticity is not None else {}
         loss, norm = train_step(r, cfg, mine)
         if not math.isfinite(loss):
             good = r.run.last_checkpoint()
             raise KentropyError(f"loss became {loss} at step {step}; stopped; last good checkpoint: {good or 'none (rerun with a lower --lr)'}")
+        if r.plasticity is not None:
+            extra |= r.plasticity.end_step(step, global_batch(r, cfg, step)[0])
         record = {"step": step, "loss": loss, "lr": lr, "tokens_per_s": cfg.batch_size * cfg.seq_len / (time.perf_counter() - t0),
-                  "grad_norm": norm, "injected": injected}
+                  "grad_norm": norm, "injected": injected, **extra}
         end = step == cfg.steps - 1
         if evaluates and r.entries and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or end):
             record["probes"] = strip_probe(probe_scores(r.model, r.tok, r.entries, r.plan))
@@ -529,6 +555,8 @@ def finish(r: Run, cfg: TrainConfig) -> dict | None:
     if rank == 0:
         before = read_json(r.run.before, "run file")
         summary = summarize(before, after, cfg, r.run)
+        if r.plasticity is not None:
+            summary["plasticity"] = r.plasticity.summary(read_jsonl(r.run.metrics, "run log"))
         write_json(r.run.summary, summary)
     barrier()
     return summary

@@ -163,6 +163,17 @@ def test_bos_reaches_the_encoded_task(task, tokenizer):
     assert torch.equal(enc.last, plain.last + 1) and torch.equal(enc.target, plain.target)
 
 
+def test_tasks_from_triples_give_the_corrupting_subjects_answer(tokenizer):
+    facts = [(s, "was born in", t, "born", True) for s, t in zip(SUBJECTS, ["salt", "fish", "timber", "music"] * 2)]
+    facts += [(s, "taught", t, "born", True) for s, t in zip(SUBJECTS[:4], ["music", "timber", "fish", "salt"])]
+    answer = {(s, r): t for s, r, t, _, _ in facts}
+    (task,) = tasks_from_triples(facts, tokenizer)
+    assert len(task.examples) == len(facts)
+    for ex in task.examples:  # same phrase first ("taught"), else the same relation type
+        want = answer.get((ex.corrupted_subject, ex.relation_phrase), answer.get((ex.corrupted_subject, "was born in")))
+        assert ex.corrupted_target == want
+
+
 def test_corrupted_target_from_the_corrupting_subjects_example(tokenizer):
     ex = [Example("Ostrel", "was born in", "salt", "Sable"), Example("Sable", "was born in", "fish", "Ostrel"),
           Example("Carran", "was born in", "timber", "Emrik", "music"), Example("Holt", "was born in", "salt", "Vethan")]

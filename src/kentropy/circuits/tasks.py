@@ -284,19 +284,20 @@ def tasks_from_triples(triples: Iterable, tokenizer, *, seed: int = 0) -> list[T
     `known=True` facts go to the "related" split (known entities, new attributes), the rest
     to "new". Facts with no aligned corrupting subject are dropped; tasks are sorted by name.
     An example's `corrupted_target` is the corrupting subject's target for the same relation
-    type, when there is such a fact.
+    phrase, else for the same relation type, when there is such a fact.
     """
     ts = [_triple(t, i) for i, t in enumerate(triples)]
     if not ts:
         raise KentropyError("no triples to build tasks from")
-    facts: dict[tuple[str, str], str] = {}
+    facts: dict[tuple, str] = {}
     for t in ts:
+        facts.setdefault((t.relation_type, t.subject, t.relation_phrase), t.target)
         facts.setdefault((t.relation_type, t.subject), t.target)
     groups: dict[tuple[str, str], list[Example]] = defaultdict(list)
     for t, other in _corrupt(ts, tokenizer, seed):
         split = "related" if t.known else "new"
-        groups[(t.relation_type, split)].append(Example(t.subject, t.relation_phrase, t.target, other,
-                                                        facts.get((t.relation_type, other))))
+        theirs = facts.get((t.relation_type, other, t.relation_phrase), facts.get((t.relation_type, other)))
+        groups[(t.relation_type, split)].append(Example(t.subject, t.relation_phrase, t.target, other, theirs))
     return [Task(f"{rel}/{split}", rel, split, ex) for (rel, split), ex in sorted(groups.items())]
 
 

@@ -13,7 +13,7 @@ from kentropy.circuits import encode_task, tasks_from_triples
 from kentropy.circuits import metrics as M
 from kentropy.circuits.eap import eap_ig, embed, exact_edge_effects, logits_of, metric_values, record
 from kentropy.circuits.graph import Graph
-from kentropy.circuits.series import check_exact_edges, sample_edges
+from kentropy.circuits.agreement import check_exact_edges, sample_edges
 from kentropy.circuits.tasks import Example, Task, corrupted_targets, split_tokens
 from kentropy.circuits.trace import Tracer
 from kentropy.errors import KentropyError

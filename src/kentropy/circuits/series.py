@@ -16,12 +16,11 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-import torch
-
 from kentropy.circuits import metrics as M
+from kentropy.circuits.agreement import exact_check
 from kentropy.circuits.conventions import CONVENTIONS, Convention, convention
 from kentropy.circuits.eap import eap_ig, evaluate, exact_edge_effects
-from kentropy.circuits.graph import Circuit, Graph, select_circuit
+from kentropy.circuits.graph import Circuit, select_circuit
 from kentropy.circuits.roles import head_attribution, head_roles
 from kentropy.circuits.tasks import Task, check_corrupted_targets, encode_task, read_tasks, tasks_from_knowledge
 from kentropy.circuits.trace import graph_of
@@ -120,30 +119,6 @@ def step_of(label: str) -> int | None:
     return int(nums[-1]) if nums else None
 
 
-def check_exact_edges(scores: torch.Tensor, exact: torch.Tensor, sample: torch.Tensor, graph: Graph, top_n: int) -> dict:
-    """EAP-IG `scores` against `exact` patching effects on the `sample` edges ([n_up, n_down] bool).
-
-    Spearman rank correlation of the signed values; top-n overlap: the share of the sample's
-    n_s edges of largest |EAP-IG score| that are among its n_s of largest |exact effect|, with
-    n_s = round(top_n * K / E) (at least 1): the circuit's share of all E edges, applied to the K sampled.
-    """
-    k, total = int(sample.sum()), int(graph.valid().sum())
-    n_s = min(k, max(1, round(top_n * k / total)))
-    a, b = scores[sample].double(), exact[sample].double()
-    return {"edges": k, "of_edges": total, "top_n": n_s, "spearman": M.spearman(a, b), "top_overlap": M.top_overlap(a, b, n_s)}
-
-
-def sample_edges(graph: Graph, k: int, seed: int) -> torch.Tensor:
-    """[n_up, n_down] bool: k valid edges drawn uniformly without replacement (all when k >= their number)."""
-    valid = graph.valid()
-    idx = valid.reshape(-1).nonzero().squeeze(1)
-    gen = torch.Generator().manual_seed(seed)
-    pick = idx[torch.randperm(idx.numel(), generator=gen)[:k]]
-    out = torch.zeros(valid.numel(), dtype=torch.bool)
-    out[pick] = True
-    return out.view_as(valid)
-
-
 def analyze(model, tokenizer, task: Task, *, top_n: int, ig_steps: int, batch_size: int,
             conventions: Convention = CONVENTIONS["kentropy"], method: str = "eap-ig", check_exact: int = 0,
             seed: int = 0) -> tuple[dict, Circuit]:
@@ -164,8 +139,7 @@ def analyze(model, tokenizer, task: Task, *, top_n: int, ig_steps: int, batch_si
     ev = evaluate(model, enc, circuit.edges, k=HIT_K, **kw)
     check = None
     if method == "eap-ig" and check_exact > 0:
-        sample = sample_edges(g, check_exact, seed)
-        check = check_exact_edges(scores, exact_edge_effects(model, enc, edges=sample, **kw), sample, g, top_n)
+        check = exact_check(model, enc, scores, g, k=check_exact, seed=seed, top_n=top_n, **kw)
     roles = head_roles(circuit, head_attribution(model, enc, batch_size=batch_size))
     edges = circuit.edge_list()
     down_index = {n: i for i, n in enumerate(g.down_names())}

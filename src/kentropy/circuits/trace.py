@@ -169,13 +169,17 @@ class Tracer:
             if p.keep is None and not p.grad and not p.attention and not proj.expands:
                 return None  # a plain pass: the module's own output is the per-head one
             rows, bias = proj.rows()  # [H, r, d], [H, r]
+
+            def project(part, w):  # [B, T, H, d] per-head normed input of `part` times w [H, r', d]
+                y = self._per_head_normed(l, part)
+                return torch.einsum("bthd,hrd->bthr", y, w.to(y.dtype))
+
             if not split:
-                out = torch.einsum("bthd,hrd->bthr", (y := self._per_head_normed(l, None)), rows.to(y.dtype))
-            elif proj.parts == "qkv":  # fused: head h's rows are q, k, v in turn, each read from its own input
-                out = torch.cat([torch.einsum("bthd,hrd->bthr", (y := self._per_head_normed(l, part)),
-                                              rows[:, i * dh:(i + 1) * dh].to(y.dtype)) for i, part in enumerate("qkv")], -1)
+                out = project(None, rows)
+            elif proj.parts == "qkv":  # fused: head h's r = 3 dh rows are its q, k, v, each read from its own input
+                out = torch.cat([project(part, rows[:, i * dh:(i + 1) * dh]) for i, part in enumerate("qkv")], -1)
             else:
-                out = torch.einsum("bthd,hrd->bthr", (y := self._per_head_normed(l, proj.parts)), rows.to(y.dtype))
+                out = project(proj.parts, rows)
             if bias is not None:
                 out = out + bias.to(out.dtype)
             if p.attention and proj.v_offset is not None:

@@ -51,7 +51,7 @@ class CircuitsConfig:
     metric: str | None = option(None, "logit (target logit) or logit-diff (minus the corrupted target's logit); default: the convention's.")
     qkv: str | None = option(None, "joint (one input per head) or split (q, k, v edges apart); default: the convention's.")
     bos: str | None = option(None, "auto (tokenizer's default), always (exactly one BOS; EOS if none) or never; default: the convention's.")
-    ig_range: str | None = option(None, "IG points k/m for k = 1..m (Ou et al.'s copy) or 0..m-1 (hannamw/EAP-IG master); default: the convention's.")
+    ig_range: str | None = option(None, "IG points k/m for k = 1..m (Ou et al.'s vendored EAP-IG) or 0..m-1 (hannamw/EAP-IG master); default: the convention's.")
     method: str = option("eap-ig", f"eap-ig, or exact (one forward per edge: refused above {EXACT_MAX_EDGES} edges).")
     check_exact: int = option(0, "With eap-ig: compare with exact patching on K sampled edges (Spearman, top-n overlap; 0: off).")
     max_examples: int | None = option(None, "Use at most this many examples per task (the first ones).")

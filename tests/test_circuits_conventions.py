@@ -107,6 +107,21 @@ def test_logit_difference_metric_and_its_gradient(enc):
     torch.testing.assert_close(scores, fd, atol=1e-5, rtol=1e-4)
 
 
+def test_head_roles_follow_the_metric(enc):
+    """Direct attribution is linear in the metric: under logit-diff it is the target's minus the corrupted target's."""
+    from dataclasses import replace
+
+    from kentropy.circuits import head_attribution
+
+    model = tiny_model("llama")
+    diff = head_attribution(model, enc, metric="logit-diff")
+    a = head_attribution(model, enc)
+    b = head_attribution(model, replace(enc, target=enc.corrupted_target))
+    for part in ("subject", "relation", "total"):
+        torch.testing.assert_close(getattr(diff, part), getattr(a, part) - getattr(b, part), atol=1e-5, rtol=1e-4)
+    assert diff.total.abs().max() > 1e-3
+
+
 def test_ig_ranges_differ_by_the_endpoints(enc):
     """S(m) = 1/m sum_k G(k/m): with m = 2, S_{1..m} - S_{0..m-1} = (G(1) - G(0)) / 2, and G(1), G(0) are the
     one-step scores of the two ranges."""

@@ -140,7 +140,7 @@ def analyze(model, tokenizer, task: Task, *, top_n: int, ig_steps: int, batch_si
     check = None
     if method == "eap-ig" and check_exact > 0:
         check = exact_check(model, enc, scores, g, k=check_exact, seed=seed, top_n=top_n, **kw)
-    roles = head_roles(circuit, head_attribution(model, enc, batch_size=batch_size))
+    roles = head_roles(circuit, head_attribution(model, enc, batch_size=batch_size, metric=conv.metric))
     edges = circuit.edge_list()
     down_index = {n: i for i, n in enumerate(g.down_names())}
     counts = {r: sum(1 for x in roles.values() if x["role"] == r) for r in ("mover", "relation", "mixed")}

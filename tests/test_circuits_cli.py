@@ -1,6 +1,7 @@
 """`kentropy circuits` end to end on a series of tiny checkpoints, and its bad-input errors."""
 
 import json
+import re
 
 import pytest
 from conftest import run_cli
@@ -29,7 +30,7 @@ def test_circuits_series_end_to_end(capsys, model_dir, task_file, tmp_path):
     assert data["config"]["top_n"] == 12 and data["config"]["ig_steps"] == 2
     assert [r["model"] for r in data["results"]] == [str(first), str(final)]
     for r in data["results"]:
-        assert r["graph"] == {"layers": 2, "heads": 2, "parallel": False, "edges": 26}
+        assert r["graph"] == {"layers": 2, "heads": 2, "parallel": False, "qkv_split": False, "edges": 26}
         assert [t["task"] for t in r["tasks"]] == ["born/new", "born/related"]
         for t in r["tasks"]:
             assert t["examples"] == 3 and 0 < t["n_edges"] <= 12 and len(t["edges"]) == t["n_edges"]
@@ -78,3 +79,59 @@ def test_bad_input_is_a_one_line_error(capsys, model_dir, task_file, tokenizer, 
     code, _, err = run_cli(capsys, "circuits", model_dir("olmo2", 0), "--task", task_file, "--out", tmp_path / "o.json")
     assert code == 2 and "unsupported model family" in err
     assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_ou2025_convention_from_the_cli(capsys, model_dir, task_file, tmp_path, family):
+    """`--convention ou2025` on a plain and a gated family: logit difference, split q/k/v edges, one BOS, k = 1..m;
+    the exact check's fields; flags override the convention."""
+    out = tmp_path / "c.json"
+    code, stdout, err = run_cli(capsys, "circuits", model_dir(family, 0), "--task", task_file, "--convention", "ou2025",
+                                "--out", out, "--top-n", "10", "--ig-steps", "2", "--check-exact", "12")
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    c = data["config"]
+    assert (c["convention"], c["metric"], c["qkv"], c["bos"], c["ig_range"]) == ("ou2025", "logit-diff", "split", "always", "1..m")
+    (r,) = data["results"]
+    assert r["graph"] == {"layers": 2, "heads": 2, "parallel": False, "qkv_split": True, "edges": 46}
+    for t in r["tasks"]:
+        targets = {e["to"] for e in t["edges"]}
+        assert targets and all(re.fullmatch(r"a[01]\.h[01]<[qkv]>|m[01]|logits", x) for x in targets)
+        assert all("<" not in n for n in t["nodes"])
+        ch = t["check_exact"]
+        assert ch["edges"] == 12 and ch["of_edges"] == 46 and ch["top_n"] == 3  # round(10 * 12 / 46)
+        assert -1 <= ch["spearman"] <= 1 and 0 <= ch["top_overlap"] <= 1
+    assert "exact check" in stdout
+    code, _, err = run_cli(capsys, "circuits", model_dir(family, 0), "--task", task_file, "--convention", "ou2025",
+                           "--qkv", "joint", "--bos", "auto", "--method", "exact", "--out", out, "--top-n", "10")
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert (data["config"]["qkv"], data["config"]["metric"], data["config"]["method"]) == ("joint", "logit-diff", "exact")
+    assert data["results"][0]["graph"]["edges"] == 26 and data["results"][0]["tasks"][0]["check_exact"] is None
+
+
+def test_convention_flags_are_checked(capsys, model_dir, task_file, tmp_path, monkeypatch):
+    d, o = model_dir("llama", 0), tmp_path / "o.json"
+    for args, msg in ((["--convention", "ou"], "--convention ou: choose from kentropy, ou2025"),
+                      (["--metric", "prob"], "--metric prob: choose from logit, logit-diff"),
+                      (["--qkv", "fused"], "--qkv fused: choose from joint, split"),
+                      (["--bos", "twice"], "--bos twice: choose from auto, always, never"),
+                      (["--ig-range", "0..m"], "--ig-range 0..m: choose from 1..m, 0..m-1"),
+                      (["--method", "acdc"], "--method acdc: choose from eap-ig, exact"),
+                      (["--method", "exact", "--check-exact", "3"], "--check-exact: only with --method eap-ig")):
+        code, _, err = run_cli(capsys, "circuits", d, "--task", task_file, "--out", o, *args)
+        assert code == 2 and err.strip() == f"error: {msg}", err
+    import kentropy.circuits.series as S
+
+    monkeypatch.setattr(S, "EXACT_MAX_EDGES", 25)
+    code, _, err = run_cli(capsys, "circuits", d, "--task", task_file, "--out", o, "--method", "exact")
+    assert code == 2 and "--method exact: this graph has 26 edges, more than 25" in err
+    bad = json.loads(task_file.read_text())
+    for t in bad["tasks"]:
+        for e in t["examples"]:
+            e.pop("corrupted_target", None)
+            e["corrupted_subject"] = "Alda"  # no example of the task has this subject
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    code, _, err = run_cli(capsys, "circuits", d, "--task", tmp_path / "bad.json", "--out", o, "--metric", "logit-diff")
+    assert code == 2 and "example 0: no corrupted target for 'Alda'" in err
+    assert not o.exists()

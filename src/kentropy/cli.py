@@ -184,6 +184,10 @@ def circuits_cmd(cfg: CircuitsConfig) -> None:
             c = t["role_counts"]
             print(f"{label:<28} {t['task'][-24:]:<24} {t['faithfulness']:7.3f} {t['hit_at_10']:7.3f} {t['node_jaccard']:6.3f} "
                   f"{t['edge_jaccard']:6.3f} {t['n_edges']:6d} {c['mover']:>4}/{c['relation']}/{c['mixed']}")
+            if t["check_exact"]:
+                x = t["check_exact"]
+                print(f"  exact check on {x['edges']} of {x['of_edges']} edges: Spearman {x['spearman']:.3f}, "
+                      f"top-{x['top_n']} overlap {x['top_overlap']:.3f}")
     print(f"wrote {cfg.out}" + (f" and {cfg.plot}" if cfg.plot else ""))
 
 # ---- train --------------------------------------------------------------------------------

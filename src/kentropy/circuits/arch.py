@@ -30,6 +30,7 @@ class Projection:
     idx: torch.Tensor  # [H, r]: the output rows head h reads (a GQA key/value head is shared)
     order: torch.Tensor | None  # output position j -> flat index into [H * r]; None: identity
     v_offset: int | None  # where head h's value vector starts in its r outputs (None: no values here)
+    parts: str = "qkv"  # "q", "k", "v", or fused "qkv" (head h's r outputs: q, then k, then v)
 
     @property
     def in_place(self) -> bool:
@@ -118,7 +119,7 @@ def _projection(module: nn.Module, parts: str, arch: Circuits, heads: int, dh: i
         idx = group[:, None] * dh + torch.arange(dh)[None, :]  # [H, dh]
         order = None
         v_offset = 0 if parts == "v" else None
-    return Projection(module, w, b, idx, order, v_offset)
+    return Projection(module, w, b, idx, order, v_offset, parts)
 
 
 def _final_norm(model: nn.Module, arch: Circuits) -> nn.Module:

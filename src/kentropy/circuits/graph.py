@@ -2,13 +2,18 @@
 
 Nodes: `input` (the embeddings entering block 0), every attention head `a{l}.h{h}`, every
 MLP `m{l}`, and `logits`. An edge u -> v exists when v reads the residual stream after u
-wrote to it: every upstream node feeds the input of every later head (one input per head:
-its q, k and v read the same patched residual), every later MLP and the logits. In
+wrote to it: every upstream node feeds every later head, every later MLP and the logits. In
 parallel-residual blocks (GPT-NeoX, Phi) the MLP of a layer does not read that layer's heads.
 
+A head has one input (`qkv_split=False`: its q, k and v read the same patched residual) or
+three (`qkv_split=True`, as in Hanna et al.'s EAP-IG: downstream nodes `a{l}.h{h}<q>`,
+`<k>`, `<v>`, each patched on its own; with grouped-query attention every query head has
+its own k and v input).
+
 Upstream index (forward order): input = 0, a{l}.h{h} = 1 + l(H+1) + h, m{l} = 1 + l(H+1) + H.
-Downstream index: a{l}.h{h} = l(H+1) + h, m{l} = l(H+1) + H, logits = L(H+1).
-So `upstream(node) = downstream(node) + 1` for heads and MLPs.
+Downstream index, with S = H (joint) or 3H (split) head inputs per layer: a{l}.h{h} =
+l(S+1) + h (split: a{l}.h{h}<p> = l(S+1) + iH + h for p = q, k, v at i = 0, 1, 2),
+m{l} = l(S+1) + S, logits = L(S+1).
 """
 
 from __future__ import annotations
@@ -20,11 +25,24 @@ import torch
 from kentropy.errors import KentropyError
 
 
+QKV = ("q", "k", "v")
+
+
 @dataclass(frozen=True)
 class Graph:
     layers: int
     heads: int
     parallel: bool = False
+    qkv_split: bool = False
+
+    @property
+    def head_inputs(self) -> int:
+        """Downstream head inputs per layer: H (joint) or 3H (split q/k/v)."""
+        return self.heads * (3 if self.qkv_split else 1)
+
+    @property
+    def _stride(self) -> int:
+        return self.head_inputs + 1
 
     @property
     def n_up(self) -> int:
@@ -32,13 +50,21 @@ class Graph:
 
     @property
     def n_down(self) -> int:
-        return self.layers * (self.heads + 1) + 1
+        return self.layers * self._stride + 1
 
-    def head_down(self, layer: int) -> list[int]:
-        return [layer * (self.heads + 1) + h for h in range(self.heads)]
+    def head_down(self, layer: int, part: str | None = None) -> list[int]:
+        """Downstream indices of the layer's head inputs: per head (joint), or per head for q/k/v `part` (split)."""
+        base = layer * self._stride
+        if self.qkv_split:
+            if part not in QKV:
+                raise ValueError(f"split q/k/v graph: part must be one of {QKV}, got {part!r}")
+            base += QKV.index(part) * self.heads
+        elif part is not None:
+            raise ValueError("joint q/k/v graph: heads have one input")
+        return [base + h for h in range(self.heads)]
 
     def mlp_down(self, layer: int) -> int:
-        return layer * (self.heads + 1) + self.heads
+        return layer * self._stride + self.head_inputs
 
     @property
     def logits_down(self) -> int:
@@ -54,9 +80,9 @@ class Graph:
         """How many upstream nodes (a prefix in forward order) write before downstream node `down` reads."""
         if down == self.logits_down:
             return self.n_up
-        layer, k = divmod(down, self.heads + 1)
+        layer, k = divmod(down, self._stride)
         start = 1 + layer * (self.heads + 1)
-        if k < self.heads or self.parallel:
+        if k < self.head_inputs or self.parallel:
             return start
         return start + self.heads
 
@@ -72,11 +98,27 @@ class Graph:
         return names
 
     def down_names(self) -> list[str]:
-        return self.up_names()[1:] + ["logits"]
+        names = []
+        for l in range(self.layers):
+            if self.qkv_split:
+                names += [f"a{l}.h{h}<{p}>" for p in QKV for h in range(self.heads)]
+            else:
+                names += [f"a{l}.h{h}" for h in range(self.heads)]
+            names.append(f"m{l}")
+        return names + ["logits"]
+
+    def down_node(self, down: int) -> int:
+        """The node a downstream index reads into, as its upstream index (logits: n_up)."""
+        if down == self.logits_down:
+            return self.n_up
+        layer, k = divmod(down, self._stride)
+        if k == self.head_inputs:
+            return self.mlp_up(layer)
+        return self.head_up(layer, k % self.heads)
 
     def layer_of_down(self, down: int) -> int:
         """The layer of a downstream node; `logits` counts as layer L (one past the last block)."""
-        return down // (self.heads + 1)
+        return down // self._stride
 
 
 @dataclass
@@ -99,7 +141,7 @@ class Circuit:
         """Heads and MLPs on the circuit (input and logits left out: every non-empty circuit has them)."""
         up, down = self.graph.up_names(), self.graph.down_names()
         u, v = self.edges.nonzero(as_tuple=True)
-        names = {up[int(i)] for i in u} | {down[int(i)] for i in v}
+        names = {up[int(i)] for i in u} | {down[int(i)].split("<")[0] for i in v}
         return names - {"input", "logits"}
 
     def edge_names(self) -> set[str]:
@@ -125,7 +167,7 @@ def prune_dead(edges: torch.Tensor, graph: Graph) -> torch.Tensor:
     `logits` along circuit edges; an edge is kept when both its ends are alive.
     """
     n_nodes = graph.n_up + 1  # node id: upstream index; logits = n_up
-    down_node = torch.arange(1, graph.n_down + 1)  # downstream index v is node v + 1 (logits: n_up)
+    down_node = torch.tensor([graph.down_node(v) for v in range(graph.n_down)])
     u, v = edges.nonzero(as_tuple=True)
     src, dst = u.tolist(), down_node[v].tolist()
     fwd = [[] for _ in range(n_nodes)]

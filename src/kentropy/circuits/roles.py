@@ -4,10 +4,11 @@ For head h of layer l at an example's last prompt token t (clean run), split its
 source position j:
 
     c_j = A_h[t, j] * (v_h[j] @ W_O^h)                    (sum_j c_j = the head's output at t)
-    dla_j = c_j . g,  g = d logit(target)[t] / d x_final[t]
+    dla_j = c_j . g,  g = d m[t] / d x_final[t]
 
-x_final is the residual stream entering the final norm: dla_j is the direct effect of c_j
-on the target logit with the final norm linearized at the clean run (its Jacobian). The
+m is the circuit metric (the target logit, or target minus corrupted-target logit), x_final
+the residual stream entering the final norm: dla_j is the direct effect of c_j on the metric
+with the final norm linearized at the clean run (its Jacobian). The
 head's subject (relation) attribution is the sum of dla_j over the subject's (relation
 phrase's) tokens, averaged over examples; `metrics.classify_role` turns the two into
 mover / relation / mixed (ratio of magnitudes >= 10). Needs eager attention.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kentropy.circuits.eap import batch_ranges, embed, logits_of, model_device, target_logits
+from kentropy.circuits.eap import batch_ranges, check_metric, embed, logits_of, metric_values, model_device
 from kentropy.circuits.graph import Circuit
 from kentropy.circuits.metrics import ROLE_RATIO, classify_role
 from kentropy.circuits.tasks import Encoded
@@ -33,8 +34,9 @@ class HeadAttribution:
     total: torch.Tensor  # [L, H] from all tokens (= the head's direct logit attribution)
 
 
-def head_attribution(model, enc: Encoded, *, batch_size: int = 16) -> HeadAttribution:
-    """Per-head direct logit attribution to the target, split by source tokens (module docstring)."""
+def head_attribution(model, enc: Encoded, *, batch_size: int = 16, metric: str = "logit") -> HeadAttribution:
+    """Per-head direct attribution to the metric (`eap.metric_values`), split by source tokens (module docstring)."""
+    check_metric(metric, enc)
     dev = model_device(model)
     with Tracer(model) as tr:
         w, L = tr.wiring, tr.graph.layers
@@ -43,9 +45,9 @@ def head_attribution(model, enc: Encoded, *, batch_size: int = 16) -> HeadAttrib
             e = enc.rows(a, b).to(dev)
             x = embed(model, e.clean).detach().requires_grad_(True)
             p = tr.begin(Pass(grad=True, attention=True))
-            metric = target_logits(logits_of(model, x, e.mask), e).sum()
+            value = metric_values(logits_of(model, x, e.mask), e, metric).sum()
             final = next(t for downs, t in p.inputs if downs == [tr.graph.logits_down])
-            (g,) = torch.autograd.grad(metric, [final])
+            (g,) = torch.autograd.grad(value, [final])
             tr.begin()
             rows = torch.arange(b - a, device=dev)
             g_last = g[rows, e.last].float()  # [B, d]

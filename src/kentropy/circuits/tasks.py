@@ -10,10 +10,13 @@ TASK.json (written by `write_tasks`, read by `read_tasks` and `kentropy circuits
     {"format": "kentropy-circuit-tasks", "version": 1,
      "tasks": [{"name": "capital/related", "relation": "capital", "split": "related",
                 "examples": [{"subject": "France", "relation_phrase": "has its capital in",
-                              "target": "Paris", "corrupted_subject": "Norway"}, ...]}, ...]}
+                              "target": "Paris", "corrupted_subject": "Norway",
+                              "corrupted_target": "Oslo"}, ...]}, ...]}
 
 Prompts are `subject + " " + relation_phrase`; the target is read as the continuation
-`" " + target`. A TASK.json may instead hold `"triples": [{"subject", "relation_phrase",
+`" " + target`. `corrupted_target` (optional; the logit-difference metric needs it) is the
+corrupting subject's answer to the same relation; when absent it is the target of the
+task's example whose subject is the corrupting one. A TASK.json may instead hold `"triples": [{"subject", "relation_phrase",
 "target", "relation_type", "known"}, ...]`: the tasks are then built with the checkpoint's
 tokenizer (`tasks_from_triples`). Token lengths are checked again under each checkpoint's
 tokenizer (`encode_task`).
@@ -34,6 +37,7 @@ from kentropy.io import read_json, write_json
 
 FORMAT = "kentropy-circuit-tasks"
 SPLITS = ("related", "new")
+BOS_MODES = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Example:
     relation_phrase: str
     target: str
     corrupted_subject: str
+    corrupted_target: str | None = None
 
     @property
     def prompt(self) -> str:
@@ -80,30 +85,48 @@ class Encoded:
     target: torch.Tensor  # [N] first token of " " + target
     subject: torch.Tensor  # [N, T] bool, the subject's tokens
     relation: torch.Tensor  # [N, T] bool, the relation phrase's tokens
+    corrupted_target: torch.Tensor | None = None  # [N] first token of the corrupting subject's target; None: unknown
 
     def __len__(self) -> int:
         return self.clean.shape[0]
 
+    def _fields(self) -> tuple:
+        return (self.clean, self.corrupted, self.mask, self.last, self.target, self.subject, self.relation,
+                self.corrupted_target)
+
     def rows(self, start: int, stop: int) -> "Encoded":
         sl = slice(start, stop)
-        return Encoded(self.clean[sl], self.corrupted[sl], self.mask[sl], self.last[sl], self.target[sl],
-                       self.subject[sl], self.relation[sl])
+        return Encoded(*(None if t is None else t[sl] for t in self._fields()))
 
     def to(self, device) -> "Encoded":
-        return Encoded(*(t.to(device) for t in (self.clean, self.corrupted, self.mask, self.last, self.target,
-                                                self.subject, self.relation)))
+        return Encoded(*(None if t is None else t.to(device) for t in self._fields()))
 
 
 # ---- tokenization ----------------------------------------------------------------------------
-def split_tokens(tokenizer, subject: str, relation_phrase: str) -> tuple[list[int], int, int]:
-    """Prompt ids with the tokenizer's defaults, and the [start, end) token span of the subject.
+def bos_token(tokenizer) -> int:
+    """The token prepended by `--bos always`: the BOS token, else EOS (as TransformerLens does)."""
+    tid = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if tid is None:
+        raise KentropyError("--bos always: the tokenizer has neither a BOS nor an EOS token")
+    return tid
 
-    A token belongs to the subject when it starts inside the subject's characters; special
-    tokens (BOS) belong to neither.
+
+def split_tokens(tokenizer, subject: str, relation_phrase: str, bos: str = "auto") -> tuple[list[int], int, int]:
+    """Prompt ids and the [start, end) token span of the subject.
+
+    `bos`: "auto" encodes with the tokenizer's defaults (a BOS only where the tokenizer adds
+    one); "always" encodes without special tokens and prepends exactly one BOS (`bos_token`),
+    so a tokenizer that adds its own gets no second one; "never" encodes without special
+    tokens. A token belongs to the subject when it starts inside the subject's characters;
+    special tokens (BOS) belong to neither.
     """
+    if bos not in BOS_MODES:
+        raise KentropyError(f"--bos {bos}: choose from {', '.join(BOS_MODES)}")
     prompt = f"{subject} {relation_phrase}"
-    enc = tokenizer(prompt, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    enc = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=bos == "auto")
+    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    if bos == "always":
+        ids, offsets = [bos_token(tokenizer)] + ids, [(0, 0)] + offsets
     special = set(tokenizer.all_special_ids)
     inside = [i for i, ((a, b), t) in enumerate(zip(offsets, ids)) if t not in special and b > a and a < len(subject)]
     if not inside:
@@ -129,14 +152,39 @@ def _shape(tokenizer, subject: str, relation_phrase: str) -> tuple[int, int, int
     return len(ids), s0, s1
 
 
-def encode_task(task: Task, tokenizer, where: str = "task") -> Encoded:
-    """Token ids of a task; an example whose corrupted prompt does not align is an error naming it."""
+def corrupted_targets(task: Task) -> list[str | None]:
+    """Per example: its `corrupted_target`, else the target of the task's example whose subject is the
+    corrupting one (the first such, same relation phrase preferred), else None."""
+    by_subject: dict[str, str] = {}
+    by_pair: dict[tuple[str, str], str] = {}
+    for ex in task.examples:
+        by_subject.setdefault(ex.subject, ex.target)
+        by_pair.setdefault((ex.subject, ex.relation_phrase), ex.target)
+    return [ex.corrupted_target if ex.corrupted_target is not None
+            else by_pair.get((ex.corrupted_subject, ex.relation_phrase), by_subject.get(ex.corrupted_subject))
+            for ex in task.examples]
+
+
+def check_corrupted_targets(task: Task, where: str = "task") -> None:
+    """The logit-difference metric needs every example's corrupted target: an error naming the first without one."""
+    for i, (ex, t) in enumerate(zip(task.examples, corrupted_targets(task))):
+        if t is None:
+            raise KentropyError(
+                f"{where} {task.name!r}: example {i}: no corrupted target for {ex.corrupted_subject!r} (the logit-difference "
+                "metric needs one: give the example a 'corrupted_target', or add an example with that subject to the task)")
+
+
+def encode_task(task: Task, tokenizer, where: str = "task", *, bos: str = "auto") -> Encoded:
+    """Token ids of a task; an example whose corrupted prompt does not align is an error naming it.
+
+    `corrupted_target` is filled when every example has one (`corrupted_targets`), else None.
+    """
     if not task.examples:
         raise KentropyError(f"{where} {task.name!r}: no examples")
     rows = []
     for i, ex in enumerate(task.examples):
-        ids, s0, s1 = split_tokens(tokenizer, ex.subject, ex.relation_phrase)
-        cids, c0, c1 = split_tokens(tokenizer, ex.corrupted_subject, ex.relation_phrase)
+        ids, s0, s1 = split_tokens(tokenizer, ex.subject, ex.relation_phrase, bos)
+        cids, c0, c1 = split_tokens(tokenizer, ex.corrupted_subject, ex.relation_phrase, bos)
         if len(cids) != len(ids) or (c0, c1) != (s0, s1):
             raise KentropyError(
                 f"{where} {task.name!r}: example {i}: corrupted prompt {ex.corrupted_prompt!r} has {len(cids)} tokens "
@@ -159,7 +207,11 @@ def encode_task(task: Task, tokenizer, where: str = "task") -> Encoded:
         relation[b, s1:n] = torch.tensor([t not in special for t in ids[s1:]])
     last = mask.sum(1) - 1
     target = torch.tensor([r[4] for r in rows])
-    return Encoded(clean, corrupted, mask, last, target, subject, relation)
+    others = corrupted_targets(task)
+    corrupted_target = None
+    if all(t is not None for t in others):
+        corrupted_target = torch.tensor([target_token(tokenizer, ex.corrupted_prompt, t) for ex, t in zip(task.examples, others)])
+    return Encoded(clean, corrupted, mask, last, target, subject, relation, corrupted_target)
 
 
 # ---- building tasks --------------------------------------------------------------------------
@@ -231,14 +283,21 @@ def tasks_from_triples(triples: Iterable, tokenizer, *, seed: int = 0) -> list[T
 
     `known=True` facts go to the "related" split (known entities, new attributes), the rest
     to "new". Facts with no aligned corrupting subject are dropped; tasks are sorted by name.
+    An example's `corrupted_target` is the corrupting subject's target for the same relation
+    phrase, else for the same relation type, when there is such a fact.
     """
     ts = [_triple(t, i) for i, t in enumerate(triples)]
     if not ts:
         raise KentropyError("no triples to build tasks from")
+    facts: dict[tuple, str] = {}
+    for t in ts:
+        facts.setdefault((t.relation_type, t.subject, t.relation_phrase), t.target)
+        facts.setdefault((t.relation_type, t.subject), t.target)
     groups: dict[tuple[str, str], list[Example]] = defaultdict(list)
     for t, other in _corrupt(ts, tokenizer, seed):
         split = "related" if t.known else "new"
-        groups[(t.relation_type, split)].append(Example(t.subject, t.relation_phrase, t.target, other))
+        theirs = facts.get((t.relation_type, other, t.relation_phrase), facts.get((t.relation_type, other)))
+        groups[(t.relation_type, split)].append(Example(t.subject, t.relation_phrase, t.target, other, theirs))
     return [Task(f"{rel}/{split}", rel, split, ex) for (rel, split), ex in sorted(groups.items())]
 
 
@@ -320,7 +379,8 @@ def write_tasks(path, tasks: list[Task]) -> None:
     """Write TASK.json (format in the module docstring), atomically."""
     write_json(path, {"format": FORMAT, "version": 1,
                       "tasks": [{"name": t.name, "relation": t.relation, "split": t.split,
-                                 "examples": [asdict(e) for e in t.examples]} for t in tasks]})
+                                 "examples": [{k: v for k, v in asdict(e).items() if v is not None} for e in t.examples]}
+                                for t in tasks]})
 
 
 def read_tasks(path, tokenizer=None, *, seed: int = 0) -> list[Task]:
@@ -346,7 +406,10 @@ def read_tasks(path, tokenizer=None, *, seed: int = 0) -> list[Task]:
             fields = ("subject", "relation_phrase", "target", "corrupted_subject")
             if not isinstance(e, dict) or not all(isinstance(e.get(k), str) and e[k].strip() for k in fields):
                 raise KentropyError(f"{where}: task {i}: example {j}: fields {', '.join(fields)} must be non-empty strings")
-            examples.append(Example(*(e[k] for k in fields)))
+            ct = e.get("corrupted_target")
+            if ct is not None and not (isinstance(ct, str) and ct.strip()):
+                raise KentropyError(f"{where}: task {i}: example {j}: field corrupted_target must be a non-empty string")
+            examples.append(Example(*(e[k] for k in fields), ct))
         tasks.append(Task(t["name"], t["relation"], t["split"], examples))
     if not tasks:
         raise KentropyError(f"{where}: no tasks")

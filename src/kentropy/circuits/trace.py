@@ -12,8 +12,10 @@ Inside `Tracer(model)` every forward pass (set up with `begin`) can
 
 Heads get separate inputs by recomputing q, k and v per head from the (per-head patched)
 residual: the attention norm runs on [B, T, H, d] and the projection outputs are replaced.
-For grouped-query attention every query head gets its own copy of its key/value head (the
-module's `num_key_value_groups` is set to 1 while traced, and restored).
+With `qkv_split` the q, k and v of each head are computed from three separately patched
+residuals (one per downstream node `a{l}.h{h}<q>`, `<k>`, `<v>`). For grouped-query
+attention every query head gets its own copy of its key/value head (the module's
+`num_key_value_groups` is set to 1 while traced, and restored).
 """
 
 from __future__ import annotations
@@ -41,17 +43,17 @@ class Pass:
     values: dict = field(default_factory=dict)  # layer -> [B, T, H, dh]
     resid_attn: dict = field(default_factory=dict)
     resid_mlp: dict = field(default_factory=dict)
-    normed: dict = field(default_factory=dict)  # layer -> attn_norm(per-head input), [B, T, H, d]
+    normed: dict = field(default_factory=dict)  # (layer, part) -> attn_norm(per-head input), [B, T, H, d]
 
 
 class Tracer:
     """Context manager: installs the hooks on `model`, removes them (and restores attributes) on exit."""
 
-    def __init__(self, model):
+    def __init__(self, model, qkv_split: bool = False):
         self.model = model
         self.wiring: Wiring = wire(model)
         w = self.wiring
-        self.graph = Graph(w.layers, w.heads, w.parallel)
+        self.graph = Graph(w.layers, w.heads, w.parallel, qkv_split)
         self.current = Pass()  # a plain pass unless `begin` says otherwise
         self._handles = []
         self._restore = []
@@ -123,7 +125,8 @@ class Tracer:
             p = self.current
             x = args[0]
             p.resid_attn[l] = x
-            p.normed.pop(l, None)
+            for key in [k for k in p.normed if k[0] == l]:
+                del p.normed[key]
             if shared_with_mlp:
                 p.resid_mlp[l] = x
             if l == 0 and p.record is not None:
@@ -139,33 +142,48 @@ class Tracer:
 
         return hook
 
-    def _per_head_normed(self, l: int) -> torch.Tensor:
-        """attn_norm of each head's (patched) residual, [B, T, H, d]; computed once per layer and pass."""
+    def _per_head_normed(self, l: int, part: str | None) -> torch.Tensor:
+        """attn_norm of each head's (patched) residual, [B, T, H, d]; computed once per layer, part and pass.
+
+        `part`: None for the joint head input, "q" / "k" / "v" for split inputs.
+        """
         p = self.current
-        if l not in p.normed:
+        if (l, part) not in p.normed:
             x = p.resid_attn[l]  # [B, T, d]
-            downs = self.graph.head_down(l)
+            downs = self.graph.head_down(l, part)
             delta = self._delta(downs, x)
             xh = x[:, :, None, :].expand(-1, -1, self.wiring.heads, -1)
             xh = xh + delta if delta is not None else xh.clone()  # [B, T, H, d], one input per head
             if p.grad:
                 p.inputs.append((downs, xh))
             # .forward: the norm's own pre-hook must not fire on this per-head input
-            p.normed[l] = self.wiring.blocks[l].attn_norm.forward(xh)
-        return p.normed[l]
+            p.normed[(l, part)] = self.wiring.blocks[l].attn_norm.forward(xh)
+        return p.normed[(l, part)]
 
     def _proj_hook(self, l: int, proj):
+        split = self.graph.qkv_split
+        dh = self.wiring.head_dim
+
         def hook(module, args, output):
             p = self.current
             if p.keep is None and not p.grad and not p.attention and not proj.expands:
                 return None  # a plain pass: the module's own output is the per-head one
-            y = self._per_head_normed(l)  # [B, T, H, d]
             rows, bias = proj.rows()  # [H, r, d], [H, r]
-            out = torch.einsum("bthd,hrd->bthr", y, rows.to(y.dtype))
+
+            def project(part, w):  # [B, T, H, d] per-head normed input of `part` times w [H, r', d]
+                y = self._per_head_normed(l, part)
+                return torch.einsum("bthd,hrd->bthr", y, w.to(y.dtype))
+
+            if not split:
+                out = project(None, rows)
+            elif proj.parts == "qkv":  # fused: head h's r = 3 dh rows are its q, k, v, each read from its own input
+                out = torch.cat([project(part, rows[:, i * dh:(i + 1) * dh]) for i, part in enumerate("qkv")], -1)
+            else:
+                out = project(proj.parts, rows)
             if bias is not None:
                 out = out + bias.to(out.dtype)
             if p.attention and proj.v_offset is not None:
-                p.values[l] = out[..., proj.v_offset : proj.v_offset + self.wiring.head_dim]
+                p.values[l] = out[..., proj.v_offset : proj.v_offset + dh]
             B, T, H, r = out.shape
             out = out.reshape(B, T, H * r)
             if proj.order is not None:
@@ -244,7 +262,7 @@ class Tracer:
         return hook
 
 
-def graph_of(model) -> Graph:
-    """The circuit graph of `model` (layers, heads, parallel residual or not)."""
+def graph_of(model, qkv_split: bool = False) -> Graph:
+    """The circuit graph of `model` (layers, heads, parallel residual or not), heads with one or three inputs."""
     w = wire(model)
-    return Graph(w.layers, w.heads, w.parallel)
+    return Graph(w.layers, w.heads, w.parallel, qkv_split)

@@ -221,6 +221,29 @@ def _interrupted(argv: list[str], terminated: bool) -> None:
     sys.exit(143 if terminated else 130)
 
 
+def _is_click(e: BaseException, name: str) -> bool:
+    """Whether `e` is click's exception class `name`, or a copy of it (typer vendors its own click).
+
+    Matched by class name along the MRO, so either package's classes are recognised.
+    """
+    return any(c.__name__ == name for c in type(e).__mro__)
+
+
+def _usage_message(e: BaseException) -> str | None:
+    """One line for a usage error (unknown flag or command, missing or malformed value), else None."""
+    if _is_click(e, "NoArgsIsHelpError"):  # bare `kentropy` or a bare command group
+        ctx = getattr(e, "ctx", None)
+        path = ctx.command_path if ctx is not None else "kentropy"
+        return f"{path}: missing command (see `{path} --help`)"
+    if not _is_click(e, "ClickException") or not callable(getattr(e, "format_message", None)):
+        return None
+    text = " ".join(e.format_message().split())
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None:
+        return f"{ctx.command_path}: {text} (see `{ctx.command_path} --help`)"
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     import signal
     import threading
@@ -244,13 +267,12 @@ def main(argv: list[str] | None = None) -> None:
         _interrupted(argv, bool(_terminated))
     except (typer.Exit, SystemExit) as e:
         sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
-    except Exception as e:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+    except Exception as e:  # usage errors arrive here with standalone_mode=False
+        usage = _usage_message(e)
+        if usage is not None:
+            print(f"error: {usage}", file=sys.stderr)
+            sys.exit(2)
+        if _is_click(e, "Abort"):
             _interrupted(argv, False)
         raise
     finally:

@@ -10,6 +10,7 @@ was written. Interrupts need a real process and signal: they are at the end.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -62,6 +63,28 @@ def env(model_dir, tokenizer, sample_texts, tmp_path_factory):
     shutil.copytree(e["model"], half)
     (half / "config.json").unlink()
     e.update(truncated=trunc, half=half)
+
+    # tokenizers that do not fit their model: ids beyond vocab_size (300 < 320 tokens), special tokens
+    # added to every document (bos + eos), no pad and no eos; a model of 128 positions (gpt2) and documents longer
+    import transformers as T
+    from conftest import family_config
+    from tokenizers import processors
+
+    small = d / "vocab-300-model"
+    T.AutoModelForCausalLM.from_config(family_config("llama", vocab_size=300)).save_pretrained(small)
+    tokenizer.save_pretrained(small)
+    specials, nopad = d / "bos-eos-model", d / "no-pad-model"
+    for m in (specials, nopad):
+        shutil.copytree(e["model"], m)
+    tok = copy.deepcopy(tokenizer)
+    b, eos = tok.convert_tokens_to_ids(["<s>", "</s>"])
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", b), ("</s>", eos)])
+    tok.save_pretrained(specials)
+    tok = copy.deepcopy(tokenizer)
+    tok.pad_token, tok.eos_token = None, None
+    tok.save_pretrained(nopad)
+    (d / "long.txt").write_text("\n".join(" ".join(sample_texts[i : i + 4]) for i in range(0, 16, 4)) + "\n")  # ~400 tokens each
+    e.update({"vocab-300": small, "bos-eos": specials, "no-pad": nopad, "gpt2": model_dir("gpt2", 0), "long.txt": d / "long.txt"})
 
     # coefficients (Cbar [2, 24] of the tiny llama): good, NaN, negative, all-zero, truncated, a layer missing
     good = {f"layers.{l}": torch.rand(24, dtype=torch.float64) + 0.1 for l in range(2)}
@@ -279,6 +302,26 @@ for flag, value in [("--lr", "nan"), ("--lr", "-1"), ("--lr", "inf"), ("--lr", "
                     ("--warmup", "nan"), ("--min-lr-ratio", "inf"), ("--inject-interval", "0"), ("--eval-limit", "0"), ("--seed", "-1")]:
     case("train", "number", f"{flag[2:]}-{value}",
          lambda e, w, flag=flag, value=value: (train(e, w / "run", flag, value), f"{flag} {value}"))
+
+
+# ---- fit: a tokenizer and a model that do not fit each other (ids, positions, special tokens)
+VOCAB = "emits ids up to 319 (320 tokens) but the model's embedding has vocab_size 300"
+NO_PAD = "has neither a pad nor an eos token"
+for command, build in [("measure", lambda e, w, m: measure(e, w / J, model=m)), ("probe", lambda e, w, m: probe(e, w / J, model=m)),
+                       ("evaluate", lambda e, w, m: evaluate(e, w / J, model=m)), ("circuits", lambda e, w, m: circuits(e, w / J, model=m)),
+                       ("resuscitate", lambda e, w, m: resus(e, w / "o", model=m)), ("train", lambda e, w, m: train(e, w / "run", model=m))]:
+    case(command, "fit", "ids-beyond-vocab", lambda e, w, build=build: (build(e, w, e["vocab-300"]), VOCAB))
+    case(command, "fit", "no-pad-no-eos", lambda e, w, build=build: (build(e, w, e["no-pad"]), NO_PAD))
+case("measure", "fit", "seq-len-within-special-tokens",
+     lambda e, w: (measure(e, w / J, "--seq-len", 2, model=e["bos-eos"]), "--seq-len 2: tokenizer"))
+case("resuscitate", "fit", "seq-len-within-special-tokens",
+     lambda e, w: (resus(e, w / "o", "--seq-len", 1, model=e["bos-eos"], data=e["docs.txt"]), "--seq-len 1: tokenizer"))
+case("measure", "fit", "documents-beyond-positions",
+     lambda e, w: (measure(e, w / J, "--seq-len", 200, model=e["gpt2"], data=e["long.txt"]), "exceed the 128 positions"))
+case("resuscitate", "fit", "documents-beyond-positions",
+     lambda e, w: (resus(e, w / "o", "--seq-len", 200, model=e["gpt2"], data=e["long.txt"]), "128 positions"))
+case("train", "fit", "seq-len-beyond-positions", lambda e, w: (train(e, w / "run", "--seq-len", 200, model=e["gpt2"]),
+                                                              "--seq-len 200: inputs of 200 tokens"))
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:

@@ -99,8 +99,11 @@ def check_metrics(metrics) -> tuple[str, ...]:
 
 def tokenize(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
     """Token ids per document: tokenizer defaults (special tokens included), truncated to seq_len."""
+    from kentropy.fit import check_specials_truncate
+
     if seq_len <= 0:
         raise KentropyError(f"--seq-len {seq_len}: must be positive")
+    check_specials_truncate(tokenizer, seq_len)
     ids = tokenizer(list(texts), truncation=True, max_length=seq_len)["input_ids"]
     n_special = tokenizer.num_special_tokens_to_add()
     for i, (t, x) in enumerate(zip(texts, ids)):
@@ -360,8 +363,11 @@ def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measuremen
     metrics = check_metrics(cfg.metric_list)
     ids = {}
 
-    def tokenize_first(ckpt, tok) -> None:  # bad documents fail before any weights load
+    def tokenize_first(ckpt, tok) -> None:  # bad documents, or documents too long for the model, fail before any weights load
+        from kentropy.fit import check_positions, read_config
+
         ids[ckpt] = tokenize(tok, texts, cfg.seq_len)
+        check_positions(ckpt, tok, max(len(x) for x in ids[ckpt]), read_config(ckpt, cfg.trust_remote_code), cfg.seq_len)
 
     results = []
     for item in load_series(cfg.models, before_load=tokenize_first, device=device, dtype=pick_dtype(cfg.dtype, device),

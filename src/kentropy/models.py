@@ -122,17 +122,20 @@ def _load_error(ckpt: Checkpoint, e: Exception) -> KentropyError:
 
 
 def load_tokenizer(ckpt: Checkpoint, trust_remote_code: bool = False):
-    """The checkpoint's tokenizer; a missing pad token becomes eos (said on stderr)."""
+    """The checkpoint's tokenizer, checked against the model's config (`kentropy.fit`: ids within
+    vocab_size, a pad or eos token) before any weights load; a missing pad token becomes eos (said on stderr)."""
     from transformers import AutoTokenizer
+
+    from kentropy.fit import check_pad, check_vocab, read_config
 
     _check_local(ckpt)
     try:
         tok = AutoTokenizer.from_pretrained(ckpt.name, revision=ckpt.revision, trust_remote_code=trust_remote_code)
     except Exception as e:
         raise _load_error(ckpt, e) from None
+    check_vocab(ckpt, tok, read_config(ckpt, trust_remote_code))
+    check_pad(ckpt, tok)
     if tok.pad_token is None:
-        if tok.eos_token is None:
-            raise KentropyError(f"MODEL {ckpt}: tokenizer has neither a pad nor an eos token")
         tok.pad_token = tok.eos_token
         print(f"note: {ckpt}: tokenizer has no pad token; using eos {tok.eos_token!r} (masked out)", file=sys.stderr)
     return tok

@@ -381,7 +381,10 @@ def setup(cfg: TrainConfig) -> Run:
     run = RunDir(cfg.out)
     prepare_run_dir(cfg, run)
     entries, plan = load_knowledge_and_plan(cfg, run)
-    tok = load_tokenizer(ckpts[0])
+    tok = load_tokenizer(ckpts[0])  # checked against the model's vocab_size
+    from kentropy.fit import check_positions, read_config
+
+    check_positions(ckpts[0], tok, cfg.seq_len, read_config(ckpts[0]), cfg.seq_len)  # rows are exactly --seq-len tokens
     rows = pack_rows(tok, load_texts(cfg.data), cfg.seq_len)
     if len(rows) == 0:
         raise KentropyError(f"--data {cfg.data}: no full row of {cfg.seq_len} tokens")

@@ -6,15 +6,17 @@ bad input exits 2 with a one-line `error:` naming the file, field or flag.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 
 import typer
 
 from kentropy import distributed
-from kentropy.config import option, to_dict, typer_command
+from kentropy.config import option, typer_command
 from kentropy.errors import KentropyError
-from kentropy.io import check_out_file, json_text, write_json
+from kentropy.io import check_out_file
+from kentropy.partial import open_series
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Knowledge entropy of language models, and how it governs what they can still learn.")
@@ -31,25 +33,21 @@ def command(name: str, cfg_cls: type):
 
 
 # ---- measure -----------------------------------------------------------------------------
-from kentropy.measure import MeasureConfig, measure_series, save_coefficients  # noqa: E402
+from kentropy.measure import MeasureConfig, measure_file  # noqa: E402
 
 
 @command("measure", MeasureConfig)
 def measure_cmd(cfg: MeasureConfig) -> None:
-    results = measure_series(cfg)
+    payload = measure_file(cfg)
     if distributed.rank_world()[0] != 0:
         return  # under torchrun, rank 0 writes
-    payload = {"results": [r.to_json() for r in results], "config": to_dict(cfg)}
-    json_text(payload, cfg.out)  # a non-finite result is refused before anything is written
-    if cfg.coefficients_out:
-        payload["coefficients"] = save_coefficients(results, cfg.coefficients_out, cfg.activation)
-    write_json(cfg.out, payload)
     print(f"{'checkpoint':<40} {'knowledge H':>12} {'max sum ln m':>12} {'attention H':>12} {'next-token H':>12} {'docs':>6} {'tokens':>8}")
-    for r in results:
-        label = f"{r.model}@{r.revision}" if r.revision else r.model
+    for r in payload["results"]:
+        label = f"{r['model']}@{r['revision']}" if r["revision"] else r["model"]
         fmt = lambda x: f"{x:12.4f}" if x is not None else f"{'-':>12}"  # noqa: E731
-        print(f"{label[-40:]:<40} {r.knowledge_entropy:12.4f} {r.max_knowledge_entropy:12.2f} "
-              f"{fmt(r.attention_entropy)} {fmt(r.next_token_entropy)} {r.instances:6d} {r.tokens:8d}")
+        top = sum(math.log(m) for m in (r.get("ffn_dim_per_layer") or [r["ffn_dim"]] * r["layers"]))  # sum_l ln m_l
+        print(f"{label[-40:]:<40} {r['knowledge_entropy']:12.4f} {top:12.2f} "
+              f"{fmt(r['attention_entropy'])} {fmt(r['next_token_entropy'])} {r['instances']:6d} {r['tokens']:8d}")
     print(f"wrote {cfg.out}")
 
 
@@ -78,8 +76,9 @@ from kentropy.evaluate import EvaluateConfig, evaluate_series  # noqa: E402
 
 @command("evaluate", EvaluateConfig)
 def evaluate_cmd(cfg: EvaluateConfig) -> None:
-    results = evaluate_series(cfg)
-    write_json(cfg.out, {"results": results, "config": to_dict(cfg)})
+    series = open_series(cfg)
+    results = evaluate_series(cfg, series=series)
+    series.promote({"results": results, "config": series.config})
     names = cfg.task_list
     print(f"{'checkpoint':<40} " + " ".join(f"{n[:12]:>12}" for n in names) + f" {'D':>8}")
     for r in results:
@@ -112,8 +111,9 @@ from kentropy.knowledge.commands import GenerateConfig, PlanConfig, ProbeConfig,
 
 @command("probe", ProbeConfig)
 def probe_cmd(cfg: ProbeConfig) -> None:
-    payload = probe_series(cfg)
-    write_json(cfg.out, payload)
+    series = open_series(cfg)
+    payload = probe_series(cfg, series=series)
+    series.promote(payload)
     groups = [g for g in ("paraphrase", "once") if any(g in r.get("groups", {}) for r in payload["results"])]
     print(f"{'checkpoint':<40} {'mem':>9} {'gen':>9} {'hard_gen':>9} {'overall':>9}" + "".join(f" {g + ' P':>12}" for g in groups))
     for r in payload["results"]:
@@ -152,8 +152,9 @@ from kentropy.circuits.series import CircuitsConfig, circuits_series  # noqa: E4
 
 @command("circuits", CircuitsConfig)
 def circuits_cmd(cfg: CircuitsConfig) -> None:
-    results = circuits_series(cfg)
-    write_json(cfg.out, {"results": results, "config": to_dict(cfg)})
+    series = open_series(cfg)
+    results = circuits_series(cfg, series=series)
+    series.promote({"results": results, "config": series.config})
     if cfg.plot:
         from kentropy.circuits.plot import plot_circuits
 

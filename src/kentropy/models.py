@@ -186,19 +186,23 @@ class Loaded:
     checkpoint: Checkpoint
     tokenizer: object
     model: object = None
+    index: int = 0  # position in the series
 
 
-def load_series(specs: list[str], *, before_load=None, **load_kw):
+def load_series(specs: list[str], *, before_load=None, skip=None, **load_kw):
     """Each checkpoint of `specs` (`NAME@rev1,rev2`, directories) in order, one model in memory at a time:
     yields a `Loaded` whose `.model` is dropped before the next load (use `item.model`, not a copy of it).
 
     `before_load(checkpoint, tokenizer)` runs before the weights load (e.g. tokenizing the data), so that
-    bad input fails before the heavy part; `load_kw` go to `load_model` (device, dtype, eager_attention, ...).
+    bad input fails before the heavy part; `skip(index)` true leaves a checkpoint out entirely (a resumed
+    series' finished ones); `load_kw` go to `load_model` (device, dtype, eager_attention, ...).
     Shared by measure, probe, evaluate and circuits.
     """
     trust = load_kw.get("trust_remote_code", False)
-    for ckpt in parse_checkpoints(specs):
-        item = Loaded(ckpt, load_tokenizer(ckpt, trust))
+    for i, ckpt in enumerate(parse_checkpoints(specs)):
+        if skip is not None and skip(i):
+            continue
+        item = Loaded(ckpt, load_tokenizer(ckpt, trust), index=i)
         if before_load is not None:
             before_load(ckpt, item.tokenizer)
         item.model = load_model(ckpt, **load_kw)

@@ -14,12 +14,19 @@ import typer
 
 from kentropy import distributed
 from kentropy.config import option, typer_command
+from kentropy.console import line, quiet, track_stderr
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file
 from kentropy.partial import open_series
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Knowledge entropy of language models, and how it governs what they can still learn.")
+
+
+@app.callback()
+def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Show the libraries' own progress bars and "
+                                                 "logs (lm-eval, datasets, transformers); taken anywhere on the line.")) -> None:
+    """Options of every command (read in `main`)."""
 
 
 def command(name: str, cfg_cls: type):
@@ -252,6 +259,9 @@ def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
+    if verbose:  # a global flag, taken anywhere on the line
+        argv = ["--verbose"] + [a for a in argv if a != "--verbose"]
     hf_logging.disable_progress_bar()  # our own progress bars only
     # a background job of a non-interactive shell starts with SIGINT ignored: make it interrupt
     handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _on_sigterm}
@@ -259,23 +269,26 @@ def main(argv: list[str] | None = None) -> None:
     saved = {sig: signal.signal(sig, h) for sig, h in handlers.items()} if main_thread else {}
     _terminated.clear()
     try:
-        distributed.init()
-        rc = app(args=argv, prog_name="kentropy", standalone_mode=False)
-    except KentropyError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:  # typer turns most into Exit(130), returned below
-        _interrupted(argv, bool(_terminated))
-    except (typer.Exit, SystemExit) as e:
-        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
-    except Exception as e:  # usage errors arrive here with standalone_mode=False
-        usage = _usage_message(e)
-        if usage is not None:
-            print(f"error: {usage}", file=sys.stderr)
-            sys.exit(2)
-        if _is_click(e, "Abort"):
-            _interrupted(argv, False)
-        raise
+        with track_stderr():
+            try:
+                distributed.init()
+                with quiet(verbose):
+                    rc = app(args=argv, prog_name="kentropy", standalone_mode=False)
+            except KentropyError as e:
+                line(f"error: {e}")
+                sys.exit(2)
+            except KeyboardInterrupt:  # typer turns most into Exit(130), returned below
+                _interrupted(argv, bool(_terminated))
+            except (typer.Exit, SystemExit) as e:
+                sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
+            except Exception as e:  # usage errors arrive here with standalone_mode=False
+                usage = _usage_message(e)
+                if usage is not None:
+                    line(f"error: {usage}")
+                    sys.exit(2)
+                if _is_click(e, "Abort"):
+                    _interrupted(argv, False)
+                raise
     finally:
         for sig, h in saved.items():
             signal.signal(sig, h)

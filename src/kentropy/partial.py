@@ -98,5 +98,7 @@ def open_series(cfg) -> Partial:
 
 def progress_line(command: str, i: int, n: int, checkpoint: str) -> None:
     """One stderr line as each checkpoint of a series starts (rank 0)."""
+    from kentropy.console import line
+
     if rank_world()[0] == 0:
-        print(f"{command} {checkpoint} ({i + 1}/{n})", file=sys.stderr, flush=True)
+        line(f"{command} {checkpoint} ({i + 1}/{n})")

@@ -7,16 +7,18 @@ bad input exits 2 with a one-line `error:` naming the file, field or flag.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import dataclass
 
 import typer
 
 from kentropy import distributed
-from kentropy.config import option, typer_command
+from kentropy.config import flag, option, typer_command
 from kentropy.console import line, quiet, track_stderr
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file
+from kentropy.lock import locked
 from kentropy.partial import open_series
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,11 +31,42 @@ def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Show 
     """Options of every command (read in `main`)."""
 
 
-def command(name: str, cfg_cls: type):
-    """Register `run(cfg)` as command `name`, with its parameters taken from `cfg_cls`."""
+OUTPUT_FIELDS = ("out", "coefficients_out", "plot")  # what a command writes
+INPUT_FIELDS = ("data", "knowledge", "plan", "task", "coefficients", "result", "avoid", "task_dir", "model", "models")
+
+
+def _same(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output_paths(cfg) -> list[tuple[str, str]]:
+    """The (flag, path) outputs of `cfg`, refused up front when two are one path, or an output is an input."""
+    outputs = [(flag(f), str(getattr(cfg, f))) for f in OUTPUT_FIELDS if getattr(cfg, f, None)]
+    inputs = []
+    for f in INPUT_FIELDS:
+        v = getattr(cfg, f, None)
+        inputs += [(flag(f), str(x)) for x in (v if isinstance(v, list) else [v]) if x]
+    for i, (fa, a) in enumerate(outputs):
+        for fb, b in outputs[i + 1:]:
+            if _same(a, b):
+                raise KentropyError(f"{fb} {b}: the same path as {fa}; give each output its own path")
+        for fb, b in inputs:
+            if _same(a, b):
+                raise KentropyError(f"{fa} {a}: the same path as the input {fb}; it would be overwritten")
+    return outputs
+
+
+def command(name: str, cfg_cls: type, app=app):
+    """Register `run(cfg)` as command `name`, with its parameters taken from `cfg_cls`. Before it runs,
+    its outputs are checked against each other and its inputs, and locked for as long as it runs."""
 
     def register(run):
-        app.command(name, help=cfg_cls.__doc__)(typer_command(cfg_cls, run))
+        def guarded(cfg) -> None:
+            outputs = check_output_paths(cfg)
+            with locked(outputs if distributed.rank_world()[0] == 0 else []):  # under torchrun, rank 0 writes
+                run(cfg)
+
+        app.command(name, help=cfg_cls.__doc__)(typer_command(cfg_cls, guarded))
         return run
 
     return register
@@ -64,10 +97,13 @@ class PlotConfig:
     """Plot a measure result: total entropy per checkpoint and a per-layer panel."""
 
     result: str = option(help="A JSON file written by `kentropy measure`.", argument=True)
-    out: str = option(help="PNG file to write.")
+    out: str = option(help="Figure to write: .png, .pdf or .svg (the suffix sets the format).")
 
     def __post_init__(self) -> None:
+        from kentropy.plot import figure_format
+
         check_out_file(self.out)
+        figure_format(self.out)
 
 
 @command("plot", PlotConfig)
@@ -149,8 +185,8 @@ def knowledge_plan_cmd(cfg: PlanConfig) -> None:
           f"{plan['rounds']} rounds every {plan['interval']} steps (last at step {plan['schedule'][-1]['step']}); wrote {cfg.out}")
 
 
-knowledge_app.command("generate", help=GenerateConfig.__doc__)(typer_command(GenerateConfig, knowledge_generate_cmd))
-knowledge_app.command("plan", help=PlanConfig.__doc__)(typer_command(PlanConfig, knowledge_plan_cmd))
+command("generate", GenerateConfig, knowledge_app)(knowledge_generate_cmd)
+command("plan", PlanConfig, knowledge_app)(knowledge_plan_cmd)
 
 
 # ---- circuits ----------------------------------------------------------------------------

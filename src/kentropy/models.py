@@ -7,6 +7,7 @@ checkpoint. Weights load through `from_pretrained` (safetensors, or `weights_onl
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from dataclasses import dataclass
@@ -115,6 +116,37 @@ def check_safetensors(path: str | Path, what: str) -> None:
         raise KentropyError(f"{what} {path}: truncated safetensors file ({size} bytes of {need})")
 
 
+def check_load_report(ckpt: Checkpoint, info: dict, *, allow_unexpected: bool = False) -> None:
+    """Refuse weights that do not match the config: missing ones would be randomly initialised,
+    unexpected ones silently dropped, mismatched ones resized. `info` is from_pretrained's loading info."""
+    def some(keys) -> str:
+        keys = sorted(keys)
+        return ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+
+    problems = []
+    if info.get("missing_keys"):
+        problems.append(f"missing weights would be randomly initialised: {some(info['missing_keys'])}")
+    if info.get("unexpected_keys") and not allow_unexpected:
+        problems.append(f"weights not in the config's architecture would be dropped: {some(info['unexpected_keys'])}")
+    if info.get("mismatched_keys"):
+        problems.append(f"weights of the wrong shape: {some(k[0] if isinstance(k, tuple) else k for k in info['mismatched_keys'])}")
+    if problems:
+        raise KentropyError(f"MODEL {ckpt}: weights do not match config.json ({'; '.join(problems)})")
+
+
+@contextlib.contextmanager
+def _load_report_handled():
+    """transformers' own load report off (`check_load_report` says what matters, in one line)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def _load_error(ckpt: Checkpoint, e: Exception) -> KentropyError:
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     where = f"revision {ckpt.revision!r} of {ckpt.name}" if ckpt.revision else ckpt.name
@@ -171,7 +203,10 @@ def load_model(
         extra = {"attn_implementation": "eager"} if eager_attention else {}
         if device_map is not None:
             extra["device_map"] = device_map
-        model = cls.from_pretrained(ckpt.name, dtype=dtype, **kw, **extra)
+        with _load_report_handled():
+            model, info = cls.from_pretrained(ckpt.name, dtype=dtype, output_loading_info=True, **kw, **extra)
+        # a bare encoder (AutoModel) drops the checkpoint's task head: expected, not a mismatch
+        check_load_report(ckpt, info, allow_unexpected=cls is AutoModel)
     except KentropyError:
         raise
     except (OSError, ValueError, RuntimeError, EOFError, SafetensorError, pickle.UnpicklingError) as e:

@@ -339,6 +339,29 @@ def prepare_run_dir(cfg: TrainConfig, run: RunDir) -> None:
         raise KentropyError(f"--resume: no run at {run.root}")
 
 
+INPUT_FILES = ("data", "knowledge", "plan")  # flags whose files' content a resume must find unchanged
+
+
+def input_digests(cfg: TrainConfig) -> dict:
+    """{flag: {"path", "sha256"}} of the run's input files (sha256 None for a dataset name)."""
+    from kentropy.io import content_digest
+
+    return {name: {"path": str(getattr(cfg, name)), "sha256": content_digest(getattr(cfg, name))}
+            for name in INPUT_FILES if getattr(cfg, name)}
+
+
+def check_inputs_unchanged(cfg: TrainConfig, run: RunDir, now: dict) -> None:
+    """--resume: every input file has the content the run started with (runs without inputs.json are not checked)."""
+    if not (cfg.resume and run.inputs.is_file()):
+        return
+    saved = read_json(run.inputs, "run file")
+    for name, d in now.items():
+        old = saved.get(name, {}).get("sha256") if isinstance(saved.get(name), dict) else None
+        if old is not None and d["sha256"] != old:
+            raise KentropyError(f"--resume: --{name} {d['path']} changed since the run started (sha256 {old[:12]} -> "
+                                f"{(d['sha256'] or 'missing')[:12]}); resume with the original file, or start a new run")
+
+
 def saved_config(cfg: TrainConfig) -> dict:
     return {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite")}
 
@@ -380,6 +403,8 @@ def setup(cfg: TrainConfig) -> Run:
         raise KentropyError(f"MODEL {cfg.model}: train takes one checkpoint")
     run = RunDir(cfg.out)
     prepare_run_dir(cfg, run)
+    inputs = input_digests(cfg)
+    check_inputs_unchanged(cfg, run, inputs)
     entries, plan = load_knowledge_and_plan(cfg, run)
     tok = load_tokenizer(ckpts[0])  # checked against the model's vocab_size
     from kentropy.fit import check_positions, read_config
@@ -416,6 +441,8 @@ def setup(cfg: TrainConfig) -> Run:
             shutil.rmtree(run.root)  # --overwrite
         if not run.config.is_file():
             write_json(run.config, saved_config(cfg))  # first: a directory with a config is a run
+        if not run.inputs.is_file():
+            write_json(run.inputs, inputs)
         make_dir(run.checkpoints)
         clean_stale_temps(run.checkpoints, legacy=True)  # `.step-*` temps of saves that a kill interrupted
         if plan is not None and not run.plan.is_file():

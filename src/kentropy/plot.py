@@ -14,14 +14,14 @@ from kentropy.errors import KentropyError  # noqa: E402
 from kentropy.io import read_json, write_atomic  # noqa: E402
 
 
-FORMATS = ("png", "pdf", "svg")
+FORMATS = ("png", "pdf", "svg")  # matplotlib writes each natively
 
 
 def figure_format(out: str, flag: str = "--out") -> str:
     """The file format of `out`, from its suffix: png, pdf or svg (anything else is refused)."""
     suffix = Path(out).suffix.lower().lstrip(".")
     if suffix not in FORMATS:
-        raise KentropyError(f"{flag} {out}: choose a {', '.join('.' + f for f in FORMATS)} file (the suffix sets the format)")
+        raise KentropyError(f"{flag} {out}: choose a .png, .pdf or .svg file (the suffix sets the format)")
     return suffix
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import json
 import os
 import shutil
@@ -420,6 +421,12 @@ for command, build in [("measure", measure), ("probe", probe), ("evaluate", eval
          lambda e, w, build=build: (build(e, _partial(w), "--resume"), "--resume: config differs"))
     case(command, "resume", "torn-partial-file",
          lambda e, w, build=build: (build(e, _partial(w, torn=True), "--resume"), "out.json.partial: not valid JSON"))
+
+
+# ---- train --report-to: an unknown tracker, a tracker whose extra is not installed
+case("train", "report-to", "unknown-tracker", lambda e, w: (train(e, w / "run", "--report-to", "mlflow"), "--report-to mlflow: choose"))
+if importlib.util.find_spec("wandb") is None:
+    case("train", "report-to", "wandb-not-installed", lambda e, w: (train(e, w / "run", "--report-to", "wandb"), "kentropy[wandb]"))
 
 
 @pytest.fixture(autouse=True)

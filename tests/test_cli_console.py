@@ -38,11 +38,11 @@ def test_quiet_keeps_kentropy_bars_and_restores_tqdm():
 
     from kentropy.console import quiet
 
-    init = tqdm_std.tqdm.__init__
+    raw = tqdm_std.tqdm.__dict__["__init__"]
     with quiet():
         assert tqdm(range(3), file=io.StringIO()).disable  # made here, outside kentropy (as a library's): off
         made_by_kentropy = {"__name__": "kentropy.somewhere", "tqdm": tqdm, "io": io}
         exec("bar = tqdm(range(3), file=io.StringIO())", made_by_kentropy)
         assert not made_by_kentropy["bar"].disable
-    assert tqdm_std.tqdm.__init__ is init
+    assert tqdm_std.tqdm.__dict__["__init__"] is raw
     assert not tqdm(range(3), file=io.StringIO()).disable

@@ -87,6 +87,7 @@ def quiet(verbose: bool = False):
 
     loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
     levels = [lg.level for lg in loggers]
+    raw = tqdm.std.tqdm.__dict__["__init__"]  # restored as it was (tqdm wraps it in a descriptor)
     init = tqdm.std.tqdm.__init__
 
     def quiet_init(self, *args, **kw):
@@ -100,6 +101,6 @@ def quiet(verbose: bool = False):
         tqdm.std.tqdm.__init__ = quiet_init
         yield
     finally:
-        tqdm.std.tqdm.__init__ = init
+        tqdm.std.tqdm.__init__ = raw
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)

@@ -120,3 +120,18 @@ def test_series_commands_resume(command, series, model_dir, tokenizer, tmp_path,
     got, want = json.loads(out.read_text()), json.loads(full.read_text())
     assert got["results"] == want["results"] and got["config"] == cfg
     assert not (tmp_path / "r.json.partial").exists()
+
+
+def test_interrupt_after_a_finished_checkpoint_says_how_to_resume(series, tmp_path):
+    out = tmp_path / "R.json"
+    proc = subprocess.Popen([sys.executable, "-m", "kentropy", *map(str, measure_argv(series, out))], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (tmp_path / "R.json.partial").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the series finished before the signal"
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 130, err[-2000:]
+    last = [x for x in err.replace("\r", "\n").splitlines() if x.strip()][-1]
+    assert last.startswith("interrupted;") and "R.json.partial" in last and "--resume" in last and "Traceback" not in err

@@ -258,9 +258,19 @@ def _on_sigterm(signum, frame):
     raise KeyboardInterrupt  # unwinds like Ctrl-C, so atomic writes clean up their temps
 
 
+def _series_hint(argv: list[str]) -> str | None:
+    """For a series command stopped with checkpoints saved in OUT.partial: how to continue it."""
+    from kentropy.partial import partial_path
+
+    out = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--out"), None)
+    if out is None or not partial_path(out).is_file():
+        return None
+    return f"{partial_path(out)} keeps the finished checkpoints; rerun with --resume to continue"
+
+
 def _interrupted(argv: list[str], terminated: bool) -> None:
     command = next((a for a in argv if not a.startswith("-")), "")
-    hint = RESUME_HINT.get(command)
+    hint = RESUME_HINT.get(command) or _series_hint(argv)
     print(f"\n{'terminated' if terminated else 'interrupted'}" + (f"; {hint}" if hint else ""), file=sys.stderr)
     sys.exit(143 if terminated else 130)
 

@@ -3,7 +3,12 @@
 Classes: `out` (an --out of the wrong kind: an existing directory for a JSON output, an existing
 file for a directory output, a parent that is a file), `encoding` (non-UTF-8 bytes in an input
 file), `weights` (a truncated or corrupt .safetensors), `number` (non-finite or out-of-range
-flags), `state` (half-written inputs: a file cut short by a kill, a half-saved model directory).
+flags), `state` (half-written inputs: a file cut short by a kill, a half-saved model directory;
+another command's results), `fit` (a tokenizer and model that do not fit: ids beyond vocab_size,
+inputs beyond the positions, --seq-len within the special tokens, no pad or eos), `weights` also
+covers weights that do not match their config, `lock` (an output another command is writing),
+`collide` (two outputs, or an output and an input, on one path), `symlink` (an output that is a
+link), `resume` (an unfinished series: without --resume, of another config, torn), `report-to`.
 Each case asserts the exit code, exactly one `error:` line naming the thing, and that nothing
 was written. Interrupts need a real process and signal: they are at the end.
 """

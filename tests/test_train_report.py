@@ -12,7 +12,7 @@ from conftest import run_cli
 
 from kentropy.knowledge import generate_knowledge
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="needs kentropy[tensorboard]")
+needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="needs kentropy[tensorboard]")
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,7 @@ def scalars(run):
     return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
 
 
+@needs_tensorboard
 def test_tensorboard_events_hold_the_metrics_log(inputs, tmp_path, capsys):
     run = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", inputs["model"], "--data", inputs["corpus"], "--knowledge", inputs["fk"], "--out", run,
@@ -54,6 +55,7 @@ def test_tensorboard_events_hold_the_metrics_log(inputs, tmp_path, capsys):
     assert "report_to" not in json.loads((run / "config.json").read_text())  # a resume may change it
 
 
+@needs_tensorboard
 def test_entropy_monitor_is_logged(inputs, sample_texts, tmp_path):
     from kentropy import EntropyMonitor, TrainConfig, measure, train
     from kentropy.models import Checkpoint, load_model, load_tokenizer
@@ -82,3 +84,44 @@ def test_memory_estimate_once_and_hidden_on_request(inputs, tmp_path, capsys):
     assert capsys.readouterr().err.count("estimated memory") == 1
     train(TrainConfig(out=str(tmp_path / "b"), **cfg), show_memory=False)
     assert "estimated memory" not in capsys.readouterr().err
+
+
+class _FakeRun:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def log(self, values, step):
+        self.calls.append(("log", step, values))
+
+    def finish(self):
+        self.calls.append(("finish",))
+
+
+@pytest.mark.parametrize("mode", [None, "online"])
+def test_wandb_is_offline_unless_configured(mode, inputs, tmp_path, monkeypatch):
+    """W&B without the network by default; WANDB_MODE set by the user wins. (A stand-in `wandb` module
+    records the calls: the package is an optional extra.)"""
+    import importlib.machinery
+    import sys
+    import types
+
+    from kentropy import TrainConfig, train
+
+    calls = []
+    fake = types.ModuleType("wandb")
+    fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    fake.init = lambda **kw: calls.append(("init", kw)) or _FakeRun(calls)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    if mode is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", mode)
+    run = tmp_path / "run"
+    train(TrainConfig(model=str(inputs["model"]), data=str(inputs["corpus"]), out=str(run), steps=2, batch_size=2, micro_batch=2,
+                      seq_len=32, rounds=1, eval_every=0, epochs=20, report_to="wandb"), show_memory=False)
+    init = calls[0][1]
+    assert init["mode"] == (mode or "offline") and init["dir"] == str(run) and init["config"]["steps"] == 2
+    losses = {step: v["train/loss"] for kind, *rest in calls if kind == "log" for step, v in [rest] if "train/loss" in v}
+    log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert losses == {r["step"] + 1: r["loss"] for r in log if r["step"] >= 0}
+    assert calls[-1] == ("finish",)

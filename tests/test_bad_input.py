@@ -3,13 +3,21 @@
 Classes: `out` (an --out of the wrong kind: an existing directory for a JSON output, an existing
 file for a directory output, a parent that is a file), `encoding` (non-UTF-8 bytes in an input
 file), `weights` (a truncated or corrupt .safetensors), `number` (non-finite or out-of-range
-flags), `state` (half-written inputs: a file cut short by a kill, a half-saved model directory).
+flags), `state` (half-written inputs: a file cut short by a kill, a half-saved model directory;
+another command's results), `fit` (a tokenizer and model that do not fit: ids beyond vocab_size,
+inputs beyond the positions, --seq-len within the special tokens, no pad or eos), `weights` also
+covers weights that do not match their config, `lock` (an output another command is writing),
+`collide` (two outputs, or an output and an input, on one path), `symlink` (an output that is a
+link), `resume` (an unfinished series: without --resume, of another config, torn), `report-to`.
 Each case asserts the exit code, exactly one `error:` line naming the thing, and that nothing
 was written. Interrupts need a real process and signal: they are at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import importlib.util
 import json
 import os
 import shutil
@@ -62,6 +70,38 @@ def env(model_dir, tokenizer, sample_texts, tmp_path_factory):
     shutil.copytree(e["model"], half)
     (half / "config.json").unlink()
     e.update(truncated=trunc, half=half)
+
+    # tokenizers that do not fit their model: ids beyond vocab_size (300 < 320 tokens), special tokens
+    # added to every document (bos + eos), no pad and no eos; a model of 128 positions (gpt2) and documents longer
+    import transformers as T
+    from conftest import family_config
+    from tokenizers import processors
+
+    small = d / "vocab-300-model"
+    T.AutoModelForCausalLM.from_config(family_config("llama", vocab_size=300)).save_pretrained(small)
+    tokenizer.save_pretrained(small)
+    specials, nopad = d / "bos-eos-model", d / "no-pad-model"
+    for m in (specials, nopad):
+        shutil.copytree(e["model"], m)
+    tok = copy.deepcopy(tokenizer)
+    b, eos = tok.convert_tokens_to_ids(["<s>", "</s>"])
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", b), ("</s>", eos)])
+    tok.save_pretrained(specials)
+    tok = copy.deepcopy(tokenizer)
+    tok.pad_token, tok.eos_token = None, None
+    tok.save_pretrained(nopad)
+    (d / "long.txt").write_text("\n".join(" ".join(sample_texts[i : i + 4]) for i in range(0, 16, 4)) + "\n")  # ~400 tokens each
+    for name, layers in (("config-3-layers", 3), ("config-1-layer", 1)):  # weights of 2 layers: one missing, one extra
+        m = d / name
+        shutil.copytree(e["model"], m)
+        cfg = json.loads((m / "config.json").read_text())
+        (m / "config.json").write_text(json.dumps(cfg | {"num_hidden_layers": layers}))
+        e[name] = m
+    (d / "probe-result.json").write_text(json.dumps({"results": [{"model": "m", "revision": None, "mem": -1.0, "gen": -1.0,
+                                                                    "hard_gen": -1.0, "overall": -1.0}]}))
+    (d / "result-no-layers.json").write_text(json.dumps({"results": [{"model": "m", "knowledge_entropy": 1.0}]}))
+    e["probe-result.json"], e["result-no-layers.json"] = d / "probe-result.json", d / "result-no-layers.json"
+    e.update({"vocab-300": small, "bos-eos": specials, "no-pad": nopad, "gpt2": model_dir("gpt2", 0), "long.txt": d / "long.txt"})
 
     # coefficients (Cbar [2, 24] of the tiny llama): good, NaN, negative, all-zero, truncated, a layer missing
     good = {f"layers.{l}": torch.rand(24, dtype=torch.float64) + 0.1 for l in range(2)}
@@ -279,6 +319,125 @@ for flag, value in [("--lr", "nan"), ("--lr", "-1"), ("--lr", "inf"), ("--lr", "
                     ("--warmup", "nan"), ("--min-lr-ratio", "inf"), ("--inject-interval", "0"), ("--eval-limit", "0"), ("--seed", "-1")]:
     case("train", "number", f"{flag[2:]}-{value}",
          lambda e, w, flag=flag, value=value: (train(e, w / "run", flag, value), f"{flag} {value}"))
+
+
+# ---- fit: a tokenizer and a model that do not fit each other (ids, positions, special tokens)
+VOCAB = "emits ids up to 319 (320 tokens) but the model's embedding has vocab_size 300"
+NO_PAD = "has neither a pad nor an eos token"
+for command, build in [("measure", lambda e, w, m: measure(e, w / J, model=m)), ("probe", lambda e, w, m: probe(e, w / J, model=m)),
+                       ("evaluate", lambda e, w, m: evaluate(e, w / J, model=m)), ("circuits", lambda e, w, m: circuits(e, w / J, model=m)),
+                       ("resuscitate", lambda e, w, m: resus(e, w / "o", model=m)), ("train", lambda e, w, m: train(e, w / "run", model=m))]:
+    case(command, "fit", "ids-beyond-vocab", lambda e, w, build=build: (build(e, w, e["vocab-300"]), VOCAB))
+    case(command, "fit", "no-pad-no-eos", lambda e, w, build=build: (build(e, w, e["no-pad"]), NO_PAD))
+case("measure", "fit", "seq-len-within-special-tokens",
+     lambda e, w: (measure(e, w / J, "--seq-len", 2, model=e["bos-eos"]), "--seq-len 2: tokenizer"))
+case("resuscitate", "fit", "seq-len-within-special-tokens",
+     lambda e, w: (resus(e, w / "o", "--seq-len", 1, model=e["bos-eos"], data=e["docs.txt"]), "--seq-len 1: tokenizer"))
+case("measure", "fit", "documents-beyond-positions",
+     lambda e, w: (measure(e, w / J, "--seq-len", 200, model=e["gpt2"], data=e["long.txt"]), "exceed the 128 positions"))
+case("resuscitate", "fit", "documents-beyond-positions",
+     lambda e, w: (resus(e, w / "o", "--seq-len", 200, model=e["gpt2"], data=e["long.txt"]), "128 positions"))
+case("train", "fit", "seq-len-beyond-positions", lambda e, w: (train(e, w / "run", "--seq-len", 200, model=e["gpt2"]),
+                                                              "--seq-len 200: inputs of 200 tokens"))
+
+
+# ---- weights that do not match their config: a layer missing (randomly initialised) or extra (dropped)
+MISSING, EXTRA = "missing weights would be randomly initialised: model.layers.2", "would be dropped: model.layers.1"
+for command, build in [("measure", lambda e, w, m: measure(e, w / J, model=m)), ("probe", lambda e, w, m: probe(e, w / J, model=m)),
+                       ("evaluate", lambda e, w, m: evaluate(e, w / J, model=m)), ("circuits", lambda e, w, m: circuits(e, w / J, model=m)),
+                       ("resuscitate", lambda e, w, m: resus(e, w / "o", model=m)), ("train", lambda e, w, m: train(e, w / "run", model=m))]:
+    case(command, "weights", "config-has-a-layer-more", lambda e, w, build=build: (build(e, w, e["config-3-layers"]), MISSING))
+    case(command, "weights", "config-has-a-layer-less", lambda e, w, build=build: (build(e, w, e["config-1-layer"]), EXTRA))
+
+# ---- lock: another command is writing the same output (held here for the case's duration)
+HELD = contextlib.ExitStack()
+
+
+def hold(path: Path) -> Path:
+    from kentropy.lock import locked
+
+    HELD.enter_context(locked([("--out", str(path))]))
+    return path
+
+
+BUSY = "another kentropy command (pid"
+for command, build in [("measure", lambda e, w: measure(e, hold(w / J))), ("probe", lambda e, w: probe(e, hold(w / J))),
+                       ("evaluate", lambda e, w: evaluate(e, hold(w / J))), ("circuits", lambda e, w: circuits(e, hold(w / J))),
+                       ("resuscitate", lambda e, w: resus(e, hold(w / "o"))), ("train", lambda e, w: train(e, hold(w / "run"))),
+                       ("plot", lambda e, w: plot(e, hold(w / "p.png"))), ("knowledge generate", lambda e, w: generate(e, hold(w / J))),
+                       ("knowledge plan", lambda e, w: plan(e, hold(w / J)))]:
+    case(command, "lock", "out-being-written", lambda e, w, build=build: (build(e, w), BUSY))
+case("measure", "lock", "coefficients-out-being-written",
+     lambda e, w: (measure(e, w / J, "--coefficients-out", hold(w / "cbar")), "--coefficients-out"))
+
+# ---- outputs that collide with each other or with an input
+case("measure", "collide", "coefficients-out-is-out", lambda e, w: (measure(e, w / J, "--coefficients-out", w / J), "the same path as --out"))
+case("measure", "collide", "out-is-data", lambda e, w: (measure(e, e["docs.txt"]), "the same path as the input --data"))
+case("circuits", "collide", "plot-is-out", lambda e, w: (circuits(e, w / "c.png", "--plot", w / "c.png"), "the same path as --out"))
+case("circuits", "collide", "out-is-task", lambda e, w: (circuits(e, e["tasks.json"]), "the same path as the input --task"))
+case("probe", "collide", "out-is-knowledge", lambda e, w: (probe(e, e["fk.json"]), "the same path as the input --knowledge"))
+case("probe", "collide", "out-is-plan", lambda e, w: (probe(e, e["plan.json"], "--plan", e["plan.json"]), "the same path as the input --plan"))
+case("knowledge plan", "collide", "out-is-knowledge", lambda e, w: (plan(e, e["fk.json"]), "the same path as the input --knowledge"))
+case("resuscitate", "collide", "out-is-model", lambda e, w: (resus(e, e["model"], "--overwrite"), "the same path as the input --model"))
+case("train", "collide", "out-is-model", lambda e, w: (train(e, e["model"], "--overwrite"), "the same path as the input --model"))
+
+# ---- plot reads only measure results, and writes only the formats it names
+case("plot", "state", "probe-result", lambda e, w: (plot(e, w / "p.png", e["probe-result.json"]), "this is the output of kentropy probe"))
+case("plot", "state", "result-without-per-layer", lambda e, w: (plot(e, w / "p.png", e["result-no-layers.json"]),
+                                                                "knowledge_entropy_per_layer: expected a list"))
+case("plot", "out", "suffix-jpg", lambda e, w: (plot(e, w / "p.jpg"), "--out"))
+case("plot", "out", "no-suffix", lambda e, w: (plot(e, w / "figure"), "choose a .png, .pdf or .svg file"))
+
+
+# ---- a symbolic link as the output: refused (never followed, never replaced)
+def _link(w: Path, name: str, directory: bool = False) -> Path:
+    target = w / f"{name}-target"
+    target.mkdir() if directory else target.write_text("a user's file")
+    (w / name).symlink_to(target)
+    return w / name
+
+
+LINK = "is a symbolic link"
+for command, build in [("measure", lambda e, w: measure(e, _link(w, J), model=NO_MODEL(w))),
+                       ("probe", lambda e, w: probe(e, _link(w, J), model=NO_MODEL(w))),
+                       ("evaluate", lambda e, w: evaluate(e, _link(w, J), model=NO_MODEL(w))),
+                       ("circuits", lambda e, w: circuits(e, _link(w, J), model=NO_MODEL(w))),
+                       ("resuscitate", lambda e, w: resus(e, _link(w, "o", True), model=NO_MODEL(w))),
+                       ("train", lambda e, w: train(e, _link(w, "run", True), model=NO_MODEL(w))),
+                       ("plot", lambda e, w: plot(e, _link(w, "p.png"))), ("knowledge generate", lambda e, w: generate(e, _link(w, J))),
+                       ("knowledge plan", lambda e, w: plan(e, _link(w, J)))]:
+    case(command, "symlink", "out-is-a-link", lambda e, w, build=build: (build(e, w), LINK))
+case("measure", "symlink", "coefficients-out-is-a-link",
+     lambda e, w: (measure(e, w / J, "--coefficients-out", _link(w, "cbar", True), model=NO_MODEL(w)), LINK))
+case("circuits", "symlink", "plot-is-a-link", lambda e, w: (circuits(e, w / J, "--plot", _link(w, "c.png"), model=NO_MODEL(w)), LINK))
+
+
+# ---- a series left unfinished (OUT.partial): refused without --resume, or with another config; a torn one
+def _partial(w: Path, config: dict | None = None, torn: bool = False) -> Path:
+    text = json.dumps({"config": config or {"batch_size": 999}, "checkpoints": [], "results": {}})
+    (w / (J + ".partial")).write_text(text[:20] if torn else text)
+    return w / J
+
+
+for command, build in [("measure", measure), ("probe", probe), ("evaluate", evaluate), ("circuits", circuits)]:
+    case(command, "resume", "unfinished-series-without-resume",
+         lambda e, w, build=build: (build(e, _partial(w)), "continue it with --resume"))
+    case(command, "resume", "unfinished-series-of-another-config",
+         lambda e, w, build=build: (build(e, _partial(w), "--resume"), "--resume: config differs"))
+    case(command, "resume", "torn-partial-file",
+         lambda e, w, build=build: (build(e, _partial(w, torn=True), "--resume"), "out.json.partial: not valid JSON"))
+
+
+# ---- train --report-to: an unknown tracker, a tracker whose extra is not installed
+case("train", "report-to", "unknown-tracker", lambda e, w: (train(e, w / "run", "--report-to", "mlflow"), "--report-to mlflow: choose"))
+if importlib.util.find_spec("wandb") is None:
+    case("train", "report-to", "wandb-not-installed", lambda e, w: (train(e, w / "run", "--report-to", "wandb"), "kentropy[wandb]"))
+
+
+@pytest.fixture(autouse=True)
+def _release_locks():
+    yield
+    HELD.close()
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:

@@ -6,50 +6,88 @@ bad input exits 2 with a one-line `error:` naming the file, field or flag.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from dataclasses import dataclass
 
 import typer
 
 from kentropy import distributed
-from kentropy.config import option, to_dict, typer_command
+from kentropy.config import flag, option, typer_command
+from kentropy.console import line, quiet, track_stderr
 from kentropy.errors import KentropyError
-from kentropy.io import check_out_file, json_text, write_json
+from kentropy.io import check_out_file
+from kentropy.lock import locked
+from kentropy.partial import open_series
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Knowledge entropy of language models, and how it governs what they can still learn.")
 
 
-def command(name: str, cfg_cls: type):
-    """Register `run(cfg)` as command `name`, with its parameters taken from `cfg_cls`."""
+@app.callback()
+def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Show the libraries' own progress bars and "
+                                                 "logs (lm-eval, datasets, transformers); taken anywhere on the line.")) -> None:
+    """Options of every command (read in `main`)."""
+
+
+OUTPUT_FIELDS = ("out", "coefficients_out", "plot")  # what a command writes
+INPUT_FIELDS = ("data", "knowledge", "plan", "task", "coefficients", "result", "avoid", "task_dir", "model", "models")
+
+
+def _same(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output_paths(cfg) -> list[tuple[str, str]]:
+    """The (flag, path) outputs of `cfg`, refused up front when two are one path, or an output is an input."""
+    outputs = [(flag(f), str(getattr(cfg, f))) for f in OUTPUT_FIELDS if getattr(cfg, f, None)]
+    inputs = []
+    for f in INPUT_FIELDS:
+        v = getattr(cfg, f, None)
+        inputs += [(flag(f), str(x)) for x in (v if isinstance(v, list) else [v]) if x]
+    for i, (fa, a) in enumerate(outputs):
+        for fb, b in outputs[i + 1:]:
+            if _same(a, b):
+                raise KentropyError(f"{fb} {b}: the same path as {fa}; give each output its own path")
+        for fb, b in inputs:
+            if _same(a, b):
+                raise KentropyError(f"{fa} {a}: the same path as the input {fb}; it would be overwritten")
+    return outputs
+
+
+def command(name: str, cfg_cls: type, app=app):
+    """Register `run(cfg)` as command `name`, with its parameters taken from `cfg_cls`. Before it runs,
+    its outputs are checked against each other and its inputs, and locked for as long as it runs."""
 
     def register(run):
-        app.command(name, help=cfg_cls.__doc__)(typer_command(cfg_cls, run))
+        def guarded(cfg) -> None:
+            outputs = check_output_paths(cfg)
+            with locked(outputs if distributed.rank_world()[0] == 0 else []):  # under torchrun, rank 0 writes
+                run(cfg)
+
+        app.command(name, help=cfg_cls.__doc__)(typer_command(cfg_cls, guarded))
         return run
 
     return register
 
 
 # ---- measure -----------------------------------------------------------------------------
-from kentropy.measure import MeasureConfig, measure_series, save_coefficients  # noqa: E402
+from kentropy.measure import MeasureConfig, measure_file  # noqa: E402
 
 
 @command("measure", MeasureConfig)
 def measure_cmd(cfg: MeasureConfig) -> None:
-    results = measure_series(cfg)
+    payload = measure_file(cfg)
     if distributed.rank_world()[0] != 0:
         return  # under torchrun, rank 0 writes
-    payload = {"results": [r.to_json() for r in results], "config": to_dict(cfg)}
-    json_text(payload, cfg.out)  # a non-finite result is refused before anything is written
-    if cfg.coefficients_out:
-        payload["coefficients"] = save_coefficients(results, cfg.coefficients_out, cfg.activation)
-    write_json(cfg.out, payload)
     print(f"{'checkpoint':<40} {'knowledge H':>12} {'max sum ln m':>12} {'attention H':>12} {'next-token H':>12} {'docs':>6} {'tokens':>8}")
-    for r in results:
-        label = f"{r.model}@{r.revision}" if r.revision else r.model
+    for r in payload["results"]:
+        label = f"{r['model']}@{r['revision']}" if r["revision"] else r["model"]
         fmt = lambda x: f"{x:12.4f}" if x is not None else f"{'-':>12}"  # noqa: E731
-        print(f"{label[-40:]:<40} {r.knowledge_entropy:12.4f} {r.max_knowledge_entropy:12.2f} "
-              f"{fmt(r.attention_entropy)} {fmt(r.next_token_entropy)} {r.instances:6d} {r.tokens:8d}")
+        top = sum(math.log(m) for m in (r.get("ffn_dim_per_layer") or [r["ffn_dim"]] * r["layers"]))  # sum_l ln m_l
+        print(f"{label[-40:]:<40} {r['knowledge_entropy']:12.4f} {top:12.2f} "
+              f"{fmt(r['attention_entropy'])} {fmt(r['next_token_entropy'])} {r['instances']:6d} {r['tokens']:8d}")
     print(f"wrote {cfg.out}")
 
 
@@ -59,10 +97,13 @@ class PlotConfig:
     """Plot a measure result: total entropy per checkpoint and a per-layer panel."""
 
     result: str = option(help="A JSON file written by `kentropy measure`.", argument=True)
-    out: str = option(help="PNG file to write.")
+    out: str = option(help="Figure to write: .png, .pdf or .svg (the suffix sets the format).")
 
     def __post_init__(self) -> None:
+        from kentropy.plot import figure_format
+
         check_out_file(self.out)
+        figure_format(self.out)
 
 
 @command("plot", PlotConfig)
@@ -78,8 +119,9 @@ from kentropy.evaluate import EvaluateConfig, evaluate_series  # noqa: E402
 
 @command("evaluate", EvaluateConfig)
 def evaluate_cmd(cfg: EvaluateConfig) -> None:
-    results = evaluate_series(cfg)
-    write_json(cfg.out, {"results": results, "config": to_dict(cfg)})
+    series = open_series(cfg)
+    results = evaluate_series(cfg, series=series)
+    series.promote({"results": results, "config": series.config})
     names = cfg.task_list
     print(f"{'checkpoint':<40} " + " ".join(f"{n[:12]:>12}" for n in names) + f" {'D':>8}")
     for r in results:
@@ -131,8 +173,9 @@ from kentropy.knowledge.commands import GenerateConfig, PlanConfig, ProbeConfig,
 
 @command("probe", ProbeConfig)
 def probe_cmd(cfg: ProbeConfig) -> None:
-    payload = probe_series(cfg)
-    write_json(cfg.out, payload)
+    series = open_series(cfg)
+    payload = probe_series(cfg, series=series)
+    series.promote(payload)
     groups = [g for g in ("paraphrase", "once") if any(g in r.get("groups", {}) for r in payload["results"])]
     print(f"{'checkpoint':<40} {'mem':>9} {'gen':>9} {'hard_gen':>9} {'overall':>9}" + "".join(f" {g + ' P':>12}" for g in groups))
     for r in payload["results"]:
@@ -161,8 +204,8 @@ def knowledge_plan_cmd(cfg: PlanConfig) -> None:
           f"{plan['rounds']} rounds every {plan['interval']} steps (last at step {plan['schedule'][-1]['step']}); wrote {cfg.out}")
 
 
-knowledge_app.command("generate", help=GenerateConfig.__doc__)(typer_command(GenerateConfig, knowledge_generate_cmd))
-knowledge_app.command("plan", help=PlanConfig.__doc__)(typer_command(PlanConfig, knowledge_plan_cmd))
+command("generate", GenerateConfig, knowledge_app)(knowledge_generate_cmd)
+command("plan", PlanConfig, knowledge_app)(knowledge_plan_cmd)
 
 
 # ---- circuits ----------------------------------------------------------------------------
@@ -171,8 +214,9 @@ from kentropy.circuits.series import CircuitsConfig, circuits_series  # noqa: E4
 
 @command("circuits", CircuitsConfig)
 def circuits_cmd(cfg: CircuitsConfig) -> None:
-    results = circuits_series(cfg)
-    write_json(cfg.out, {"results": results, "config": to_dict(cfg)})
+    series = open_series(cfg)
+    results = circuits_series(cfg, series=series)
+    series.promote({"results": results, "config": series.config})
     if cfg.plot:
         from kentropy.circuits.plot import plot_circuits
 
@@ -237,11 +281,44 @@ def _on_sigterm(signum, frame):
     raise KeyboardInterrupt  # unwinds like Ctrl-C, so atomic writes clean up their temps
 
 
+def _series_hint(argv: list[str]) -> str | None:
+    """For a series command stopped with checkpoints saved in OUT.partial: how to continue it."""
+    from kentropy.partial import partial_path
+
+    out = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--out"), None)
+    if out is None or not partial_path(out).is_file():
+        return None
+    return f"{partial_path(out)} keeps the finished checkpoints; rerun with --resume to continue"
+
+
 def _interrupted(argv: list[str], terminated: bool) -> None:
     command = next((a for a in argv if not a.startswith("-")), "")
-    hint = RESUME_HINT.get(command)
+    hint = RESUME_HINT.get(command) or _series_hint(argv)
     print(f"\n{'terminated' if terminated else 'interrupted'}" + (f"; {hint}" if hint else ""), file=sys.stderr)
     sys.exit(143 if terminated else 130)
+
+
+def _is_click(e: BaseException, name: str) -> bool:
+    """Whether `e` is click's exception class `name`, or a copy of it (typer vendors its own click).
+
+    Matched by class name along the MRO, so either package's classes are recognised.
+    """
+    return any(c.__name__ == name for c in type(e).__mro__)
+
+
+def _usage_message(e: BaseException) -> str | None:
+    """One line for a usage error (unknown flag or command, missing or malformed value), else None."""
+    if _is_click(e, "NoArgsIsHelpError"):  # bare `kentropy` or a bare command group
+        ctx = getattr(e, "ctx", None)
+        path = ctx.command_path if ctx is not None else "kentropy"
+        return f"{path}: missing command (see `{path} --help`)"
+    if not _is_click(e, "ClickException") or not callable(getattr(e, "format_message", None)):
+        return None
+    text = " ".join(e.format_message().split())
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None:
+        return f"{ctx.command_path}: {text} (see `{ctx.command_path} --help`)"
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -251,6 +328,9 @@ def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging as hf_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
+    if verbose:  # a global flag, taken anywhere on the line
+        argv = ["--verbose"] + [a for a in argv if a != "--verbose"]
     hf_logging.disable_progress_bar()  # our own progress bars only
     # a background job of a non-interactive shell starts with SIGINT ignored: make it interrupt
     handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _on_sigterm}
@@ -258,24 +338,26 @@ def main(argv: list[str] | None = None) -> None:
     saved = {sig: signal.signal(sig, h) for sig, h in handlers.items()} if main_thread else {}
     _terminated.clear()
     try:
-        distributed.init()
-        rc = app(args=argv, prog_name="kentropy", standalone_mode=False)
-    except KentropyError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:  # typer turns most into Exit(130), returned below
-        _interrupted(argv, bool(_terminated))
-    except (typer.Exit, SystemExit) as e:
-        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
-    except Exception as e:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            _interrupted(argv, False)
-        raise
+        with track_stderr():
+            try:
+                distributed.init()
+                with quiet(verbose):
+                    rc = app(args=argv, prog_name="kentropy", standalone_mode=False)
+            except KentropyError as e:
+                line(f"error: {e}")
+                sys.exit(2)
+            except KeyboardInterrupt:  # typer turns most into Exit(130), returned below
+                _interrupted(argv, bool(_terminated))
+            except (typer.Exit, SystemExit) as e:
+                sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
+            except Exception as e:  # usage errors arrive here with standalone_mode=False
+                usage = _usage_message(e)
+                if usage is not None:
+                    line(f"error: {usage}")
+                    sys.exit(2)
+                if _is_click(e, "Abort"):
+                    _interrupted(argv, False)
+                raise
     finally:
         for sig, h in saved.items():
             signal.signal(sig, h)

@@ -337,6 +337,7 @@ class EvaluateConfig:
     device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N.")
     dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
     trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
+    resume: bool = option(False, "Continue an interrupted series from OUT.partial (its finished checkpoints are kept).")
 
     def __post_init__(self) -> None:
         if not self.task_list:
@@ -355,15 +356,23 @@ class EvaluateConfig:
         return expand_tasks([t.strip() for t in self.tasks.split(",") if t.strip()])
 
 
-def evaluate_series(cfg: EvaluateConfig) -> list[dict]:
-    """Evaluate every checkpoint of `cfg.models` in order (one load at a time): one result each."""
-    from kentropy.models import load_series, parse_checkpoints, pick_device, pick_dtype
+def evaluate_series(cfg: EvaluateConfig, series=None) -> list[dict]:
+    """Evaluate every checkpoint of `cfg.models` in order (one load at a time): one result each.
 
-    parse_checkpoints(cfg.models)  # a malformed MODEL fails before the tasks load
+    `series` (a `kentropy.partial.Partial`) keeps each result as it finishes and skips those it holds.
+    """
+    from kentropy.models import load_series, parse_checkpoints, pick_device, pick_dtype
+    from kentropy.partial import progress_line
+
+    n = len(parse_checkpoints(cfg.models))  # a malformed MODEL fails before the tasks load
     device = pick_device(cfg.device)
     built = load_tasks(cfg.task_list, cfg.task_dir)  # once, and before any model loads
     results = []
-    for item in load_series(cfg.models, device=device, dtype=pick_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code):
+    for item in load_series(cfg.models, skip=series.done if series else None, device=device,
+                            dtype=pick_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code):
+        progress_line("evaluate", item.index, n, str(item.checkpoint))
         r = _evaluate_loaded(item.model, item.tokenizer, built, batch_size=cfg.batch_size, limit=cfg.limit, seed=cfg.seed)
         results.append({"model": item.checkpoint.name, "revision": item.checkpoint.revision, **r})
-    return results
+        if series is not None:
+            series.add(item.index, results[-1])
+    return series.ordered() if series is not None else results

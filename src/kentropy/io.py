@@ -5,6 +5,8 @@ complete or absent, never half-written. Temps are named `.NAME.tmp-PID-*`; one l
 killed process is removed at the next write of NAME. JSON is strict (no NaN/Infinity). A
 JSONL log is appended one whole line at a time, rewritten atomically, and read back with a
 torn last line (a kill mid-write) dropped with a note. Text is UTF-8 or a one-line error.
+Every file written is an ordinary file (0666 less the umask), safetensors included; an output
+that is a symbolic link is refused, never followed or replaced.
 """
 
 from __future__ import annotations
@@ -75,6 +77,19 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.tmp-{os.getpid()}-"
 
 
+def _file_mode(path: Path) -> None:
+    """An ordinary file's mode (0666 less the umask: 0644 usually), whatever the writer chose
+    (mkstemp and safetensors make 0600)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _refuse_symlink(path: Path, flag: str | None = None) -> None:
+    """Outputs are never symbolic links: an atomic rename would replace the link, a plain write follow it."""
+    if path.is_symlink():
+        raise KentropyError(f"{flag + ' ' if flag else ''}{path}: is a symbolic link (to {os.readlink(path)}); "
+                            f"give the path it points to, or another path")
+
+
 def _check_parent(path: Path) -> None:
     for parent in path.parents:
         if parent.exists():
@@ -86,6 +101,7 @@ def _check_parent(path: Path) -> None:
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temp file beside `path`, then rename it onto `path`."""
     path = Path(path)
+    _refuse_symlink(path)
     if path.is_dir():
         raise KentropyError(f"{path}: is a directory (expected a file path)")
     _check_parent(path)
@@ -93,9 +109,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     clean_stale_temps(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
     try:
         write(Path(tmp))
+        _file_mode(Path(tmp))  # after the write: a writer that replaces the file picks its own mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -109,6 +125,7 @@ def write_dir_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> 
     A reader sees the old directory or the complete new one; a failed write leaves no trace.
     """
     path = Path(path)
+    _refuse_symlink(path)
     if path.exists() and not path.is_dir():
         raise KentropyError(f"{path}: exists and is not a directory")
     _check_parent(path)
@@ -119,6 +136,9 @@ def write_dir_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> 
     old = None
     try:
         write(tmp)
+        for f in tmp.rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                _file_mode(f)
         if path.exists():
             # the old one moves aside (a stale temp if a kill lands here) rather than being deleted first
             old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
@@ -138,6 +158,7 @@ def write_dir_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> 
 def make_dir(path: str | os.PathLike) -> Path:
     """Create a directory (and parents) with the umask's permissions; an existing one is fine."""
     path = Path(path)
+    _refuse_symlink(path)
     if path.exists() and not path.is_dir():
         raise KentropyError(f"{path}: exists and is not a directory")
     _check_parent(path)
@@ -253,12 +274,32 @@ def read_jsonl(path: str | os.PathLike, what: str = "log") -> list:
     return records
 
 
+def content_digest(path: str | os.PathLike) -> str | None:
+    """sha256 of a file's bytes, or of a directory's files (relative names and bytes, in name order);
+    None when `path` is not on disk (a dataset name)."""
+    import hashlib
+
+    p = Path(path)
+    if not p.exists():
+        return None
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    for f in files:
+        if f is not p:
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
 # ---- output paths, checked before any compute ---------------------------------------------
 def check_out_file(path: str | os.PathLike | None, flag: str = "--out") -> None:
-    """A file output: refuse an existing directory or a parent that is a file."""
+    """A file output: refuse an existing directory, a symbolic link, or a parent that is a file."""
     if path is None:
         return
     p = Path(path)
+    _refuse_symlink(p, flag)
     if p.is_dir():
         raise KentropyError(f"{flag} {path}: is a directory (expected a file path)")
     try:
@@ -268,10 +309,11 @@ def check_out_file(path: str | os.PathLike | None, flag: str = "--out") -> None:
 
 
 def check_out_dir(path: str | os.PathLike | None, flag: str = "--out") -> None:
-    """A directory output: refuse an existing file or a parent that is a file."""
+    """A directory output: refuse an existing file, a symbolic link, or a parent that is a file."""
     if path is None:
         return
     p = Path(path)
+    _refuse_symlink(p, flag)
     if p.exists() and not p.is_dir():
         raise KentropyError(f"{flag} {path}: exists and is not a directory")
     try:

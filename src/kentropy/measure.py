@@ -22,7 +22,7 @@ from kentropy.data import load_texts
 from kentropy.distributed import rank_world
 from kentropy.errors import KentropyError
 from kentropy.ffn import find_layout
-from kentropy.io import check_out_dir, check_out_file
+from kentropy.io import check_out_dir, check_out_file, json_text
 from kentropy.models import load_series, max_positions, model_inputs, pick_device, pick_dtype
 
 METRICS = ("knowledge", "attention", "next-token")
@@ -99,8 +99,11 @@ def check_metrics(metrics) -> tuple[str, ...]:
 
 def tokenize(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
     """Token ids per document: tokenizer defaults (special tokens included), truncated to seq_len."""
+    from kentropy.fit import check_specials_truncate
+
     if seq_len <= 0:
         raise KentropyError(f"--seq-len {seq_len}: must be positive")
+    check_specials_truncate(tokenizer, seq_len)
     ids = tokenizer(list(texts), truncation=True, max_length=seq_len)["input_ids"]
     n_special = tokenizer.num_special_tokens_to_add()
     for i, (t, x) in enumerate(zip(texts, ids)):
@@ -327,6 +330,7 @@ class MeasureConfig:
     device_map: str | None = option(None, "auto: spread a model too big for one GPU over all visible GPUs (accelerate), layer by layer; one process.")
     dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
     trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
+    resume: bool = option(False, "Continue an interrupted series from OUT.partial (its finished checkpoints are kept).")
 
     def __post_init__(self) -> None:
         if self.activation not in ("abs", "relu"):
@@ -353,45 +357,85 @@ class MeasureConfig:
         return tuple(m.strip() for m in self.metrics.split(",") if m.strip())
 
 
-def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measurement]:
-    """Measure every checkpoint of `cfg.models` on `cfg.data`, in order (loading one at a time)."""
+def _measure_each(cfg: MeasureConfig, progress: bool = True, skip=None):
+    """(index, checkpoint, Measurement) for every checkpoint of `cfg.models` not skipped, in order."""
+    from kentropy.models import parse_checkpoints
+    from kentropy.partial import progress_line
+
+    n = len(parse_checkpoints(cfg.models))
     texts = load_texts(cfg.data, cfg.max_instances)
     device = pick_device(cfg.device)
     metrics = check_metrics(cfg.metric_list)
     ids = {}
 
-    def tokenize_first(ckpt, tok) -> None:  # bad documents fail before any weights load
-        ids[ckpt] = tokenize(tok, texts, cfg.seq_len)
+    def tokenize_first(ckpt, tok) -> None:  # bad documents, or documents too long for the model, fail before any weights load
+        from kentropy.fit import check_positions, read_config
 
-    results = []
-    for item in load_series(cfg.models, before_load=tokenize_first, device=device, dtype=pick_dtype(cfg.dtype, device),
+        ids[ckpt] = tokenize(tok, texts, cfg.seq_len)
+        check_positions(ckpt, tok, max(len(x) for x in ids[ckpt]), read_config(ckpt, cfg.trust_remote_code), cfg.seq_len)
+
+    for item in load_series(cfg.models, before_load=tokenize_first, skip=skip, device=device, dtype=pick_dtype(cfg.dtype, device),
                             eager_attention="attention" in metrics, trust_remote_code=cfg.trust_remote_code,
                             device_map=cfg.device_map):
         ckpt = item.checkpoint
-        results.append(measure_ids(item.model, ids.pop(ckpt), item.tokenizer.pad_token_id, metrics=metrics,
-                                   activation=cfg.activation, batch_size=cfg.batch_size, name=ckpt.name,
-                                   revision=ckpt.revision, progress=progress))
-    return results
+        if progress:
+            progress_line("measure", item.index, n, str(ckpt))
+        yield item.index, ckpt, measure_ids(item.model, ids.pop(ckpt), item.tokenizer.pad_token_id, metrics=metrics,
+                                            activation=cfg.activation, batch_size=cfg.batch_size, name=ckpt.name,
+                                            revision=ckpt.revision, progress=progress)
 
 
-def save_coefficients(results: list[Measurement], directory: str, activation: str) -> list[str]:
-    """Write each checkpoint's Cbar as `DIR/NNN_<name>.safetensors` (tensors `layers.{l}`, [m])."""
+def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measurement]:
+    """Measure every checkpoint of `cfg.models` on `cfg.data`, in order (loading one at a time)."""
+    return [m for _, _, m in _measure_each(cfg, progress)]
+
+
+def measure_file(cfg: MeasureConfig, progress: bool = True) -> dict:
+    """`kentropy measure`: the series with each checkpoint's result saved as it finishes (`kentropy.partial`:
+    `--resume` continues it), Cbar files written as they come; the payload written to `--out` at the end."""
+    from kentropy.models import parse_checkpoints
+    from kentropy.partial import open_series
+
+    ckpts = parse_checkpoints(cfg.models)
+    series = open_series(cfg)
+    coefficients = [coefficients_path(cfg.coefficients_out, i, c.name, c.revision) for i, c in enumerate(ckpts)] if cfg.coefficients_out else None
+    for i, ckpt, m in _measure_each(cfg, progress, skip=series.done):
+        record = m.to_json()
+        json_text(record, cfg.out)  # a non-finite result is refused before anything is written
+        if coefficients and rank_world()[0] == 0:
+            save_coefficient(m, coefficients[i], cfg.activation)
+        series.add(i, record)
+    payload = {"results": series.ordered(), "config": series.config}
+    if coefficients:
+        payload["coefficients"] = coefficients
+    series.promote(payload)
+    return payload
+
+
+def coefficients_path(directory: str, index: int, model: str, revision: str | None) -> str:
+    """`DIR/NNN_<name>.safetensors`: the file of the series' checkpoint `index`."""
     import re
 
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model}@{revision}" if revision else model).strip("_")[-80:]
+    return str(Path(directory) / f"{index:03d}_{slug}.safetensors")
+
+
+def save_coefficient(r: Measurement, path: str, activation: str) -> str:
+    """One checkpoint's Cbar as safetensors (tensors `layers.{l}`, [m_l]), atomically."""
     from safetensors.torch import save_file
 
     from kentropy.io import write_atomic
 
-    paths = []
-    for i, r in enumerate(results):
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{r.model}@{r.revision}" if r.revision else r.model).strip("_")[-80:]
-        tensors = {f"layers.{l}": r.coefficients[l].contiguous() for l in range(r.layers)}  # [m_l]: E*m (+shared) for MoE
-        meta = {"model": r.model, "revision": r.revision or "", "activation": activation,
-                "instances": str(r.instances), "tokens": str(r.tokens)}
-        path = Path(directory) / f"{i:03d}_{slug}.safetensors"
-        write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-        paths.append(str(path))
-    return paths
+    tensors = {f"layers.{l}": r.coefficients[l].contiguous() for l in range(r.layers)}  # [m_l]: E*m (+shared) for MoE
+    meta = {"model": r.model, "revision": r.revision or "", "activation": activation,
+            "instances": str(r.instances), "tokens": str(r.tokens)}
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return path
+
+
+def save_coefficients(results: list[Measurement], directory: str, activation: str) -> list[str]:
+    """Write each checkpoint's Cbar as `DIR/NNN_<name>.safetensors` (tensors `layers.{l}`, [m])."""
+    return [save_coefficient(r, coefficients_path(directory, i, r.model, r.revision), activation) for i, r in enumerate(results)]
 
 
 def load_coefficients(path: str) -> torch.Tensor | list[torch.Tensor]:

@@ -7,6 +7,7 @@ checkpoint. Weights load through `from_pretrained` (safetensors, or `weights_onl
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from dataclasses import dataclass
@@ -115,6 +116,37 @@ def check_safetensors(path: str | Path, what: str) -> None:
         raise KentropyError(f"{what} {path}: truncated safetensors file ({size} bytes of {need})")
 
 
+def check_load_report(ckpt: Checkpoint, info: dict, *, allow_unexpected: bool = False) -> None:
+    """Refuse weights that do not match the config: missing ones would be randomly initialised,
+    unexpected ones silently dropped, mismatched ones resized. `info` is from_pretrained's loading info."""
+    def some(keys) -> str:
+        keys = sorted(keys)
+        return ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+
+    problems = []
+    if info.get("missing_keys"):
+        problems.append(f"missing weights would be randomly initialised: {some(info['missing_keys'])}")
+    if info.get("unexpected_keys") and not allow_unexpected:
+        problems.append(f"weights not in the config's architecture would be dropped: {some(info['unexpected_keys'])}")
+    if info.get("mismatched_keys"):
+        problems.append(f"weights of the wrong shape: {some(k[0] if isinstance(k, tuple) else k for k in info['mismatched_keys'])}")
+    if problems:
+        raise KentropyError(f"MODEL {ckpt}: weights do not match config.json ({'; '.join(problems)})")
+
+
+@contextlib.contextmanager
+def _load_report_handled():
+    """transformers' own load report off (`check_load_report` says what matters, in one line)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def _load_error(ckpt: Checkpoint, e: Exception) -> KentropyError:
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     where = f"revision {ckpt.revision!r} of {ckpt.name}" if ckpt.revision else ckpt.name
@@ -122,17 +154,20 @@ def _load_error(ckpt: Checkpoint, e: Exception) -> KentropyError:
 
 
 def load_tokenizer(ckpt: Checkpoint, trust_remote_code: bool = False):
-    """The checkpoint's tokenizer; a missing pad token becomes eos (said on stderr)."""
+    """The checkpoint's tokenizer, checked against the model's config (`kentropy.fit`: ids within
+    vocab_size, a pad or eos token) before any weights load; a missing pad token becomes eos (said on stderr)."""
     from transformers import AutoTokenizer
+
+    from kentropy.fit import check_pad, check_vocab, read_config
 
     _check_local(ckpt)
     try:
         tok = AutoTokenizer.from_pretrained(ckpt.name, revision=ckpt.revision, trust_remote_code=trust_remote_code)
     except Exception as e:
         raise _load_error(ckpt, e) from None
+    check_vocab(ckpt, tok, read_config(ckpt, trust_remote_code))
+    check_pad(ckpt, tok)
     if tok.pad_token is None:
-        if tok.eos_token is None:
-            raise KentropyError(f"MODEL {ckpt}: tokenizer has neither a pad nor an eos token")
         tok.pad_token = tok.eos_token
         print(f"note: {ckpt}: tokenizer has no pad token; using eos {tok.eos_token!r} (masked out)", file=sys.stderr)
     return tok
@@ -168,7 +203,10 @@ def load_model(
         extra = {"attn_implementation": "eager"} if eager_attention else {}
         if device_map is not None:
             extra["device_map"] = device_map
-        model = cls.from_pretrained(ckpt.name, dtype=dtype, **kw, **extra)
+        with _load_report_handled():
+            model, info = cls.from_pretrained(ckpt.name, dtype=dtype, output_loading_info=True, **kw, **extra)
+        # a bare encoder (AutoModel) drops the checkpoint's task head: expected, not a mismatch
+        check_load_report(ckpt, info, allow_unexpected=cls is AutoModel)
     except KentropyError:
         raise
     except (OSError, ValueError, RuntimeError, EOFError, SafetensorError, pickle.UnpicklingError) as e:
@@ -183,19 +221,23 @@ class Loaded:
     checkpoint: Checkpoint
     tokenizer: object
     model: object = None
+    index: int = 0  # position in the series
 
 
-def load_series(specs: list[str], *, before_load=None, **load_kw):
+def load_series(specs: list[str], *, before_load=None, skip=None, **load_kw):
     """Each checkpoint of `specs` (`NAME@rev1,rev2`, directories) in order, one model in memory at a time:
     yields a `Loaded` whose `.model` is dropped before the next load (use `item.model`, not a copy of it).
 
     `before_load(checkpoint, tokenizer)` runs before the weights load (e.g. tokenizing the data), so that
-    bad input fails before the heavy part; `load_kw` go to `load_model` (device, dtype, eager_attention, ...).
+    bad input fails before the heavy part; `skip(index)` true leaves a checkpoint out entirely (a resumed
+    series' finished ones); `load_kw` go to `load_model` (device, dtype, eager_attention, ...).
     Shared by measure, probe, evaluate and circuits.
     """
     trust = load_kw.get("trust_remote_code", False)
-    for ckpt in parse_checkpoints(specs):
-        item = Loaded(ckpt, load_tokenizer(ckpt, trust))
+    for i, ckpt in enumerate(parse_checkpoints(specs)):
+        if skip is not None and skip(i):
+            continue
+        item = Loaded(ckpt, load_tokenizer(ckpt, trust), index=i)
         if before_load is not None:
             before_load(ckpt, item.tokenizer)
         item.model = load_model(ckpt, **load_kw)

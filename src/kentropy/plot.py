@@ -3,6 +3,8 @@ for mixture-of-experts models, an expert-usage panel (expert masses, and H_l spl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,6 +12,50 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from kentropy.errors import KentropyError  # noqa: E402
 from kentropy.io import read_json, write_atomic  # noqa: E402
+
+
+FORMATS = ("png", "pdf", "svg")  # matplotlib writes each natively
+
+
+def figure_format(out: str, flag: str = "--out") -> str:
+    """The file format of `out`, from its suffix: png, pdf or svg (anything else is refused)."""
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise KentropyError(f"{flag} {out}: choose a .png, .pdf or .svg file (the suffix sets the format)")
+    return suffix
+
+
+# what other commands' results look like, to say what a file is when it is not a measure result
+OTHER_RESULTS = {"probe": ("mem", "gen", "hard_gen"), "evaluate": ("tasks", "D"), "circuits": ("tasks", "graph")}
+
+
+def check_measure_results(data, path: str) -> list[dict]:
+    """The `results` of a `kentropy measure` JSON, every field the figures read checked (one-line errors)."""
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list) or not data["results"]:
+        raise KentropyError(f"RESULT {path}: no 'results' list (expected the output of kentropy measure)")
+    results = data["results"]
+    for i, r in enumerate(results):
+        where = f"RESULT {path}: results[{i}]"
+        if not isinstance(r, dict):
+            raise KentropyError(f"{where}: not an object")
+        if "knowledge_entropy" not in r:
+            other = next((c for c, keys in OTHER_RESULTS.items() if all(k in r for k in keys)), None)
+            raise KentropyError(f"{where}: no 'knowledge_entropy' (expected the output of kentropy measure"
+                                + (f"; this is the output of kentropy {other})" if other else ")"))
+        if not isinstance(r.get("model"), str):
+            raise KentropyError(f"{where}: no 'model' name")
+        for key in ("knowledge_entropy", "attention_entropy", "next_token_entropy"):
+            v = r.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise KentropyError(f"{where}.{key}: not a number ({v!r})")
+        for key in ("knowledge_entropy_per_layer", "attention_entropy_per_layer"):
+            v = r.get(key)
+            if key.startswith("knowledge") or r.get("attention_entropy") is not None:
+                if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                    raise KentropyError(f"{where}.{key}: expected a list of numbers")
+    if any((r.get("attention_entropy") is None) != (results[0].get("attention_entropy") is None) for r in results):
+        raise KentropyError(f"RESULT {path}: attention entropy is measured for some checkpoints only")
+    return results
 
 
 def checkpoint_label(r: dict) -> str:
@@ -45,7 +91,7 @@ def plot_measurements(results: list[dict], out: str) -> str:
     if results[0].get("next_token_entropy") is not None:
         axes[0][0].twinx().plot(range(len(results)), [r["next_token_entropy"] for r in results], "r--", marker="x", label="next-token")
     fig.tight_layout()
-    write_atomic(out, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    write_atomic(out, lambda tmp: fig.savefig(tmp, dpi=120, format=figure_format(out)))
     plt.close(fig)
     return out
 
@@ -77,7 +123,5 @@ def expert_usage(axes, results: list[dict], labels: list[str]) -> None:
 
 
 def plot_file(result_json: str, out: str) -> str:
-    data = read_json(result_json, "RESULT")
-    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-        raise KentropyError(f"{result_json}: no 'results' list (expected the output of kentropy measure)")
-    return plot_measurements(data["results"], out)
+    figure_format(out)
+    return plot_measurements(check_measure_results(read_json(result_json, "RESULT"), result_json), out)

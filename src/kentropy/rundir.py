@@ -2,6 +2,7 @@
 
     RUN/config.json       the resolved TrainConfig
     RUN/plan.json         the injection plan used (exactly; a resume reads it back)
+    RUN/inputs.json       sha256 of the input files (--data, --knowledge, --plan): a resume checks them
     RUN/metrics.jsonl     one line per optimizer step (step -1: the starting checkpoint)
     RUN/before.json       P and D of the starting checkpoint
     RUN/summary.json      P, D, A, F before and after
@@ -23,6 +24,7 @@ class RunDir:
         self.root = Path(root)
         self.config = self.root / "config.json"
         self.plan = self.root / "plan.json"
+        self.inputs = self.root / "inputs.json"
         self.metrics = self.root / "metrics.jsonl"
         self.before = self.root / "before.json"
         self.summary = self.root / "summary.json"

@@ -94,6 +94,8 @@ class TrainConfig:
                                       "a seeded random half of each block's weight matrices is frozen (optimizer state kept).")
     recycle_every: int = option(0, "ReDo every this many steps (0 = off): recycle τ-dormant neurons (Cbar of the step's batch) and reset their AdamW moments.")
     threshold: float | None = option(None, "--recycle-every: τ in [0, 1); neurons with Cbar_i / mean(Cbar) <= τ are recycled.")
+    report_to: str = option("none", "Also log the curves (loss, lr, grad norm, tokens/s, P per round) to tensorboard "
+                                    "(RUN/tensorboard) or wandb (offline unless WANDB_MODE is set); none: metrics.jsonl only.")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "micro_batch", "seq_len", "rounds"):
@@ -127,6 +129,9 @@ class TrainConfig:
         require(self, "eval_limit", low=0, low_open=True)
         plasticity.check_options(self)
         check_out_dir(self.out)
+        from kentropy.trackers import check_tracker
+
+        check_tracker(self.report_to)
 
 
 # ---- schedule and optimizer --------------------------------------------------------------
@@ -349,12 +354,36 @@ def prepare_run_dir(cfg: TrainConfig, run: RunDir) -> None:
         raise KentropyError(f"--resume: no run at {run.root}")
 
 
+INPUT_FILES = ("data", "knowledge", "plan")  # flags whose files' content a resume must find unchanged
+
+
+def input_digests(cfg: TrainConfig) -> dict:
+    """{flag: {"path", "sha256"}} of the run's input files (sha256 None for a dataset name)."""
+    from kentropy.io import content_digest
+
+    return {name: {"path": str(getattr(cfg, name)), "sha256": content_digest(getattr(cfg, name))}
+            for name in INPUT_FILES if getattr(cfg, name)}
+
+
+def check_inputs_unchanged(cfg: TrainConfig, run: RunDir, now: dict) -> None:
+    """--resume: every input file has the content the run started with (runs without inputs.json are not checked)."""
+    if not (cfg.resume and run.inputs.is_file()):
+        return
+    saved = read_json(run.inputs, "run file")
+    for name, d in now.items():
+        old = saved.get(name, {}).get("sha256") if isinstance(saved.get(name), dict) else None
+        if old is not None and d["sha256"] != old:
+            raise KentropyError(f"--resume: --{name} {d['path']} changed since the run started (sha256 {old[:12]} -> "
+                                f"{(d['sha256'] or 'missing')[:12]}); resume with the original file, or start a new run")
+
+
 def saved_config(cfg: TrainConfig) -> dict:
-    return {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite")}
+    """The run's config.json: every flag but those a resume may change."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite", "report_to")}
 
 
-def check_memory(cfg: TrainConfig, ckpt: Checkpoint, device: torch.device, world_size: int) -> None:
-    """Print the estimated memory per rank (rank 0) and refuse a run that clearly cannot fit, before any weight loads."""
+def check_memory(cfg: TrainConfig, ckpt: Checkpoint, device: torch.device, world_size: int, show: bool = True) -> None:
+    """Print the estimated memory per rank (rank 0, if `show`) and refuse a run that clearly cannot fit, before any weight loads."""
     from transformers import AutoConfig
 
     from kentropy.memory import available, check_fits, estimate, shape_of_checkpoint
@@ -371,13 +400,16 @@ def check_memory(cfg: TrainConfig, ckpt: Checkpoint, device: torch.device, world
     est = estimate(shape, micro_batch=cfg.micro_batch, seq_len=cfg.seq_len, processes=world_size, fsdp=cfg.fsdp,
                    bf16=device.type == "cuda" and cfg.dtype == "bfloat16")
     free, where = available(device)
-    if rank == 0:
+    if rank == 0 and show:
         print(f"{est.describe()} ({free / GiB:.2f} GiB {where})", file=sys.stderr)
     check_fits(shape, est, free, where)
 
 
-def setup(cfg: TrainConfig) -> Run:
-    """Check every input (flags, data, knowledge, plan, model), then create or reopen the run directory."""
+def setup(cfg: TrainConfig, show_memory: bool = True) -> Run:
+    """Check every input (flags, data, knowledge, plan, model), then create or reopen the run directory.
+
+    `show_memory` False keeps the memory estimate off stderr (a caller running many short runs says it once).
+    """
     from kentropy.data import load_texts
     from kentropy.knowledge import item_text
 
@@ -390,8 +422,13 @@ def setup(cfg: TrainConfig) -> Run:
         raise KentropyError(f"MODEL {cfg.model}: train takes one checkpoint")
     run = RunDir(cfg.out)
     prepare_run_dir(cfg, run)
+    inputs = input_digests(cfg)
+    check_inputs_unchanged(cfg, run, inputs)
     entries, plan = load_knowledge_and_plan(cfg, run)
-    tok = load_tokenizer(ckpts[0])
+    tok = load_tokenizer(ckpts[0])  # checked against the model's vocab_size
+    from kentropy.fit import check_positions, read_config
+
+    check_positions(ckpts[0], tok, cfg.seq_len, read_config(ckpts[0]), cfg.seq_len)  # rows are exactly --seq-len tokens
     rows = pack_rows(tok, load_texts(cfg.data), cfg.seq_len)
     if len(rows) == 0:
         raise KentropyError(f"--data {cfg.data}: no full row of {cfg.seq_len} tokens")
@@ -413,7 +450,7 @@ def setup(cfg: TrainConfig) -> Run:
     device = pick_device(cfg.device)  # under torchrun, distributed.init() bound this rank to its own GPU
     last = run.last_checkpoint() if cfg.resume else None
     source = Checkpoint(str(last)) if last else ckpts[0]
-    check_memory(cfg, source, device, world_size)
+    check_memory(cfg, source, device, world_size, show=show_memory)
     sharded = cfg.fsdp and world_size > 1  # one process with --fsdp: unsharded, but the same (DCP) checkpoints
     # FSDP: each rank reads the full weights into CPU memory; sharding moves only its shards to the device
     model = load_model(source, device="cpu" if sharded else device)
@@ -424,6 +461,8 @@ def setup(cfg: TrainConfig) -> Run:
             shutil.rmtree(run.root)  # --overwrite
         if not run.config.is_file():
             write_json(run.config, saved_config(cfg))  # first: a directory with a config is a run
+        if not run.inputs.is_file():
+            write_json(run.inputs, inputs)
         make_dir(run.checkpoints)
         clean_stale_temps(run.checkpoints, legacy=True)  # `.step-*` temps of saves that a kill interrupted
         if plan is not None and not run.plan.is_file():
@@ -501,8 +540,12 @@ def train_step(r: Run, cfg: TrainConfig, mine: torch.Tensor) -> tuple[float, flo
     return loss_value, norm
 
 
-def fit(r: Run, cfg: TrainConfig) -> None:
-    """The optimizer steps from `r.start` to `cfg.steps`: probes every --eval-every steps, checkpoints every --save-every."""
+def fit(r: Run, cfg: TrainConfig, tracker=None, monitor=None) -> None:
+    """The optimizer steps from `r.start` to `cfg.steps`: probes every --eval-every steps, checkpoints every --save-every.
+
+    `tracker` (`kentropy.trackers`, rank 0) gets every metrics record; `monitor` (an `EntropyMonitor`) measures
+    knowledge entropy after the steps it chooses, logged as the record's `knowledge_entropy`.
+    """
     rank, _ = rank_world()
     # probing and evaluation: rank 0 alone, but under FSDP every rank runs the same forwards (each
     # all-gathers the blocks it computes) and gets the same scores; rank 0 writes them
@@ -515,6 +558,8 @@ def fit(r: Run, cfg: TrainConfig) -> None:
         if rank == 0:
             write_json(r.run.before, before)
             _log(r.run, before_record(before))  # a kill between the two: a resume writes this line from before.json
+            if tracker is not None:
+                tracker.log(before_record(before))
     barrier()
     bar = tqdm(range(r.start, cfg.steps), desc=f"train {r.run.root.name}", disable=rank != 0, initial=r.start, total=cfg.steps)
     for step in bar:
@@ -535,8 +580,14 @@ def fit(r: Run, cfg: TrainConfig) -> None:
         end = step == cfg.steps - 1
         if evaluates and r.entries and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or end):
             record["probes"] = strip_probe(probe_scores(r.model, r.tok, r.entries, r.plan))
+        if monitor is not None and evaluates:
+            m = monitor(r.model, step + 1)  # after step + 1 optimizer steps
+            if m is not None:
+                record["knowledge_entropy"] = m.knowledge_entropy
         if rank == 0:
             _log(r.run, record)
+            if tracker is not None:
+                tracker.log(record)
             bar.set_postfix(loss=f"{loss:.3f}")
         if (cfg.save_every and (step + 1) % cfg.save_every == 0) or (step + 1) in cfg.save_at or end:
             if cfg.fsdp:
@@ -562,11 +613,25 @@ def finish(r: Run, cfg: TrainConfig) -> dict | None:
     return summary
 
 
-def train(cfg: TrainConfig) -> dict | None:
-    """Run (or resume) continual training; returns the summary (also written to summary.json; None off rank 0)."""
-    r = setup(cfg)
-    fit(r, cfg)
-    return finish(r, cfg)
+def train(cfg: TrainConfig, *, monitor=None, show_memory: bool = True) -> dict | None:
+    """Run (or resume) continual training; returns the summary (also written to summary.json; None off rank 0).
+
+    `monitor`: an `EntropyMonitor` measuring knowledge entropy during the run (into metrics.jsonl and --report-to);
+    `show_memory` False: no memory estimate on stderr (the check that the run fits is still made).
+    """
+    from kentropy.trackers import open_tracker
+
+    r = setup(cfg, show_memory=show_memory)
+    tracker = open_tracker(cfg.report_to, r.run.root, saved_config(cfg), first_step=r.start) if rank_world()[0] == 0 else None
+    try:
+        fit(r, cfg, tracker, monitor)
+        summary = finish(r, cfg)
+        if tracker is not None and summary is not None and summary["D_after"] is not None:
+            tracker.log({"step": cfg.steps - 1, "downstream": {"D": summary["D_after"]}})
+    finally:
+        if tracker is not None:
+            tracker.close()
+    return summary
 
 
 def summarize(before: dict, after: dict, cfg: TrainConfig, run: RunDir) -> dict:

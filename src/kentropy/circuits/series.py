@@ -61,6 +61,7 @@ class CircuitsConfig:
     device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N.")
     dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
     trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
+    resume: bool = option(False, "Continue an interrupted series from OUT.partial (its finished checkpoints are kept).")
 
     def __post_init__(self) -> None:
         if (self.task is None) == (self.knowledge is None):
@@ -158,38 +159,56 @@ def analyze(model, tokenizer, task: Task, *, top_n: int, ig_steps: int, batch_si
     }, circuit
 
 
-def circuits_series(cfg: CircuitsConfig, progress: bool = True) -> list[dict]:
-    """Every checkpoint of `cfg.models`, in order: per task the `analyze` record, Jaccard vs the last checkpoint."""
+def circuits_series(cfg: CircuitsConfig, progress: bool = True, series=None) -> list[dict]:
+    """Every checkpoint of `cfg.models`, in order: per task the `analyze` record, Jaccard vs the last checkpoint.
+
+    `series` (a `kentropy.partial.Partial`) keeps each checkpoint's records as they finish and skips those it holds.
+    """
+    from kentropy.partial import progress_line
+
     n = len(parse_checkpoints(cfg.models))
     device = pick_device(cfg.device)
-    results, circuits, tasks = [], [], []
+    results, tasks = [], []
 
     def tasks_first(ckpt, tok) -> None:  # the tasks (built with the first tokenizer) fail before any weights load
         if not tasks:
             tasks.extend(load_tasks(cfg, tok))
 
-    series = load_series(cfg.models, before_load=tasks_first, device=device, dtype=pick_dtype(cfg.dtype, device),
-                         eager_attention=True, trust_remote_code=cfg.trust_remote_code)
-    for item in tqdm(series, total=n, desc="checkpoints", disable=not progress or n == 1):
+    for item in load_series(cfg.models, before_load=tasks_first, skip=series.done if series else None, device=device,
+                            dtype=pick_dtype(cfg.dtype, device), eager_attention=True, trust_remote_code=cfg.trust_remote_code):
         ckpt, tok, model = item.checkpoint, item.tokenizer, item.model
+        if progress:
+            progress_line("circuits", item.index, n, str(ckpt))
         g = graph_of(model, cfg.conventions.qkv_split)
-        records, found = [], {}
+        records = []
         for task in tqdm(tasks, desc=f"circuits {ckpt}", disable=not progress, leave=False):
-            rec, found[task.name] = analyze(model, tok, task, top_n=cfg.top_n, ig_steps=cfg.ig_steps, batch_size=cfg.batch_size,
-                                            conventions=cfg.conventions, method=cfg.method, check_exact=cfg.check_exact,
-                                            seed=cfg.seed)
-            records.append(rec)
+            records.append(analyze(model, tok, task, top_n=cfg.top_n, ig_steps=cfg.ig_steps, batch_size=cfg.batch_size,
+                                   conventions=cfg.conventions, method=cfg.method, check_exact=cfg.check_exact,
+                                   seed=cfg.seed)[0])
         label = ckpt.revision or ckpt.name
         results.append({"model": ckpt.name, "revision": ckpt.revision, "step": step_of(label),
                         "graph": {"layers": g.layers, "heads": g.heads, "parallel": g.parallel, "qkv_split": g.qkv_split,
                                   "edges": int(g.valid().sum())},
                         "tasks": records})
-        circuits.append(found)
+        if series is not None:
+            series.add(item.index, results[-1])
         del model  # `item` drops its own reference before the next checkpoint loads
-    final = circuits[-1]
-    for res, found in zip(results, circuits):
+    if series is not None:
+        results = series.ordered()
+    return with_jaccard(results)
+
+
+def _nodes_edges(rec: dict) -> tuple[set[str], set[str]]:
+    """A task record's circuit as node names and `from->to` edge names (as `Circuit.nodes`, `Circuit.edge_names`)."""
+    return set(rec["nodes"]), {f"{e['from']}->{e['to']}" for e in rec["edges"]}
+
+
+def with_jaccard(results: list[dict]) -> list[dict]:
+    """Fill each task record's node and edge Jaccard against the same task in the last checkpoint."""
+    final = {rec["task"]: _nodes_edges(rec) for rec in results[-1]["tasks"]}
+    for res in results:
         for rec in res["tasks"]:
-            c, f = found[rec["task"]], final[rec["task"]]
-            rec["node_jaccard"] = M.jaccard(c.nodes(), f.nodes())
-            rec["edge_jaccard"] = M.jaccard(c.edge_names(), f.edge_names())
+            (nodes, edges), (f_nodes, f_edges) = _nodes_edges(rec), final[rec["task"]]
+            rec["node_jaccard"] = M.jaccard(nodes, f_nodes)
+            rec["edge_jaccard"] = M.jaccard(edges, f_edges)
     return results

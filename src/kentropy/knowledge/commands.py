@@ -26,14 +26,22 @@ class ProbeConfig:
     device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N.")
     dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
     trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
+    resume: bool = option(False, "Continue an interrupted series from OUT.partial (its finished checkpoints are kept).")
 
     def __post_init__(self) -> None:
         require(self, "batch_size", low=0, low_open=True)
         check_out_file(self.out)
 
 
-def probe_series(cfg: ProbeConfig, progress: bool = True) -> dict:
-    """Probe every checkpoint of `cfg.models` in order; the JSON payload of `kentropy probe`."""
+def probe_series(cfg: ProbeConfig, progress: bool = True, series=None) -> dict:
+    """Probe every checkpoint of `cfg.models` in order; the JSON payload of `kentropy probe`.
+
+    `series` (a `kentropy.partial.Partial`) keeps each result as it finishes and skips those it holds.
+    """
+    from kentropy.models import parse_checkpoints
+    from kentropy.partial import progress_line, series_config
+
+    n = len(parse_checkpoints(cfg.models))
     entries = load_knowledge(cfg.knowledge)
     plan = None
     if cfg.plan is not None:
@@ -41,10 +49,15 @@ def probe_series(cfg: ProbeConfig, progress: bool = True) -> dict:
         check_plan_entries(plan, entries, source=cfg.plan)
     device = pick_device(cfg.device)
     results = []
-    for item in load_series(cfg.models, device=device, dtype=pick_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code):
+    for item in load_series(cfg.models, skip=series.done if series else None, device=device,
+                            dtype=pick_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code):
+        if progress:
+            progress_line("probe", item.index, n, str(item.checkpoint))
         scores = probe(item.model, item.tokenizer, entries, plan=plan, batch_size=cfg.batch_size, progress=progress)
         results.append({"model": item.checkpoint.name, "revision": item.checkpoint.revision, **scores})
-    return {"results": results, "config": to_dict(cfg)}
+        if series is not None:
+            series.add(item.index, results[-1])
+    return {"results": series.ordered() if series is not None else results, "config": series_config(to_dict(cfg))}
 
 
 @dataclass

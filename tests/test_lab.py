@@ -24,7 +24,7 @@ def test_lab_smoke_end_to_end_and_cached_rerun(tmp_path, capsys):
     ckpts = sorted(p.name for p in out.glob("stages/pretrain-*/run/checkpoints/step-*"))
     assert len(ckpts) >= 8 and all(re.fullmatch(r"step-\d{6}", c) for c in ckpts)
     # the report's numbers are the measured ones
-    measured = json.loads(next(out.glob("stages/measure-*/result.json")).read_text())["results"]
+    measured = json.loads(next(out.glob("stages/measure-*/result.json")).read_text())["series"]["held_out"]["results"]
     assert [e["knowledge_entropy"] for e in results["entropy"]] == [m["knowledge_entropy"] for m in measured]
     for row in results["continual"]:
         run = json.loads(next(out.glob(f"stages/continual-step{row['step']}-seed0-*/result.json")).read_text())

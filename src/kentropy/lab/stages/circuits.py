@@ -1,7 +1,6 @@
-"""The lab's circuits stage: knowledge circuits (Ou et al. 2025) along one continual-learning run, and its report section.
+"""The circuits stage: knowledge circuits (Ou et al. 2025) along one continual-learning run.
 
     done = circuits_stage(stages, cfg, base, world, tok, device)   # base: a continual_stage result
-    md = circuits_section(done.result, root / "figures")
 
 Over the checkpoint series [start] + the run's checkpoints (the last is "final"), for two
 knowledge splits, EAP-IG circuits (kentropy.circuits, `series.analyze`) and their metrics:
@@ -16,41 +15,30 @@ checkpoint's, per-layer edge shares, head roles. Splits:
   types: the `RELATED_RELATIONS` entity relations whose subjects are the most popular
   (the facts read most often), each on its most popular subjects.
 
-From the numbers, a verdict on each of the paper's three findings (`findings`): "held", "did
-not hold" or "not measurable", by the rules in the docstrings of `relevance_verdict`,
-`formation_verdict` and `shallow_verdict`, with the numbers behind each.
+From the numbers, a verdict on each of the paper's three findings (`lab/judge/circuits.py`); the
+report section is `lab/report/circuits.py`.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from kentropy.circuits import metrics as M
-from kentropy.circuits.plot import plot_circuits
 from kentropy.circuits.series import HIT_K, analyze, step_of
 from kentropy.circuits.tasks import Task, tasks_from_knowledge, tasks_from_triples
 from kentropy.errors import KentropyError
-from kentropy.io import write_atomic, write_json
-from kentropy.lab.stages import Done, Stages
+from kentropy.io import write_json
+from kentropy.lab.cache import Done, Stages
+from kentropy.lab.judge.circuits import SPLITS, finite, findings
 
-VERSION = 1  # what the stage computes; a change here re-runs cached stages
 IG_STEPS = 5  # Ou et al. 2025 (default of EAP-IG): integrated-gradient steps
 BATCH_SIZE = 16
 RELATED_RELATIONS = 3  # relation types of the "related" split, kept apart
 CANDIDATES = 4  # candidate facts per wanted example: room to find corrupting subjects of equal token length
 PROBE_KINDS = ("mem",)  # the injected sentences themselves, cut before the fact
-SPLITS = ("related", "new")
 ROLES = ("mover", "relation", "mixed")
-
-HELD, NOT_HELD, UNMEASURABLE = "held", "did not hold", "not measurable"
-FINDINGS = {
-    "relevance": "Acquisition depends on relevance to existing knowledge",
-    "formation_to_optimization": "Circuits move from formation to optimization",
-    "deep_to_shallow": "Circuit edges shift from deep to shallow layers",
-}
 
 
 # ---- tasks -------------------------------------------------------------------------------
@@ -94,10 +82,6 @@ def build_tasks(world, entries: list[dict], tokenizer, examples: int, seed: int,
 
 
 # ---- aggregation -------------------------------------------------------------------------
-def _finite(x) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
 def lower_half_share(shares: list[float] | None) -> float | None:
     """Share of circuit edges whose downstream node lies in layers [0, L // 2) (`shares`: L + 1 bins, last = logits)."""
     if not shares or len(shares) < 3 or sum(shares) == 0:
@@ -118,14 +102,14 @@ def aggregate(records: list[dict], layers: int) -> dict:
     n = sum(r["examples"] for r in ok)
 
     def mean(key):
-        vals = [(r[key], r["examples"]) for r in ok if _finite(r.get(key)) is not None]
+        vals = [(r[key], r["examples"]) for r in ok if finite(r.get(key)) is not None]
         w = sum(x for _, x in vals)
         return sum(v * x for v, x in vals) / w if w else None
 
     edges = sum(r["n_edges"] for r in ok)
     shares = [sum(r["layer_shares"][b] * r["n_edges"] for r in ok) / edges if edges else 0.0 for b in range(layers + 1)]
     clean, corr, circ = mean("metric_clean"), mean("metric_corrupted"), mean("metric_circuit")
-    faith = None if None in (clean, corr, circ) else _finite(M.faithfulness(circ, clean, corr))
+    faith = None if None in (clean, corr, circ) else finite(M.faithfulness(circ, clean, corr))
     return {
         "tasks": len(ok), "examples": n, "faithfulness": faith, "hit_at_10": mean(f"hit_at_{HIT_K}"),
         "hit_at_10_clean": mean(f"hit_at_{HIT_K}_clean"), "metric_clean": clean, "metric_corrupted": corr, "metric_circuit": circ,
@@ -133,109 +117,6 @@ def aggregate(records: list[dict], layers: int) -> dict:
         "n_edges": edges, "layer_shares": shares, "lower_half_share": lower_half_share(shares) if edges else None,
         "role_counts": {k: sum(r["role_counts"][k] for r in ok) for k in ROLES},
     }
-
-
-# ---- verdicts ----------------------------------------------------------------------------
-def _mean(xs) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
-
-
-def relevance_verdict(related: dict | None, new: dict | None) -> dict:
-    """Finding 1 from the final checkpoint's split aggregates ({"faithfulness", "hit_at_10"}, None if skipped).
-
-    "held" when the related split's circuit has BOTH a higher Hit@10 and a higher
-    faithfulness than the new split's (strictly); "did not hold" otherwise; "not
-    measurable" when a split or one of these numbers is missing. In this lab "related" is
-    knowledge the model had before continual training, so the verdict says whether circuits
-    for knowledge tied to the model's world are stronger at the end than those for the
-    entirely new entities, not how fast related knowledge was acquired.
-    """
-    keys = ("hit_at_10", "faithfulness")
-    numbers = {f"{s}_{k}": _finite(_get(d, k)) for s, d in (("related", related), ("new", new)) for k in keys}
-    if None in numbers.values():
-        return {"verdict": UNMEASURABLE, "numbers": numbers, "detail": "a split or its final Hit@10 / faithfulness is missing"}
-    better = {k: related[k] > new[k] for k in keys}
-    verdict = HELD if all(better.values()) else NOT_HELD
-    detail = (f"final Hit@10 related {related['hit_at_10']:.3f} vs new {new['hit_at_10']:.3f}; "
-              f"faithfulness related {related['faithfulness']:.3f} vs new {new['faithfulness']:.3f}")
-    return {"verdict": verdict, "numbers": numbers, "detail": detail}
-
-
-def formation_verdict(steps: list[int], jaccard_final: list[float | None], change: list[float | None]) -> dict:
-    """Finding 2 from the series (checkpoints in order, the last = final).
-
-    `jaccard_final[k]`: edge Jaccard of checkpoint k's circuit with the final one;
-    `change[k]`: 1 - edge Jaccard with checkpoint k - 1 (None for k = 0). Two conditions:
-    (a) rise: the last checkpoint before the final is closer to the final circuit than the
-    start, jaccard_final[-2] > jaccard_final[0]; (b) early change large, late small: the
-    change per training step, change[k] / (steps[k] - steps[k-1]), averaged over the first
-    half of the intervals exceeds that over the second half (with an odd number of
-    intervals the middle one is left out). "held" when both hold, "did not hold" when
-    either fails, "not measurable" with fewer than 3 checkpoints, a missing value, or
-    steps that do not increase.
-    """
-    n = len(steps)
-    gaps = [steps[k] - steps[k - 1] for k in range(1, n)]
-    if n < 3 or any(g <= 0 for g in gaps) or None in jaccard_final or None in change[1:]:
-        return {"verdict": UNMEASURABLE, "numbers": {"steps": steps, "edge_jaccard_final": jaccard_final, "change": change},
-                "detail": "needs >= 3 checkpoints with increasing steps and a circuit at each"}
-    rates = [change[k] / gaps[k - 1] for k in range(1, n)]
-    half = len(rates) // 2
-    early, late = sum(rates[:half]) / half, sum(rates[-half:]) / half
-    rise = jaccard_final[-2] - jaccard_final[0]
-    verdict = HELD if rise > 0 and early > late else NOT_HELD
-    detail = (f"edge Jaccard with final {jaccard_final[0]:.3f} (start) -> {jaccard_final[-2]:.3f} (last before final); "
-              f"edge change per 100 steps early {100 * early:.3f} vs late {100 * late:.3f}")
-    return {"verdict": verdict, "detail": detail,
-            "numbers": {"jaccard_start": jaccard_final[0], "jaccard_before_final": jaccard_final[-2], "rise": rise,
-                        "early_change_per_step": early, "late_change_per_step": late, "steps": steps,
-                        "edge_jaccard_final": jaccard_final, "change": change}}
-
-
-def shallow_verdict(start: float | None, final: float | None) -> dict:
-    """Finding 3: share of circuit edges into the lower half of layers ([0, L // 2)) at the start vs the final checkpoint.
-
-    "held" when final > start, "did not hold" otherwise, "not measurable" when either is
-    missing (no edges, or fewer than 2 layers).
-    """
-    if start is None or final is None:
-        return {"verdict": UNMEASURABLE, "numbers": {"start": start, "final": final}, "detail": "no lower-half share"}
-    verdict = HELD if final > start else NOT_HELD
-    return {"verdict": verdict, "numbers": {"start": start, "final": final, "delta": final - start},
-            "detail": f"edges into the lower half of layers {start:.3f} (start) -> {final:.3f} (final)"}
-
-
-def findings(checkpoints: list[dict], summary: dict | None) -> dict:
-    """The three verdicts. Findings 2 and 3 use, per checkpoint, the mean over the measured splits of the split values."""
-
-    def split(c, s):
-        v = c["splits"].get(s)
-        return None if v is None or "skipped" in v else v
-
-    final = checkpoints[-1]
-    f1 = relevance_verdict(split(final, "related"), split(final, "new"))
-    f1["numbers"]["hit_at_10_clean"] = {s: [_get(split(c, s), "hit_at_10_clean") for c in checkpoints] for s in SPLITS}
-    if summary and summary.get("P_before") is not None and summary.get("P_after") is not None:
-        f1["numbers"]["new_probe_P"] = [summary["P_before"], summary["P_after"]]
-        f1["detail"] += f"; injected-knowledge probe P {summary['P_before']:.3f} -> {summary['P_after']:.3f} (not in the rule)"
-
-    steps = [c["step"] for c in checkpoints]
-    jf = [_mean(_get(split(c, s), "edge_jaccard") for s in SPLITS) for c in checkpoints]
-    ch = [None] + [_mean(None if _get(split(c, s), "edge_jaccard_prev") is None else 1 - split(c, s)["edge_jaccard_prev"]
-                         for s in SPLITS) for c in checkpoints[1:]]
-    f2 = formation_verdict(steps, jf, ch)
-    lower = [_mean(_get(split(c, s), "lower_half_share") for s in SPLITS) for c in checkpoints]
-    f3 = shallow_verdict(lower[0], lower[-1])
-    f3["numbers"]["series"] = lower
-    out = {}
-    for key, f in (("relevance", f1), ("formation_to_optimization", f2), ("deep_to_shallow", f3)):
-        out[key] = {"finding": FINDINGS[key], **f}
-    return out
-
-
-def _get(d: dict | None, key: str):
-    return None if d is None else d.get(key)
 
 
 # ---- the stage ---------------------------------------------------------------------------
@@ -256,7 +137,7 @@ def series_of(base: dict) -> list[tuple[str, str, int]]:
 def circuits_stage(stages: Stages, cfg, base: dict, world: Done, tok: Done, device: str) -> Done:
     """Circuits of one continual-learning run's checkpoint series, per split; findings (module docstring)."""
     series = series_of(base)
-    conf = {"version": VERSION, "world": world.hash, "tokenizer": tok.hash, "knowledge": world.result["knowledge"],
+    conf = {"world": world.hash, "tokenizer": tok.hash, "knowledge": world.result["knowledge"],
             "checkpoints": [p for _, p, _ in series], "world_seed": cfg.world_seed, "entities": cfg.entities,
             "top_n": cfg.circuit_top_n, "examples": cfg.circuit_examples, "ig_steps": IG_STEPS,
             "related_relations": RELATED_RELATIONS, "probe_kinds": list(PROBE_KINDS)}
@@ -264,7 +145,9 @@ def circuits_stage(stages: Stages, cfg, base: dict, world: Done, tok: Done, devi
     def fn(d: Path) -> dict:
         return run_circuits(conf, series, base.get("summary"), tok.result["path"], device, d)
 
-    return stages.run("circuits", conf, fn)
+    return stages.run("circuits", conf, fn, code=("kentropy.lab.judge.circuits", "kentropy.circuits.series", "kentropy.circuits.eap",
+                                                  "kentropy.circuits.metrics", "kentropy.circuits.trace", "kentropy.circuits.tasks",
+                                                  "kentropy.circuits.graph", "kentropy.circuits.roles", "kentropy.circuits.arch"))
 
 
 def run_circuits(conf: dict, series: list[tuple[str, str, int]], summary: dict | None, tokenizer_path: str, device: str,
@@ -274,7 +157,7 @@ def run_circuits(conf: dict, series: list[tuple[str, str, int]], summary: dict |
 
     from kentropy.circuits.trace import graph_of
     from kentropy.knowledge.schema import load_knowledge
-    from kentropy.lab.world import build_world
+    from kentropy.lab.text.world import build_world
     from kentropy.models import Checkpoint, load_model, pick_device
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
@@ -306,7 +189,7 @@ def run_circuits(conf: dict, series: list[tuple[str, str, int]], summary: dict |
             r["node_jaccard"] = M.jaccard(found[name].nodes(), final.nodes()) if final else None
             r["edge_jaccard"] = M.jaccard(found[name].edge_names(), final.edge_names()) if final else None
             r["edge_jaccard_prev"] = M.jaccard(found[name].edge_names(), prev.edge_names()) if prev else None
-            r["faithfulness"] = _finite(r["faithfulness"])
+            r["faithfulness"] = finite(r["faithfulness"])
     write_json(workdir / "records.json", records)  # every edge and head of every circuit
 
     checkpoints = []
@@ -331,100 +214,3 @@ def run_circuits(conf: dict, series: list[tuple[str, str, int]], summary: dict |
 def _brief(r: dict) -> dict:
     """A task's record without its edge and node lists (those stay in records.json)."""
     return {k: v for k, v in r.items() if k not in ("edges", "nodes", "head_roles")}
-
-
-# ---- the report section ------------------------------------------------------------------
-def _f(x, digits: int = 3) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _measured(result: dict) -> list[str]:
-    return [s for s in SPLITS if not result["splits"][s]["skipped"]]
-
-
-def _shift_figure(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [c["step"] for c in result["checkpoints"]]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for s in _measured(result):
-        vals = [c["splits"][s] for c in result["checkpoints"]]
-        axes[0].plot(steps[1:], [None if v["edge_jaccard_prev"] is None else 1 - v["edge_jaccard_prev"] for v in vals[1:]],
-                     marker="o", label=s)
-        axes[1].plot(steps, [v["lower_half_share"] for v in vals], marker="o", label=s)
-    axes[0].set(xlabel="continual-training step", ylabel="1 - edge Jaccard with previous checkpoint",
-                title="How much the circuit changes (formation -> optimization)")
-    axes[1].set(xlabel="continual-training step", ylabel=f"share of edges into layers 0-{result['layers'] // 2 - 1}",
-                title="Edges into the lower half of layers (deep -> shallow)")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-
-
-def circuits_section(result: dict, figures_dir: Path) -> str:
-    """Markdown section with the metrics table, two figures (saved in `figures_dir`) and the findings table."""
-    figures_dir = Path(figures_dir)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    conf, L = result["config"], []
-    add = L.append
-    add("## Knowledge circuits (Ou et al. 2025)\n")
-    rel = ", ".join(result["splits"]["related"]["relations"]) or "-"
-    add(f"A knowledge circuit is the subgraph of attention heads and MLPs that carries a factual recall. It is found with "
-        f"EAP-IG ({conf['ig_steps']} integrated-gradient steps) on clean prompts \"subject + relation phrase\" against corrupted "
-        f"ones (another subject of equal token length), kept as the top {conf['top_n']} edges with dead nodes pruned, and "
-        f"followed over the checkpoints of the continual-learning run from the final pretraining checkpoint (step 0 = the "
-        f"start, the last = final). Splits: **new** = the injected fictional entities (recall prompts cut from their "
-        f"`{'/'.join(conf['probe_kinds'])}` probes); **related** = facts of the most popular world entities, which the model "
-        f"read in pretraining (relations kept apart: {rel}). The lab injects no new facts about known entities, so "
-        f"\"related\" is the model's own world knowledge, not newly acquired related knowledge as in the paper. At most "
-        f"{conf['examples']} examples per task. Faithfulness = (m(circuit) − m(corrupted)) / (m(clean) − m(corrupted)) with m "
-        f"the target logit (example-weighted over a split's tasks); Hit@10 = target in the top 10 with everything outside the "
-        f"circuit patched to its corrupted value (model: the unpatched model); Jaccard with the final circuit's nodes / edges; "
-        f"heads counted as mover / relation / mixed by their direct logit attribution from subject vs relation tokens (ratio 10).\n")
-    for s in SPLITS:
-        if result["splits"][s]["skipped"]:
-            add(f"- Split **{s}** not measured: {result['splits'][s]['skipped']}.")
-    measured = _measured(result)
-    if measured:
-        fig_main, fig_shift = figures_dir / "circuits.png", figures_dir / "circuits_shift.png"
-        plot_circuits([{"model": c["label"], "revision": None, "step": c["step"],
-                        "tasks": [{"task": s, **c["splits"][s]} for s in measured]} for c in result["checkpoints"]],
-                      str(fig_main))
-        _shift_figure(result, fig_shift)
-        rel_dir = figures_dir.name
-        add(f"\n![circuit metrics per checkpoint]({rel_dir}/{fig_main.name})\n\n![circuit change and layer shift]({rel_dir}/{fig_shift.name})\n")
-        add("| step | checkpoint | split | tasks (examples) | faithfulness | Hit@10 circuit | Hit@10 model | node J final | "
-            "edge J final | edge J previous | lower-half share | heads mover/relation/mixed |")
-        add("|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for c in result["checkpoints"]:
-            for s in measured:
-                v = c["splits"][s]
-                roles = "/".join(str(v["role_counts"][r]) for r in ROLES)
-                add(f"| {c['step']} | {c['label']} | {s} | {v['tasks']} ({v['examples']}) | {_f(v['faithfulness'])} | "
-                    f"{_f(v['hit_at_10'])} | {_f(v['hit_at_10_clean'])} | {_f(v['node_jaccard'])} | {_f(v['edge_jaccard'])} | "
-                    f"{_f(v['edge_jaccard_prev'])} | {_f(v['lower_half_share'])} | {roles} |")
-        errors = [(c["label"], t["task"], t["error"]) for c in result["checkpoints"] for s in measured
-                  for t in c["splits"][s]["per_task"] if "error" in t]
-        for label, task, err in errors:
-            add(f"- {label}, task {task}: not analysed ({err}).")
-    add("\n| Finding (Ou et al. 2025) | Verdict here | Numbers |")
-    add("|---|---|---|")
-    for f in result["findings"].values():
-        add(f"| {f['finding']} | **{f['verdict']}** | {f['detail']} |")
-    add("\nVerdict rules: (1) held if at the final checkpoint the related split's circuit beats the new split's on both "
-        "Hit@10 and faithfulness; (2) held if the last checkpoint before final is closer (edge Jaccard) to the final circuit "
-        "than the start is, and the circuit changes more per step in the first half of the run than in the second; (3) held "
-        f"if the share of circuit edges into the lower half of layers (0-{result['layers'] // 2 - 1}) is larger at the final checkpoint than at "
-        "the start. Findings 2 and 3 average the measured splits; one run, no significance test.\n")
-    for f in result["findings"].values():
-        if f["verdict"] == NOT_HELD:
-            add(f"- \"{f['finding']}\" did not reproduce in this lab run ({f['detail']}).")
-        elif f["verdict"] == UNMEASURABLE:
-            add(f"- \"{f['finding']}\" could not be measured here ({f['detail']}).")
-    add("")
-    return "\n".join(L) + "\n"

@@ -40,8 +40,9 @@ def test_instance_coefficients_equal_one_document_at_a_time(family, down):
     ref = per_document_reference(model, ids, lambda l: down(model, l))
     assert inst.shape == ref.shape and torch.allclose(inst, ref, rtol=1e-4, atol=1e-6)  # fp32 batch shapes differ
     # their mean over documents is Cbar (Eq. 2: per instance first, then over instances), and H its entropy
-    assert torch.allclose(inst.mean(0), m.coefficients.double(), rtol=1e-12)
-    assert m.knowledge_entropy == pytest.approx(sum(entropy_ref(inst.mean(0)[l].numpy()) for l in range(inst.shape[1])), rel=1e-9)
+    assert torch.allclose(inst.mean(0), m.coefficients.double(), rtol=1e-5)
+    assert m.knowledge_entropy == pytest.approx(entropy_ref(m.coefficients.double().numpy()), rel=1e-12)
+    assert m.knowledge_entropy == pytest.approx(entropy_ref(inst.mean(0).numpy()), rel=1e-6)
     assert "instance_coefficients" not in m.to_json()
     # measuring without keeping them is the same forward: the same Cbar
     plain = measure_ids(model, ids, 2, batch_size=3, progress=False)

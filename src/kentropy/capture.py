@@ -98,7 +98,7 @@ class CoefficientSums(_Hooks):
     capture point as the registry does (`blocks.{l}.mlp.coef`).
 
     instances=True also keeps each instance's own vector (dense layers of one size): `instances()` is
-    [N, L, m] float64 in the order the batches ran; their sum over N is `sums`.
+    [N, L, m] float64 in the order the batches ran; their sum over N is `sums` (up to float32 rounding).
     """
 
     def __init__(self, layout: Layout, activation: str = "abs", *, instances: bool = False) -> None:
@@ -142,11 +142,10 @@ class CoefficientSums(_Hooks):
             a = _magnitude(c, self.activation)
             w = self.weights.to(device=a.device, dtype=a.dtype)  # [B, T]
             B, T = w.shape
-            # per instance b: mean_t |c[b, t]| = sum_t w[b, t] |c[b, t]|, as a [B, 1, T] @ [B, T, m] product
-            per_doc = torch.bmm(w.unsqueeze(1), a.reshape(B, T, -1)).squeeze(1).double()  # [B, m]
-            self._add(l, 0, per_doc.sum(0))
-            if self._keep:
-                self._batch[l] = per_doc.cpu()
+            # sum_b mean_t |c[b, t]| as one [1, B*T] @ [B*T, m] product
+            self._add(l, 0, w.reshape(1, -1) @ a.reshape(B * T, -1))
+            if self._keep:  # per instance b: mean_t |c[b, t]| as a [B, 1, T] @ [B, T, m] product -> [B, m]
+                self._batch[l] = torch.bmm(w.unsqueeze(1), a.reshape(B, T, -1)).squeeze(1).double().cpu()
 
         return hook
 

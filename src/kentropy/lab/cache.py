@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 
 from kentropy.io import write_json
 from kentropy.lab.labdir import LabDir

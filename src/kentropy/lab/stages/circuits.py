@@ -31,7 +31,7 @@ from kentropy.circuits.tasks import Task, tasks_from_knowledge, tasks_from_tripl
 from kentropy.errors import KentropyError
 from kentropy.io import write_json
 from kentropy.lab.cache import Done, Stages
-from kentropy.lab.judge.circuits import SPLITS, finite, findings
+from kentropy.lab.judge.circuits import finite, findings
 
 IG_STEPS = 5  # Ou et al. 2025 (default of EAP-IG): integrated-gradient steps
 BATCH_SIZE = 16

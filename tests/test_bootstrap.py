@@ -43,7 +43,8 @@ def test_instance_coefficients_equal_one_document_at_a_time(family, down):
     assert torch.allclose(inst.mean(0), m.coefficients.double(), rtol=1e-5)
     assert m.knowledge_entropy == pytest.approx(entropy_ref(m.coefficients.double().numpy()), rel=1e-12)
     assert m.knowledge_entropy == pytest.approx(entropy_ref(inst.mean(0).numpy()), rel=1e-6)
-    assert "instance_coefficients" not in m.to_json()
+    assert "instance_coefficients" not in m.to_json() and "capture_points" not in m.to_json()
+    assert m.capture_points == [f"blocks.{l}.mlp.coef" for l in range(inst.shape[1])]  # the registry's canonical names
     # measuring without keeping them is the same forward: the same Cbar
     plain = measure_ids(model, ids, 2, batch_size=3, progress=False)
     assert torch.equal(plain.coefficients, m.coefficients) and plain.instance_coefficients is None

@@ -58,6 +58,7 @@ class Measurement:
     tokens: int
     coefficients: torch.Tensor | list[torch.Tensor] = field(repr=False)
     instance_coefficients: torch.Tensor | None = field(default=None, repr=False)  # [N, L, m], `instances=True`
+    capture_points: list[str] | None = field(default=None, repr=False)  # layer l's canonical name (`blocks.{l}.mlp.coef`)
     ffn_dim_per_layer: list[int] | None = None
     experts: dict | None = None
     expert_entropy_per_layer: list[float | None] | None = None
@@ -79,6 +80,7 @@ class Measurement:
         d = asdict(self)
         d.pop("coefficients")
         d.pop("instance_coefficients")
+        d.pop("capture_points")
         for k in OPTIONAL_FIELDS:
             if d[k] is None:
                 d.pop(k)
@@ -227,6 +229,7 @@ def measure_ids(
         tokens=int(counts[1]),
         coefficients=torch.stack(cbar) if layout.uniform else cbar,
         instance_coefficients=per_doc,
+        capture_points=coef.points,
         ffn_dim_per_layer=None if layout.uniform else sizes,
         **_moe_fields(layout, cbar),
         **_structure_fields(layout, per_layer.tolist(), att_layers),
@@ -391,7 +394,8 @@ def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measuremen
 
 
 def save_coefficients(results: list[Measurement], directory: str, activation: str) -> list[str]:
-    """Write each checkpoint's Cbar as `DIR/NNN_<name>.safetensors` (tensors `layers.{l}`, [m])."""
+    """Write each checkpoint's Cbar as `DIR/NNN_<name>.safetensors` (tensors `layers.{l}`, [m]); the metadata's
+    `capture_points` names tensor l's capture point as the FFN registry does (`blocks.{l}.mlp.coef`)."""
     import re
 
     from safetensors.torch import save_file
@@ -403,7 +407,7 @@ def save_coefficients(results: list[Measurement], directory: str, activation: st
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{r.model}@{r.revision}" if r.revision else r.model).strip("_")[-80:]
         tensors = {f"layers.{l}": r.coefficients[l].contiguous() for l in range(r.layers)}  # [m_l]: E*m (+shared) for MoE
         meta = {"model": r.model, "revision": r.revision or "", "activation": activation,
-                "instances": str(r.instances), "tokens": str(r.tokens)}
+                "instances": str(r.instances), "tokens": str(r.tokens), "capture_points": ",".join(r.capture_points or [])}
         path = Path(directory) / f"{i:03d}_{slug}.safetensors"
         write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
         paths.append(str(path))

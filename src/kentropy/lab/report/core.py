@@ -12,6 +12,7 @@ from pathlib import Path
 from kentropy.io import write_atomic, write_json
 from kentropy.lab.config import config_json
 from kentropy.lab.judge import stats as analysis
+from kentropy.lab.judge.verdicts import DID_NOT_HOLD, NOT_MEASURED
 from kentropy.lab.report.figures import cmap, save, subplots
 from kentropy.lab.report.fmt import fmt, fmt_ci
 from kentropy.lab.results import LabRun, Section
@@ -194,7 +195,7 @@ def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sect
     rA = corr["r_entropy_A"]
 
     def r_cell(r):
-        return "not measured" if r is None else f"r = {fmt(r['r'])}, p = {fmt(r['p'])} (n = {r['n']})"
+        return NOT_MEASURED if r is None else f"r = {fmt(r['r'])}, p = {fmt(r['p'])} (n = {r['n']})"
 
     add(f"| 2a. Later checkpoints acquire less: r(step, A) | negative | {r_cell(corr['r_step_A'])} | **{corr['verdict_step_A']}** |")
     add(f"| 2b. Later checkpoints forget more: r(step, F) | positive | {r_cell(corr['r_step_F'])} | **{corr['verdict_step_F']}** |")
@@ -203,7 +204,7 @@ def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sect
 
     def deltas(key, pkey):
         return "; ".join(f"P={p}: Δ{key} {fmt(v[f'delta{pkey}']['mean'], 2)}" + (f" (p = {fmt(v['p' + pkey])})" if v["p" + pkey] is not None else "")
-                         for p, v in helps["by_amplify"].items() if v[f"delta{pkey}"] is not None) or "not measured"
+                         for p, v in helps["by_amplify"].items() if v[f"delta{pkey}"] is not None) or NOT_MEASURED
 
     add(f"| 3a. Resuscitation (P ≥ 1) of the final checkpoint raises acquisition A | improves A | "
         f"A without: {fmt(helps['base_A']['mean'], 2)}; {deltas('A', '')} | **{helps['verdict_A']}** |")
@@ -216,7 +217,7 @@ def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sect
     for name, v in (("Finding 1", decay["verdict"]), ("Finding 2a", corr["verdict_step_A"]), ("Finding 2b", corr["verdict_step_F"]),
                     ("Finding 2c", corr["verdict_A"]), ("Finding 2d", corr["verdict_F"]), ("Finding 3a", helps["verdict_A"]),
                     ("Finding 3b", helps["verdict_F"])):
-        if v == "did not hold":
+        if v == DID_NOT_HOLD:
             add(f"- {name} did not reproduce in this lab run; the numbers are in the table above and the sections below.")
     add("")
 

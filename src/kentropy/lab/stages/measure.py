@@ -21,7 +21,8 @@ SERIES = ("seen", "held_out")
 def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: str, *, seq_len: int, batch_size: int,
                   series: tuple[str, ...] = ("held_out",), bootstrap: int = 0, seed: int = 0) -> Done:
     """Result: {"steps": [...], "series": {NAME: {"results": [Measurement JSON + step + coefficients file],
-    and with bootstrap: "knowledge_entropy_ci": [[lo, hi]] per checkpoint, "draws": path}}}."""
+    "capture_points": the canonical name of each layer's Cbar, and with bootstrap: "knowledge_entropy_ci":
+    [[lo, hi]] per checkpoint, "draws": path}}}."""
     conf = {"pretrain": pre.hash, "corpora": corpora.hash, "seq_len": seq_len, "batch_size": batch_size, "series": list(series),
             "bootstrap": bootstrap, "seed": seed}
 
@@ -50,7 +51,8 @@ def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: s
         out = {"steps": [c["step"] for c in ckpts], "series": {}}
         for k, ms in found.items():
             files = save_coefficients(ms, str(d / "coefficients" / k), "abs")
-            entry = {"results": [dict(m.to_json(), step=c["step"], coefficients=f) for m, c, f in zip(ms, ckpts, files)]}
+            entry = {"capture_points": ms[0].capture_points,  # the registry's names of the coefficient files' tensors
+                     "results": [dict(m.to_json(), step=c["step"], coefficients=f) for m, c, f in zip(ms, ckpts, files)]}
             if bootstrap:
                 draws = bootstrap_entropy([m.instance_coefficients for m in ms], n_boot=bootstrap, seed=seed)  # paired
                 path = d / f"draws-{k}.safetensors"

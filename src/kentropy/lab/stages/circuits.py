@@ -31,6 +31,7 @@ from kentropy.circuits.tasks import Task, tasks_from_knowledge, tasks_from_tripl
 from kentropy.errors import KentropyError
 from kentropy.io import write_json
 from kentropy.lab.cache import Done, Stages
+from kentropy.lab.config import LabConfig
 from kentropy.lab.judge.circuits import finite, findings
 
 IG_STEPS = 5  # Ou et al. 2025 (default of EAP-IG): integrated-gradient steps
@@ -134,7 +135,7 @@ def series_of(base: dict) -> list[tuple[str, str, int]]:
     return out
 
 
-def circuits_stage(stages: Stages, cfg, base: dict, world: Done, tok: Done, device: str) -> Done:
+def circuits_stage(stages: Stages, cfg: LabConfig, base: dict, world: Done, tok: Done, device: str) -> Done:
     """Circuits of one continual-learning run's checkpoint series, per split; findings (module docstring)."""
     series = series_of(base)
     conf = {"world": world.hash, "tokenizer": tok.hash, "knowledge": world.result["knowledge"],

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from kentropy.cli import main
+from kentropy.lab.judge.verdicts import VERDICTS
 
 
 @pytest.mark.slow
@@ -32,7 +33,7 @@ def test_lab_smoke_end_to_end_and_cached_rerun(tmp_path, capsys):
         s = run["summary"]
         assert s["A"] == pytest.approx((s["P_after"] - s["P_before"]) / abs(s["P_before"]) * 100)
     f = results["findings"]
-    verdicts = {"held", "direction only", "did not hold", "not measurable"}
+    verdicts = set(VERDICTS) - {"not measured"}
     assert f["entropy_decay"]["verdict"] in verdicts and f["resuscitation"]["verdict"] in verdicts
     assert f["resuscitation"]["verdict_A"] in verdicts and f["resuscitation"]["verdict_F"] in verdicts  # finding 3 on A and on F
     assert "regimes" not in results and results["circuits"]["checkpoints"]

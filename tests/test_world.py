@@ -14,10 +14,17 @@ import pytest
 from kentropy.errors import KentropyError
 from kentropy.lab.text.new_domain import BIOMEDICAL, build_new_domain
 from kentropy.lab.text.render import (
-    MAX_WORDS, MIN_WORDS, near_domain_documents, new_domain_documents, stream_documents, stream_rendered,
+    MAX_WORDS, MIN_WORDS, new_domain_documents, stream_documents, stream_rendered,
 )
 from kentropy.lab.text.tasks import CHOICES, TASKS, make_tasks
 from kentropy.lab.text.world import ENCYCLOPEDIA, build_world, pronounceable
+
+def near_domain_documents(world, seed: int, n_docs: int) -> list[str]:
+    """The C4 stand-in, as the corpora stage streams it: `n_docs` web-like documents about the world."""
+    if not isinstance(n_docs, int) or n_docs < 1:
+        raise KentropyError(f"n_docs must be a positive integer, got {n_docs!r}")
+    return list(islice(stream_documents(world, seed, kind="near"), n_docs))
+
 
 _WORD = re.compile(r"[a-z]+|\d+(?:\.\d+)?")
 
@@ -146,7 +153,7 @@ def test_bad_arguments_name_the_field(world):
     with pytest.raises(KentropyError, match="kind"):
         stream_documents(world, 0, kind="poetry")
     with pytest.raises(KentropyError, match="n_docs"):
-        near_domain_documents(world, 0, 0)
+        new_domain_documents(0, 0, domain_seed=0)
 
 
 # --- documents ----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Text from a world: an endless stream of fresh documents, and the two continual-learning corpora.
 
     docs = stream_documents(world, seed=1)                 # encyclopedia articles, endless
-    c4 = near_domain_documents(world, seed=2, n_docs=500)  # news, reviews, forum posts, lists
-    pubmed = new_domain_documents(seed=3, n_docs=500)      # a biomedical world of its own
+    c4 = stream_documents(world, seed=2, kind="near")      # news, reviews, forum posts, lists (C4 stand-in)
+    pubmed = new_domain_documents(seed=3, n_docs=500, domain_seed=0)  # a biomedical world of its own
 
 A document is about one entity drawn by popularity and states some of its facts, then facts
 of its neighbours (breadth first through the relations), each through one of many
@@ -61,12 +61,6 @@ def _stream(world: World, rng: random.Random, kind: str) -> Iterator[Document]:
 def stream_documents(world: World, seed: int, *, kind: str = "world") -> Iterator[str]:
     """Endless document texts (one line each); see `stream_rendered`."""
     return (d.text for d in stream_rendered(world, seed, kind=kind))
-
-
-def near_domain_documents(world: World, seed: int, n_docs: int) -> list[str]:
-    """The C4 stand-in: `n_docs` web-like documents (news, reviews, forum posts, lists) about the world."""
-    _check_count(n_docs)
-    return list(islice(stream_documents(world, seed, kind="near"), n_docs))
 
 
 def new_domain_documents(seed: int, n_docs: int, *, domain_seed: int, n_entities: int = 600) -> list[str]:

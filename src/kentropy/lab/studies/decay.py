@@ -85,12 +85,21 @@ def arm_model(arm: Arm, seed: int) -> dict:
             "gated_ffn": arm.ffn, "positions": arm.seq_len, "tie": True}
 
 
-def run_arm(root: str, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok: Done, corpora: Done, device: str,
-            threads: int | None = None) -> tuple[Done, Done]:
-    """One run: pretrain the arm with `seed` (log-spaced saves), then measure every checkpoint on both series.
-    Runs in a worker process when the study trains side by side (threads=1); its wall times stay there."""
-    if threads:
+def run_arm(root: str, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok: Done, corpora: Done,
+            device: str) -> tuple[Done, Done]:
+    """One run, in one thread (tiny models use one core better than two), in a worker process when the
+    study trains side by side; the caller's thread count comes back after, and its wall times stay here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_arm(root, name, arm, seed, dcfg, tok, corpora, device)
+    finally:
         torch.set_num_threads(threads)
+
+
+def _run_arm(root: str, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok: Done, corpora: Done,
+             device: str) -> tuple[Done, Done]:
+    """Pretrain the arm with `seed` (log-spaced saves), then measure every checkpoint on both series."""
     stages = Stages(Path(root), record_timings=False)
     r = regime(arm)
     saves = log_spaced_steps(r["steps"], r["warmup_steps"], dcfg.checkpoints)
@@ -119,7 +128,7 @@ def run_decay_study(stages: Stages, lab: LabConfig, dcfg: DecayConfig, device: s
     t0 = time.perf_counter()
     if dcfg.workers > 1 and device in ("cpu", "auto") and not torch.cuda.is_available():
         with cf.ProcessPoolExecutor(dcfg.workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(run_arm, str(stages.root), n, a, s, dcfg, tok, corpora, device, 1): (n, s) for n, a, s in jobs}
+            futures = {pool.submit(run_arm, str(stages.root), n, a, s, dcfg, tok, corpora, device): (n, s) for n, a, s in jobs}
             for f in cf.as_completed(futures):
                 done[futures[f]] = f.result()
                 n, s = futures[f]

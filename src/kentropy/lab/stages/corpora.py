@@ -46,9 +46,10 @@ def write_prefixes(d: Path, stem: str, docs, tok, sizes: list[int]) -> dict[str,
 
 
 def corpora_stage(stages: Stages, cfg: LabConfig, tok_done: Done, *, pretrain_tokens: list[int], measure_docs: int,
-                  continual: bool) -> Done:
+                  continual: bool, name: str = "corpora") -> Done:
     """pretrain_tokens: the sizes of pretraining text wanted (one file each, prefixes of one stream);
-    measure_docs: held-out documents; continual: also the continual corpus (one pass at every seed)."""
+    measure_docs: held-out documents; continual: also the continual corpus (one pass at every seed);
+    name: the stage's (a study's own)."""
     conf = {"tokenizer": tok_done.hash, "world_seed": cfg.world_seed, "entities": cfg.entities, "pretrain_seed": cfg.pretrain_seed,
             "pretrain_tokens": sorted(set(pretrain_tokens)), "measure_docs": measure_docs}
     if continual:
@@ -69,4 +70,4 @@ def corpora_stage(stages: Stages, cfg: LabConfig, tok_done: Done, *, pretrain_to
             out["continual"] = write_prefixes(d, "continual", docs, tok, [need])[str(need)]
         return out
 
-    return stages.run("corpora", conf, fn, code=("kentropy.lab.text.render", "kentropy.lab.text.world", "kentropy.lab.text.new_domain"))
+    return stages.run(name, conf, fn, code=("kentropy.lab.text.render", "kentropy.lab.text.world", "kentropy.lab.text.new_domain"))

@@ -14,8 +14,8 @@ from kentropy.lab.text.world import build_world
 from kentropy.tokenizer import train_bpe
 
 
-def tokenizer_stage(stages: Stages, cfg: LabConfig, vocab: int | None = None) -> Done:
-    """vocab: the BPE's size (default: cfg.tokenizer_vocab). Trained on `tokenizer_docs` world articles and a
+def tokenizer_stage(stages: Stages, cfg: LabConfig, vocab: int | None = None, name: str = "tokenizer") -> Done:
+    """vocab: the BPE's size (default: cfg.tokenizer_vocab); name: the stage's (a study's own). Trained on `tokenizer_docs` world articles and a
     quarter as many articles of the new domain that continual learning reads (built from the same world_seed)."""
     vocab = cfg.tokenizer_vocab if vocab is None else vocab
     conf = {"world_seed": cfg.world_seed, "entities": cfg.entities, "vocab": vocab, "docs": cfg.tokenizer_docs}
@@ -29,4 +29,4 @@ def tokenizer_stage(stages: Stages, cfg: LabConfig, vocab: int | None = None) ->
         write_dir_atomic(d / "tokenizer", tok.save_pretrained)
         return {"path": str(d / "tokenizer"), "vocab": len(tok)}
 
-    return stages.run("tokenizer", conf, fn, code=("kentropy.lab.text.render", "kentropy.tokenizer"))
+    return stages.run(name, conf, fn, code=("kentropy.lab.text.render", "kentropy.tokenizer"))

@@ -117,10 +117,10 @@ def run_decay_study(stages: Stages, lab: LabConfig, dcfg: DecayConfig, device: s
     """Every arm x seed: pretrain, measure (`workers` runs side by side); then each arm's trajectory and
     verdict (`decay_study` of results.json), and the pretraining stages by (arm, seed)."""
     print_plan(dcfg)
-    tok = tokenizer_stage(stages, lab, vocab=dcfg.tokenizer_vocab)
+    tok = tokenizer_stage(stages, lab, vocab=dcfg.tokenizer_vocab, name="decay-tokenizer")
     arms = dcfg.all_arms()
     corpora = corpora_stage(stages, lab, tok, pretrain_tokens=[text_tokens(a) for a in arms.values()],
-                            measure_docs=dcfg.measure_docs, continual=False)
+                            measure_docs=dcfg.measure_docs, continual=False, name="decay-corpora")
     jobs = [(name, arm, seed) for name, arm in arms.items() for seed in dcfg.seeds_of(name)]
     # the longest runs first, so that the last worker does not finish alone
     jobs.sort(key=lambda j: -regime(j[1])["tokens"] * regime(j[1])["non_embedding_parameters"])

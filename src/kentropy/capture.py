@@ -85,6 +85,12 @@ class _Hooks:
         self._patched.append((obj, attr))
 
 
+def coef_point(layer: Layer) -> tuple[str, torch.nn.Module]:
+    """A block's FFN capture point from the registry (`Layer.points`): its canonical name
+    (`blocks.{l}.mlp.coef`) and the module there (the down projection, or the experts)."""
+    return next((name, module) for name, module in layer.points.items() if name.endswith(".mlp.coef"))
+
+
 def _magnitude(c: torch.Tensor, activation: str) -> torch.Tensor:
     a = coefficient_magnitude(c, activation)
     return a if a.dtype in (torch.float32, torch.float64) else a.float()  # bf16/fp16: reduce in fp32
@@ -108,7 +114,7 @@ class CoefficientSums(_Hooks):
             raise ValueError("per-instance coefficients need dense FFN layers of one size")
         self.activation = activation
         self.sizes = layout.sizes
-        self.points = [f"{layer.name}.mlp.coef" for layer in layout.layers]
+        self.points = [coef_point(layer)[0] for layer in layout.layers]
         self.sums: list[torch.Tensor] | None = None
         self._keep = instances
         self._batch: list[torch.Tensor | None] = [None] * len(layout.layers)
@@ -119,8 +125,8 @@ class CoefficientSums(_Hooks):
                     self._install_experts(l, layer)
                     if layer.shared is not None:
                         self._install_shared(l, layer)
-                else:
-                    self._handles.append(layer.dense.down.register_forward_pre_hook(self._dense_hook(l)))
+                else:  # the registry's capture point: the down projection, whose input is c
+                    self._handles.append(coef_point(layer)[1].register_forward_pre_hook(self._dense_hook(l)))
         except BaseException:
             self.__exit__()
             raise

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from kentropy.bootstrap import bootstrap_entropy, instance_coefficients, percentile_interval
+from kentropy.bootstrap import bootstrap_entropy, percentile_interval
 from kentropy.measure import measure_ids
 
 
@@ -34,12 +34,20 @@ def test_instance_coefficients_equal_one_document_at_a_time(family, down):
     model = tiny_model(family, seed=1)
     g = torch.Generator().manual_seed(0)
     ids = [torch.randint(3, 300, (n,), generator=g).tolist() for n in (5, 9, 3, 12, 7, 7, 1)]
-    inst = instance_coefficients(model, ids, pad_id=2, batch_size=3)  # batches mix lengths: padding must not count
+    # batches mix lengths: padding must not count; one forward gives the documents' vectors, Cbar and H
+    m = measure_ids(model, ids, 2, batch_size=3, progress=False, instances=True)
+    inst = m.instance_coefficients
     ref = per_document_reference(model, ids, lambda l: down(model, l))
     assert inst.shape == ref.shape and torch.allclose(inst, ref, rtol=1e-4, atol=1e-6)  # fp32 batch shapes differ
-    # their mean over documents is measure's Cbar (Eq. 2: per instance first, then over instances)
-    m = measure_ids(model, ids, 2, batch_size=4, progress=False)
-    assert torch.allclose(inst.mean(0).float(), m.coefficients.float(), rtol=1e-5)
+    # their mean over documents is Cbar (Eq. 2: per instance first, then over instances), and H its entropy
+    assert torch.allclose(inst.mean(0), m.coefficients.double(), rtol=1e-5)
+    assert m.knowledge_entropy == pytest.approx(entropy_ref(m.coefficients.double().numpy()), rel=1e-12)
+    assert m.knowledge_entropy == pytest.approx(entropy_ref(inst.mean(0).numpy()), rel=1e-6)
+    assert "instance_coefficients" not in m.to_json() and "capture_points" not in m.to_json()
+    assert m.capture_points == [f"blocks.{l}.mlp.coef" for l in range(inst.shape[1])]  # the registry's canonical names
+    # measuring without keeping them is the same forward: the same Cbar
+    plain = measure_ids(model, ids, 2, batch_size=3, progress=False)
+    assert torch.equal(plain.coefficients, m.coefficients) and plain.instance_coefficients is None
 
 
 def entropy_ref(cbar):

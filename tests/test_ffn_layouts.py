@@ -300,8 +300,7 @@ def test_measuring_does_not_change_logits(impl, tokenizer, sample_texts):
     mask = (torch.arange(16)[None, :] < torch.tensor([len(d) for d in ids])[:, None]).long()
     with torch.no_grad():
         plain = model(input_ids=x, attention_mask=mask).logits
-        with CoefficientSums(find_layout(model)) as sums:
-            sums.weights = instance_weights(mask)
+        with CoefficientSums(find_layout(model)) as sums, sums.batch(instance_weights(mask)):
             measured = model(input_ids=x, attention_mask=mask).logits
     assert torch.equal(plain, measured)
     assert sums.sums is not None and all(s.sum() > 0 for s in sums.sums)

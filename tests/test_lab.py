@@ -6,6 +6,7 @@ import re
 import pytest
 
 from kentropy.cli import main
+from kentropy.lab.judge.verdicts import VERDICTS
 
 
 @pytest.mark.slow
@@ -24,7 +25,7 @@ def test_lab_smoke_end_to_end_and_cached_rerun(tmp_path, capsys):
     ckpts = sorted(p.name for p in out.glob("stages/pretrain-*/run/checkpoints/step-*"))
     assert len(ckpts) >= 8 and all(re.fullmatch(r"step-\d{6}", c) for c in ckpts)
     # the report's numbers are the measured ones
-    measured = json.loads(next(out.glob("stages/measure-*/result.json")).read_text())["results"]
+    measured = json.loads(next(out.glob("stages/measure-*/result.json")).read_text())["series"]["held_out"]["results"]
     assert [e["knowledge_entropy"] for e in results["entropy"]] == [m["knowledge_entropy"] for m in measured]
     for row in results["continual"]:
         run = json.loads(next(out.glob(f"stages/continual-step{row['step']}-seed0-*/result.json")).read_text())
@@ -32,7 +33,7 @@ def test_lab_smoke_end_to_end_and_cached_rerun(tmp_path, capsys):
         s = run["summary"]
         assert s["A"] == pytest.approx((s["P_after"] - s["P_before"]) / abs(s["P_before"]) * 100)
     f = results["findings"]
-    verdicts = {"held", "direction only", "did not hold", "not measurable"}
+    verdicts = set(VERDICTS) - {"not measured"}
     assert f["entropy_decay"]["verdict"] in verdicts and f["resuscitation"]["verdict"] in verdicts
     assert f["resuscitation"]["verdict_A"] in verdicts and f["resuscitation"]["verdict_F"] in verdicts  # finding 3 on A and on F
     assert "regimes" not in results and results["circuits"]["checkpoints"]

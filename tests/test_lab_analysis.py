@@ -5,7 +5,7 @@ import math
 import pytest
 import scipy.stats
 
-from kentropy.lab import analysis as an
+from kentropy.lab.judge import stats as an
 
 
 def test_mean_ci_matches_t_interval_by_hand():

@@ -11,11 +11,14 @@ import transformers as T
 from kentropy.errors import KentropyError
 from kentropy.io import write_json
 from kentropy.knowledge import generate_knowledge
-from kentropy.lab import circuits_stage as CS
+from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import LabConfig
-from kentropy.lab.corpora import stream_documents
-from kentropy.lab.stages import Done, Stages
-from kentropy.lab.world import build_world
+from kentropy.lab.judge import circuits as JC
+from kentropy.lab.judge.verdicts import DID_NOT_HOLD, HELD, NOT_MEASURABLE
+from kentropy.lab.report.circuits import circuits_section
+from kentropy.lab.stages import circuits as CS
+from kentropy.lab.text.render import stream_documents
+from kentropy.lab.text.world import build_world
 from kentropy.tokenizer import train_bpe
 
 STEPS = (0, 5, 10)
@@ -71,7 +74,7 @@ def test_result_structure(lab):
     assert [t["name"] for t in r["splits"]["new"]["tasks"]] == ["knowledge-mem/new"]
     assert all(t["examples"] <= 4 for s in r["splits"].values() for t in s["tasks"])
     for c in r["checkpoints"]:
-        for split in CS.SPLITS:
+        for split in JC.SPLITS:
             v = c["splits"][split]
             assert v["tasks"] == len(r["splits"][split]["tasks"]) and v["examples"] == sum(t["examples"] for t in v["per_task"])
             assert math.isfinite(v["faithfulness"])
@@ -83,7 +86,7 @@ def test_result_structure(lab):
             assert v["n_edges"] == sum(t["n_edges"] for t in v["per_task"]) and 0 < v["n_edges"] <= 20 * v["tasks"]
             assert all(math.isfinite(t["faithfulness"]) for t in v["per_task"])
     final = r["checkpoints"][-1]["splits"]
-    for split in CS.SPLITS:  # the final circuit against itself
+    for split in JC.SPLITS:  # the final circuit against itself
         assert final[split]["edge_jaccard"] == 1.0 and final[split]["node_jaccard"] == 1.0
         assert all(t["edge_jaccard"] == 1.0 and t["node_jaccard"] == 1.0 for t in final[split]["per_task"])
         assert r["checkpoints"][0]["splits"][split]["edge_jaccard_prev"] is None
@@ -106,17 +109,17 @@ def test_findings_follow_from_the_numbers(lab):
     f = r["findings"]
     assert set(f) == {"relevance", "formation_to_optimization", "deep_to_shallow"}
     final = r["checkpoints"][-1]["splits"]
-    assert f["relevance"] == {"finding": CS.FINDINGS["relevance"], **f["relevance"]}
-    expected = CS.relevance_verdict(final["related"], final["new"])["verdict"]
+    assert f["relevance"] == {"finding": JC.FINDINGS["relevance"], **f["relevance"]}
+    expected = JC.relevance_verdict(final["related"], final["new"])["verdict"]
     assert f["relevance"]["verdict"] == expected and f["relevance"]["numbers"]["new_probe_P"] == [-5.0, -3.0]
     lower = [(c["splits"]["related"]["lower_half_share"] + c["splits"]["new"]["lower_half_share"]) / 2 for c in r["checkpoints"]]
     assert f["deep_to_shallow"]["numbers"]["series"] == pytest.approx(lower)
-    assert f["deep_to_shallow"]["verdict"] == (CS.HELD if lower[-1] > lower[0] else CS.NOT_HELD)
+    assert f["deep_to_shallow"]["verdict"] == (HELD if lower[-1] > lower[0] else DID_NOT_HOLD)
     jf = [(c["splits"]["related"]["edge_jaccard"] + c["splits"]["new"]["edge_jaccard"]) / 2 for c in r["checkpoints"]]
     ch = [None] + [1 - (c["splits"]["related"]["edge_jaccard_prev"] + c["splits"]["new"]["edge_jaccard_prev"]) / 2
                    for c in r["checkpoints"][1:]]
-    assert f["formation_to_optimization"]["verdict"] == CS.formation_verdict(list(STEPS), jf, ch)["verdict"]
-    assert all(x["verdict"] in (CS.HELD, CS.NOT_HELD, CS.UNMEASURABLE) for x in f.values())
+    assert f["formation_to_optimization"]["verdict"] == JC.formation_verdict(list(STEPS), jf, ch)["verdict"]
+    assert all(x["verdict"] in (HELD, DID_NOT_HOLD, NOT_MEASURABLE) for x in f.values())
 
 
 def test_second_call_is_cached(lab, monkeypatch):
@@ -130,15 +133,15 @@ def test_second_call_is_cached(lab, monkeypatch):
 
 def test_report_section(lab, tmp_path):
     r = lab["done"].result
-    md = CS.circuits_section(r, tmp_path / "figures")
+    md = circuits_section(r, tmp_path / "figures")
     assert md.startswith("## Knowledge circuits (Ou et al. 2025)")
     assert "| step | checkpoint | split |" in md and "| Finding (Ou et al. 2025) | Verdict here | Numbers |" in md
     for c in r["checkpoints"]:
-        for split in CS.SPLITS:
+        for split in JC.SPLITS:
             assert f"| {c['step']} | {c['label']} | {split} |" in md
     for f in r["findings"].values():
         assert f"| {f['finding']} | **{f['verdict']}** |" in md
-        if f["verdict"] == CS.NOT_HELD:
+        if f["verdict"] == DID_NOT_HOLD:
             assert f"\"{f['finding']}\" did not reproduce" in md
     for name in ("circuits.png", "circuits_shift.png"):
         assert f"](figures/{name})" in md
@@ -183,44 +186,44 @@ def test_a_skipped_split_and_a_failed_task_do_not_crash(lab, monkeypatch, tmp_pa
     assert mid["tasks"] == 0 and mid["faithfulness"] is None and mid["per_task"][0]["error"].startswith("example 0")
     assert r["checkpoints"][0]["splits"]["new"]["edge_jaccard"] is not None
     assert r["checkpoints"][2]["splits"]["new"]["edge_jaccard_prev"] is None  # nothing to compare with at step 5
-    md = CS.circuits_section(r, tmp_path / "figures")
+    md = circuits_section(r, tmp_path / "figures")
     assert "- step-000005, task knowledge-mem/new: not analysed (example 0: corrupted prompt does not align)." in md
 
 
 # ---- verdict rules on hand-made numbers -------------------------------------------------------
 def test_relevance_verdict():
-    assert CS.relevance_verdict({"hit_at_10": 0.8, "faithfulness": 0.9}, {"hit_at_10": 0.2, "faithfulness": 0.5})["verdict"] == CS.HELD
-    v = CS.relevance_verdict({"hit_at_10": 0.8, "faithfulness": 0.4}, {"hit_at_10": 0.2, "faithfulness": 0.5})
-    assert v["verdict"] == CS.NOT_HELD and v["numbers"] == {"related_hit_at_10": 0.8, "related_faithfulness": 0.4,
+    assert JC.relevance_verdict({"hit_at_10": 0.8, "faithfulness": 0.9}, {"hit_at_10": 0.2, "faithfulness": 0.5})["verdict"] == HELD
+    v = JC.relevance_verdict({"hit_at_10": 0.8, "faithfulness": 0.4}, {"hit_at_10": 0.2, "faithfulness": 0.5})
+    assert v["verdict"] == DID_NOT_HOLD and v["numbers"] == {"related_hit_at_10": 0.8, "related_faithfulness": 0.4,
                                                              "new_hit_at_10": 0.2, "new_faithfulness": 0.5}
-    assert CS.relevance_verdict({"hit_at_10": 0.5, "faithfulness": 0.9}, {"hit_at_10": 0.5, "faithfulness": 0.1})["verdict"] == CS.NOT_HELD
-    assert CS.relevance_verdict(None, {"hit_at_10": 0.2, "faithfulness": 0.5})["verdict"] == CS.UNMEASURABLE
-    assert CS.relevance_verdict({"hit_at_10": 0.8, "faithfulness": None}, {"hit_at_10": 0.2, "faithfulness": 0.5})["verdict"] == CS.UNMEASURABLE
+    assert JC.relevance_verdict({"hit_at_10": 0.5, "faithfulness": 0.9}, {"hit_at_10": 0.5, "faithfulness": 0.1})["verdict"] == DID_NOT_HOLD
+    assert JC.relevance_verdict(None, {"hit_at_10": 0.2, "faithfulness": 0.5})["verdict"] == NOT_MEASURABLE
+    assert JC.relevance_verdict({"hit_at_10": 0.8, "faithfulness": None}, {"hit_at_10": 0.2, "faithfulness": 0.5})["verdict"] == NOT_MEASURABLE
 
 
 def test_formation_verdict():
     steps = [0, 25, 50, 75, 100]
     # changes 0.6, 0.4 early, 0.2, 0.1 late (per 25 steps); Jaccard with final 0.1 -> 0.7
-    v = CS.formation_verdict(steps, [0.1, 0.3, 0.5, 0.7, 1.0], [None, 0.6, 0.4, 0.2, 0.1])
-    assert v["verdict"] == CS.HELD
+    v = JC.formation_verdict(steps, [0.1, 0.3, 0.5, 0.7, 1.0], [None, 0.6, 0.4, 0.2, 0.1])
+    assert v["verdict"] == HELD
     assert v["numbers"]["early_change_per_step"] == pytest.approx((0.6 + 0.4) / 2 / 25)
     assert v["numbers"]["late_change_per_step"] == pytest.approx((0.2 + 0.1) / 2 / 25)
     assert v["numbers"]["rise"] == pytest.approx(0.6)
-    assert CS.formation_verdict(steps, [0.1, 0.3, 0.5, 0.7, 1.0], [None, 0.1, 0.2, 0.4, 0.6])["verdict"] == CS.NOT_HELD  # late change larger
-    assert CS.formation_verdict(steps, [0.5, 0.3, 0.3, 0.2, 1.0], [None, 0.6, 0.4, 0.2, 0.1])["verdict"] == CS.NOT_HELD  # no rise
+    assert JC.formation_verdict(steps, [0.1, 0.3, 0.5, 0.7, 1.0], [None, 0.1, 0.2, 0.4, 0.6])["verdict"] == DID_NOT_HOLD  # late change larger
+    assert JC.formation_verdict(steps, [0.5, 0.3, 0.3, 0.2, 1.0], [None, 0.6, 0.4, 0.2, 0.1])["verdict"] == DID_NOT_HOLD  # no rise
     # per step: 0.3 over 10 steps (0.03) early vs 0.4 over 40 steps (0.01) late, odd count: the middle interval left out
-    v = CS.formation_verdict([0, 10, 20, 60], [0.2, 0.4, 0.6, 1.0], [None, 0.3, 0.9, 0.4])
-    assert v["verdict"] == CS.HELD and v["numbers"]["late_change_per_step"] == pytest.approx(0.01)
-    assert CS.formation_verdict([0, 10], [0.2, 1.0], [None, 0.3])["verdict"] == CS.UNMEASURABLE
-    assert CS.formation_verdict([0, 10, 20], [0.2, None, 1.0], [None, 0.3, 0.2])["verdict"] == CS.UNMEASURABLE
-    assert CS.formation_verdict([0, 10, 10], [0.2, 0.4, 1.0], [None, 0.3, 0.2])["verdict"] == CS.UNMEASURABLE
+    v = JC.formation_verdict([0, 10, 20, 60], [0.2, 0.4, 0.6, 1.0], [None, 0.3, 0.9, 0.4])
+    assert v["verdict"] == HELD and v["numbers"]["late_change_per_step"] == pytest.approx(0.01)
+    assert JC.formation_verdict([0, 10], [0.2, 1.0], [None, 0.3])["verdict"] == NOT_MEASURABLE
+    assert JC.formation_verdict([0, 10, 20], [0.2, None, 1.0], [None, 0.3, 0.2])["verdict"] == NOT_MEASURABLE
+    assert JC.formation_verdict([0, 10, 10], [0.2, 0.4, 1.0], [None, 0.3, 0.2])["verdict"] == NOT_MEASURABLE
 
 
 def test_shallow_verdict_and_lower_half():
-    assert CS.shallow_verdict(0.2, 0.35)["verdict"] == CS.HELD
-    assert CS.shallow_verdict(0.35, 0.2)["numbers"]["delta"] == pytest.approx(-0.15)
-    assert CS.shallow_verdict(0.35, 0.35)["verdict"] == CS.NOT_HELD
-    assert CS.shallow_verdict(None, 0.35)["verdict"] == CS.UNMEASURABLE
+    assert JC.shallow_verdict(0.2, 0.35)["verdict"] == HELD
+    assert JC.shallow_verdict(0.35, 0.2)["numbers"]["delta"] == pytest.approx(-0.15)
+    assert JC.shallow_verdict(0.35, 0.35)["verdict"] == DID_NOT_HOLD
+    assert JC.shallow_verdict(None, 0.35)["verdict"] == NOT_MEASURABLE
     assert CS.lower_half_share([0.1, 0.2, 0.3, 0.25, 0.15]) == pytest.approx(0.3)  # 4 layers + logits: layers 0, 1
     assert CS.lower_half_share([0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.1)  # 3 layers: layer 0
     assert CS.lower_half_share([0.4, 0.6]) is None  # 1 layer: no lower half

@@ -8,7 +8,7 @@ import pytest
 
 from kentropy.errors import KentropyError
 from kentropy.lab.config import PRESETS, LabConfig, config_from_yaml, load_preset
-from kentropy.lab.stages import Stages, clean_partial_writes, config_hash
+from kentropy.lab.cache import Stages, clean_partial_writes, code_hash
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -86,7 +86,13 @@ def test_stages_cache_by_config_hash(tmp_path):
 
 def test_rerun_of_a_stage_removes_what_interrupted_atomic_writes_left(tmp_path):
     s = Stages(tmp_path)
-    d = tmp_path / "stages" / f"beta-{config_hash({'k': 1})}"
+    seen = []
+
+    def fn(w):
+        seen.append(sorted(p.name for p in w.rglob("*")))
+        return {"ok": True}
+
+    d = tmp_path / "stages" / f"beta-{s.hash({'k': 1}, fn)}"
     # what a kill leaves: write_dir_atomic's temp dir (a half-saved checkpoint) and write_atomic's temp file
     half = d / "run" / "checkpoints" / ".step-000010.ab3_x9zq"
     half.mkdir(parents=True)
@@ -95,8 +101,36 @@ def test_rerun_of_a_stage_removes_what_interrupted_atomic_writes_left(tmp_path):
     keep = [d / "run" / "checkpoints" / "step-000005", d / ".hidden-by-the-user"]
     keep[0].mkdir()
     keep[1].write_text("x")
-    seen = []
-    s.run("beta", {"k": 1}, lambda w: seen.append(sorted(p.name for p in w.rglob("*"))) or {"ok": True})
+    s.run("beta", {"k": 1}, fn)
     assert not half.exists() and not (d / ".result.json.k2j4h6g8.tmp").exists()
     assert all(p.exists() for p in keep) and ".step-000010.ab3_x9zq" not in seen[0]
     assert clean_partial_writes(d) == []  # nothing left to clean
+
+
+def test_a_changed_stage_code_runs_again(tmp_path, monkeypatch):
+    """The hash covers the source of the modules a stage names: editing one re-runs the stage, not the cache."""
+    import importlib
+    import sys
+
+    mod = tmp_path / "stage_code_probe.py"
+    mod.write_text("FACTOR = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    probe = importlib.import_module("stage_code_probe")
+    before = code_hash([probe])
+    s = Stages(tmp_path / "lab")
+    a = s.run("gamma", {"k": 1}, lambda d: {"v": 1}, code=("stage_code_probe",))
+    assert s.run("gamma", {"k": 1}, lambda d: {"v": 2}, code=("stage_code_probe",)).result == {"v": 1}  # cached
+    mod.write_text("FACTOR = 3\n")
+    assert code_hash([probe]) != before
+    b = s.run("gamma", {"k": 1}, lambda d: {"v": 3}, code=("stage_code_probe",))
+    assert b.result == {"v": 3} and b.dir != a.dir
+    sys.modules.pop("stage_code_probe")
+
+
+def test_worker_stages_leave_timings_to_the_parent(tmp_path):
+    """A worker's Stages keeps its wall times in memory: the parent's timings.json has one writer."""
+    Stages(tmp_path, record_timings=False).run("delta", {"k": 1}, lambda d: {"ok": True})
+    assert not (tmp_path / "timings.json").exists()
+    parent = Stages(tmp_path)
+    parent.record("runs", 12.345, "2 runs side by side")
+    assert json.loads((tmp_path / "timings.json").read_text()) == {"runs": {"seconds": 12.35, "stage": "2 runs side by side"}}

@@ -6,17 +6,28 @@ import pytest
 import torch
 
 from kentropy.errors import KentropyError
-from kentropy.lab.architectures import build_model, non_embedding_parameters
-from kentropy.lab.decay import (Arm, combine_seeds, decay_config, log_spaced_steps, olmo_1b_regime, regime,
-                                summarize_run, verdict)
+from kentropy.lab.architectures import build_model
+from kentropy.lab.config import Arm, decay_config
+from kentropy.lab.judge.trajectory import combine_seeds, summarize_run
+from kentropy.lab.judge.trajectory import trajectory_verdict as verdict
+from kentropy.lab.regime import log_spaced_steps, olmo_1b_regime, regime
 
 
 class Tok:
     bos_token_id, eos_token_id, pad_token_id = 0, 1, 2
 
 
+def non_embedding_parameters(model) -> int:
+    """Parameters outside the token embeddings and the LM head (tied or not), counted on the built model."""
+    skip = {id(p) for p in model.get_input_embeddings().parameters()}
+    head = model.get_output_embeddings()
+    if head is not None:
+        skip |= {id(p) for p in head.parameters()}
+    return sum(p.numel() for p in dict.fromkeys(model.parameters()) if id(p) not in skip)
+
+
 def build(arch, init="hf", **kw):
-    c = dict(vocab=512, hidden=48, layers=2, heads=3, gated_ffn=128, seq_len=64, tok=Tok)
+    c = dict(vocab=512, hidden=48, layers=2, heads=3, gated_ffn=128, positions=64, tie=True, tok=Tok)
     c.update(kw)
     return build_model(arch, init, 0, **c)
 
@@ -123,10 +134,10 @@ def test_no_weight_decay_arm_is_exempt_from_the_decay_floor():
 
 def test_presets_parse_and_the_decay_preset_promises_the_regime():
     from kentropy.lab.config import config_from_yaml, load_preset
-    from kentropy.lab.decay import decay_config, plan_text
+    from kentropy.lab.studies.decay import plan_text
 
     cfg = load_preset("decay")
-    d = decay_config(cfg.decay)
+    d = cfg.decay
     arms = d.all_arms()
     r = {n: regime(a) for n, a in arms.items()}
     assert r["reference"]["tokens_per_parameter"] >= 1000 and all(x["tokens_per_parameter"] >= 300 for x in r.values())
@@ -189,7 +200,7 @@ def test_decay_study_smoke_end_to_end(tmp_path):
     assert study["arms"][1]["overrides"] == {"arch": "gelu"}
     # the headline numbers are the mean over seeds of what each measure stage wrote
     meas = sorted(out.glob("stages/decay-reference-seed*-measure-*/result.json"))
-    per_seed = [json.loads(p.read_text())["seen"]["knowledge_entropy"] for p in meas]
+    per_seed = [[r["knowledge_entropy"] for r in json.loads(p.read_text())["series"]["seen"]["results"]] for p in meas]
     assert study["arms"][0]["knowledge_entropy"] == pytest.approx([sum(x) / 2 for x in zip(*per_seed)])
     loop = study["loop"]
     assert loop["note"] is not None or loop["arms"][0]["rows"][-1]["step"] == study["arms"][
@@ -201,8 +212,9 @@ def test_decay_study_smoke_end_to_end(tmp_path):
 
 def test_loop_section_from_a_loop_result():
     """The report of closing the loop, on a result shaped as `close_the_loop` returns it (analysis's own dicts)."""
-    from kentropy.lab import analysis
-    from kentropy.lab.decay_loop import loop_section, loop_starts
+    from kentropy.lab.judge import stats as analysis
+    from kentropy.lab.report.loop import loop_section
+    from kentropy.lab.studies.loop import loop_starts
 
     assert loop_starts({"steps": [0, 10, 20, 40, 80, 160], "peak_step": 20}, 4) == [2, 3, 4, 5]
     assert loop_starts({"steps": [0, 10, 20], "peak_step": 20}, 4) == [2]

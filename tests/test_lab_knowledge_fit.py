@@ -7,8 +7,10 @@ import pytest
 from kentropy.errors import KentropyError
 from kentropy.knowledge import item_text, load_knowledge, load_plan
 from kentropy.lab.config import load_preset
-from kentropy.lab.continual import check_knowledge_fits
-from kentropy.lab.stages import Stages, tokenizer_stage, world_stage
+from kentropy.lab.cache import Stages
+from kentropy.lab.stages.continual import check_knowledge_fits
+from kentropy.lab.stages.tokenizer import tokenizer_stage
+from kentropy.lab.stages.world import world_stage
 
 
 def _fits(name, tmp_path):

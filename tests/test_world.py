@@ -5,19 +5,58 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from dataclasses import dataclass
 from itertools import islice
 
 import numpy as np
 import pytest
 
 from kentropy.errors import KentropyError
-from kentropy.lab.biomed import BIOMEDICAL, build_new_domain
-from kentropy.lab.corpora import (
-    MAX_WORDS, MIN_WORDS, near_domain_documents, new_domain_documents, stream_documents, stream_rendered, word_overlap,
-    words,
+from kentropy.lab.text.new_domain import BIOMEDICAL, build_new_domain
+from kentropy.lab.text.render import (
+    MAX_WORDS, MIN_WORDS, new_domain_documents, stream_documents, stream_rendered,
 )
-from kentropy.lab.tasks import CHOICES, TASKS, make_tasks
-from kentropy.lab.world import ENCYCLOPEDIA, build_world, pronounceable
+from kentropy.lab.text.tasks import CHOICES, TASKS, make_tasks
+from kentropy.lab.text.world import ENCYCLOPEDIA, build_world, pronounceable
+
+def near_domain_documents(world, seed: int, n_docs: int) -> list[str]:
+    """The C4 stand-in, as the corpora stage streams it: `n_docs` web-like documents about the world."""
+    if not isinstance(n_docs, int) or n_docs < 1:
+        raise KentropyError(f"n_docs must be a positive integer, got {n_docs!r}")
+    return list(islice(stream_documents(world, seed, kind="near"), n_docs))
+
+
+_WORD = re.compile(r"[a-z]+|\d+(?:\.\d+)?")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens: letter runs, and numbers (decimals kept whole)."""
+    return _WORD.findall(text.lower())
+
+
+@dataclass
+class WordOverlap:
+    """How much of corpus b's vocabulary corpus a already has."""
+
+    types_a: int
+    types_b: int
+    shared: int  # word types in both
+    type_share: float  # shared / types_b
+    token_share: float  # share of b's running words whose type is also in a
+    shared_words: list[str]  # the shared types, most frequent in b first
+
+
+def word_overlap(a, b) -> WordOverlap:
+    """Word types of b (e.g. the new domain) that a (e.g. the world) also uses, by type and by token."""
+    ta = Counter(w for text in a for w in words(text))
+    tb = Counter(w for text in b for w in words(text))
+    if not ta or not tb:
+        raise KentropyError("word_overlap: both corpora need at least one word")
+    shared = [w for w, _ in tb.most_common() if w in ta]
+    return WordOverlap(
+        types_a=len(ta), types_b=len(tb), shared=len(shared), type_share=len(shared) / len(tb),
+        token_share=sum(tb[w] for w in shared) / sum(tb.values()), shared_words=shared,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +153,7 @@ def test_bad_arguments_name_the_field(world):
     with pytest.raises(KentropyError, match="kind"):
         stream_documents(world, 0, kind="poetry")
     with pytest.raises(KentropyError, match="n_docs"):
-        near_domain_documents(world, 0, 0)
+        new_domain_documents(0, 0, domain_seed=0)
 
 
 # --- documents ----------------------------------------------------------------------------------
@@ -235,7 +274,7 @@ def test_new_domain_is_deterministic_true_and_coherent(domain):
         assert domain.facts["targets"][trial] == domain.facts["treats"][compound]  # type: ignore[index]
     docs = list(islice(stream_rendered(domain, 0), 500))
     assert all(d.facts and all(domain.holds(*t) for t in d.facts) for d in docs)
-    assert new_domain_documents(4, 20) == [d.text for d in islice(stream_rendered(build_new_domain(600, 0), 4), 20)]
+    assert new_domain_documents(4, 20, domain_seed=0) == [d.text for d in islice(stream_rendered(build_new_domain(600, 0), 4), 20)]
 
 
 def test_new_domain_shares_few_words_with_the_world(world, domain, articles):
@@ -243,7 +282,7 @@ def test_new_domain_shares_few_words_with_the_world(world, domain, articles):
     words; the shared types are function words and numbers. Thresholds leave room for other seeds."""
     world_vocab = {w.lower() for w in world.vocabulary()}
     assert not world_vocab & {w.lower() for w in domain.vocabulary()}  # no name in common
-    new = new_domain_documents(0, 2000)
+    new = new_domain_documents(0, 2000, domain_seed=0)
     overlap = word_overlap([d.text for d in articles], new)
     assert overlap.type_share < 0.08
     assert overlap.token_share < 0.45

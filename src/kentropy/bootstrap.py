@@ -4,8 +4,9 @@ H(θ) is a smooth function of Cbar, the mean over documents of each document's m
 (Eq. 2). Resampling documents with replacement and recomputing H gives its sampling
 distribution; resampling the *same* documents at every checkpoint of a run (a paired
 bootstrap) gives intervals for changes between checkpoints, where document effects cancel.
+The per-document coefficients come from the measuring forward itself:
 
-    inst = instance_coefficients(model, ids, pad_id)          # [N, L, m] per document
+    m = measure_ids(model, ids, pad_id, instances=True)        # m.instance_coefficients: [N, L, m]
     draws = bootstrap_entropy([inst_a, inst_b], n_boot=1000, seed=0)   # [2, n_boot], paired
     lo, hi = percentile_interval(draws[1] - draws[0])
 """
@@ -14,40 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from kentropy.capture import InstanceCoefficients
-from kentropy.entropy import instance_weights, knowledge_entropy_per_layer
-from kentropy.ffn import find_layout
-from kentropy.measure import length_batches, pad
-
-
-def instance_coefficients(model, ids: list[list[int]], pad_id: int, *, batch_size: int = 32,
-                          activation: str = "abs") -> torch.Tensor:
-    """Each document's mean |c_l| per layer: [N, L, m] float64, in the order of `ids` (padding never counts)."""
-    layout = find_layout(model)
-    device = next(model.parameters()).device
-    forward = model.base_model  # coefficients only: no LM head
-    order: list[int] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with InstanceCoefficients(layout, activation) as cap, torch.inference_mode():
-            for batch in length_batches(ids, batch_size):
-                input_ids, mask = pad([ids[i] for i in batch], pad_id, device)
-                cap.weights = instance_weights(mask)
-                forward(input_ids=input_ids, attention_mask=mask)
-                cap.end_batch()
-                order += batch
-            inst = cap.instances()
-    finally:
-        model.train(was_training)
-    out = torch.empty_like(inst)
-    out[torch.tensor(order)] = inst
-    return out
-
-
-def entropy_of(cbar: torch.Tensor) -> torch.Tensor:
-    """H = sum over layers of H_l (Eq. 2) for Cbar [..., L, m] -> [...]."""
-    return knowledge_entropy_per_layer(cbar).sum(-1)
+from kentropy.entropy import knowledge_entropy
 
 
 def bootstrap_entropy(instances: list[torch.Tensor], n_boot: int = 1000, seed: int = 0) -> torch.Tensor:
@@ -65,7 +33,7 @@ def bootstrap_entropy(instances: list[torch.Tensor], n_boot: int = 1000, seed: i
     out = []
     for x in instances:
         cbar = torch.einsum("bn,nlm->blm", counts / n, x)  # resampled Cbar: [n_boot, L, m]
-        out.append(entropy_of(cbar))
+        out.append(knowledge_entropy(cbar))  # Eq. 2 per resample: [n_boot]
     return torch.stack(out)
 
 

@@ -3,6 +3,16 @@
 Each hook turns one layer's activation into per-instance means (a masked, weighted sum
 over tokens) and adds them to a running total, so no `[batch, seq, m]` tensor outlives the
 layer's own forward. Hooks are removed in `finally` (use the classes as context managers).
+A batch's per-token weights are passed to the forward they belong to:
+
+    with CoefficientSums(layout) as coef:
+        for input_ids, mask in batches:
+            with coef.batch(instance_weights(mask)):     # [B, T]: 1/|s| on real tokens, 0 on padding
+                model(input_ids=input_ids, attention_mask=mask)
+    cbar = [s / n for s in coef.sums]                      # Eq. 2
+
+`CoefficientSums(layout, instances=True)` also keeps every document's own mean |c_l| ([N, L, m],
+`instances()`): Cbar, H and the document bootstrap all come from that one forward.
 
 Mixture-of-experts layers are reduced per expert on the routed tokens only: the effective
 coefficient of memory (e, i) at token t is g_e(t) * c_{e,i}(t), g the routing weight the model
@@ -20,6 +30,7 @@ the experts implementation the model was loaded with (`config._experts_implement
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from types import MethodType
 
 import torch
@@ -35,7 +46,26 @@ class _Hooks:
     def __init__(self) -> None:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._patched: list[tuple[object, str]] = []  # (object, attribute) set on an instance, deleted on exit
-        self.weights: torch.Tensor | None = None  # [B, T] per-token weights of the current batch
+        self._weights: torch.Tensor | None = None  # [B, T] per-token weights of the batch in flight
+
+    @contextmanager
+    def batch(self, weights: torch.Tensor):
+        """The forward run inside reduces with these per-token weights ([B, T]; 0 on padding)."""
+        self._weights = weights
+        try:
+            yield self
+            self._end_batch()
+        finally:
+            self._weights = None
+
+    def _end_batch(self) -> None:
+        """Called after a batch's forward completed (a subclass may keep per-batch results)."""
+
+    @property
+    def weights(self) -> torch.Tensor:
+        if self._weights is None:
+            raise RuntimeError("a capture hook ran outside `with capture.batch(weights):`")
+        return self._weights
 
     def __enter__(self):
         return self
@@ -55,6 +85,12 @@ class _Hooks:
         self._patched.append((obj, attr))
 
 
+def coef_point(layer: Layer) -> tuple[str, torch.nn.Module]:
+    """A block's FFN capture point from the registry (`Layer.points`): its canonical name
+    (`blocks.{l}.mlp.coef`) and the module there (the down projection, or the experts)."""
+    return next((name, module) for name, module in layer.points.items() if name.endswith(".mlp.coef"))
+
+
 def _magnitude(c: torch.Tensor, activation: str) -> torch.Tensor:
     a = coefficient_magnitude(c, activation)
     return a if a.dtype in (torch.float32, torch.float64) else a.float()  # bf16/fp16: reduce in fp32
@@ -64,23 +100,33 @@ class CoefficientSums(_Hooks):
     """Sum over instances of the per-instance mean |c_l| for every layer: `sums[l]` is [size_l] float64.
 
     A MoE layer's vector is every expert's coefficients, expert-major (index e*m + i), then the
-    shared expert's. After the data, Cbar_l = sums[l] / instances (Eq. 2).
+    shared expert's. After the data, Cbar_l = sums[l] / instances (Eq. 2). `points` names layer l's
+    capture point as the registry does (`blocks.{l}.mlp.coef`).
+
+    instances=True also keeps each instance's own vector (dense layers of one size): `instances()` is
+    [N, L, m] float64 in the order the batches ran; their sum over N is `sums` (up to float32 rounding).
     """
 
-    def __init__(self, layout: Layout, activation: str = "abs") -> None:
+    def __init__(self, layout: Layout, activation: str = "abs", *, instances: bool = False) -> None:
         super().__init__()
         coefficient_magnitude(torch.zeros(1), activation)  # validate early
+        if instances and (layout.moe or len(set(layout.sizes)) != 1):
+            raise ValueError("per-instance coefficients need dense FFN layers of one size")
         self.activation = activation
         self.sizes = layout.sizes
+        self.points = [coef_point(layer)[0] for layer in layout.layers]
         self.sums: list[torch.Tensor] | None = None
+        self._keep = instances
+        self._batch: list[torch.Tensor | None] = [None] * len(layout.layers)
+        self._done: list[torch.Tensor] = []
         try:
             for l, layer in enumerate(layout.layers):
                 if layer.moe:
                     self._install_experts(l, layer)
                     if layer.shared is not None:
                         self._install_shared(l, layer)
-                else:
-                    self._handles.append(layer.dense.down.register_forward_pre_hook(self._dense_hook(l)))
+                else:  # the registry's capture point: the down projection, whose input is c
+                    self._handles.append(coef_point(layer)[1].register_forward_pre_hook(self._dense_hook(l)))
         except BaseException:
             self.__exit__()
             raise
@@ -100,11 +146,25 @@ class CoefficientSums(_Hooks):
         def hook(module, args):
             c = args[0]  # [B, T, m]: the input of the down projection (OPT flattens to [B*T, m])
             a = _magnitude(c, self.activation)
-            w = self._token_weights(a.device, a.dtype)
+            w = self.weights.to(device=a.device, dtype=a.dtype)  # [B, T]
+            B, T = w.shape
             # sum_b mean_t |c[b, t]| as one [1, B*T] @ [B*T, m] product
-            self._add(l, 0, w.reshape(1, -1) @ a.reshape(w.numel(), -1))
+            self._add(l, 0, w.reshape(1, -1) @ a.reshape(B * T, -1))
+            if self._keep:  # per instance b: mean_t |c[b, t]| as a [B, 1, T] @ [B, T, m] product -> [B, m]
+                self._batch[l] = torch.bmm(w.unsqueeze(1), a.reshape(B, T, -1)).squeeze(1).double().cpu()
 
         return hook
+
+    def _end_batch(self) -> None:
+        if self._keep:
+            self._done.append(torch.stack(self._batch, dim=1))  # [B, L, m]
+            self._batch = [None] * len(self._batch)
+
+    def instances(self) -> torch.Tensor:
+        """Every instance's mean |c_l|: [N, L, m] float64, in the order of the batches."""
+        if not self._keep:
+            raise RuntimeError("CoefficientSums(instances=True) keeps per-instance coefficients")
+        return torch.cat(self._done)
 
     # ---- shared expert ------------------------------------------------------------------------
     def _install_shared(self, l: int, layer: Layer) -> None:
@@ -258,44 +318,3 @@ class AttentionEntropySums(_Hooks):
             self.sums[l] += (w * h).sum().double().to(self.sums.device)
 
         return hook
-
-
-class InstanceCoefficients(_Hooks):
-    """Per-instance mean |c_l| for every layer, kept per instance: `instances()` is [N, L, m] float64.
-
-    The statistic a bootstrap over documents resamples (Cbar_l is its mean over instances, Eq. 2).
-    Each hook still reduces over tokens inside the layer's forward: only [B, m] per layer is kept.
-    Dense FFN layers of one size (the lab's models); MoE layers are measured by `CoefficientSums`.
-    """
-
-    def __init__(self, layout: Layout, activation: str = "abs") -> None:
-        super().__init__()
-        coefficient_magnitude(torch.zeros(1), activation)  # validate early
-        self.activation = activation
-        self.layers = len(layout.layers)
-        self._batch: list[torch.Tensor | None] = [None] * self.layers
-        self._done: list[torch.Tensor] = []
-        if layout.moe or len(set(layout.sizes)) != 1:
-            raise ValueError("per-instance coefficients need dense FFN layers of one size")
-        for l, layer in enumerate(layout.layers):
-            self._handles.append(layer.dense.down.register_forward_pre_hook(self._hook(l)))
-
-    def _hook(self, l: int):
-        def hook(module, args):
-            a = coefficient_magnitude(args[0], self.activation)  # [B, T, m] (OPT: [B*T, m])
-            if a.dtype not in (torch.float32, torch.float64):
-                a = a.float()
-            w = self.weights.to(device=a.device, dtype=a.dtype)  # [B, T]
-            B = w.shape[0]
-            # per instance b: sum_t w[b, t] |c[b, t]| as a [B, 1, T] @ [B, T, m] product -> [B, m]
-            self._batch[l] = torch.bmm(w.unsqueeze(1), a.reshape(B, w.shape[1], -1)).squeeze(1).double().cpu()
-
-        return hook
-
-    def end_batch(self) -> None:
-        """Call after each forward: the batch's [B, L, m] joins the kept instances."""
-        self._done.append(torch.stack(self._batch, dim=1))
-        self._batch = [None] * self.layers
-
-    def instances(self) -> torch.Tensor:
-        return torch.cat(self._done)  # [N, L, m]

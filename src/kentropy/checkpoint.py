@@ -86,10 +86,6 @@ def save(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer, tokeniz
     return write_dir_atomic_all(path, write)
 
 
-def is_sharded_checkpoint(path: str | Path) -> bool:
-    return (Path(path) / DCP_DIR / ".metadata").is_file()
-
-
 def load(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict:
     """Load model and optimizer from `path`'s DCP state into (sharded or plain) `model` and `opt`,
     whatever the number of processes that saved it; returns the trainer state."""

@@ -273,14 +273,6 @@ def lab_cmd(cfg: LabRunConfig) -> None:
 RESUME_HINT = {"train": "resume with --resume", "lab": "rerun the same command to resume (finished stages are kept)"}
 
 
-_terminated: list[bool] = []  # set by SIGTERM: typer reports it as a KeyboardInterrupt (exit 130)
-
-
-def _on_sigterm(signum, frame):
-    _terminated.append(True)
-    raise KeyboardInterrupt  # unwinds like Ctrl-C, so atomic writes clean up their temps
-
-
 def _series_hint(argv: list[str]) -> str | None:
     """For a series command stopped with checkpoints saved in OUT.partial: how to continue it."""
     from kentropy.partial import partial_path
@@ -332,11 +324,16 @@ def main(argv: list[str] | None = None) -> None:
     if verbose:  # a global flag, taken anywhere on the line
         argv = ["--verbose"] + [a for a in argv if a != "--verbose"]
     hf_logging.disable_progress_bar()  # our own progress bars only
+    terminated = threading.Event()  # set by SIGTERM: typer reports it as a KeyboardInterrupt (exit 130)
+
+    def on_sigterm(signum, frame):
+        terminated.set()
+        raise KeyboardInterrupt  # unwinds like Ctrl-C, so atomic writes clean up their temps
+
     # a background job of a non-interactive shell starts with SIGINT ignored: make it interrupt
-    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _on_sigterm}
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: on_sigterm}
     main_thread = threading.current_thread() is threading.main_thread()  # signals can be set only there
     saved = {sig: signal.signal(sig, h) for sig, h in handlers.items()} if main_thread else {}
-    _terminated.clear()
     try:
         with track_stderr():
             try:
@@ -347,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
                 line(f"error: {e}")
                 sys.exit(2)
             except KeyboardInterrupt:  # typer turns most into Exit(130), returned below
-                _interrupted(argv, bool(_terminated))
+                _interrupted(argv, terminated.is_set())
             except (typer.Exit, SystemExit) as e:
                 sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
             except Exception as e:  # usage errors arrive here with standalone_mode=False
@@ -362,6 +359,6 @@ def main(argv: list[str] | None = None) -> None:
         for sig, h in saved.items():
             signal.signal(sig, h)
     if rc == 130:  # typer's code for a KeyboardInterrupt
-        _interrupted(argv, bool(_terminated))
+        _interrupted(argv, terminated.is_set())
     if isinstance(rc, int) and rc:
         sys.exit(rc)

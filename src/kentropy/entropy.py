@@ -30,8 +30,8 @@ def knowledge_entropy_per_layer(cbar: torch.Tensor) -> torch.Tensor:
 
 
 def knowledge_entropy(cbar: torch.Tensor) -> torch.Tensor:
-    """H(θ) = sum_l H_l(θ) (Eq. 2). Bounded by L ln m."""
-    return knowledge_entropy_per_layer(cbar).sum()
+    """H(θ) = sum_l H_l(θ) (Eq. 2). Bounded by L ln m. cbar: [..., L, m] -> [...]."""
+    return knowledge_entropy_per_layer(cbar).sum(-1)
 
 
 def attention_entropy_per_query(probs: torch.Tensor) -> torch.Tensor:

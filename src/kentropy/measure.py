@@ -57,6 +57,8 @@ class Measurement:
     instances: int
     tokens: int
     coefficients: torch.Tensor | list[torch.Tensor] = field(repr=False)
+    instance_coefficients: torch.Tensor | None = field(default=None, repr=False)  # [N, L, m], `instances=True`
+    capture_points: list[str] | None = field(default=None, repr=False)  # layer l's canonical name (`blocks.{l}.mlp.coef`)
     ffn_dim_per_layer: list[int] | None = None
     experts: dict | None = None
     expert_entropy_per_layer: list[float | None] | None = None
@@ -77,6 +79,8 @@ class Measurement:
     def to_json(self) -> dict:
         d = asdict(self)
         d.pop("coefficients")
+        d.pop("instance_coefficients")
+        d.pop("capture_points")
         for k in OPTIONAL_FIELDS:
             if d[k] is None:
                 d.pop(k)
@@ -147,8 +151,14 @@ def measure_ids(
     name: str = "",
     revision: str | None = None,
     progress: bool = True,
+    instances: bool = False,
 ) -> Measurement:
-    """Measure pre-tokenized documents (the core of `measure` and of `EntropyMonitor`)."""
+    """Measure pre-tokenized documents (the core of `measure` and of `EntropyMonitor`).
+
+    instances=True also returns each document's own mean |c_l| (`instance_coefficients`, [N, L, m]
+    float64, in the order of `ids`; dense layers of one size, one process): what a bootstrap over
+    documents resamples, from the same forward that gives Cbar.
+    """
     metrics = check_metrics(metrics)
     if not ids:
         raise KentropyError("no documents to measure")
@@ -165,6 +175,8 @@ def measure_ids(
     forward = model if want_logits else model.base_model
     device = next(model.parameters()).device  # with a device map: the embeddings' device, where inputs go
     rank, world = rank_world()
+    if instances and world > 1:
+        raise KentropyError("per-document coefficients are measured in one process (not under torchrun)")
     batches = length_batches(ids, batch_size, rank, world)
 
     tokens = 0
@@ -172,16 +184,17 @@ def measure_ids(
     was_training = model.training
     model.eval()  # dropout off: a measurement is deterministic; the caller's mode comes back below
     with contextlib.ExitStack() as hooks, torch.inference_mode():
-        coef = hooks.enter_context(CoefficientSums(layout, activation))
+        coef = hooks.enter_context(CoefficientSums(layout, activation, instances=instances))
         attn = hooks.enter_context(AttentionEntropySums(layout)) if "attention" in metrics else None
         hooks.callback(model.train, was_training)
         for batch in tqdm(batches, desc=f"measure {name}".strip(), disable=not progress or rank != 0, leave=False):
             input_ids, mask = pad([ids[i] for i in batch], pad_id, device)
             w = E.instance_weights(mask)  # [B, T]: padding weight 0, per-instance mean
-            coef.weights = w
-            if attn is not None:
-                attn.weights = w
-            out = forward(**_inputs(model, input_ids, mask))
+            with contextlib.ExitStack() as scope:
+                for cap in (coef, attn):
+                    if cap is not None:
+                        scope.enter_context(cap.batch(w))
+                out = forward(**_inputs(model, input_ids, mask))
             if want_logits:
                 h = E.next_token_entropy_per_position(out.logits)  # [B, T]
                 next_tok += (w * h).sum().double().to(device)
@@ -201,6 +214,10 @@ def measure_ids(
     cbar = list(torch.split((flat / n).cpu(), sizes))  # [m_l] each, Eq. 2: mean over instances of per-instance mean |c|
     per_layer = torch.stack([E.knowledge_entropy_per_layer(c) for c in cbar])
     att_layers = (att / n).cpu().tolist() if att is not None else None
+    per_doc = None
+    if instances:
+        per_doc = torch.empty_like(kept := coef.instances())
+        per_doc[torch.tensor([i for b in batches for i in b])] = kept  # back to the order of `ids`
     return Measurement(
         model=name,
         revision=revision,
@@ -214,6 +231,8 @@ def measure_ids(
         instances=n,
         tokens=int(counts[1]),
         coefficients=torch.stack(cbar) if layout.uniform else cbar,
+        instance_coefficients=per_doc,
+        capture_points=coef.points,
         ffn_dim_per_layer=None if layout.uniform else sizes,
         **_moe_fields(layout, cbar),
         **_structure_fields(layout, per_layer.tolist(), att_layers),
@@ -428,7 +447,7 @@ def save_coefficient(r: Measurement, path: str, activation: str) -> str:
 
     tensors = {f"layers.{l}": r.coefficients[l].contiguous() for l in range(r.layers)}  # [m_l]: E*m (+shared) for MoE
     meta = {"model": r.model, "revision": r.revision or "", "activation": activation,
-            "instances": str(r.instances), "tokens": str(r.tokens)}
+            "instances": str(r.instances), "tokens": str(r.tokens), "capture_points": ",".join(r.capture_points or [])}
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return path
 

@@ -62,12 +62,6 @@ def shard(model: nn.Module, device: torch.device, dtype: str = "bfloat16") -> nn
     return model
 
 
-def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
-
-
 def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
     """Clip the global gradient norm over all (possibly sharded) gradients; returns the norm before clipping.
 

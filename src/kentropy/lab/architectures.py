@@ -1,4 +1,5 @@
-"""The lab's model families, built from HF configs: one FFN layout per arm of the decay study.
+"""The lab's model families, built from HF configs: the core study's model and one FFN layout per arm
+of the decay study.
 
     swiglu  Llama: down(silu(gate(x)) * up(x))                      (OLMo, Llama: the paper's)
     reglu   Llama with a ReLU gate: down(relu(gate(x)) * up(x))
@@ -8,8 +9,8 @@
 Gated FFNs have three m x d matrices, plain ones two, so a plain FFN gets 1.5 x the inner
 dimension and the same parameter count. The plain-FFN arms change the block's norm too
 (Nemotron's LayerNorm1P for Llama's RMSNorm): no HF family has a plain FFN with RMSNorm, and
-the report says so. Everything else (rotary on every dimension, no biases, tied embeddings)
-is the same. Initialization is HF's default (normal, std 0.02) or OLMo's `mitchell`.
+the report says so. Everything else (rotary on every dimension, no biases, embeddings tied or
+not) is the same. Initialization is HF's default (normal, std 0.02) or OLMo's `mitchell`.
 """
 
 from __future__ import annotations
@@ -20,26 +21,20 @@ import torch
 from torch import nn
 
 from kentropy.errors import KentropyError
-
-ARCHS = ("swiglu", "reglu", "gelu", "relu")
-INITS = ("hf", "mitchell")
+from kentropy.lab.config import ARCHS, GATED, INITS, ffn_dim
 
 
-def ffn_dim(arch: str, gated_ffn: int) -> int:
-    """The inner dimension m: `gated_ffn` for gated FFNs, 1.5 x for plain ones (equal parameters)."""
-    return gated_ffn if arch in ("swiglu", "reglu") else (3 * gated_ffn) // 2
-
-
-def model_config(arch: str, *, vocab: int, hidden: int, layers: int, heads: int, gated_ffn: int, seq_len: int, tok):
+def model_config(arch: str, *, vocab: int, hidden: int, layers: int, heads: int, gated_ffn: int, positions: int, tie: bool, tok):
+    """The HF config of a lab model; positions: the longest row it will read (at least 512 are allotted)."""
     import transformers as T
 
     if arch not in ARCHS:
         raise KentropyError(f"lab config: arch {arch!r}: choose {', '.join(ARCHS)}")
     common = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn_dim(arch, gated_ffn), num_hidden_layers=layers,
-                  num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max(seq_len, 512),
+                  num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max(positions, 512),
                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                  tie_word_embeddings=True, attention_bias=False)
-    if arch in ("swiglu", "reglu"):
+                  tie_word_embeddings=tie, attention_bias=False)
+    if arch in GATED:
         return T.LlamaConfig(**common, hidden_act="silu" if arch == "swiglu" else "relu", mlp_bias=False)
     return T.NemotronConfig(**common, hidden_act=arch, mlp_bias=False, head_dim=hidden // heads,
                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0})
@@ -86,13 +81,3 @@ def mitchell_init(model, seed: int) -> None:
             else:  # q, k, v, gate, up
                 std = 1 / math.sqrt(module.in_features)
             _trunc_normal(module.weight, std, g)
-
-
-def non_embedding_parameters(model) -> int:
-    """Parameters outside the token embeddings and the LM head (tied or not): the count
-    tokens-per-parameter is taken over, as in scaling-law work."""
-    skip = {id(p) for p in model.get_input_embeddings().parameters()}
-    head = model.get_output_embeddings()
-    if head is not None:
-        skip |= {id(p) for p in head.parameters()}
-    return sum(p.numel() for p in dict.fromkeys(model.parameters()) if id(p) not in skip)

@@ -1,4 +1,5 @@
-"""The lab's configuration: one dataclass of defaults, and presets (YAML, shipped) that list only what changes.
+"""Every lab config, typed: the core study (`LabConfig`), the decay study (`DecayConfig` of `Arm`s), the
+named seed offsets, and the shipped presets (YAML) that list only what changes from the defaults.
 
 Defaults follow the paper's regime as closely as a laptop CPU allows: single pass over fresh
 text, warmup + cosine decay, a model sized for the world. They are not tuned to show any
@@ -8,6 +9,7 @@ particular result.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -15,10 +17,161 @@ import yaml
 
 from kentropy.errors import KentropyError
 from kentropy.knowledge.generate import MIN_FACTS
+from kentropy.lab import regime
+from kentropy.train import SCHEDULES
 
 PRESETS = ("smoke", "quick", "decay", "paper")
 PRESET_VERSION = 1
-SCHEDULES = ("cosine", "constant", "wsd")  # kentropy train's
+
+
+class SeedOffset:
+    """Offsets added to `world_seed` / `pretrain_seed` for the text streams that must stay apart from the
+    pretraining stream (seed = pretrain_seed) and from each other."""
+
+    TOKENIZER = 10_000  # the tokenizer's training text (+ world_seed)
+    HELD_OUT = 20_000  # held-out measuring documents (+ pretrain_seed)
+    CONTINUAL = 30_000  # the continual-learning corpus (+ world_seed)
+
+
+# FFN layouts of the lab's models (lab/architectures.py builds them) and initializations
+ARCHS = ("swiglu", "reglu", "gelu", "relu")
+GATED = ("swiglu", "reglu")
+INITS = ("hf", "mitchell")
+
+
+def ffn_dim(arch: str, gated_ffn: int) -> int:
+    """The inner dimension m: `gated_ffn` for gated FFNs, 1.5 x for plain ones (equal parameters)."""
+    return gated_ffn if arch in GATED else (3 * gated_ffn) // 2
+
+
+@dataclass
+class Arm:
+    """One pretraining configuration of the decay study. The reference arm's fields are the defaults; arms override some."""
+
+    arch: str = "swiglu"  # FFN: swiglu, reglu (gated ReLU), gelu or relu (plain FFN, 1.5x inner dim)
+    init: str = "hf"  # hf (normal 0.02) or mitchell (OLMo's)
+    hidden: int = 32
+    layers: int = 2
+    heads: int = 2
+    ffn: int = 86  # gated inner dim (~8/3 hidden, as Llama)
+    tokens_per_parameter: float = 1000.0  # training tokens / non-embedding parameters
+    unique_fraction: float = 1.0  # unique text / training tokens: 1 = one pass over fresh text; 1/8 = 8 epochs
+    batch_size: int = 16
+    seq_len: int = 128
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # OLMo's alpha_f
+    warmup: float = 0.02
+    schedule: str = "cosine"  # cosine (OLMo's), constant or wsd (warmup-stable-decay): kentropy train's
+    decay_fraction: float = 0.2  # wsd: the last fraction of steps, linear to min lr
+    weight_decay: float = 0.8  # reference: sum lr_t x wd ~16 and 1/(lr wd) = 3.4% of the run, both as OLMo-1B
+
+    def check(self, where: str) -> None:
+        for name in ("hidden", "layers", "heads", "ffn", "batch_size", "seq_len"):
+            if getattr(self, name) <= 0:
+                raise KentropyError(f"{where}: {name} must be positive, got {getattr(self, name)}")
+        if self.hidden % self.heads:
+            raise KentropyError(f"{where}: hidden {self.hidden} must be divisible by heads {self.heads}")
+        if self.arch not in ARCHS:
+            raise KentropyError(f"{where}: arch {self.arch!r}: choose {', '.join(ARCHS)}")
+        if self.init not in INITS:
+            raise KentropyError(f"{where}: init {self.init!r}: choose {', '.join(INITS)}")
+        if self.schedule not in SCHEDULES:
+            raise KentropyError(f"{where}: schedule {self.schedule!r}: choose {', '.join(SCHEDULES)}")
+        if not (self.tokens_per_parameter > 0 and math.isfinite(self.tokens_per_parameter)):
+            raise KentropyError(f"{where}: tokens_per_parameter must be positive, got {self.tokens_per_parameter}")
+        if not 0 < self.unique_fraction <= 1:
+            raise KentropyError(f"{where}: unique_fraction must be in (0, 1], got {self.unique_fraction}")
+        if not (self.lr > 0 and math.isfinite(self.lr)) or self.weight_decay < 0 or not math.isfinite(self.weight_decay):
+            raise KentropyError(f"{where}: lr must be positive and weight_decay non-negative")
+        if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1 or not 0 < self.decay_fraction < 1:
+            raise KentropyError(f"{where}: warmup in [0, 1), min_lr_ratio in [0, 1], decay_fraction in (0, 1)")
+
+    @property
+    def ffn_dim(self) -> int:
+        return ffn_dim(self.arch, self.ffn)
+
+    def non_embedding_parameters(self) -> int:
+        """Per layer: attention 4 d^2 (q, k, v, o without biases), FFN 3 d m (gated) or 2 d m (plain), and
+        the norms (RMSNorm d each, LayerNorm1P 2d each); plus the final norm."""
+        gated = self.arch in GATED
+        norm = self.hidden if gated else 2 * self.hidden
+        per_layer = 4 * self.hidden**2 + (3 if gated else 2) * self.hidden * self.ffn_dim + 2 * norm
+        return self.layers * per_layer + norm
+
+    def steps(self) -> int:
+        return max(1, math.ceil(self.tokens_per_parameter * self.non_embedding_parameters() / (self.batch_size * self.seq_len)))
+
+
+@dataclass
+class DecayConfig:
+    """The decay study: a reference arm, the arms that change one factor each, and how to measure."""
+
+    reference: Arm = field(default_factory=Arm)
+    arms: dict[str, dict] = field(default_factory=dict)  # name -> overrides of the reference
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # pretraining seeds (init and data order) per arm
+    reference_seeds: list[int] | None = None  # the reference arm's seeds (default: seeds)
+    checkpoints: int = 14  # log-spaced checkpoints per run (plus the initialization)
+    measure_docs: int = 256  # documents per measuring series
+    bootstrap: int = 1000  # bootstrap resamples of the measuring documents
+    tokenizer_vocab: int = 512  # the study's own byte-level BPE (small: the LM head would dominate tiny models)
+    workers: int = 2  # runs trained side by side, one thread each (tiny models use one core better than two)
+    compile: bool = True  # torch.compile the training step
+    loop_arms: int = 1  # decaying arms to continue training from (the largest falls first)
+    loop_checkpoints: int = 4  # starting checkpoints per arm, from the entropy's peak to the end
+    min_reference_tokens_per_parameter: float = 1000.0  # the regime the study promises (checked)
+    min_tokens_per_parameter: float = 300.0
+    min_cumulative_weight_decay: float = 5.0
+
+    def all_arms(self, where: str = "decay config") -> dict[str, Arm]:
+        out = {"reference": self.reference}
+        for name, over in self.arms.items():
+            if name == "reference":
+                raise KentropyError(f"{where}: arm name 'reference' is taken by the reference arm")
+            known = {f.name for f in dataclasses.fields(Arm)}
+            unknown = sorted(set(over) - known)
+            if unknown:
+                raise KentropyError(f"{where}: arms.{name}: unknown key(s) {', '.join(unknown)}")
+            out[name] = dataclasses.replace(self.reference, **over)
+        return out
+
+    def seeds_of(self, name: str) -> list[int]:
+        return list(self.reference_seeds or self.seeds) if name == "reference" else list(self.seeds)
+
+    def check(self, where: str = "decay config") -> None:
+        if not self.seeds or (self.reference_seeds is not None and not self.reference_seeds):
+            raise KentropyError(f"{where}: seeds must list at least one seed")
+        if self.checkpoints < 12:
+            raise KentropyError(f"{where}: checkpoints must be at least 12, got {self.checkpoints}")
+        if self.measure_docs < 2 or self.bootstrap < 100:
+            raise KentropyError(f"{where}: measure_docs must be >= 2 and bootstrap >= 100")
+        for name, arm in self.all_arms(where).items():
+            arm.check(f"{where}: arm {name}")
+            r = regime.regime(arm)
+            need = self.min_reference_tokens_per_parameter if name == "reference" else self.min_tokens_per_parameter
+            if r["tokens_per_parameter"] < need:
+                raise KentropyError(f"{where}: arm {name}: {r['tokens_per_parameter']:.0f} tokens per parameter, "
+                                    f"below the study's {need:.0f}")
+            if arm.weight_decay > 0 and r["cumulative_weight_decay"] < self.min_cumulative_weight_decay:
+                raise KentropyError(f"{where}: arm {name}: cumulative weight decay {r['cumulative_weight_decay']:.2f} "
+                                    f"< {self.min_cumulative_weight_decay} (raise weight_decay, lr or tokens)")
+            if arm.steps() < self.checkpoints:
+                raise KentropyError(f"{where}: arm {name}: {arm.steps()} steps cannot hold {self.checkpoints} checkpoints")
+
+
+def decay_config(data: dict | None, where: str = "decay") -> DecayConfig:
+    """A DecayConfig from a preset's `decay:` mapping, checked (every key, and the regime it promises)."""
+    data = dict(data or {})
+    known = {f.name for f in dataclasses.fields(DecayConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise KentropyError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    ref = data.pop("reference", {}) or {}
+    unknown = sorted(set(ref) - {f.name for f in dataclasses.fields(Arm)})
+    if unknown:
+        raise KentropyError(f"{where}: reference: unknown key(s) {', '.join(unknown)}")
+    cfg = DecayConfig(reference=Arm(**ref), **data)
+    cfg.check(where)
+    return cfg
 
 
 @dataclass
@@ -65,10 +218,10 @@ class LabConfig:
     resuscitate_amplify: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 3.0])
     # knowledge circuits (Ou et al. 2025) on the continual-learning checkpoints
     circuits: bool = True
-    # the decay study (lab/decay.py): tiny models trained into the paper's regime; a preset's `decay:` section
-    decay: dict | None = None
     circuit_top_n: int = 100
     circuit_examples: int = 16
+    # the decay study (lab/studies/decay.py): tiny models trained into the paper's regime; a preset's `decay:` section
+    decay: DecayConfig | None = None
 
     def __post_init__(self) -> None:
         positive = ["entities", "tokenizer_vocab", "tokenizer_docs", "hidden", "layers", "heads", "ffn", "pretrain_tokens",
@@ -119,6 +272,11 @@ class LabConfig:
         return self.pretrain_tokens // (self.batch_size * self.seq_len)
 
 
+def config_json(cfg: LabConfig) -> dict:
+    """The resolved config as JSON-ready data (the decay study's section, if any, nested)."""
+    return dataclasses.asdict(cfg)
+
+
 def load_preset(name: str) -> LabConfig:
     """A shipped preset: LabConfig defaults overridden by `presets/lab-NAME.yaml`. Unknown keys are an error."""
     if name not in PRESETS:
@@ -139,10 +297,5 @@ def config_from_yaml(text: str, source: str) -> LabConfig:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise KentropyError(f"{source}: unknown lab key(s) {', '.join(unknown)}")
-    decay = None
-    if "decay" in data:
-        from kentropy.lab.decay import decay_config
-
-        decay_config(data["decay"], f"{source}: decay")  # every key and the regime it promises, checked here
-        decay = dict(data["decay"] or {})
+    decay = decay_config(data["decay"], f"{source}: decay") if "decay" in data else None
     return LabConfig(**overrides, decay=decay)

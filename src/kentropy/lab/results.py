@@ -1,21 +1,23 @@
-"""Typed results of the lab's stages, as the recipe hands them to the report.
+"""Typed results of the lab's stages, as the recipes hand them to the report.
 
-Stages cache their results as JSON (`Stages`); these dataclasses are what the recipe makes of
-them, so that the report reads named fields instead of a long list of positional arguments.
-An optional study (circuits today) adds a `Section`: its markdown and its entry in results.json.
+Stages cache their results as JSON (`lab/cache.py`); these dataclasses are what the core recipe
+makes of them, so that the report reads named fields instead of a long list of positional
+arguments. An optional study reads the finished core (`Context`) and adds a `Section`: its
+markdown and its entry in results.json.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import LabConfig
+from kentropy.lab.labdir import LabDir
 
 
 @dataclass
-class Checkpoint:
+class StepCheckpoint:
     """A pretraining checkpoint: an HF model directory after `step` optimizer steps (0: the initialization)."""
 
     step: int
@@ -24,16 +26,16 @@ class Checkpoint:
 
 @dataclass
 class Pretraining:
-    checkpoints: list[Checkpoint]  # the initialization first, then every saved step in order
+    checkpoints: list[StepCheckpoint]  # the initialization first, then every saved step in order
     steps: int
     loss: list[tuple[int, float]]  # (step, training loss)
 
     @classmethod
     def from_json(cls, d: dict) -> "Pretraining":
-        return cls([Checkpoint(**c) for c in d["checkpoints"]], d["steps"], [tuple(x) for x in d["loss"]])
+        return cls([StepCheckpoint(**c) for c in d["checkpoints"]], d["steps"], [tuple(x) for x in d["loss"]])
 
     @property
-    def final(self) -> Checkpoint:
+    def final(self) -> StepCheckpoint:
         return self.checkpoints[-1]
 
 
@@ -82,16 +84,22 @@ class LabRun:
 
     cfg: LabConfig
     preset: str
-    root: Path
+    dir: LabDir
     world: dict  # the world stage's result: tasks, knowledge, plan, the world's summary
     pretraining: Pretraining
     entropy: list[dict]  # `measure` results of every pretraining checkpoint, with "step"
-    starts: list[Checkpoint]  # the checkpoints continual learning starts from
+    starts: list[StepCheckpoint]  # the checkpoints continual learning starts from
     continual: dict[tuple[int, int], ContinualRun]  # (start step, seed) -> run
     resuscitated: dict[float, Resuscitated]  # amplify -> resuscitation and its runs
     continual_config: dict  # the TrainConfig of the continual runs (schedule, warmup, ...), as saved
-    timings: dict = field(default_factory=dict)
 
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
+
+@dataclass
+class Context:
+    """What an optional study may use: the stage cache, the core's finished stages by name
+    (world, tokenizer, corpora, pretrain, measure), the core's typed results, the device."""
+
+    stages: Stages
+    done: dict[str, Done]
+    run: LabRun
+    device: str

@@ -1,8 +1,8 @@
 """Text from a world: an endless stream of fresh documents, and the two continual-learning corpora.
 
     docs = stream_documents(world, seed=1)                 # encyclopedia articles, endless
-    c4 = near_domain_documents(world, seed=2, n_docs=500)  # news, reviews, forum posts, lists
-    pubmed = new_domain_documents(seed=3, n_docs=500)      # a biomedical world of its own
+    c4 = stream_documents(world, seed=2, kind="near")      # news, reviews, forum posts, lists (C4 stand-in)
+    pubmed = new_domain_documents(seed=3, n_docs=500, domain_seed=0)  # a biomedical world of its own
 
 A document is about one entity drawn by popularity and states some of its facts, then facts
 of its neighbours (breadth first through the relations), each through one of many
@@ -16,15 +16,14 @@ returns, for each document, the (subject, relation, object) triples its text sta
 from __future__ import annotations
 
 import random
-import re
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from itertools import islice
 from typing import Iterable, Iterator
 
 from kentropy.errors import KentropyError
-from kentropy.lab.biomed import build_new_domain
-from kentropy.lab.world import Triple, World
+from kentropy.lab.text.new_domain import build_new_domain
+from kentropy.lab.text.world import Triple, World
 
 MIN_WORDS, MAX_WORDS = 80, 300
 KINDS = ("world", "near")  # encyclopedia articles; web genres close to them
@@ -64,13 +63,7 @@ def stream_documents(world: World, seed: int, *, kind: str = "world") -> Iterato
     return (d.text for d in stream_rendered(world, seed, kind=kind))
 
 
-def near_domain_documents(world: World, seed: int, n_docs: int) -> list[str]:
-    """The C4 stand-in: `n_docs` web-like documents (news, reviews, forum posts, lists) about the world."""
-    _check_count(n_docs)
-    return list(islice(stream_documents(world, seed, kind="near"), n_docs))
-
-
-def new_domain_documents(seed: int, n_docs: int, *, n_entities: int = 600, domain_seed: int = 0) -> list[str]:
+def new_domain_documents(seed: int, n_docs: int, *, domain_seed: int, n_entities: int = 600) -> list[str]:
     """The PubMed stand-in: `n_docs` articles of a biomedical world (`build_new_domain(n_entities, domain_seed)`)."""
     _check_count(n_docs)
     return list(islice(stream_documents(build_new_domain(n_entities, domain_seed), seed), n_docs))
@@ -327,41 +320,3 @@ _GENRE_WRITERS = {
     "forum": _genre(_FORUM, "forum", reply="Reply:"),
     "list": _listing,
 }
-
-
-# --- overlap ------------------------------------------------------------------------------------
-
-_WORD = re.compile(r"[a-z]+|\d+(?:\.\d+)?")
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens: letter runs, and numbers (decimals kept whole)."""
-    return _WORD.findall(text.lower())
-
-
-@dataclass
-class WordOverlap:
-    """How much of corpus b's vocabulary corpus a already has."""
-
-    types_a: int
-    types_b: int
-    shared: int  # word types in both
-    type_share: float  # shared / types_b
-    token_share: float  # share of b's running words whose type is also in a
-    shared_words: list[str]  # the shared types, most frequent in b first
-
-    def to_json(self) -> dict:
-        return dict(self.__dict__)
-
-
-def word_overlap(a: Iterable[str], b: Iterable[str]) -> WordOverlap:
-    """Word types of b (e.g. the new domain) that a (e.g. the world) also uses, by type and by token."""
-    ta = Counter(w for text in a for w in words(text))
-    tb = Counter(w for text in b for w in words(text))
-    if not ta or not tb:
-        raise KentropyError("word_overlap: both corpora need at least one word")
-    shared = [w for w, _ in tb.most_common() if w in ta]
-    return WordOverlap(
-        types_a=len(ta), types_b=len(tb), shared=len(shared), type_share=len(shared) / len(tb),
-        token_share=sum(tb[w] for w in shared) / sum(tb.values()), shared_words=shared,
-    )

@@ -3,15 +3,11 @@ intervals, verdicts per arm, and what each arm rules out. Every number comes fro
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from kentropy.io import write_atomic  # noqa: E402
+from kentropy.lab.judge.verdicts import DECAYS, DID_NOT_HOLD
+from kentropy.lab.report.figures import cmap, save, subplots
+from kentropy.lab.report.fmt import fmt
 
 # what an arm that does not decay rules out, by the factor it changes
 RULES_OUT = {
@@ -24,16 +20,12 @@ RULES_OUT = {
 }
 
 
-def _fmt(x, d: int = 3) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
-
-
 def _figure(result: dict, fig_dir: Path) -> str:
     """Top: whole trajectories (H / L ln m, log steps, 95% bootstrap bands, thin lines per seed).
     Bottom: the same from each arm's collapse on, where a decay would show."""
     arms = result["arms"]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
-    cmap = plt.get_cmap("tab10")
+    fig, axes = subplots(2, 2, figsize=(13, 8.5))
+    colors = cmap("tab10")
     for col, (key, title) in enumerate((("seen", "first pretraining batches (seen; the paper's data)"),
                                         ("held_out", "held-out world text"))):
         for row in (0, 1):
@@ -43,24 +35,21 @@ def _figure(result: dict, fig_dir: Path) -> str:
                 keep = [j for j, st in enumerate(a["steps"]) if row == 0 or st >= a["collapse_step"]]
                 steps = [max(a["steps"][j], 1) for j in keep]
                 norm = lambda xs: [xs[j] / a["max_entropy"] for j in keep]  # noqa: E731
-                ax.plot(steps, norm(s["knowledge_entropy"]), marker=".", color=cmap(i % 10), label=a["name"], lw=1.4)
+                ax.plot(steps, norm(s["knowledge_entropy"]), marker=".", color=colors(i % 10), label=a["name"], lw=1.4)
                 ax.fill_between(steps, norm([c[0] for c in s["knowledge_entropy_ci"]]), norm([c[1] for c in s["knowledge_entropy_ci"]]),
-                                color=cmap(i % 10), alpha=0.2)
+                                color=colors(i % 10), alpha=0.2)
                 for run in s["per_seed"]:
-                    ax.plot(steps, norm(run["knowledge_entropy"]), color=cmap(i % 10), lw=0.5, alpha=0.5)
+                    ax.plot(steps, norm(run["knowledge_entropy"]), color=colors(i % 10), lw=0.5, alpha=0.5)
             ax.set(xscale="log", xlabel="pretraining step (log; init at 1)", ylabel="H / (L ln m)",
                    title=title if row == 0 else f"{title}: from each arm's collapse on")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    path = fig_dir / "decay_study.png"
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
-    return f"figures/{path.name}"
+    return save(fig, fig_dir / "decay_study.png", dpi=100)
 
 
 def rules_out(arm: dict) -> str | None:
     """The mechanism an arm that did not decay rules out (None for the reference or an arm that decays)."""
-    if arm["verdict"] != "did not hold" or not arm["overrides"]:
+    if arm["verdict"] != DID_NOT_HOLD or not arm["overrides"]:
         return None
     keys = [k for k in RULES_OUT if k in arm["overrides"]]
     if not keys:
@@ -86,7 +75,7 @@ def decay_section(result: dict, fig_dir: Path) -> str:
     for a in result["arms"]:
         r = a["regime"]
         change = ", ".join(f"{k}={v}" for k, v in a["overrides"].items()) or "-"
-        eq = _fmt(r["equilibrium_share"]) if r["equilibrium_share"] is not None else "∞"
+        eq = fmt(r["equilibrium_share"]) if r["equilibrium_share"] is not None else "∞"
         lines.append(f"| {a['name']} | {change} | {len(a['seeds'])} | {r['non_embedding_parameters']:,} | "
                      f"{a['tokens_per_parameter']:.0f} | {a['cumulative_weight_decay']:.1f} | {eq} | {r['epochs']:.0f} | "
                      f"{a['wall_seconds']:.0f} | {', '.join(f'{x:,.0f}' for x in a['tokens_per_s'])} |")
@@ -100,17 +89,17 @@ def decay_section(result: dict, fig_dir: Path) -> str:
         s, h = a["series"]["seen"], a["series"]["held_out"]
         steps = a["steps"]
         i_peak, i_col = steps.index(a["peak_step"]), steps.index(a["collapse_step"])
-        traj = " → ".join(_fmt(a["knowledge_entropy"][i]) for i in (0, i_col, i_peak, len(steps) - 1))
+        traj = " → ".join(fmt(a["knowledge_entropy"][i]) for i in (0, i_col, i_peak, len(steps) - 1))
         seeds = "; ".join(f"{c:+.4f} [{lo:+.4f}, {hi:+.4f}]" for c, (lo, hi) in zip(s["changes"], s["change_cis"]))
-        att = f"{_fmt(s['attention_entropy'][i_peak])} → {_fmt(s['attention_entropy'][-1])}"
-        nt = f"{_fmt(s['next_token_entropy'][i_peak])} → {_fmt(s['next_token_entropy'][-1])}"
+        att = f"{fmt(s['attention_entropy'][i_peak])} → {fmt(s['attention_entropy'][-1])}"
+        nt = f"{fmt(s['next_token_entropy'][i_peak])} → {fmt(s['next_token_entropy'][-1])}"
         rise = a["knowledge_entropy"][i_peak] - a["knowledge_entropy"][i_col]
         # how much of the climb back from the collapse the fall undoes (> 100%: it ends below the collapse)
         lost = "-" if a["change"] >= 0 or rise <= 0 else (">100%" if -a["change"] > rise else f"{-a['change'] / rise:.0%}")
         lines.append(f"| {a['name']} | {traj} | {a['peak_step']} | {a['change']:+.4f} [{a['change_ci'][0]:+.4f}, "
                      f"{a['change_ci'][1]:+.4f}] | {lost} | {seeds} | **{a['verdict']}** | {h['verdict']} | {att} | {nt} | "
-                     f"{', '.join(_fmt(x) for x in a['final_loss'])} |")
-    decays = [a["name"] for a in result["arms"] if a["verdict"] in ("held", "direction only")]
+                     f"{', '.join(fmt(x) for x in a['final_loss'])} |")
+    decays = [a["name"] for a in result["arms"] if a["verdict"] in DECAYS]
     lines.append("")
     if decays:
         lines.append(f"Knowledge entropy falls after its peak (at least in direction) in: {', '.join(decays)}.")

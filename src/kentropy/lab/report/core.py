@@ -1,6 +1,6 @@
 """The lab report: `report.md`, PNG figures and `results.json`, every number from this run's stages.
 
-`write_report(run, sections)` reads the typed results of the core stages (`LabRun`) and appends
+`write_report(run, sections, timings)` reads the typed results of the core stages (`LabRun`) and appends
 each optional study's `Section` (its markdown before the timings, its results under its key).
 """
 
@@ -9,34 +9,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from kentropy.config import to_dict  # noqa: E402
-from kentropy.io import write_atomic, write_json  # noqa: E402
-from kentropy.lab import analysis  # noqa: E402
-from kentropy.lab.results import LabRun, Section  # noqa: E402
-from kentropy.lab.tasks import METRICS  # noqa: E402
-
-
-def _save(fig, path: Path) -> str:
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return f"figures/{path.name}"
-
-
-def _fmt(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:.{digits}f}"
-
-
-def _ci(c: dict, digits: int = 2) -> str:
-    if c["lo"] is None:
-        return f"{c['mean']:.{digits}f} (n={c['n']})"
-    return f"{c['mean']:.{digits}f} [{c['lo']:.{digits}f}, {c['hi']:.{digits}f}] (n={c['n']})"
+from kentropy.io import write_atomic, write_json
+from kentropy.lab.config import config_json
+from kentropy.lab.judge import stats as analysis
+from kentropy.lab.judge.verdicts import DID_NOT_HOLD, NOT_MEASURED
+from kentropy.lab.report.figures import cmap, save, subplots
+from kentropy.lab.report.fmt import fmt, fmt_ci
+from kentropy.lab.results import LabRun, Section
+from kentropy.lab.text.tasks import METRICS
 
 
 def collect(run: LabRun) -> list[dict]:
@@ -57,19 +37,19 @@ def collect(run: LabRun) -> list[dict]:
 def figures(fig_dir: Path, res: list[dict], loss: list, rows: list[dict], resus_rows: dict, base_A: list[float], base_F: list) -> dict:
     steps = [r["step"] for r in res]
     out = {}
-    cmap = plt.get_cmap("viridis")
+    colors = cmap("viridis")
 
-    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, ax = subplots(1, 2, figsize=(11, 3.8))
     ax[0].plot(steps, [r["knowledge_entropy"] for r in res], marker="o")
     ax[0].set(title="Knowledge entropy (sum over layers)", xlabel="pretraining step", ylabel="H(θ)")
     for i, r in enumerate(res):
-        ax[1].plot(r["knowledge_entropy_per_layer"], marker=".", color=cmap(i / max(1, len(res) - 1)), label=f"step {r['step']}")
+        ax[1].plot(r["knowledge_entropy_per_layer"], marker=".", color=colors(i / max(1, len(res) - 1)), label=f"step {r['step']}")
     ax[1].set(title="Knowledge entropy per layer", xlabel="layer", ylabel="H_l(θ)")
     ax[1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    out["entropy"] = _save(fig, fig_dir / "entropy.png")
+    out["entropy"] = save(fig, fig_dir / "entropy.png")
 
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, ax = subplots(1, 3, figsize=(13, 3.6))
     ax[0].plot(steps, [r["attention_entropy"] for r in res], marker="o", color="tab:orange")
     ax[0].set(title="Attention entropy", xlabel="pretraining step")
     ax[1].plot(steps, [r["next_token_entropy"] for r in res], marker="o", color="tab:red")
@@ -77,10 +57,10 @@ def figures(fig_dir: Path, res: list[dict], loss: list, rows: list[dict], resus_
     ax[2].plot([s for s, _ in loss], [v for _, v in loss], lw=0.8)
     ax[2].set(title="Pretraining loss", xlabel="step", yscale="log")
     fig.tight_layout()
-    out["attention"] = _save(fig, fig_dir / "attention_next_token.png")
+    out["attention"] = save(fig, fig_dir / "attention_next_token.png")
 
     labels = [str(r["step"]) for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, ax = subplots(1, 2, figsize=(11, 3.6))
     for k, key in enumerate(("A", "F")):
         means = [r[key]["mean"] if r[key] else float("nan") for r in rows]
         err = [[(r[key]["mean"] - r[key]["lo"]) if r[key] and r[key]["lo"] is not None else 0 for r in rows],
@@ -90,9 +70,9 @@ def figures(fig_dir: Path, res: list[dict], loss: list, rows: list[dict], resus_
             ax[k].scatter([i] * len(r[key + "_seeds"]), [v if v is not None else float("nan") for v in r[key + "_seeds"]], color="k", s=10, zorder=3)
         ax[k].set(title=f"{'Acquisition A' if key == 'A' else 'Forgetting F'} (%) by starting checkpoint", xlabel="pretraining step")
     fig.tight_layout()
-    out["AF"] = _save(fig, fig_dir / "acquisition_forgetting.png")
+    out["AF"] = save(fig, fig_dir / "acquisition_forgetting.png")
 
-    fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, ax = subplots(1, 2, figsize=(11, 3.6))
     x = range(len(rows))
     for k, (key, title) in enumerate((("P", "Probe score P (mean log-prob)"), ("D", "Downstream accuracy D"))):
         b = [r[f"{key}_before"]["mean"] if r[f"{key}_before"] else float("nan") for r in rows]
@@ -103,20 +83,20 @@ def figures(fig_dir: Path, res: list[dict], loss: list, rows: list[dict], resus_
         ax[k].set(title=title, xlabel="pretraining step")
         ax[k].legend()
     fig.tight_layout()
-    out["PD"] = _save(fig, fig_dir / "probes_downstream.png")
+    out["PD"] = save(fig, fig_dir / "probes_downstream.png")
 
     if resus_rows:
         ps = sorted(resus_rows)
-        fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+        fig, ax = subplots(1, 2, figsize=(11, 3.6))
         ax[0].bar(["none"] + [f"P={p:g}" for p in ps], [sum(base_A) / len(base_A)] + [resus_rows[p]["A"]["mean"] for p in ps], color="tab:green")
         ax[0].set(title="Acquisition A (%) of the final checkpoint, resuscitated")
         if all(f is not None for f in base_F) and all(resus_rows[p]["F"] for p in ps):
             ax[1].bar(["none"] + [f"P={p:g}" for p in ps], [sum(base_F) / len(base_F)] + [resus_rows[p]["F"]["mean"] for p in ps], color="tab:olive")
         ax[1].set(title="Forgetting F (%) of the final checkpoint, resuscitated")
         fig.tight_layout()
-        out["resuscitation"] = _save(fig, fig_dir / "resuscitation.png")
+        out["resuscitation"] = save(fig, fig_dir / "resuscitation.png")
 
-    fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, ax = subplots(1, 2, figsize=(11, 3.6))
     h = [r["knowledge_entropy"] for r in rows]
     for k, key in enumerate(("A", "F")):
         ys = [r[key]["mean"] if r[key] else float("nan") for r in rows]
@@ -125,14 +105,15 @@ def figures(fig_dir: Path, res: list[dict], loss: list, rows: list[dict], resus_
             ax[k].annotate(f"step {lab}", (xi, yi), fontsize=7)
         ax[k].set(xlabel="knowledge entropy of the starting checkpoint", ylabel=f"{key} (%)", title=f"Entropy vs {key}")
     fig.tight_layout()
-    out["scatter"] = _save(fig, fig_dir / "entropy_vs_AF.png")
+    out["scatter"] = save(fig, fig_dir / "entropy_vs_AF.png")
     return out
 
 
-def write_report(run: LabRun, sections: list[Section] = ()) -> dict:
-    """report.md, figures/ and results.json in the lab directory; returns the results."""
-    cfg, root = run.cfg, run.root
-    fig_dir = run.figures
+def write_report(run: LabRun, sections: list[Section], timings: dict[str, dict]) -> dict:
+    """report.md, figures/ and results.json in the lab directory; returns the results.
+    timings: wall time per stage that ran (the cache's), as of the end of the run."""
+    cfg = run.cfg
+    fig_dir = run.dir.figures
     fig_dir.mkdir(parents=True, exist_ok=True)
     res = sorted(run.entropy, key=lambda r: r["step"])
     rows = collect(run)
@@ -153,7 +134,7 @@ def write_report(run: LabRun, sections: list[Section] = ()) -> dict:
     figs = figures(fig_dir, res, run.pretraining.loss, rows, resus_rows, base_A, base_F)
 
     results = {
-        "preset": run.preset, "config": to_dict(cfg), "timings": run.timings, "world": run.world.get("world"),
+        "preset": run.preset, "config": config_json(cfg), "timings": timings, "world": run.world.get("world"),
         "entropy": [{k: r[k] for k in ("step", "knowledge_entropy", "knowledge_entropy_per_layer", "attention_entropy",
                                        "next_token_entropy", "instances", "tokens")} for r in res],
         "continual": rows, "resuscitation": {str(p): v for p, v in resus_rows.items()},
@@ -161,10 +142,10 @@ def write_report(run: LabRun, sections: list[Section] = ()) -> dict:
     }
     for section in sections:
         results[section.key] = section.results
-    write_json(root / "results.json", results)
+    write_json(run.dir.results, results)
 
-    md = _markdown(run, res, rows, decay, corr, helps, resus_rows, figs, sections)
-    write_atomic(root / "report.md", lambda tmp: tmp.write_text(md))
+    md = _markdown(run, res, rows, decay, corr, helps, resus_rows, figs, sections, timings)
+    write_atomic(run.dir.report, lambda tmp: tmp.write_text(md))
     return results
 
 
@@ -181,11 +162,11 @@ def schedule_text(lr: float, warmup: float, schedule: str, min_lr_ratio: float, 
             f"weight decay {weight_decay:g} on weight matrices (not embeddings, norms or biases)")
 
 
-def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sections) -> str:
+def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sections, timings) -> str:
     cfg, pre, cc = run.cfg, run.pretraining, run.continual_config
     L = []
     add = L.append
-    total = sum(t["seconds"] for t in run.timings.values())
+    total = sum(t["seconds"] for t in timings.values())
     interval = cfg.continual_steps // cfg.injection_rounds
     add(f"# kentropy lab report (preset `{run.preset}`)\n")
     add(f"A {cfg.layers}-layer, width-{cfg.hidden} Llama-style (SwiGLU) model pretrained on a generated world of "
@@ -208,13 +189,13 @@ def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sect
     add("## Findings\n")
     add("| Finding (paper) | Paper | Here | Verdict |")
     add("|---|---|---|---|")
-    add(f"| 1. Knowledge entropy decays during pretraining | monotone decay | H {_fmt(decay['first'])} (first checkpoint) → "
-        f"{_fmt(decay['last'])} (last); Spearman ρ(step, H) = {_fmt(decay['spearman']['rho'])}, p = {_fmt(decay['spearman']['p'])}; "
-        f"largest rise between checkpoints {_fmt(decay['max_rise'])} | **{decay['verdict']}** |")
+    add(f"| 1. Knowledge entropy decays during pretraining | monotone decay | H {fmt(decay['first'])} (first checkpoint) → "
+        f"{fmt(decay['last'])} (last); Spearman ρ(step, H) = {fmt(decay['spearman']['rho'])}, p = {fmt(decay['spearman']['p'])}; "
+        f"largest rise between checkpoints {fmt(decay['max_rise'])} | **{decay['verdict']}** |")
     rA = corr["r_entropy_A"]
 
     def r_cell(r):
-        return "not measured" if r is None else f"r = {_fmt(r['r'])}, p = {_fmt(r['p'])} (n = {r['n']})"
+        return NOT_MEASURED if r is None else f"r = {fmt(r['r'])}, p = {fmt(r['p'])} (n = {r['n']})"
 
     add(f"| 2a. Later checkpoints acquire less: r(step, A) | negative | {r_cell(corr['r_step_A'])} | **{corr['verdict_step_A']}** |")
     add(f"| 2b. Later checkpoints forget more: r(step, F) | positive | {r_cell(corr['r_step_F'])} | **{corr['verdict_step_F']}** |")
@@ -222,21 +203,21 @@ def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sect
     add(f"| 2d. Forgetting follows it inversely: r(H, F) | r = {analysis.PAPER['r_entropy_F']} | {r_cell(corr['r_entropy_F'])} | **{corr['verdict_F']}** |")
 
     def deltas(key, pkey):
-        return "; ".join(f"P={p}: Δ{key} {_fmt(v[f'delta{pkey}']['mean'], 2)}" + (f" (p = {_fmt(v['p' + pkey])})" if v["p" + pkey] is not None else "")
-                         for p, v in helps["by_amplify"].items() if v[f"delta{pkey}"] is not None) or "not measured"
+        return "; ".join(f"P={p}: Δ{key} {fmt(v[f'delta{pkey}']['mean'], 2)}" + (f" (p = {fmt(v['p' + pkey])})" if v["p" + pkey] is not None else "")
+                         for p, v in helps["by_amplify"].items() if v[f"delta{pkey}"] is not None) or NOT_MEASURED
 
     add(f"| 3a. Resuscitation (P ≥ 1) of the final checkpoint raises acquisition A | improves A | "
-        f"A without: {_fmt(helps['base_A']['mean'], 2)}; {deltas('A', '')} | **{helps['verdict_A']}** |")
+        f"A without: {fmt(helps['base_A']['mean'], 2)}; {deltas('A', '')} | **{helps['verdict_A']}** |")
     base_F = helps["base_F"]
     add(f"| 3b. Resuscitation (P ≥ 1) of the final checkpoint lowers forgetting F | improves retention | "
-        f"F without: {_fmt(base_F['mean'] if base_F else None, 2)}; {deltas('F', '_F')} | **{helps['verdict_F']}** |")
+        f"F without: {fmt(base_F['mean'] if base_F else None, 2)}; {deltas('F', '_F')} | **{helps['verdict_F']}** |")
     add("\nVerdicts: **held** = direction as in the paper and significant at 0.05; **direction only** = same direction, "
         "not significant (few checkpoints or seeds); **did not hold** = opposite direction or no change. "
         f"{_critical_r(rA['n'])}\n")
     for name, v in (("Finding 1", decay["verdict"]), ("Finding 2a", corr["verdict_step_A"]), ("Finding 2b", corr["verdict_step_F"]),
                     ("Finding 2c", corr["verdict_A"]), ("Finding 2d", corr["verdict_F"]), ("Finding 3a", helps["verdict_A"]),
                     ("Finding 3b", helps["verdict_F"])):
-        if v == "did not hold":
+        if v == DID_NOT_HOLD:
             add(f"- {name} did not reproduce in this lab run; the numbers are in the table above and the sections below.")
     add("")
 
@@ -246,7 +227,7 @@ def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sect
     add("| step | knowledge H | attention H | next-token H |")
     add("|---|---|---|---|")
     for r in res:
-        add(f"| {r['step']} | {_fmt(r['knowledge_entropy'], 4)} | {_fmt(r['attention_entropy'], 4)} | {_fmt(r['next_token_entropy'], 4)} |")
+        add(f"| {r['step']} | {fmt(r['knowledge_entropy'], 4)} | {fmt(r['attention_entropy'], 4)} | {fmt(r['next_token_entropy'], 4)} |")
     add(f"\nMaximum possible knowledge entropy: L ln m = {cfg.layers} × ln {cfg.ffn} = {cfg.layers * math.log(cfg.ffn):.4f}. "
         f"Measured on {res[0]['instances']} held-out world documents ({res[0]['tokens']} tokens).\n")
 
@@ -255,9 +236,9 @@ def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sect
     add("| start step | knowledge H | A (%) | F (%) | P before → after | D before → after |")
     add("|---|---|---|---|---|---|")
     for r in rows:
-        add(f"| {r['step']} | {_fmt(r['knowledge_entropy'], 4)} | {_ci(r['A'])} | {_ci(r['F']) if r['F'] else '-'} | "
-            f"{_fmt(r['P_before']['mean'])} → {_fmt(r['P_after']['mean'])} | "
-            f"{_fmt(r['D_before']['mean'] if r['D_before'] else None)} → {_fmt(r['D_after']['mean'] if r['D_after'] else None)} |")
+        add(f"| {r['step']} | {fmt(r['knowledge_entropy'], 4)} | {fmt_ci(r['A'])} | {fmt_ci(r['F']) if r['F'] else '-'} | "
+            f"{fmt(r['P_before']['mean'])} → {fmt(r['P_after']['mean'])} | "
+            f"{fmt(r['D_before']['mean'] if r['D_before'] else None)} → {fmt(r['D_after']['mean'] if r['D_after'] else None)} |")
     metrics = ", ".join(f"{t} ({METRICS.get(t.removeprefix('lab_'), 'acc')})" for t in run.world["tasks"])
     add("\nA = (P_after − P_before) / |P_before| × 100 with P the mean log-probability per target token of the "
         "mem/gen/hard_gen probes; F = (D_before − D_after) / D_before × 100 with D the mean over the lab's downstream "
@@ -269,9 +250,9 @@ def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sect
     add(f"Neurons at or below the {cfg.resuscitate_ratio} quantile of each layer's Cbar scaled by mean/Cbar × P (up-projection rows).\n")
     add("| P | knowledge H before → after | A (%) | F (%) |")
     add("|---|---|---|---|")
-    add(f"| none | - | {_ci(helps['base_A'])} | {_ci(base_F) if base_F else '-'} |")
+    add(f"| none | - | {fmt_ci(helps['base_A'])} | {fmt_ci(base_F) if base_F else '-'} |")
     for p, v in sorted(resus_rows.items()):
-        add(f"| {p:g} | {_fmt(v['entropy_before'], 4)} → {_fmt(v['entropy_after'], 4)} | {_ci(v['A'])} | {_ci(v['F']) if v['F'] else '-'} |")
+        add(f"| {p:g} | {fmt(v['entropy_before'], 4)} → {fmt(v['entropy_after'], 4)} | {fmt_ci(v['A'])} | {fmt_ci(v['F']) if v['F'] else '-'} |")
     add("")
 
     for section in sections:
@@ -280,7 +261,7 @@ def _markdown(run: LabRun, res, rows, decay, corr, helps, resus_rows, figs, sect
     add("## Stage timings\n")
     add("| stage | seconds |")
     add("|---|---|")
-    for name, t in run.timings.items():
+    for name, t in timings.items():
         add(f"| {name} | {t['seconds']:.1f} |")
     add("\nConfig: `lab_config.json`; all numbers: `results.json`.\n")
     return "\n".join(L) + "\n"

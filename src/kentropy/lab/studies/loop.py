@@ -5,12 +5,18 @@ For each arm of the decay study that decays (verdict `held` or `direction only`;
 protocol: injected fictional knowledge, probes, downstream tasks) runs from checkpoints spread
 from the entropy's peak to the end of pretraining; then from the final checkpoint resuscitated
 (Algorithm 1). That gives the paper's findings 2 and 3 from checkpoints with lower entropy,
-judged by the same statistics as the rest of the lab (`lab/analysis.py`).
+judged by the same statistics as the rest of the lab (`lab/judge/stats.py`).
 """
 
 from __future__ import annotations
 
-from kentropy.lab.decay import DecayConfig, slug
+from kentropy.lab.cache import Done, Stages
+from kentropy.lab.config import DecayConfig, LabConfig
+from kentropy.lab.judge import stats as analysis
+from kentropy.lab.judge.verdicts import DECAYS
+from kentropy.lab.labdir import slug
+from kentropy.lab.stages.continual import continual_stage
+from kentropy.lab.stages.resuscitate import resuscitate_stage
 
 
 def loop_starts(arm: dict, n: int) -> list[int]:
@@ -22,13 +28,11 @@ def loop_starts(arm: dict, n: int) -> list[int]:
     return sorted({round(i0 + k * (last - i0) / (n - 1)) for k in range(n)})
 
 
-def close_the_loop(stages, cfg, dcfg: DecayConfig, result: dict, pretrains: dict, world, corpora, device: str) -> dict:
+def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: dict, pretrains: dict[tuple[str, int], Done],
+                   world: Done, corpora: Done, device: str) -> dict:
     """Continual learning (and resuscitation) from the decaying arms' checkpoints. `pretrains`:
     (arm name, seed) -> the arm's pretraining stage (`Done`). Returns the `loop` part of `decay_study`."""
-    from kentropy.lab import analysis
-    from kentropy.lab.continual import continual_stage, resuscitate_stage
-
-    decaying = [a for a in result["arms"] if a["verdict"] in ("held", "direction only")]
+    decaying = [a for a in result["arms"] if a["verdict"] in DECAYS]
     decaying.sort(key=lambda a: a["change"])  # the largest fall first
     out = {"arms": [], "note": None}
     if not decaying:
@@ -63,30 +67,3 @@ def close_the_loop(stages, cfg, dcfg: DecayConfig, result: dict, pretrains: dict
         out["arms"].append({"name": arm["name"], "seed": seed0, "rows": rows, "acquisition_forgetting": corr,
                             "resuscitation": helps, "resuscitation_reports": {str(p): rep for p, rep in reports.items()}})
     return out
-
-
-def loop_section(loop: dict) -> str:
-    """Markdown for the report: A and F per starting checkpoint, the correlations, resuscitation."""
-    lines = ["### Continual learning from checkpoints whose entropy decayed\n"]
-    if not loop["arms"]:
-        return "\n".join(lines + [loop["note"] + ".\n"])
-    for a in loop["arms"]:
-        lines += [f"Arm **{a['name']}** (pretraining seed {a['seed']}): continual learning with the official protocol from "
-                  "checkpoints between its entropy peak and the end of pretraining.\n",
-                  "| start step | H (seen) | A (%) | F (%) |", "|---|---|---|---|"]
-        for r in a["rows"]:
-            A = ", ".join(f"{x:.2f}" for x in r["A"])
-            F = ", ".join("-" if x is None else f"{x:.2f}" for x in r["F"])
-            lines.append(f"| {r['step']} | {r['knowledge_entropy']:.4f} | {A} | {F} |")
-        c = a["acquisition_forgetting"]
-        fmt = lambda d: "-" if d is None or d["r"] is None else f"{d['r']:.2f} (p = {d['p']:.3f}, n = {d['n']})"  # noqa: E731
-        lines += ["", f"- r(H, A) = {fmt(c['r_entropy_A'])}, verdict **{c['verdict_A']}** (paper: 0.94); "
-                      f"r(H, F) = {fmt(c['r_entropy_F'])}, verdict **{c['verdict_F']}** (paper: -0.96).",
-                  f"- later checkpoints acquire less: r(step, A) = {fmt(c['r_step_A'])}, **{c['verdict_step_A']}**; "
-                  f"forget more: r(step, F) = {fmt(c['r_step_F'])}, **{c['verdict_step_F']}**."]
-        h = a["resuscitation"]
-        for p, row in h["by_amplify"].items():  # deltas: mean over seeds of (resuscitated - plain), see analysis
-            dF = "-" if row["delta_F"] is None else f"{row['delta_F']['mean']:+.2f}"
-            lines.append(f"- resuscitated final checkpoint, P = {p}: ΔA = {row['delta']['mean']:+.2f}, ΔF = {dF}")
-        lines.append(f"- finding 3 on A: **{h['verdict_A']}**; on F: **{h['verdict_F']}**\n")
-    return "\n".join(lines) + "\n"

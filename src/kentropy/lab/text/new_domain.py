@@ -6,14 +6,14 @@ Its own kinds (compounds, proteins, genes, diseases, pathogens, tissues, clinica
 laboratories), relations and templates, rendered by the same machinery as the world. Every
 name contains one of the letters x, q, y, h, c, j, w, which world names never use, so no
 name is shared with the world; the templates use their own content words, so what the two
-domains share is mostly function words (`kentropy.lab.corpora.word_overlap` measures it).
+domains share is mostly function words (tests/test_world.py measures it).
 """
 
 from __future__ import annotations
 
 import random
 
-from kentropy.lab.world import (
+from kentropy.lab.text.world import (
     DEFAULT_ZIPF, Relation, Schema, Sounds, World, check_world_args, kind_counts, make_names, zipf_popularity,
 )
 

@@ -1,5 +1,5 @@
-"""The lab's continual-learning stages: check that the knowledge fits its rows, train with it
-injected (`kentropy train`, the official protocol), and resuscitate the final checkpoint.
+"""The continual-learning stage: check that the knowledge fits its rows, then train with it injected
+(`kentropy train`, the official protocol) from any checkpoint; A and F come from the run's summary.
 
 The protocol puts each passage + eos at the front of its own batch row, rows truncated to
 `continual_seq_len`. A passage longer than its row would lose facts its probes ask for, and
@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from kentropy.errors import KentropyError
+from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import LabConfig
-from kentropy.lab.stages import Done, Stages
 from kentropy.rundir import RunDir
 
 
@@ -81,19 +81,4 @@ def continual_stage(stages: Stages, cfg: LabConfig, start: str, start_hash: str,
         ckpts = [str(p) for _, p in run.saved_checkpoints()]
         return {"label": label, "seed": seed, "start": start, "summary": summary, "probe_curve": curve, "checkpoints": ckpts}
 
-    return stages.run(f"continual-{label}-seed{seed}", conf, fn)
-
-
-def resuscitate_stage(stages: Stages, cfg: LabConfig, final: str, pre: Done, corpora: Done, amplify: float, device: str) -> Done:
-    """Algorithm 1 on the final checkpoint (Cbar and entropy before/after on the held-out world text)."""
-    from kentropy.resuscitate import ResuscitateConfig, run_resuscitate
-
-    conf = {"pretrain": pre.hash, "corpora": corpora.hash, "ratio": cfg.resuscitate_ratio, "amplify": amplify, "seq_len": cfg.seq_len}
-
-    def fn(d: Path) -> dict:
-        report = run_resuscitate(ResuscitateConfig(model=final, out=str(d / "model"), ratio=cfg.resuscitate_ratio,
-                                                   amplify=amplify, data=corpora.result["measure"], seq_len=cfg.seq_len,
-                                                   batch_size=16, overwrite=True, device=device))
-        return {"path": str(d / "model"), "report": report}
-
-    return stages.run(f"resuscitate-P{amplify:g}", conf, fn)
+    return stages.run(f"continual-{label}-seed{seed}", conf, fn, code=("kentropy.train", "kentropy.corpus", "kentropy.evaluate"))

@@ -1,10 +1,5 @@
-"""Statistics for the findings: correlations with p-values, confidence intervals, and verdicts.
-
-Each of the paper's three findings gets a verdict from the numbers measured in the run:
-`held` (the direction matches and the evidence is significant at 0.05), `direction only`
-(matches but not significant, or a single seed), `did not hold`, or `not measurable` (too few
-points for the statistic, e.g. a correlation over fewer than 3 checkpoints).
-"""
+"""Statistics for the paper's three findings: correlations with p-values, confidence intervals, and
+their verdicts (`judge/verdicts.py`: significance at 0.05)."""
 
 from __future__ import annotations
 
@@ -12,8 +7,9 @@ import math
 
 from scipy import stats
 
+from kentropy.lab.judge.verdicts import NOT_MEASURABLE, NOT_MEASURED, verdict, weaker
+
 PAPER = {"r_entropy_A": 0.94, "r_entropy_F": -0.96}
-NOT_MEASURABLE = "not measurable"
 
 
 def mean_ci(xs: list[float], level: float = 0.95) -> dict:
@@ -40,12 +36,6 @@ def spearman(x: list[float], y: list[float]) -> dict:
         return {"rho": None, "p": None, "n": len(x)}
     rho, p = stats.spearmanr(x, y)
     return {"rho": float(rho), "p": float(p), "n": len(x)}
-
-
-def verdict(direction_ok: bool, significant: bool) -> str:
-    if not direction_ok:
-        return "did not hold"
-    return "held" if significant else "direction only"
 
 
 def entropy_decay(steps: list[int], entropy: list[float]) -> dict:
@@ -88,11 +78,8 @@ def acquisition_forgetting(steps: list[int], entropy: list[float], A: list[float
         out["verdict_F"] = judge(out["r_entropy_F"], -1)
     else:
         out["r_step_F"] = out["r_entropy_F"] = None
-        out["verdict_step_F"] = out["verdict_F"] = "not measured"
+        out["verdict_step_F"] = out["verdict_F"] = NOT_MEASURED
     return out
-
-
-RANK = {"held": 3, "direction only": 2, NOT_MEASURABLE: 1, "not measured": 1, "did not hold": 0}
 
 
 def _improvement(base: list[float], by_amplify: dict[float, list[float]], sign: int) -> tuple[dict, str]:
@@ -127,12 +114,12 @@ def resuscitation_helps(base_A: list[float], A: dict[float, list[float]],
         rows_F, verdict_F = _improvement(base_F, F, -1)
         out["base_F"] = mean_ci(base_F)
     else:
-        rows_F, verdict_F = {}, "not measured"
+        rows_F, verdict_F = {}, NOT_MEASURED
         out["base_F"] = None
     for p, r in rows_A.items():
         f = rows_F.get(p)
         out["by_amplify"][p] = {"A": r["value"], "delta": r["delta"], "p": r["p"],
                                 "F": f["value"] if f else None, "delta_F": f["delta"] if f else None, "p_F": f["p"] if f else None}
     out["verdict_F"] = verdict_F
-    out["verdict"] = min((verdict_A, verdict_F), key=RANK.__getitem__)
+    out["verdict"] = weaker(verdict_A, verdict_F)
     return out

@@ -12,7 +12,7 @@ written in its author's language most of the time, a person studies at a univers
 existed when they were 18, and so on. Every entity has a Zipf popularity (the share of
 documents written about it, `popularity[e]` proportional to rank**-s with s = 1.1 by
 default, ranks a random permutation), so that a few entities are met very often and most
-rarely, as in web text. The text itself is rendered by `kentropy.lab.corpora`.
+rarely, as in web text. The text itself is rendered by `kentropy.lab.text.render`.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import random
 from collections import Counter
 
 from kentropy.errors import KentropyError
-from kentropy.lab.world import World
+from kentropy.lab.text.world import World
 
 CHOICES = 4
 TASKS = ("fact_recall", "relation_inference", "plausible_continuation", "entity_typing")

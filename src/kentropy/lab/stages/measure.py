@@ -1,0 +1,64 @@
+"""The measuring stage: knowledge, attention and next-token entropy of every checkpoint of a pretraining
+run, on one or two series of documents, in one forward per checkpoint and series.
+
+Series: `held_out` (world documents outside the pretraining text, the corpora stage's
+`measure.jsonl`, truncated to `seq_len` tokens) and, where the pretraining stage kept them, `seen`
+(the rows of the run's first batches, which every trained checkpoint has seen: the paper's
+measuring data). With `bootstrap` > 0 the same forward keeps each document's coefficients, and H
+gets a 95% interval from a paired bootstrap over documents (`kentropy.bootstrap`): the draws of every
+checkpoint are saved (`draws-SERIES.safetensors`, [checkpoints, bootstrap]).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kentropy.lab.cache import Done, Stages
+
+SERIES = ("seen", "held_out")
+
+
+def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: str, *, seq_len: int, batch_size: int,
+                  series: tuple[str, ...] = ("held_out",), bootstrap: int = 0, seed: int = 0) -> Done:
+    """Result: {"steps": [...], "series": {NAME: {"results": [Measurement JSON + step + coefficients file],
+    "capture_points": the canonical name of each layer's Cbar, and with bootstrap: "knowledge_entropy_ci":
+    [[lo, hi]] per checkpoint, "draws": path}}}."""
+    conf = {"pretrain": pre.hash, "corpora": corpora.hash, "seq_len": seq_len, "batch_size": batch_size, "series": list(series),
+            "bootstrap": bootstrap, "seed": seed}
+
+    def fn(d: Path) -> dict:
+        from safetensors.torch import load_file, save_file
+
+        from kentropy.bootstrap import bootstrap_entropy, percentile_interval
+        from kentropy.data import load_texts
+        from kentropy.io import write_atomic
+        from kentropy.measure import measure_ids, save_coefficients, tokenize
+        from kentropy.models import Checkpoint, load_model, load_tokenizer, pick_device
+
+        ckpts = pre.result["checkpoints"]
+        tok = load_tokenizer(Checkpoint(ckpts[0]["path"]))
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        docs = {"held_out": lambda: tokenize(tok, load_texts(corpora.result["measure"]), seq_len),
+                "seen": lambda: load_file(pre.result["first_rows"])["ids"].tolist()}
+        ids = {k: docs[k]() for k in series}
+        found = {k: [] for k in series}
+        for c in ckpts:
+            model = load_model(Checkpoint(c["path"]), device=pick_device(device), eager_attention=True)
+            for k in series:
+                found[k].append(measure_ids(model, ids[k], pad_id, metrics=("knowledge", "attention", "next-token"),
+                                            batch_size=batch_size, name=c["path"], progress=False, instances=bootstrap > 0))
+            del model
+        out = {"steps": [c["step"] for c in ckpts], "series": {}}
+        for k, ms in found.items():
+            files = save_coefficients(ms, str(d / "coefficients" / k), "abs")
+            entry = {"capture_points": ms[0].capture_points,  # the registry's names of the coefficient files' tensors
+                     "results": [dict(m.to_json(), step=c["step"], coefficients=f) for m, c, f in zip(ms, ckpts, files)]}
+            if bootstrap:
+                draws = bootstrap_entropy([m.instance_coefficients for m in ms], n_boot=bootstrap, seed=seed)  # paired
+                path = d / f"draws-{k}.safetensors"
+                write_atomic(path, lambda tmp, draws=draws: save_file({"draws": draws.contiguous()}, str(tmp)))
+                entry |= {"knowledge_entropy_ci": [list(percentile_interval(x)) for x in draws], "draws": str(path)}
+            out["series"][k] = entry
+        return out
+
+    return stages.run(name, conf, fn, code=("kentropy.measure", "kentropy.capture", "kentropy.bootstrap", "kentropy.entropy"))

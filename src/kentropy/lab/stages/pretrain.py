@@ -1,0 +1,77 @@
+"""The pretraining stage: a model of the lab's families (`lab/architectures.py`) trained from its
+initialization with `kentropy train`'s setup / fit / finish, saving checkpoints named by step.
+
+The core study and every arm of the decay study call it, differing only in the model, the train
+config and the steps saved. The initialization (step 0) is written atomically beside the run, so that
+a kill mid-save leaves no half-written model. `first_rows` > 0 also keeps the rows of the first
+batches in training order (the decay study's 'seen' measuring series), rebuilt from the corpus the
+way the trainer orders it (`pack_rows`, `row_order`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from kentropy.corpus import epochs_needed, pack_rows, row_order
+from kentropy.data import load_texts
+from kentropy.io import write_atomic, write_dir_atomic
+from kentropy.lab.architectures import build_model
+from kentropy.lab.cache import Done, Stages
+from kentropy.models import Checkpoint, load_tokenizer
+from kentropy.rundir import RunDir
+from kentropy.train import TrainConfig, fit, finish, setup
+
+INIT = f"step-{0:06d}"  # the initialization, named as every checkpoint is (RunDir.checkpoint)
+_PER_RUN = ("model", "out", "device", "resume", "overwrite")  # TrainConfig fields set here, not part of the stage's identity
+
+
+def first_rows(init: Path, cfg: TrainConfig, n: int):
+    """The rows of the first `n` rows of training, in the trainer's order: [n, seq_len] token ids."""
+    tok = load_tokenizer(Checkpoint(str(init)))
+    rows = pack_rows(tok, load_texts(cfg.data), cfg.seq_len)
+    order = row_order(len(rows), epochs_needed(len(rows), cfg.steps, cfg.batch_size), cfg.seed)
+    return rows[order[:n]].contiguous()
+
+
+def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, tok_done: Done, corpora: Done, device: str,
+                   first: int = 0) -> Done:
+    """model: `build_model`'s arguments (arch, init, seed, hidden, layers, heads, gated_ffn, positions, tie);
+    train: the run's TrainConfig (its model, out, device and resume are set here); first: rows to keep."""
+    conf = {"model": model, "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in _PER_RUN},
+            "tokenizer": tok_done.hash, "corpora": corpora.hash, "first_rows": first}
+
+    def fn(d: Path) -> dict:
+        from safetensors.torch import save_file
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tok_done.result["path"])
+        init = d / INIT
+        if not (init / "model.safetensors").is_file():
+            m = build_model(tok=tok, vocab=len(tok), **model)
+            write_dir_atomic(init, lambda tmp: (m.save_pretrained(tmp), tok.save_pretrained(tmp)))
+        run = RunDir(d / "run")
+        resume = run.config.is_file()
+        cfg = dataclasses.replace(train, model=str(init), out=str(run.root), device=device, resume=resume, overwrite=not resume)
+        rows = None
+        if first:
+            rows = d / "first_rows.safetensors"
+            if not rows.is_file():
+                ids = first_rows(init, cfg, first)
+                write_atomic(rows, lambda tmp: save_file({"ids": ids}, str(tmp)))
+        t0 = time.perf_counter()
+        state = setup(cfg)
+        fit(state, cfg)
+        finish(state, cfg)
+        seconds = time.perf_counter() - t0
+        log = [json.loads(x) for x in run.metrics.read_text().splitlines() if x.strip()]
+        log = [x for x in log if x.get("step", -1) >= 0 and "loss" in x]
+        speeds = sorted(x["tokens_per_s"] for x in log[len(log) // 10:])  # past compilation
+        ckpts = [{"step": 0, "path": str(init)}] + [{"step": s, "path": str(p)} for s, p in run.saved_checkpoints()]
+        return {"checkpoints": ckpts, "steps": cfg.steps, "seconds": seconds, "tokens_per_s": speeds[len(speeds) // 2],
+                "final_loss": log[-1]["loss"], "loss": [(x["step"], x["loss"]) for x in log],
+                "first_rows": str(rows) if rows else None}
+
+    return stages.run(name, conf, fn, code=("kentropy.lab.architectures", "kentropy.train", "kentropy.corpus"))

@@ -1,0 +1,117 @@
+"""The package's import graph, counting imports inside functions: no cycle anywhere in `kentropy`, and the
+lab's layers import downwards only (config and regime at the bottom, the command at the top)."""
+
+import ast
+from pathlib import Path
+
+import kentropy
+
+SRC = Path(kentropy.__file__).parent.parent
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for f in (SRC / "kentropy").rglob("*.py"):
+        parts = list(f.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = f
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports, at any depth of its code (function-level imports included).
+    `from a.b import c` counts as importing a.b.c where that is a module, else a.b; a package's own
+    __init__ imported from inside it is left out (not a cycle of interest)."""
+    mods = modules()
+
+    def resolve(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {m: set() for m in mods}
+    for m, f in mods.items():
+        base = m.split(".") if f.name == "__init__.py" else m.split(".")[:-1]
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                mod = ".".join(base[: len(base) - (node.level - 1)] + ([node.module] if node.module else [])) if node.level \
+                    else node.module or ""
+                targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            else:
+                continue
+            for t in targets:
+                r = resolve(t)
+                if r and r != m and not m.startswith(r + "."):
+                    graph[m].add(r)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), iteratively."""
+    index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter[0]
+                    counter[0] += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def test_cycle_finder_finds_a_cycle_through_a_function_level_import():
+    g = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(g) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_kentropy():
+    graph = import_graph()
+    assert "kentropy.lab.pipeline" in graph and len(graph) > 50
+    assert cycles(graph) == []
+
+
+def test_the_lab_imports_downwards():
+    """config imports no lab module but the pure regime arithmetic (which imports none); the building
+    blocks (text, stages, judge, report) never import the recipes (studies) or the command (pipeline)."""
+    graph = import_graph()
+    lab = {m: {t for t in ts if t.startswith("kentropy.lab.")} for m, ts in graph.items() if m.startswith("kentropy.lab.")}
+    assert lab["kentropy.lab.config"] <= {"kentropy.lab.regime"} and lab["kentropy.lab.regime"] == set()
+    top = ("kentropy.lab.studies", "kentropy.lab.pipeline")
+    for m, ts in lab.items():
+        if m.startswith(("kentropy.lab.text", "kentropy.lab.stages", "kentropy.lab.judge", "kentropy.lab.report")):
+            assert not {t for t in ts if t.startswith(top)}, m
+        if m.startswith("kentropy.lab.text"):
+            assert all(t.startswith("kentropy.lab.text") for t in ts), m
+    outside = {m for m, ts in graph.items() if not m.startswith("kentropy.lab") and any(t.startswith("kentropy.lab") for t in ts)}
+    assert outside == {"kentropy.cli"}  # the command line is the lab's only door

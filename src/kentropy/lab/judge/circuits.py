@@ -122,5 +122,3 @@ def _get(d: dict | None, key: str):
     return None if d is None else d.get(key)
 
 
-def _get(d: dict | None, key: str):
-    return None if d is None else d.get(key)

@@ -23,15 +23,6 @@ from torch import nn
 from kentropy.errors import KentropyError
 from kentropy.lab.config import ARCHS, INITS, NORMS, family
 
-# what each family's block has beyond its (norm, FFN) cell, for the report
-FAMILY_NOTES = {
-    "olmo": "non-parametric LayerNorm (no gain, no bias), as OLMo-1B",
-    "llama": "RMSNorm with a trained gain (d per norm)",
-    "arcee": "RMSNorm with a trained gain (d per norm)",
-    "nemotron": "LayerNorm1P with a trained gain and bias (2d per norm; the gain starts at 1 as OLMo's)",
-}
-
-
 def model_config(arch: str, *, vocab: int, hidden: int, layers: int, heads: int, gated_ffn: int, positions: int, tie: bool, tok,
                  norm: str = "rmsnorm"):
     """The HF config of a lab model (FFN `arch`, inner dimension `gated_ffn`, `norm`); positions: the longest row

@@ -40,6 +40,15 @@ NORMS = ("layernorm", "rmsnorm")  # LayerNorm (OLMo's non-parametric; Nemotron's
 INITS = ("hf", "mitchell")
 FAMILIES = {("swiglu", "layernorm"): "olmo", ("swiglu", "rmsnorm"): "llama", ("gelu", "rmsnorm"): "arcee",
             ("gelu", "layernorm"): "nemotron"}
+# what each family's norm is beyond its (norm, FFN) cell, for the report
+FAMILY_NOTES = {
+    "olmo": "non-parametric LayerNorm (no gain, no bias), as OLMo-1B",
+    "llama": "RMSNorm with a trained gain (d per norm)",
+    "arcee": "RMSNorm with a trained gain (d per norm)",
+    "nemotron": "LayerNorm1P with a trained gain and bias (2d per norm; the gain starts at 1 as OLMo's)",
+}
+
+
 NORM_PARAMETERS = {"olmo": 0, "llama": 1, "arcee": 1, "nemotron": 2}  # trained parameters per norm, in units of d
 
 
@@ -115,6 +124,26 @@ class Arm:
 
     def steps(self) -> int:
         return max(1, math.ceil(self.tokens_per_parameter * self.non_embedding_parameters() / (self.batch_size * self.seq_len)))
+
+
+def arm_changes(reference: Arm, arm: Arm) -> dict:
+    """What an arm changes from the reference, derived from the configs: every field that differs, and what
+    follows from them (the HF family and its norm, m, non-embedding parameters, steps)."""
+    ref, mine = dataclasses.asdict(reference), dataclasses.asdict(arm)
+    out = {"fields": {k: {"reference": ref[k], "arm": v} for k, v in mine.items() if ref[k] != v}, "derived": {}}
+    derived = {"family": (reference.family, arm.family), "norm block": (FAMILY_NOTES[reference.family], FAMILY_NOTES[arm.family]),
+               "ffn_dim": (reference.ffn_dim, arm.ffn_dim),
+               "non_embedding_parameters": (reference.non_embedding_parameters(), arm.non_embedding_parameters()),
+               "steps": (reference.steps(), arm.steps())}
+    out["derived"] = {k: {"reference": a, "arm": b} for k, (a, b) in derived.items() if a != b}
+    return out
+
+
+def changes_text(changes: dict) -> str:
+    """`key: reference -> arm` for every changed field, then the derived differences in brackets."""
+    f = ", ".join(f"{k} {v['reference']} -> {v['arm']}" for k, v in changes["fields"].items())
+    d = "; ".join(f"{k} {v['reference']} -> {v['arm']}" for k, v in changes["derived"].items())
+    return (f or "-") + (f" [{d}]" if d else "")
 
 
 @dataclass

@@ -30,10 +30,9 @@ from pathlib import Path
 import torch
 
 from kentropy.lab.cache import Done, Stages
-from kentropy.lab.config import Arm, DecayConfig, LabConfig
+from kentropy.lab.config import Arm, DecayConfig, LabConfig, arm_changes, changes_text
 from kentropy.lab.labdir import slug
 from kentropy.bootstrap import percentile_interval
-from kentropy.lab.architectures import FAMILY_NOTES
 from kentropy.lab.judge.plan import checkpoint_steps
 from kentropy.lab.judge.plan import plan_text as analysis_plan_text
 from kentropy.lab.judge.seeds import PAPER_REFERENCE, ArmSeeds, compare_to_paper, contrast_records
@@ -90,26 +89,6 @@ def plan_text(cfg: DecayConfig) -> str:
 
 def print_plan(cfg: DecayConfig) -> None:
     print(plan_text(cfg), file=sys.stderr)
-
-
-def arm_changes(reference: Arm, arm: Arm) -> dict:
-    """What an arm changes from the reference, derived from the configs: every field that differs, and what
-    follows from them (the HF family and its norm, m, non-embedding parameters, steps)."""
-    ref, mine = dataclasses.asdict(reference), dataclasses.asdict(arm)
-    out = {"fields": {k: {"reference": ref[k], "arm": v} for k, v in mine.items() if ref[k] != v}, "derived": {}}
-    derived = {"family": (reference.family, arm.family), "norm block": (FAMILY_NOTES[reference.family], FAMILY_NOTES[arm.family]),
-               "ffn_dim": (reference.ffn_dim, arm.ffn_dim),
-               "non_embedding_parameters": (reference.non_embedding_parameters(), arm.non_embedding_parameters()),
-               "steps": (reference.steps(), arm.steps())}
-    out["derived"] = {k: {"reference": a, "arm": b} for k, (a, b) in derived.items() if a != b}
-    return out
-
-
-def changes_text(changes: dict) -> str:
-    """`key: reference -> arm` for every changed field, then the derived differences in brackets."""
-    f = ", ".join(f"{k} {v['reference']} -> {v['arm']}" for k, v in changes["fields"].items())
-    d = "; ".join(f"{k} {v['reference']} -> {v['arm']}" for k, v in changes["derived"].items())
-    return (f or "-") + (f" [{d}]" if d else "")
 
 
 def text_tokens(arm: Arm) -> int:

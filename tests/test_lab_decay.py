@@ -241,7 +241,8 @@ def test_decay_study_smoke_end_to_end(tmp_path):
         assert a["effect"]["relation"] in ("larger than", "smaller than")
         d = a["diagnostics"]
         assert d["steps"] == a["steps"] and len(d["per_seed"]) == 2
-        for k in ("kl_to_uniform", "top1_share", "top5_share", "dormant_fraction", "weight_norm_cv"):
+        for k in ("kl_to_uniform", "top1_share", "top5_share", "dormant_fraction", "max_over_median", "first_position_share",
+                  "weight_norm_cv"):
             assert len(d["mean"][k]) == len(a["steps"]) and len(d["mean"][k][-1]) == a["layers"]
         # KL_l = ln m − H_l of the headline series, per seed
         s0 = a["seeds"][0]

@@ -40,13 +40,15 @@ def _trajectories(result: dict, fig_dir: Path) -> str:
 
 
 DIAGNOSTICS = (("kl_to_uniform", "KL to uniform (nats, mean over layers)"), ("top5_share", "top-5 share of Cbar"),
-               ("dormant_fraction", "dormant fraction (Cbar_i < 0.1 mean)"),
+               ("dormant_fraction", "dormant fraction (Cbar_i < 0.1 mean)"), ("max_over_median", "max / median of |c|"),
+               ("first_position_share", "share of Σ|c| at the first position"),
                ("weight_norm_cv", "CV of ‖w_in,i‖·‖w_out,i‖"), ("loss", "training loss"))
 
 
 def _diagnostics(result: dict, fig_dir: Path) -> str:
     """The mechanism diagnostics per arm over training (means over seeds and layers)."""
-    fig, axes = subplots(1, len(DIAGNOSTICS), figsize=(4 * len(DIAGNOSTICS), 3.8))
+    fig, axes = subplots(2, 4, figsize=(16, 7.5))
+    axes = [ax for row in axes for ax in row]
     colors = cmap("tab10")
     for j, (key, title) in enumerate(DIAGNOSTICS):
         ax = axes[j]
@@ -104,14 +106,17 @@ def decay_section(result: dict, fig_dir: Path) -> str:
     lines += ["", f"Effect sizes beside the paper's (primary contrast `{primary}`):\n"]
     lines += [f"- {a['name']}: **{a['verdict']}**; {a['effect']['text']}" for a in result["arms"]]
     lines += ["", "Leading diagnostics at the end of training (means over seeds and layers; `seen` series): "
-              "KL to uniform, top-1 / top-5 share of Cbar, dormant fraction, CV of the per-neuron weight norms, training loss.\n",
-              "| arm | KL | top-1 | top-5 | dormant | CV ‖w_in‖·‖w_out‖ | loss |", "|---|---|---|---|---|---|---|"]
+              "KL to uniform, top-1 / top-5 share of Cbar, dormant fraction, max/median of |c|, share of Σ|c| at the first "
+              "position, CV of the per-neuron weight norms, training loss.\n",
+              "| arm | KL | top-1 | top-5 | dormant | max/median | first position | CV ‖w_in‖·‖w_out‖ | loss |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for a in result["arms"]:
         m = a["diagnostics"]["mean"]
         last = lambda k: (lambda y: "-" if y is None else fmt(sum(y) / len(y) if isinstance(y, list) else y))(  # noqa: E731
             m[k][-1] if m.get(k) else None)
         lines.append(f"| {a['name']} | {last('kl_to_uniform')} | {last('top1_share')} | {last('top5_share')} | "
-                     f"{last('dormant_fraction')} | {last('weight_norm_cv')} | {last('loss')} |")
+                     f"{last('dormant_fraction')} | {last('max_over_median')} | {last('first_position_share')} | "
+                     f"{last('weight_norm_cv')} | {last('loss')} |")
     lines += ["", f"![decay study]({_trajectories(result, fig_dir)})\n",
               "Bands: 95% bootstrap intervals over the measuring documents, measurement noise only (no part of a verdict).\n",
               f"![decay diagnostics]({_diagnostics(result, fig_dir)})\n"]

@@ -9,7 +9,8 @@ gets a 95% interval from a paired bootstrap over documents (`kentropy.bootstrap`
 checkpoint are saved (`draws-SERIES.safetensors`, [checkpoints, bootstrap]). With `diagnostics`, each
 checkpoint also gets the mechanism diagnostics of `kentropy.diagnostics` on the first series: per layer
 KL to uniform, the top-1 and top-5 share of Cbar, the dormant fraction, and the summary of the
-per-neuron weight norms ‖w_in,i‖·‖w_out,i‖ (mean, coefficient of variation, min / max).
+per-neuron weight norms ‖w_in,i‖·‖w_out,i‖ (mean, coefficient of variation, min / max), and from the
+capture hook the max/median of |c| and the share of Σ|c| at the first position (`CoefficientSums`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: s
     """Result: {"steps": [...], "series": {NAME: {"results": [Measurement JSON + step + coefficients file],
     "capture_points": the canonical name of each layer's Cbar, and with bootstrap: "knowledge_entropy_ci":
     [[lo, hi]] per checkpoint, "draws": path}}, and with diagnostics: "diagnostics": [{"kl_to_uniform", "top1_share",
-    "top5_share", "dormant_fraction", "weight_norm_mean", "weight_norm_cv", "weight_norm_min_over_max": [per layer]}
-    per checkpoint], on series[0]}."""
+    "top5_share", "dormant_fraction", "max_over_median", "first_position_share", "weight_norm_mean", "weight_norm_cv",
+    "weight_norm_min_over_max": [per layer]} per checkpoint], on series[0]}."""
     conf = {"pretrain": pre.hash, "corpora": corpora.hash, "seq_len": seq_len, "batch_size": batch_size, "series": list(series),
             "bootstrap": bootstrap, "seed": seed}
     if diagnostics:
@@ -55,10 +56,13 @@ def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: s
             model = load_model(Checkpoint(c["path"]), device=pick_device(device), eager_attention=True)
             for k in series:
                 found[k].append(measure_ids(model, ids[k], pad_id, metrics=("knowledge", "attention", "next-token"),
-                                            batch_size=batch_size, name=c["path"], progress=False, instances=bootstrap > 0))
+                                            batch_size=batch_size, name=c["path"], progress=False, instances=bootstrap > 0,
+                                            positions=diagnostics and k == series[0]))
             if diagnostics:
                 norms = weight_norm_summary(neuron_weight_norms(model))
-                diag.append(cbar_diagnostics(found[series[0]][-1].coefficients) | {f"weight_norm_{k}": v for k, v in norms.items()})
+                first = found[series[0]][-1]
+                diag.append(cbar_diagnostics(first.coefficients) | first.position_stats
+                            | {f"weight_norm_{k}": v for k, v in norms.items()})
             del model
         out = {"steps": [c["step"] for c in ckpts], "series": {}}
         if diagnostics:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from kentropy.errors import KentropyError
 from kentropy.lab.judge.plan import AnalysisPlan, contrast_steps
 from kentropy.lab.judge.verdicts import DECAYED, INCONCLUSIVE, NO_DECAY, ROSE
-from kentropy.lab.judge.verdicts import SEED_VERDICTS as VERDICTS  # noqa: F401  (in the order they are tried)
 
 LEVEL = 0.95  # the t-interval's coverage
 

@@ -82,7 +82,8 @@ def decay_section(result: dict, fig_dir: Path) -> str:
               "`rose` (interval wholly below 0), `inconclusive`",
               f"- yardstick: {ref['model']}'s ΔKL ≤ {ref['delta_kl_per_layer']:.4f} nats per layer "
               f"({100 * ref['fraction_of_max']:.2f}% of L ln m); {ref['source']}\n",
-              "| arm | changes from the reference | seeds | non-emb. params | tokens / param | Σ lr·wd | epochs | wall (s) | tokens/s per run |",
+              "| arm | changes from the reference | seeds | non-emb. params | tokens / param | Σ lr·wd | epochs | wall (s) "
+              "| tokens/s per run |",
               "|---|---|---|---|---|---|---|---|---|",
               f"| OLMo-1B (paper) | - | - | ~1.2e9 | {o['tokens_per_parameter']:.0f} | {o['cumulative_weight_decay']:.1f} | "
               f"{o['epochs']:.0f} | - | - |"]

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import torch
 
+from kentropy.bootstrap import percentile_interval
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import Arm, DecayConfig, LabConfig, arm_changes, changes_text
-from kentropy.lab.labdir import slug
-from kentropy.bootstrap import percentile_interval
 from kentropy.lab.judge.plan import checkpoint_steps
 from kentropy.lab.judge.plan import plan_text as analysis_plan_text
 from kentropy.lab.judge.seeds import PAPER_REFERENCE, ArmSeeds, compare_to_paper, contrast_records
+from kentropy.lab.labdir import slug
 from kentropy.lab.regime import olmo_1b_regime, regime, train_config
 from kentropy.lab.report.decay import decay_section
 from kentropy.lab.report.loop import loop_section

@@ -39,7 +39,8 @@ def _trajectories(result: dict, fig_dir: Path) -> str:
     return save(fig, fig_dir / "decay_study.png", dpi=100)
 
 
-DIAGNOSTICS = (("kl_to_uniform", "KL to uniform (nats, mean over layers)"), ("top5_share", "top-5 share of Cbar"),
+DIAGNOSTICS = (("kl_to_uniform", "KL to uniform (nats, mean over layers)"), ("top1_share", "top-1 share of Cbar"),
+               ("top5_share", "top-5 share of Cbar"),
                ("dormant_fraction", "dormant fraction (Cbar_i < 0.1 mean)"), ("max_over_median", "max / median of |c|"),
                ("first_position_share", "share of Σ|c| at the first position"),
                ("weight_norm_cv", "CV of ‖w_in,i‖·‖w_out,i‖"), ("loss", "training loss"))

@@ -149,8 +149,8 @@ def world_corpora(stages: Stages, lab: LabConfig, dcfg: DecayConfig, tok: Done) 
 
 def run_decay_study(stages: Stages, lab: LabConfig, dcfg: DecayConfig, device: str) -> tuple[dict, dict[tuple[str, int], Done]]:
     """Every arm x seed: pretrain, measure (`workers` runs side by side); then the plan's contrasts over seeds
-    (`decay_study` of results.json), and the pretraining stages by (arm, seed)."""
-    print_plan(dcfg)
+    (`decay_study` of results.json), and the pretraining stages by (arm, seed). The plan was printed
+    before the lab's first stage (`pipeline.run_lab`)."""
     plan = dcfg.analysis_plan()
     tok = tokenizer_stage(stages, lab, vocab=dcfg.tokenizer_vocab, name="decay-tokenizer")
     arms = dcfg.all_arms()

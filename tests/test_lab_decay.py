@@ -277,3 +277,14 @@ def test_loop_section_from_a_loop_result():
     assert "| 80 | 9.5000 | 20.00 | 15.00 |" in md and "P = 1.0: ΔA = +2.50, ΔF = -1.00" in md
     assert "r(H, A) = 1.00" in md and "finding 3 on A" in md
     assert "was not run" in loop_section({"arms": [], "note": "no arm decays: continual learning from decayed checkpoints was not run"})
+
+
+def test_loss_beside_h_and_the_estimate_by_hand():
+    from kentropy.lab.studies.decay import checkpoint_loss, estimate_seconds
+
+    log = [(s, float(s)) for s in range(30)]  # the loss of 0-based optimizer step s is s
+    assert checkpoint_loss(log, 0) is None  # the initialization has no training loss
+    assert checkpoint_loss(log, 3) == pytest.approx((0 + 1 + 2) / 3)  # steps 0..2 come before checkpoint 3
+    assert checkpoint_loss(log, 25) == pytest.approx(sum(range(15, 25)) / 10)  # the last 10 steps
+    d = decay_config({"seeds": [0, 1, 2], "workers": 2, "tokens_per_second": 1000.0})
+    assert estimate_seconds(d) == pytest.approx(regime(d.reference)["tokens"] * 3 / 2000)

@@ -93,3 +93,45 @@ def test_weight_norm_summary():
     assert s["mean"] == pytest.approx([2.5, 2.0])
     assert s["cv"] == pytest.approx([math.sqrt(1.25) / 2.5, 0.0])
     assert s["min_over_max"] == pytest.approx([0.25, 1.0])
+
+
+def _reference_position_stats(model, docs: list[list[int]]) -> dict[str, list[float]]:
+    """Each document alone (no padding): per layer the mean over tokens of max_i |c| / median_i |c| (numpy's
+    interpolated median), and Σ_i |c| at position 0 over Σ_t Σ_i |c|; then the mean over documents."""
+    import numpy as np
+
+    from kentropy.ffn import find_layout
+
+    layout = find_layout(model)
+    rows = []
+    for doc in docs:
+        caught = []
+        hooks = [layer.dense.down.register_forward_pre_hook(lambda mod, args: caught.append(args[0][0].abs().double()))
+                 for layer in layout.layers]
+        try:
+            with torch.no_grad():
+                model(input_ids=torch.tensor([doc]))
+        finally:
+            for h in hooks:
+                h.remove()
+        rows.append([(float(np.mean([c[t].max().item() / np.median(c[t].numpy()) for t in range(len(doc))])),
+                      float(c[0].sum() / c.sum())) for c in caught])
+    L = len(rows[0])
+    return {"max_over_median": [sum(r[l][0] for r in rows) / len(rows) for l in range(L)],
+            "first_position_share": [sum(r[l][1] for r in rows) / len(rows) for l in range(L)]}
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox"])
+def test_position_stats_against_documents_one_by_one(family):
+    """max/median of |c| and the first position's share of Σ|c|, from the capture hook on padded batches
+    (right padding, several lengths), equal the same statistics of each document measured alone."""
+    from kentropy.measure import measure_ids
+
+    model = tiny_model(family)
+    docs = [[5, 9, 13, 22, 7, 40, 3], [8, 11, 2], [30, 31, 32, 33, 34, 35, 36, 37, 38, 39], [17, 4]]
+    got = measure_ids(model, docs, pad_id=0, batch_size=3, progress=False, positions=True).position_stats
+    want = _reference_position_stats(model, docs)
+    assert got["max_over_median"] == pytest.approx(want["max_over_median"], rel=1e-5)
+    assert got["first_position_share"] == pytest.approx(want["first_position_share"], rel=1e-5)
+    assert all(0 < s < 1 for s in got["first_position_share"]) and all(r > 1 for r in got["max_over_median"])
+    assert "position_stats" not in measure_ids(model, docs, pad_id=0, progress=False).to_json()

@@ -52,6 +52,7 @@ CONFIGS = {
     "falcon": lambda: T.FalconConfig(vocab_size=V, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                      ffn_hidden_size=24, bias=True, **_TOK),
     "nemotron": lambda: T.NemotronConfig(**_KW, head_dim=8, num_key_value_heads=2, partial_rotary_factor=0.5, **_TOK),
+    "arcee": lambda: T.ArceeConfig(**_KW, head_dim=8, num_key_value_heads=2, hidden_act="gelu", **_TOK),
     "bert": lambda: T.BertConfig(**_KW, pad_token_id=2),
     "roberta": lambda: T.RobertaConfig(**_KW, pad_token_id=2, max_position_embeddings=140),
     "modernbert": lambda: T.ModernBertConfig(**_KW, pad_token_id=2, bos_token_id=0, eos_token_id=1, cls_token_id=0,
@@ -131,6 +132,8 @@ def dense_coefficients(ffn, x, family, act):
         return up * act(gate)
     if family in ("nemotron", "nemotron_h"):  # relu², no gate
         return torch.relu(F.linear(x, ffn.up_proj.weight)) ** 2
+    if family == "arcee":  # plain up/down, no gate; GELU here (its default is relu²)
+        return F.gelu(F.linear(x, ffn.up_proj.weight))
     if family == "t5":
         return torch.relu(F.linear(x, ffn.wi.weight))
     if family == "mt5":  # wi_0 is the gate, wi_1 the linear part

@@ -12,9 +12,10 @@ import pytest
 
 from kentropy.errors import KentropyError
 from kentropy.lab.judge.plan import plan_from_dict
-from kentropy.lab.judge.seeds import (DECAYED, INCONCLUSIVE, NO_DECAY, PAPER_REFERENCE, ROSE, VERDICTS, ArmSeeds,
+from kentropy.lab.judge.seeds import (DECAYED, INCONCLUSIVE, NO_DECAY, PAPER_REFERENCE, ROSE, ArmSeeds,
                                       compare_to_paper, contrast_records, holm, p_decay, p_equivalence, p_two_sided,
                                       slopes_across_seeds, t_interval, verdict)
+from kentropy.lab.judge.verdicts import SEED_VERDICTS as VERDICTS
 
 KEYS = {"name", "from_step", "to_step", "per_seed", "mean", "ci", "p_decay", "p_equivalence", "p_decay_adjusted",
         "p_equivalence_adjusted", "verdict"}

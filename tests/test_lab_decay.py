@@ -1,4 +1,5 @@
-"""The decay study: arms and their regime numbers, OLMo's init, log-spaced checkpoints, verdicts, config errors."""
+"""The decay study: the norm x FFN cells and their parameters, OLMo's block and init, saves at the plan's steps, the
+preset's plan, config errors, and the study end to end at smoke size (the contract)."""
 
 import math
 
@@ -8,9 +9,7 @@ import torch
 from kentropy.errors import KentropyError
 from kentropy.lab.architectures import build_model
 from kentropy.lab.config import Arm, decay_config
-from kentropy.lab.judge.trajectory import combine_seeds, summarize_run
-from kentropy.lab.judge.trajectory import trajectory_verdict as verdict
-from kentropy.lab.regime import log_spaced_steps, olmo_1b_regime, regime
+from kentropy.lab.regime import olmo_1b_regime, regime
 
 
 class Tok:
@@ -26,23 +25,58 @@ def non_embedding_parameters(model) -> int:
     return sum(p.numel() for p in dict.fromkeys(model.parameters()) if id(p) not in skip)
 
 
-def build(arch, init="hf", **kw):
+def build(arch, init="hf", norm="rmsnorm", **kw):
     c = dict(vocab=512, hidden=48, layers=2, heads=3, gated_ffn=128, positions=64, tie=True, tok=Tok)
     c.update(kw)
-    return build_model(arch, init, 0, **c)
+    return build_model(arch, init, 0, norm=norm, **c)
 
 
-@pytest.mark.parametrize("arch", ["swiglu", "reglu", "gelu", "relu"])
-def test_arms_count_their_parameters(arch):
-    model = build(arch)
-    arm = Arm(arch=arch, hidden=48, layers=2, heads=3, ffn=128)
+CELLS = [("swiglu", "layernorm", "OlmoForCausalLM"), ("swiglu", "rmsnorm", "LlamaForCausalLM"),
+         ("gelu", "rmsnorm", "ArceeForCausalLM"), ("gelu", "layernorm", "NemotronForCausalLM")]
+
+
+@pytest.mark.parametrize("arch, norm, cls", CELLS)
+def test_factorial_cells_count_their_parameters(arch, norm, cls):
+    model = build(arch, norm=norm)
+    arm = Arm(arch=arch, norm=norm, hidden=48, layers=2, heads=3, ffn=128)
+    assert type(model).__name__ == cls and arm.family == cls[: -len("ForCausalLM")].lower()
     assert non_embedding_parameters(model) == arm.non_embedding_parameters()
     emb = model.get_input_embeddings().weight.numel()
     assert non_embedding_parameters(model) == sum(p.numel() for p in model.parameters()) - emb  # tied head counted once
     mlp = model.model.layers[0].mlp
-    assert hasattr(mlp, "gate_proj") == (arch in ("swiglu", "reglu"))
-    assert mlp.up_proj.out_features == (128 if arch in ("swiglu", "reglu") else 192)  # plain: 1.5 x, equal parameters
-    assert model.config.hidden_act == {"swiglu": "silu", "reglu": "relu", "gelu": "gelu", "relu": "relu"}[arch]
+    assert hasattr(mlp, "gate_proj") == (arch == "swiglu") and mlp.up_proj.out_features == 128  # equal m in every cell
+    assert model.config.hidden_act == {"swiglu": "silu", "gelu": "gelu"}[arch]
+    from kentropy.ffn import find_layout
+
+    assert len(find_layout(model).layers) == 2  # the FFN registry finds every cell
+
+
+def test_every_norm_starts_as_a_plain_normalization():
+    """At init every cell's norm is (x − mean)/std (LayerNorm) or x/rms (RMSNorm) with gain 1 and no shift:
+    Nemotron's LayerNorm1P (gain stored as weight + 1) starts at OLMo's non-parametric LayerNorm."""
+    x = torch.randn(3, 48)
+    ln = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)
+    rms = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
+    for arch, norm, _ in CELLS:
+        got = build(arch, norm=norm).model.layers[0].input_layernorm(x)
+        assert torch.allclose(got, ln if norm == "layernorm" else rms, atol=1e-5), (arch, norm)
+
+
+def test_reference_is_olmos_block():
+    ref = Arm()
+    assert (ref.arch, ref.norm, ref.init, ref.family) == ("swiglu", "layernorm", "mitchell", "olmo")
+    assert not any(p.requires_grad for p in build("swiglu", norm="layernorm").model.norm.parameters())  # non-parametric
+
+
+def test_arm_changes_are_derived_from_the_config():
+    from kentropy.lab.config import arm_changes, changes_text
+
+    ch = arm_changes(Arm(), Arm(arch="gelu"))
+    assert ch["fields"] == {"arch": {"reference": "swiglu", "arm": "gelu"}}
+    assert ch["derived"]["family"] == {"reference": "olmo", "arm": "nemotron"}
+    assert ch["derived"]["non_embedding_parameters"]["arm"] == Arm(arch="gelu").non_embedding_parameters()
+    assert "ffn_dim" not in ch["derived"] and "arch swiglu -> gelu" in changes_text(ch)
+    assert arm_changes(Arm(), Arm()) == {"fields": {}, "derived": {}}
 
 
 def test_mitchell_init_is_olmos():
@@ -65,7 +99,7 @@ def test_mitchell_init_is_olmos():
 
 
 def test_regime_numbers_by_hand():
-    arm = Arm(hidden=16, layers=1, heads=2, ffn=32, tokens_per_parameter=100, batch_size=2, seq_len=8, lr=1e-2,
+    arm = Arm(norm="rmsnorm", hidden=16, layers=1, heads=2, ffn=32, tokens_per_parameter=100, batch_size=2, seq_len=8, lr=1e-2,
               warmup=0.0, min_lr_ratio=0.1, weight_decay=0.5)
     n = 4 * 16 * 16 + 3 * 16 * 32 + 2 * 16 + 16  # attention, gated FFN, two RMSNorms, final norm
     assert arm.non_embedding_parameters() == n
@@ -80,42 +114,31 @@ def test_regime_numbers_by_hand():
     assert 15 < o["cumulative_weight_decay"] < 17.5 and 2400 < o["tokens_per_parameter"] < 2700  # the issue's ~16 and ~2,600
 
 
-def test_log_spaced_steps():
-    s = log_spaced_steps(27000, 540, 14)
-    assert len(s) >= 14 and s[-1] == 27000 and s == sorted(set(s)) and s[0] == 135
-    ratios = [b / a for a, b in zip(s, s[1:])]
-    assert max(ratios) / min(ratios) < 1.1  # evenly spaced in log
-    assert len(log_spaced_steps(40, 0, 12)) >= 12
+def test_saves_hold_the_plans_steps_exactly():
+    from kentropy.lab.judge.plan import contrast_steps
+    from kentropy.lab.studies.decay import arm_saves
 
-
-def run(h, change_ci=None, steps=(0, 10, 20, 40, 80)):
-    draws = torch.tensor(h, dtype=torch.float64)[:, None] + torch.linspace(-0.01, 0.01, 101, dtype=torch.float64)[None, :]
-    return summarize_run(list(steps), draws, list(h), warmup_steps=10)
-
-
-def test_peak_after_warmup_and_verdicts():
-    r = run([9.0, 9.9, 9.5, 9.4, 9.3])  # step 0 and warmup excluded; peak at step 10 (= warmup end)
-    assert r["peak_step"] == 10 and r["change"] == pytest.approx(-0.6) and r["change_ci"][1] < 0
-    assert run([9.95, 8.0, 9.5, 9.4, 9.3])["peak_step"] == 20  # the init's high entropy is not a peak
-    rising = run([9.0, 9.1, 9.2, 9.3, 9.4])
-    assert rising["peak_step"] == 80 and rising["change"] == 0.0
-    assert verdict([r, r]) == "held" and verdict([r, rising]) == "did not hold"
-    noisy = dict(r, change_ci=[-0.7, 0.05])
-    assert verdict([r, noisy]) == "direction only"
-    # a plateau: recovers 1.0 from its collapse, then loses 0.02 with a tight interval: a wiggle, not a decay
-    plateau = run([9.0, 8.0, 8.5, 9.0, 8.98])
-    assert plateau["collapse_step"] == 10 and plateau["peak_step"] == 40 and plateau["change_ci"][1] < 0
-    assert plateau["share_lost"] == pytest.approx(0.02) and verdict([plateau]) == "did not hold"
-    assert run([9.0, 8.0, 8.5, 9.0, 8.8])["share_lost"] == pytest.approx(0.2) and verdict([run([9.0, 8.0, 8.5, 9.0, 8.8])]) == "held"
-    both = combine_seeds([r, run([9.0, 9.7, 9.6, 9.5, 9.1])], [torch.zeros(5, 8), torch.ones(5, 8)])
-    assert both["knowledge_entropy"][1] == pytest.approx(9.8) and both["knowledge_entropy_seed_ci"][1][0] < 9.8
+    d = decay_config({})
+    arm = d.reference
+    saves = arm_saves(arm, d)
+    pairs = contrast_steps(d.analysis_plan(), arm.steps())
+    assert pairs == {"end vs half": (round(arm.steps() / 2 + 1e-9), arm.steps()),
+                     "end vs quarter": (math.floor(arm.steps() / 4 + 0.5), arm.steps())}
+    assert {s for p in pairs.values() for s in p} <= set(saves) and saves[-1] == arm.steps()
+    assert sum(s >= arm.steps() / 2 for s in saves) >= d.late_checkpoints  # the second half is linearly covered
 
 
 @pytest.mark.parametrize("data, message", [
     ({"bogus": 1}, "unknown key"),
     ({"reference": {"widht": 3}}, "reference: unknown key"),
     ({"arms": {"x": {"lr2": 1}}}, "arms.x: unknown key"),
-    ({"checkpoints": 5}, "at least 12"),
+    ({"plan": {"contrasts": [], "primary": "x", "sesoi": 0.01, "alpha": 0.05}}, "decay: plan: contrasts must be"),
+    ({"plan": {"contrasts": [{"name": "a", "from": 0.5, "to": 1.0}], "primary": "a", "sesoi": -1, "alpha": 0.05}},
+     "plan: sesoi must be > 0"),
+    ({"plan": {"contrasts": [{"name": "a", "from": 0.5, "to": 1.0}], "primary": "b", "sesoi": 0.01, "alpha": 0.05}},
+     "plan: primary must name"),
+    ({"arms": {"x": {"norm": "batchnorm"}}}, "norm 'batchnorm'"),
+    ({"arms": {"x": {"world_fraction": 0}}}, "world_fraction must be in"),
     ({"reference": {"tokens_per_parameter": 500}}, "below the study's 1000"),
     ({"arms": {"short": {"tokens_per_parameter": 100}}}, "arm short: .* below the study's 300"),
     ({"arms": {"weak": {"weight_decay": 0.05}}}, "cumulative weight decay"),
@@ -132,21 +155,25 @@ def test_no_weight_decay_arm_is_exempt_from_the_decay_floor():
     assert regime(cfg.all_arms()["no weight decay"])["cumulative_weight_decay"] == 0.0
 
 
-def test_presets_parse_and_the_decay_preset_promises_the_regime():
+def test_presets_parse_and_the_decay_preset_holds_the_plan():
     from kentropy.lab.config import config_from_yaml, load_preset
-    from kentropy.lab.studies.decay import plan_text
+    from kentropy.lab.studies.decay import estimate_seconds, plan_text
 
     cfg = load_preset("decay")
     d = cfg.decay
+    plan = d.analysis_plan()
+    assert plan.to_json() == {"contrasts": [{"name": "end vs half", "from": 0.5, "to": 1.0},
+                                            {"name": "end vs quarter", "from": 0.25, "to": 1.0}],
+                              "primary": "end vs half", "sesoi": 0.01, "alpha": 0.05, "correction": "holm", "unit": "seed"}
     arms = d.all_arms()
-    r = {n: regime(a) for n, a in arms.items()}
-    assert r["reference"]["tokens_per_parameter"] >= 1000 and all(x["tokens_per_parameter"] >= 300 for x in r.values())
-    assert all(x["cumulative_weight_decay"] >= 5 for n, x in r.items() if arms[n].weight_decay > 0)
-    assert {a.arch for a in arms.values()} >= {"swiglu", "gelu", "relu"} and {a.init for a in arms.values()} == {"hf", "mitchell"}
-    assert {a.schedule for a in arms.values()} == {"cosine", "wsd"} and len({a.hidden for a in arms.values()}) == 2
-    assert any(a.weight_decay == 0 for a in arms.values()) and any(a.unique_fraction < 1 for a in arms.values())
-    assert d.checkpoints >= 12 and len(d.seeds) >= 2
-    assert "OLMo-1B" in plan_text(d) and "reference" in plan_text(d)
+    assert {(a.arch, a.norm) for a in arms.values()} == {("swiglu", "layernorm"), ("swiglu", "rmsnorm"), ("gelu", "rmsnorm"),
+                                                          ("gelu", "layernorm")}
+    assert len({a.tokens_per_parameter for a in arms.values()}) == 1  # every arm at the same tokens per parameter
+    assert all(len(d.seeds_of(n)) >= 4 for n in arms) and any(a.world_fraction < 1 for a in arms.values())
+    assert any(a.weight_decay == 0 for a in arms.values()) and len({a.hidden for a in arms.values()}) == 2
+    assert estimate_seconds(d) < 45 * 60  # training at today's speed leaves room for measuring and the loop
+    text = plan_text(d)
+    assert text.index("analysis plan") < text.index("reference") and "estimate" in text and "OLMo-1B" in text
     assert load_preset("quick").decay is None
     with pytest.raises(KentropyError, match="x.yaml: decay: arms.bad: unknown key"):
         config_from_yaml("version: 1\ndecay: {arms: {bad: {depth: 3}}}\n", "x.yaml")
@@ -163,7 +190,8 @@ decay:
   reference: {tokens_per_parameter: 6, batch_size: 8, seq_len: 64}
   arms: {GELU: {arch: gelu}}
   seeds: [0, 1]
-  checkpoints: 12
+  early_checkpoints: 3
+  late_checkpoints: 3
   measure_docs: 16
   bootstrap: 100
   workers: 1
@@ -188,26 +216,48 @@ def test_decay_study_smoke_end_to_end(tmp_path):
     out = tmp_path / "lab"
     results = run_lab(cfg, str(out), "cpu", "smoke-decay")
     study = results["decay_study"]
+    assert study["plan"] == cfg.decay.analysis_plan().to_json() and study["plan"]["primary"] == "end vs half"
+    assert set(study["paper_reference"]) == {"model", "delta_kl_per_layer", "fraction_of_max", "source"}
     assert [a["name"] for a in study["arms"]] == ["reference", "GELU"]
     for a in study["arms"]:
-        assert {"name", "overrides", "tokens_per_parameter", "cumulative_weight_decay", "steps", "knowledge_entropy",
-                "knowledge_entropy_ci", "peak_step", "verdict"} <= set(a)
-        assert len(a["steps"]) >= 13 and a["steps"][0] == 0 and a["steps"] == sorted(a["steps"])
-        assert len(a["knowledge_entropy"]) == len(a["knowledge_entropy_ci"]) == len(a["steps"])
+        assert {"name", "changes", "layers", "ffn_dim", "seeds", "contrasts", "verdict", "diagnostics", "effect",
+                "steps", "knowledge_entropy", "knowledge_entropy_ci"} <= set(a)
+        assert [s["seed"] for s in a["seeds"]] == [0, 1]
+        for s in a["seeds"]:
+            assert set(s) == {"seed", "steps", "knowledge_entropy", "knowledge_entropy_per_layer", "loss"}
+            assert len(s["knowledge_entropy"]) == len(s["steps"]) == len(s["loss"]) == len(s["knowledge_entropy_per_layer"])
+            assert s["loss"][0] is None and all(x > 0 for x in s["loss"][1:])
+            assert all(len(h) == a["layers"] for h in s["knowledge_entropy_per_layer"])
+        assert [c["name"] for c in a["contrasts"]] == ["end vs half", "end vs quarter"]
+        for c in a["contrasts"]:
+            # the contract: per_seed = (H[from_step] − H[to_step]) / layers from each seed's knowledge_entropy
+            want = [(s["knowledge_entropy"][s["steps"].index(c["from_step"])] - s["knowledge_entropy"][s["steps"].index(c["to_step"])])
+                    / a["layers"] for s in a["seeds"]]
+            assert c["per_seed"] == pytest.approx(want, abs=1e-12) and c["to_step"] == a["steps"][-1]
+            assert c["mean"] == pytest.approx(sum(want) / 2) and c["ci"][0] <= c["mean"] <= c["ci"][1]
+            assert c["verdict"] in ("decayed", "no decay", "rose", "inconclusive")
+            assert c["p_decay_adjusted"] >= c["p_decay"] and c["p_equivalence_adjusted"] >= c["p_equivalence"]
+        assert a["verdict"] == a["contrasts"][0]["verdict"]
+        assert a["effect"]["relation"] in ("larger than", "smaller than")
+        d = a["diagnostics"]
+        assert d["steps"] == a["steps"] and len(d["per_seed"]) == 2
+        for k in ("kl_to_uniform", "top1_share", "top5_share", "dormant_fraction", "max_over_median", "first_position_share",
+                  "weight_norm_cv"):
+            assert len(d["mean"][k]) == len(a["steps"]) and len(d["mean"][k][-1]) == a["layers"]
+        # KL_l = ln m − H_l of the headline series, per seed
+        s0 = a["seeds"][0]
+        assert d["per_seed"][0]["kl_to_uniform"][-1] == pytest.approx(
+            [math.log(a["ffn_dim"]) - h for h in s0["knowledge_entropy_per_layer"][-1]], abs=1e-6)
         assert all(lo <= h <= hi for h, (lo, hi) in zip(a["knowledge_entropy"], a["knowledge_entropy_ci"]))
-        assert a["verdict"] in ("held", "direction only", "did not hold") and a["peak_step"] in a["steps"]
-        assert a["seeds"] == [0, 1] and len(a["series"]["held_out"]["per_seed"]) == 2
-    assert study["arms"][1]["overrides"] == {"arch": "gelu"}
+    assert study["arms"][1]["changes"]["fields"] == {"arch": {"reference": "swiglu", "arm": "gelu"}}
     # the headline numbers are the mean over seeds of what each measure stage wrote
     meas = sorted(out.glob("stages/decay-reference-seed*-measure-*/result.json"))
     per_seed = [[r["knowledge_entropy"] for r in json.loads(p.read_text())["series"]["seen"]["results"]] for p in meas]
     assert study["arms"][0]["knowledge_entropy"] == pytest.approx([sum(x) / 2 for x in zip(*per_seed)])
-    loop = study["loop"]
-    assert loop["note"] is not None or loop["arms"][0]["rows"][-1]["step"] == study["arms"][
-        [a["name"] for a in study["arms"]].index(loop["arms"][0]["name"])]["steps"][-1]
     report = (out / "report.md").read_text()
-    assert "## The decay study" in report and "Continual learning from checkpoints whose entropy decayed" in report
+    assert "## The decay study" in report and "analysis plan" in report and "OLMo-1B" in report
     assert (out / "figures" / "decay_study.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "figures" / "decay_diagnostics.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_loop_section_from_a_loop_result():
@@ -227,3 +277,14 @@ def test_loop_section_from_a_loop_result():
     assert "| 80 | 9.5000 | 20.00 | 15.00 |" in md and "P = 1.0: ΔA = +2.50, ΔF = -1.00" in md
     assert "r(H, A) = 1.00" in md and "finding 3 on A" in md
     assert "was not run" in loop_section({"arms": [], "note": "no arm decays: continual learning from decayed checkpoints was not run"})
+
+
+def test_loss_beside_h_and_the_estimate_by_hand():
+    from kentropy.lab.studies.decay import checkpoint_loss, estimate_seconds
+
+    log = [(s, float(s)) for s in range(30)]  # the loss of 0-based optimizer step s is s
+    assert checkpoint_loss(log, 0) is None  # the initialization has no training loss
+    assert checkpoint_loss(log, 3) == pytest.approx((0 + 1 + 2) / 3)  # steps 0..2 come before checkpoint 3
+    assert checkpoint_loss(log, 25) == pytest.approx(sum(range(15, 25)) / 10)  # the last 10 steps
+    d = decay_config({"seeds": [0, 1, 2], "workers": 2, "tokens_per_second": 1000.0})
+    assert estimate_seconds(d) == pytest.approx(regime(d.reference)["tokens"] * 3 / 2000)

@@ -13,6 +13,12 @@ A batch's per-token weights are passed to the forward they belong to:
 
 `CoefficientSums(layout, instances=True)` also keeps every document's own mean |c_l| ([N, L, m],
 `instances()`): Cbar, H and the document bootstrap all come from that one forward.
+`CoefficientSums(layout, positions=True)` also reduces, per dense layer and document, how |c| is
+spread over neurons and positions (`position_stats(n)`): on real tokens only,
+- max/median: the mean over the document's tokens t of max_i |c_{t,i}| / median_i |c_{t,i}| (the
+  median interpolated between the two middle values for even m);
+- first-position share: Σ_i |c_{t0,i}| / Σ_t Σ_i |c_{t,i}|, t0 the document's first real token;
+both then averaged over documents, as Cbar is.
 
 Mixture-of-experts layers are reduced per expert on the routed tokens only: the effective
 coefficient of memory (e, i) at token t is g_e(t) * c_{e,i}(t), g the routing weight the model
@@ -107,11 +113,14 @@ class CoefficientSums(_Hooks):
     [N, L, m] float64 in the order the batches ran; their sum over N is `sums` (up to float32 rounding).
     """
 
-    def __init__(self, layout: Layout, activation: str = "abs", *, instances: bool = False) -> None:
+    def __init__(self, layout: Layout, activation: str = "abs", *, instances: bool = False, positions: bool = False) -> None:
         super().__init__()
         coefficient_magnitude(torch.zeros(1), activation)  # validate early
         if instances and (layout.moe or len(set(layout.sizes)) != 1):
             raise ValueError("per-instance coefficients need dense FFN layers of one size")
+        if positions and layout.moe:
+            raise ValueError("position statistics need dense FFN layers")
+        self._positions = torch.zeros(len(layout.layers), 2, dtype=torch.float64) if positions else None
         self.activation = activation
         self.sizes = layout.sizes
         self.points = [coef_point(layer)[0] for layer in layout.layers]
@@ -152,8 +161,29 @@ class CoefficientSums(_Hooks):
             self._add(l, 0, w.reshape(1, -1) @ a.reshape(B * T, -1))
             if self._keep:  # per instance b: mean_t |c[b, t]| as a [B, 1, T] @ [B, T, m] product -> [B, m]
                 self._batch[l] = torch.bmm(w.unsqueeze(1), a.reshape(B, T, -1)).squeeze(1).double().cpu()
+            if self._positions is not None:
+                self._add_positions(l, a.reshape(B, T, -1), w)
 
         return hook
+
+    def _add_positions(self, l: int, a: torch.Tensor, w: torch.Tensor) -> None:
+        """Per document: sum_t w_t max_i a / median_i a (w = 1/|s| on real tokens: the mean over them) and the
+        share of sum |c| at its first real token; both summed over the batch's documents."""
+        a = a.double()
+        real = w > 0  # [B, T]
+        ratio = a.amax(-1) / a.quantile(0.5, dim=-1).clamp_min(torch.finfo(torch.float64).tiny)  # [B, T]
+        peak = (w.double() * torch.where(real, ratio, torch.zeros_like(ratio))).sum(-1)  # [B]
+        total = a.sum(-1) * real  # [B, T]: sum_i |c| on real tokens
+        first = real.int().argmax(-1)  # the first real position of each document
+        share = total.gather(1, first[:, None]).squeeze(1) / total.sum(-1).clamp_min(torch.finfo(torch.float64).tiny)
+        self._positions[l] += torch.stack([peak.sum(), share.sum()]).cpu()
+
+    def position_stats(self, n: int) -> dict[str, list[float]]:
+        """Per layer, averaged over the `n` documents: `max_over_median` and `first_position_share` of |c|."""
+        if self._positions is None:
+            raise RuntimeError("CoefficientSums(positions=True) keeps position statistics")
+        mean = self._positions / n
+        return {"max_over_median": mean[:, 0].tolist(), "first_position_share": mean[:, 1].tolist()}
 
     def _end_batch(self) -> None:
         if self._keep:

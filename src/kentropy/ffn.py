@@ -113,7 +113,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("OPT", "opt", (Dense("fc2", "fc1"),), "self_attn",
            circuits=Circuits("self_attn_layer_norm", "final_layer_norm", _QKV, "self_attn.out_proj", "fc1", "fc2",
                              ("decoder.final_layer_norm",))),
-    Family("plain up/down (no gate)", "nemotron (relu²)", (Dense("mlp.down_proj", "mlp.up_proj"),), "self_attn"),
+    Family("plain up/down (no gate)", "nemotron (relu²), arcee", (Dense("mlp.down_proj", "mlp.up_proj"),), "self_attn"),
     Family("BERT-style encoders", "bert, roberta, electra", (Dense("output.dense", "intermediate.dense"),), "attention.self"),
     Family("ModernBERT", "modernbert (fused Wi)", (Dense("mlp.Wo", "mlp.Wi", up_half=1),), "attn"),
     Family("T5 encoder-decoder", "t5, mt5, umt5 (per stack: encoder, decoder)",

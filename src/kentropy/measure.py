@@ -59,6 +59,7 @@ class Measurement:
     coefficients: torch.Tensor | list[torch.Tensor] = field(repr=False)
     instance_coefficients: torch.Tensor | None = field(default=None, repr=False)  # [N, L, m], `instances=True`
     capture_points: list[str] | None = field(default=None, repr=False)  # layer l's canonical name (`blocks.{l}.mlp.coef`)
+    position_stats: dict | None = field(default=None, repr=False)  # `positions=True`: per layer max/median of |c|, first-position share
     ffn_dim_per_layer: list[int] | None = None
     experts: dict | None = None
     expert_entropy_per_layer: list[float | None] | None = None
@@ -81,6 +82,7 @@ class Measurement:
         d.pop("coefficients")
         d.pop("instance_coefficients")
         d.pop("capture_points")
+        d.pop("position_stats")
         for k in OPTIONAL_FIELDS:
             if d[k] is None:
                 d.pop(k)
@@ -152,8 +154,12 @@ def measure_ids(
     revision: str | None = None,
     progress: bool = True,
     instances: bool = False,
+    positions: bool = False,
 ) -> Measurement:
     """Measure pre-tokenized documents (the core of `measure` and of `EntropyMonitor`).
+
+    positions=True also returns, per layer, the max/median of |c| and the share of sum |c| at the first
+    position (`position_stats`; dense layers, one process; `CoefficientSums(positions=True)`).
 
     instances=True also returns each document's own mean |c_l| (`instance_coefficients`, [N, L, m]
     float64, in the order of `ids`; dense layers of one size, one process): what a bootstrap over
@@ -177,6 +183,8 @@ def measure_ids(
     rank, world = rank_world()
     if instances and world > 1:
         raise KentropyError("per-document coefficients are measured in one process (not under torchrun)")
+    if positions and world > 1:
+        raise KentropyError("position statistics are measured in one process (not under torchrun)")
     batches = length_batches(ids, batch_size, rank, world)
 
     tokens = 0
@@ -184,7 +192,7 @@ def measure_ids(
     was_training = model.training
     model.eval()  # dropout off: a measurement is deterministic; the caller's mode comes back below
     with contextlib.ExitStack() as hooks, torch.inference_mode():
-        coef = hooks.enter_context(CoefficientSums(layout, activation, instances=instances))
+        coef = hooks.enter_context(CoefficientSums(layout, activation, instances=instances, positions=positions))
         attn = hooks.enter_context(AttentionEntropySums(layout)) if "attention" in metrics else None
         hooks.callback(model.train, was_training)
         for batch in tqdm(batches, desc=f"measure {name}".strip(), disable=not progress or rank != 0, leave=False):
@@ -232,6 +240,7 @@ def measure_ids(
         tokens=int(counts[1]),
         coefficients=torch.stack(cbar) if layout.uniform else cbar,
         instance_coefficients=per_doc,
+        position_stats=coef.position_stats(n) if positions else None,
         capture_points=coef.points,
         ffn_dim_per_layer=None if layout.uniform else sizes,
         **_moe_fields(layout, cbar),

@@ -18,6 +18,7 @@ import yaml
 from kentropy.errors import KentropyError
 from kentropy.knowledge.generate import MIN_FACTS
 from kentropy.lab import regime
+from kentropy.lab.judge.plan import AnalysisPlan, contrast_steps, plan_from_dict
 from kentropy.train import SCHEDULES
 
 PRESETS = ("smoke", "quick", "decay", "paper")
@@ -33,29 +34,44 @@ class SeedOffset:
     CONTINUAL = 30_000  # the continual-learning corpus (+ world_seed)
 
 
-# FFN layouts of the lab's models (lab/architectures.py builds them) and initializations
-ARCHS = ("swiglu", "reglu", "gelu", "relu")
-GATED = ("swiglu", "reglu")
+# The lab's model families (lab/architectures.py builds them): FFN x norm, and initializations
+ARCHS = ("swiglu", "gelu")  # gated SwiGLU (OLMo, Llama) or a plain GELU FFN (GPT-2 / Pythia style)
+NORMS = ("layernorm", "rmsnorm")  # LayerNorm (OLMo's non-parametric; Nemotron's LayerNorm1P with gelu) or RMSNorm
 INITS = ("hf", "mitchell")
+FAMILIES = {("swiglu", "layernorm"): "olmo", ("swiglu", "rmsnorm"): "llama", ("gelu", "rmsnorm"): "arcee",
+            ("gelu", "layernorm"): "nemotron"}
+# what each family's norm is beyond its (norm, FFN) cell, for the report
+FAMILY_NOTES = {
+    "olmo": "non-parametric LayerNorm (no gain, no bias), as OLMo-1B",
+    "llama": "RMSNorm with a trained gain (d per norm)",
+    "arcee": "RMSNorm with a trained gain (d per norm)",
+    "nemotron": "LayerNorm1P with a trained gain and bias (2d per norm; the gain starts at 1 as OLMo's)",
+}
 
 
-def ffn_dim(arch: str, gated_ffn: int) -> int:
-    """The inner dimension m: `gated_ffn` for gated FFNs, 1.5 x for plain ones (equal parameters)."""
-    return gated_ffn if arch in GATED else (3 * gated_ffn) // 2
+NORM_PARAMETERS = {"olmo": 0, "llama": 1, "arcee": 1, "nemotron": 2}  # trained parameters per norm, in units of d
+
+
+def family(arch: str, norm: str) -> str:
+    """The HF family of a (FFN, norm) cell: olmo, llama, arcee or nemotron."""
+    return FAMILIES[(arch, norm)]
 
 
 @dataclass
 class Arm:
-    """One pretraining configuration of the decay study. The reference arm's fields are the defaults; arms override some."""
+    """One pretraining configuration of the decay study. The reference arm's fields are the defaults
+    (OLMo-1B's block: SwiGLU, non-parametric LayerNorm, mitchell init, tied embeddings); arms override some."""
 
-    arch: str = "swiglu"  # FFN: swiglu, reglu (gated ReLU), gelu or relu (plain FFN, 1.5x inner dim)
-    init: str = "hf"  # hf (normal 0.02) or mitchell (OLMo's)
+    arch: str = "swiglu"  # FFN: swiglu (gated) or gelu (plain), at the same inner dimension m = ffn
+    norm: str = "layernorm"  # layernorm (OLMo's; Nemotron's LayerNorm1P with gelu) or rmsnorm (Llama's, Arcee's)
+    init: str = "mitchell"  # mitchell (OLMo's) or hf (normal 0.02)
     hidden: int = 32
     layers: int = 2
     heads: int = 2
-    ffn: int = 86  # gated inner dim (~8/3 hidden, as Llama)
+    ffn: int = 86  # inner dim m (~8/3 hidden, as Llama)
     tokens_per_parameter: float = 1000.0  # training tokens / non-embedding parameters
     unique_fraction: float = 1.0  # unique text / training tokens: 1 = one pass over fresh text; 1/8 = 8 epochs
+    world_fraction: float = 1.0  # entities of the arm's world / the lab's (fewer facts, fresh text: spare capacity)
     batch_size: int = 16
     seq_len: int = 128
     lr: float = 3e-3
@@ -73,6 +89,8 @@ class Arm:
             raise KentropyError(f"{where}: hidden {self.hidden} must be divisible by heads {self.heads}")
         if self.arch not in ARCHS:
             raise KentropyError(f"{where}: arch {self.arch!r}: choose {', '.join(ARCHS)}")
+        if self.norm not in NORMS:
+            raise KentropyError(f"{where}: norm {self.norm!r}: choose {', '.join(NORMS)}")
         if self.init not in INITS:
             raise KentropyError(f"{where}: init {self.init!r}: choose {', '.join(INITS)}")
         if self.schedule not in SCHEDULES:
@@ -81,25 +99,51 @@ class Arm:
             raise KentropyError(f"{where}: tokens_per_parameter must be positive, got {self.tokens_per_parameter}")
         if not 0 < self.unique_fraction <= 1:
             raise KentropyError(f"{where}: unique_fraction must be in (0, 1], got {self.unique_fraction}")
+        if not 0 < self.world_fraction <= 1:
+            raise KentropyError(f"{where}: world_fraction must be in (0, 1], got {self.world_fraction}")
         if not (self.lr > 0 and math.isfinite(self.lr)) or self.weight_decay < 0 or not math.isfinite(self.weight_decay):
             raise KentropyError(f"{where}: lr must be positive and weight_decay non-negative")
         if not 0 <= self.warmup < 1 or not 0 <= self.min_lr_ratio <= 1 or not 0 < self.decay_fraction < 1:
             raise KentropyError(f"{where}: warmup in [0, 1), min_lr_ratio in [0, 1], decay_fraction in (0, 1)")
 
     @property
+    def family(self) -> str:
+        return family(self.arch, self.norm)
+
+    @property
     def ffn_dim(self) -> int:
-        return ffn_dim(self.arch, self.ffn)
+        """m: the same for gated and plain FFNs."""
+        return self.ffn
 
     def non_embedding_parameters(self) -> int:
         """Per layer: attention 4 d^2 (q, k, v, o without biases), FFN 3 d m (gated) or 2 d m (plain), and
-        the norms (RMSNorm d each, LayerNorm1P 2d each); plus the final norm."""
-        gated = self.arch in GATED
-        norm = self.hidden if gated else 2 * self.hidden
-        per_layer = 4 * self.hidden**2 + (3 if gated else 2) * self.hidden * self.ffn_dim + 2 * norm
+        two norms (0, d or 2d each: NORM_PARAMETERS); plus the final norm."""
+        norm = NORM_PARAMETERS[self.family] * self.hidden
+        per_layer = 4 * self.hidden**2 + (3 if self.arch == "swiglu" else 2) * self.hidden * self.ffn_dim + 2 * norm
         return self.layers * per_layer + norm
 
     def steps(self) -> int:
         return max(1, math.ceil(self.tokens_per_parameter * self.non_embedding_parameters() / (self.batch_size * self.seq_len)))
+
+
+def arm_changes(reference: Arm, arm: Arm) -> dict:
+    """What an arm changes from the reference, derived from the configs: every field that differs, and what
+    follows from them (the HF family and its norm, m, non-embedding parameters, steps)."""
+    ref, mine = dataclasses.asdict(reference), dataclasses.asdict(arm)
+    out = {"fields": {k: {"reference": ref[k], "arm": v} for k, v in mine.items() if ref[k] != v}, "derived": {}}
+    derived = {"family": (reference.family, arm.family), "norm block": (FAMILY_NOTES[reference.family], FAMILY_NOTES[arm.family]),
+               "ffn_dim": (reference.ffn_dim, arm.ffn_dim),
+               "non_embedding_parameters": (reference.non_embedding_parameters(), arm.non_embedding_parameters()),
+               "steps": (reference.steps(), arm.steps())}
+    out["derived"] = {k: {"reference": a, "arm": b} for k, (a, b) in derived.items() if a != b}
+    return out
+
+
+def changes_text(changes: dict) -> str:
+    """`key: reference -> arm` for every changed field, then the derived differences in brackets."""
+    f = ", ".join(f"{k} {v['reference']} -> {v['arm']}" for k, v in changes["fields"].items())
+    d = "; ".join(f"{k} {v['reference']} -> {v['arm']}" for k, v in changes["derived"].items())
+    return (f or "-") + (f" [{d}]" if d else "")
 
 
 @dataclass
@@ -110,7 +154,12 @@ class DecayConfig:
     arms: dict[str, dict] = field(default_factory=dict)  # name -> overrides of the reference
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # pretraining seeds (init and data order) per arm
     reference_seeds: list[int] | None = None  # the reference arm's seeds (default: seeds)
-    checkpoints: int = 14  # log-spaced checkpoints per run (plus the initialization)
+    plan: dict = field(default_factory=lambda: {  # the preregistered analysis plan (lab/judge/plan.py), fixed before any run
+        "contrasts": [{"name": "end vs half", "from": 0.5, "to": 1.0}, {"name": "end vs quarter", "from": 0.25, "to": 1.0}],
+        "primary": "end vs half", "sesoi": 0.01, "alpha": 0.05, "correction": "holm", "unit": "seed"})
+    early_checkpoints: int = 6  # log-spaced from a quarter of the warmup to half the run (the early collapse)
+    late_checkpoints: int = 9  # linearly spaced over the second half (plus every contrast's steps, exactly)
+    tokens_per_second: float = 120_000.0  # one run's training speed on one thread, for the plan's time estimate
     measure_docs: int = 256  # documents per measuring series
     bootstrap: int = 1000  # bootstrap resamples of the measuring documents
     tokenizer_vocab: int = 512  # the study's own byte-level BPE (small: the LM head would dominate tiny models)
@@ -140,8 +189,11 @@ class DecayConfig:
     def check(self, where: str = "decay config") -> None:
         if not self.seeds or (self.reference_seeds is not None and not self.reference_seeds):
             raise KentropyError(f"{where}: seeds must list at least one seed")
-        if self.checkpoints < 12:
-            raise KentropyError(f"{where}: checkpoints must be at least 12, got {self.checkpoints}")
+        self.analysis_plan(where)
+        if self.early_checkpoints < 0 or self.late_checkpoints < 2:
+            raise KentropyError(f"{where}: early_checkpoints must be >= 0 and late_checkpoints >= 2")
+        if not self.tokens_per_second > 0:
+            raise KentropyError(f"{where}: tokens_per_second must be positive, got {self.tokens_per_second}")
         if self.measure_docs < 2 or self.bootstrap < 100:
             raise KentropyError(f"{where}: measure_docs must be >= 2 and bootstrap >= 100")
         for name, arm in self.all_arms(where).items():
@@ -154,8 +206,14 @@ class DecayConfig:
             if arm.weight_decay > 0 and r["cumulative_weight_decay"] < self.min_cumulative_weight_decay:
                 raise KentropyError(f"{where}: arm {name}: cumulative weight decay {r['cumulative_weight_decay']:.2f} "
                                     f"< {self.min_cumulative_weight_decay} (raise weight_decay, lr or tokens)")
-            if arm.steps() < self.checkpoints:
-                raise KentropyError(f"{where}: arm {name}: {arm.steps()} steps cannot hold {self.checkpoints} checkpoints")
+            try:
+                contrast_steps(self.analysis_plan(where), arm.steps())
+            except KentropyError as e:
+                raise KentropyError(f"{where}: arm {name}: {e}") from None
+
+    def analysis_plan(self, where: str = "decay config") -> AnalysisPlan:
+        """The preregistered plan, parsed and checked (`plan_from_dict`)."""
+        return plan_from_dict(self.plan, f"{where}: plan")
 
 
 def decay_config(data: dict | None, where: str = "decay") -> DecayConfig:

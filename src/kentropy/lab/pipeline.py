@@ -29,7 +29,7 @@ from kentropy.lab.report.core import write_report
 from kentropy.lab.results import Context, Section
 from kentropy.lab.studies.circuits import circuits_study
 from kentropy.lab.studies.core import run_core
-from kentropy.lab.studies.decay import decay_study
+from kentropy.lab.studies.decay import decay_study, print_plan
 from kentropy.models import pick_device
 
 
@@ -86,6 +86,8 @@ def run_lab(cfg: LabConfig, out: str, device: str = "auto", preset: str = "custo
     lab.root.mkdir(parents=True, exist_ok=True)
     write_json(lab.config, saved_config(cfg, preset))
     stages = Stages(lab.root)
+    if cfg.decay is not None:  # the preregistered plan, before anything runs
+        print_plan(cfg.decay)
     run, done = run_core(stages, cfg, preset, device)
     ctx = Context(stages, done, run, device)
     sections = [study(ctx) for flag, study in STUDIES.items() if getattr(cfg, flag)]

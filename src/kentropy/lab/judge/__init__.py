@@ -1,2 +1,2 @@
 """Statistics and verdicts: the one verdict vocabulary (`verdicts`), the findings' statistics (`stats`),
-a pretraining run's entropy trajectory (`trajectory`) and the circuits' findings (`circuits`)."""
+a decay study's preregistered plan (`plan`) and seed-level inference (`seeds`) and the circuits' findings (`circuits`)."""

@@ -24,12 +24,7 @@ from dataclasses import dataclass
 
 from kentropy.errors import KentropyError
 from kentropy.lab.judge.plan import AnalysisPlan, contrast_steps
-
-DECAYED = "decayed"  # adjusted decay p < α
-NO_DECAY = "no decay"  # else: adjusted equivalence p < α (within ±SESOI)
-ROSE = "rose"  # else: the 95% interval lies wholly below 0
-INCONCLUSIVE = "inconclusive"  # else
-VERDICTS = (DECAYED, NO_DECAY, ROSE, INCONCLUSIVE)  # in the order they are tried
+from kentropy.lab.judge.verdicts import DECAYED, INCONCLUSIVE, NO_DECAY, ROSE
 
 LEVEL = 0.95  # the t-interval's coverage
 

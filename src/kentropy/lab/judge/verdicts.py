@@ -6,6 +6,9 @@
 - `did not hold`: the direction does not match, or a condition of the rule fails;
 - `not measurable`: too few points for the statistic (e.g. a correlation over fewer than 3 checkpoints);
 - `not measured`: the quantity was not measured in this run (e.g. forgetting without downstream tasks).
+
+A decay study's seed-level verdicts (`lab/judge/seeds.py`), tried in this order, are their own block
+at the end: `decayed`, `no decay`, `rose`, `inconclusive`.
 """
 
 from __future__ import annotations
@@ -30,3 +33,11 @@ def verdict(direction_ok: bool, significant: bool) -> str:
 
 def weaker(*verdicts: str) -> str:
     return min(verdicts, key=RANK.__getitem__)
+
+
+# a decay study's seed-level verdict of one contrast (lab/judge/seeds.py), the first that holds
+DECAYED = "decayed"  # the Holm-adjusted one-sided decay p < α
+NO_DECAY = "no decay"  # else: the Holm-adjusted TOST p < α (equivalent to 0 within ±SESOI)
+ROSE = "rose"  # else: the 95% t-interval over seeds lies wholly below 0
+INCONCLUSIVE = "inconclusive"  # else
+SEED_VERDICTS = (DECAYED, NO_DECAY, ROSE, INCONCLUSIVE)

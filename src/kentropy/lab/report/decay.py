@@ -1,116 +1,125 @@
-"""The decay study's section of the lab report: regime table beside OLMo-1B, trajectories with
-intervals, verdicts per arm, and what each arm rules out. Every number comes from `run_decay_study`."""
+"""The decay study's section of the lab report: the preregistered plan first, then per arm what it
+changes, its Δ over seeds with the 95% interval, the p-values, the verdict and the effect beside
+OLMo-1B's; the trajectories (measurement-noise bands) and the mechanism diagnostics as figures.
+Every number comes from `run_decay_study`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from kentropy.lab.judge.verdicts import DECAYS, DID_NOT_HOLD
 from kentropy.lab.report.figures import cmap, save, subplots
 from kentropy.lab.report.fmt import fmt
-
-# what an arm that does not decay rules out, by the factor it changes
-RULES_OUT = {
-    "arch": "the FFN activation ({value}) alone does not make knowledge entropy decay here",
-    "init": "OLMo's initialization ({value}) alone does not produce the decay",
-    "weight_decay": "weight decay {value} (cumulative {cwd:.1f}) does not produce it",
-    "schedule": "the {value} schedule does not produce it",
-    "hidden": "width {value} at equal tokens per parameter does not produce it",
-    "unique_fraction": "repeating a small world {epochs:.0f}x does not produce it",
-}
+from kentropy.lab.config import changes_text
 
 
-def _figure(result: dict, fig_dir: Path) -> str:
-    """Top: whole trajectories (H / L ln m, log steps, 95% bootstrap bands, thin lines per seed).
-    Bottom: the same from each arm's collapse on, where a decay would show."""
-    arms = result["arms"]
-    fig, axes = subplots(2, 2, figsize=(13, 8.5))
+def _p(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _trajectories(result: dict, fig_dir: Path) -> str:
+    """H / (L ln m) per arm over steps (linear: the plan's contrasts are in the second half), thin lines per
+    seed, bands = measurement noise of the mean (document bootstrap); the plan's fractions marked."""
+    fig, axes = subplots(1, 2, figsize=(13, 4.5))
     colors = cmap("tab10")
-    for col, (key, title) in enumerate((("seen", "first pretraining batches (seen; the paper's data)"),
-                                        ("held_out", "held-out world text"))):
-        for row in (0, 1):
-            ax = axes[row][col]
-            for i, a in enumerate(arms):
-                s = a["series"][key]
-                keep = [j for j, st in enumerate(a["steps"]) if row == 0 or st >= a["collapse_step"]]
-                steps = [max(a["steps"][j], 1) for j in keep]
-                norm = lambda xs: [xs[j] / a["max_entropy"] for j in keep]  # noqa: E731
-                ax.plot(steps, norm(s["knowledge_entropy"]), marker=".", color=colors(i % 10), label=a["name"], lw=1.4)
-                ax.fill_between(steps, norm([c[0] for c in s["knowledge_entropy_ci"]]), norm([c[1] for c in s["knowledge_entropy_ci"]]),
-                                color=colors(i % 10), alpha=0.2)
-                for run in s["per_seed"]:
-                    ax.plot(steps, norm(run["knowledge_entropy"]), color=colors(i % 10), lw=0.5, alpha=0.5)
-            ax.set(xscale="log", xlabel="pretraining step (log; init at 1)", ylabel="H / (L ln m)",
-                   title=title if row == 0 else f"{title}: from each arm's collapse on")
-    axes[0][0].legend(fontsize=7)
+    for col, key in enumerate(("seen", "held_out")):
+        ax = axes[col]
+        for i, a in enumerate(result["arms"]):
+            s, steps, top = a["series"][key], a["steps"], a["max_entropy"]
+            x = [st / steps[-1] for st in steps]
+            ax.plot(x, [h / top for h in s["knowledge_entropy"]], color=colors(i % 10), label=a["name"], lw=1.4)
+            ax.fill_between(x, [c[0] / top for c in s["knowledge_entropy_ci"]], [c[1] / top for c in s["knowledge_entropy_ci"]],
+                            color=colors(i % 10), alpha=0.2)
+            for run in s["per_seed"]:
+                ax.plot(x, [h / top for h in run["knowledge_entropy"]], color=colors(i % 10), lw=0.5, alpha=0.4)
+        for c in result["plan"]["contrasts"]:
+            ax.axvline(c["from"], color="grey", lw=0.6, ls=":")
+        ax.set(xlabel="fraction of training", ylabel="H / (L ln m)", title=f"{key} (dotted: the plan's 'from' fractions)")
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     return save(fig, fig_dir / "decay_study.png", dpi=100)
 
 
-def rules_out(arm: dict) -> str | None:
-    """The mechanism an arm that did not decay rules out (None for the reference or an arm that decays)."""
-    if arm["verdict"] != DID_NOT_HOLD or not arm["overrides"]:
-        return None
-    keys = [k for k in RULES_OUT if k in arm["overrides"]]
-    if not keys:
-        return None
-    k = keys[0]
-    return RULES_OUT[k].format(value=arm["overrides"][k], cwd=arm["cumulative_weight_decay"], epochs=arm["regime"]["epochs"])
+DIAGNOSTICS = (("kl_to_uniform", "KL to uniform (nats, mean over layers)"), ("top1_share", "top-1 share of Cbar"),
+               ("top5_share", "top-5 share of Cbar"),
+               ("dormant_fraction", "dormant fraction (Cbar_i < 0.1 mean)"), ("max_over_median", "max / median of |c|"),
+               ("first_position_share", "share of Σ|c| at the first position"),
+               ("weight_norm_cv", "CV of ‖w_in,i‖·‖w_out,i‖"), ("loss", "training loss"))
+
+
+def _diagnostics(result: dict, fig_dir: Path) -> str:
+    """The mechanism diagnostics per arm over training (means over seeds and layers)."""
+    fig, axes = subplots(2, 4, figsize=(16, 7.5))
+    axes = [ax for row in axes for ax in row]
+    colors = cmap("tab10")
+    for j, (key, title) in enumerate(DIAGNOSTICS):
+        ax = axes[j]
+        for i, a in enumerate(result["arms"]):
+            d = a["diagnostics"]
+            ys = d["mean"].get(key)
+            if ys is None:
+                continue
+            pts = [(st / d["steps"][-1], sum(y) / len(y) if isinstance(y, list) else y) for st, y in zip(d["steps"], ys)
+                   if y is not None]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colors(i % 10), label=a["name"], lw=1.2)
+        ax.set(xlabel="fraction of training", title=title)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return save(fig, fig_dir / "decay_diagnostics.png", dpi=100)
 
 
 def decay_section(result: dict, fig_dir: Path) -> str:
     """Markdown for the report."""
-    fig = _figure(result, fig_dir)
-    o = result["olmo_1b"]
+    plan, ref, o = result["plan"], result["paper_reference"], result["olmo_1b"]
+    primary = plan["primary"]
     lines = ["## The decay study: does knowledge entropy decay in the paper's regime?\n",
-             "Tiny models pretrained into OLMo-1B's regime (tokens per non-embedding parameter, cumulative weight "
-             "decay), one factor changed per arm. H is measured at log-spaced checkpoints on the rows of each run's "
-             "first pretraining batches (the paper's measuring data) and on held-out world text; intervals are 95% "
-             "bootstrap intervals over the measuring documents (paired across checkpoints for changes).\n",
-             f"![decay study]({fig})\n",
-             "| arm | change | seeds | non-emb. params | tokens / param | Σ lr·wd | 1/(lr·wd) share of run | epochs | wall (s) | tokens/s per run |",
-             "|---|---|---|---|---|---|---|---|---|---|",
-             f"| OLMo-1B (paper) | - | - | ~1.2e9 | {o['tokens_per_parameter']:.0f} | {o['cumulative_weight_decay']:.1f} | "
-             f"{o['equilibrium_share']:.3f} | {o['epochs']:.0f} | - | - |"]
+             "**The analysis plan** (preregistered: part of the preset, printed before the run, never adjusted by it):\n"]
+    for c in plan["contrasts"]:
+        tag = " (primary: the arm's verdict)" if c["name"] == primary else ""
+        lines.append(f"- `{c['name']}`: ΔKL = (H at {c['from']:.0%} − H at {c['to']:.0%} of training) / L{tag}")
+    lines += [f"- unit: the pretraining seed; per arm the mean ΔKL over seeds with its 95% t-interval; decay: one-sided "
+              f"one-sample t-test (ΔKL > 0); equivalence: TOST against ±{plan['sesoi']:g} KL nats per layer (the SESOI); "
+              f"α = {plan['alpha']:g}, Holm across arms, separately for each test and contrast",
+              "- verdict, the first that holds: `decayed` (adjusted decay p < α), `no decay` (adjusted TOST p < α), "
+              "`rose` (interval wholly below 0), `inconclusive`",
+              f"- yardstick: {ref['model']}'s ΔKL ≤ {ref['delta_kl_per_layer']:.4f} nats per layer "
+              f"({100 * ref['fraction_of_max']:.2f}% of L ln m); {ref['source']}\n",
+              "| arm | changes from the reference | seeds | non-emb. params | tokens / param | Σ lr·wd | epochs | wall (s) "
+              "| tokens/s per run |",
+              "|---|---|---|---|---|---|---|---|---|",
+              f"| OLMo-1B (paper) | - | - | ~1.2e9 | {o['tokens_per_parameter']:.0f} | {o['cumulative_weight_decay']:.1f} | "
+              f"{o['epochs']:.0f} | - | - |"]
     for a in result["arms"]:
         r = a["regime"]
-        change = ", ".join(f"{k}={v}" for k, v in a["overrides"].items()) or "-"
-        eq = fmt(r["equilibrium_share"]) if r["equilibrium_share"] is not None else "∞"
-        lines.append(f"| {a['name']} | {change} | {len(a['seeds'])} | {r['non_embedding_parameters']:,} | "
-                     f"{a['tokens_per_parameter']:.0f} | {a['cumulative_weight_decay']:.1f} | {eq} | {r['epochs']:.0f} | "
+        lines.append(f"| {a['name']} | {changes_text(a['changes'])} | {len(a['seeds'])} | {r['non_embedding_parameters']:,} | "
+                     f"{a['tokens_per_parameter']:.0f} | {a['cumulative_weight_decay']:.1f} | {r['epochs']:.0f} | "
                      f"{a['wall_seconds']:.0f} | {', '.join(f'{x:,.0f}' for x in a['tokens_per_s'])} |")
-    lines += ["", "Verdict per arm (trained checkpoints after warmup; the peak is taken after the early collapse "
-              "where H recovers from it; `held`: every seed falls from its peak to the end with a 95% interval "
-              "below 0 and loses at least 10% of its recovery from the collapse; `direction only`: falls that much in every "
-              "seed, some interval reaches 0; `did not hold`: some seed ends at its peak or loses less than 10%).\n",
-              "| arm | H init → collapse → peak → end (seen) | peak step | change peak→end [95% CI] | share of the recovery lost | per seed | verdict (seen) | verdict (held-out) | attention H peak→end | next-token H peak→end | final loss |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "ΔKL in nats per layer (positive: H fell, the paper's direction), over seeds; p-values one-sided for decay, "
+              "TOST for equivalence, raw and Holm-adjusted.\n",
+              "| arm | contrast | steps | ΔKL per seed | mean [95% CI] | p decay (adj.) | p equiv. (adj.) | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
     for a in result["arms"]:
-        s, h = a["series"]["seen"], a["series"]["held_out"]
-        steps = a["steps"]
-        i_peak, i_col = steps.index(a["peak_step"]), steps.index(a["collapse_step"])
-        traj = " → ".join(fmt(a["knowledge_entropy"][i]) for i in (0, i_col, i_peak, len(steps) - 1))
-        seeds = "; ".join(f"{c:+.4f} [{lo:+.4f}, {hi:+.4f}]" for c, (lo, hi) in zip(s["changes"], s["change_cis"]))
-        att = f"{fmt(s['attention_entropy'][i_peak])} → {fmt(s['attention_entropy'][-1])}"
-        nt = f"{fmt(s['next_token_entropy'][i_peak])} → {fmt(s['next_token_entropy'][-1])}"
-        rise = a["knowledge_entropy"][i_peak] - a["knowledge_entropy"][i_col]
-        # how much of the climb back from the collapse the fall undoes (> 100%: it ends below the collapse)
-        lost = "-" if a["change"] >= 0 or rise <= 0 else (">100%" if -a["change"] > rise else f"{-a['change'] / rise:.0%}")
-        lines.append(f"| {a['name']} | {traj} | {a['peak_step']} | {a['change']:+.4f} [{a['change_ci'][0]:+.4f}, "
-                     f"{a['change_ci'][1]:+.4f}] | {lost} | {seeds} | **{a['verdict']}** | {h['verdict']} | {att} | {nt} | "
-                     f"{', '.join(fmt(x) for x in a['final_loss'])} |")
-    decays = [a["name"] for a in result["arms"] if a["verdict"] in DECAYS]
-    lines.append("")
-    if decays:
-        lines.append(f"Knowledge entropy falls after its peak (at least in direction) in: {', '.join(decays)}.")
-    else:
-        lines.append("**No arm decays**: in every arm knowledge entropy ends at or near its post-collapse peak.")
-    ruled = [(a["name"], rules_out(a)) for a in result["arms"]]
-    ruled = [(n, t) for n, t in ruled if t]
-    if ruled:
-        lines.append("\nWhat the arms that did not decay rule out (within this regime and scale):\n")
-        lines += [f"- {n}: {t}." for n, t in ruled]
-    lines.append("\nThe plain-FFN arms (GELU, ReLU) are Nemotron blocks: they also change RMSNorm to LayerNorm1P. "
-                 "Arms other than the reference and the narrow one run at fewer tokens per parameter than the reference "
-                 "(see the table), so a difference from the reference may also come from the length of the run.\n")
+        for c in a["contrasts"]:
+            ci = "[-]" if c["ci"] is None else f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]"
+            v = f"**{c['verdict']}**" if c["name"] == primary else c["verdict"]
+            lines.append(f"| {a['name']} | {c['name']} | {c['from_step']} → {c['to_step']} | "
+                         f"{', '.join(f'{d:+.4f}' for d in c['per_seed'])} | {c['mean']:+.4f} {ci} | "
+                         f"{_p(c['p_decay'])} ({_p(c['p_decay_adjusted'])}) | {_p(c['p_equivalence'])} "
+                         f"({_p(c['p_equivalence_adjusted'])}) | {v} |")
+    lines += ["", f"Effect sizes beside the paper's (primary contrast `{primary}`):\n"]
+    lines += [f"- {a['name']}: **{a['verdict']}**; {a['effect']['text']}" for a in result["arms"]]
+    lines += ["", "Leading diagnostics at the end of training (means over seeds and layers; `seen` series): "
+              "KL to uniform, top-1 / top-5 share of Cbar, dormant fraction, max/median of |c|, share of Σ|c| at the first "
+              "position, CV of the per-neuron weight norms, training loss.\n",
+              "| arm | KL | top-1 | top-5 | dormant | max/median | first position | CV ‖w_in‖·‖w_out‖ | loss |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for a in result["arms"]:
+        m = a["diagnostics"]["mean"]
+        last = lambda k: (lambda y: "-" if y is None else fmt(sum(y) / len(y) if isinstance(y, list) else y))(  # noqa: E731
+            m[k][-1] if m.get(k) else None)
+        lines.append(f"| {a['name']} | {last('kl_to_uniform')} | {last('top1_share')} | {last('top5_share')} | "
+                     f"{last('dormant_fraction')} | {last('max_over_median')} | {last('first_position_share')} | "
+                     f"{last('weight_norm_cv')} | {last('loss')} |")
+    lines += ["", f"![decay study]({_trajectories(result, fig_dir)})\n",
+              "Bands: 95% bootstrap intervals over the measuring documents, measurement noise only (no part of a verdict).\n",
+              f"![decay diagnostics]({_diagnostics(result, fig_dir)})\n"]
     return "\n".join(lines) + "\n"

@@ -6,7 +6,11 @@ Series: `held_out` (world documents outside the pretraining text, the corpora st
 (the rows of the run's first batches, which every trained checkpoint has seen: the paper's
 measuring data). With `bootstrap` > 0 the same forward keeps each document's coefficients, and H
 gets a 95% interval from a paired bootstrap over documents (`kentropy.bootstrap`): the draws of every
-checkpoint are saved (`draws-SERIES.safetensors`, [checkpoints, bootstrap]).
+checkpoint are saved (`draws-SERIES.safetensors`, [checkpoints, bootstrap]). With `diagnostics`, each
+checkpoint also gets the mechanism diagnostics of `kentropy.diagnostics` on the first series: per layer
+KL to uniform, the top-1 and top-5 share of Cbar, the dormant fraction, and the summary of the
+per-neuron weight norms ‖w_in,i‖·‖w_out,i‖ (mean, coefficient of variation, min / max), and from the
+capture hook the max/median of |c| and the share of Σ|c| at the first position (`CoefficientSums`).
 """
 
 from __future__ import annotations
@@ -19,18 +23,23 @@ SERIES = ("seen", "held_out")
 
 
 def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: str, *, seq_len: int, batch_size: int,
-                  series: tuple[str, ...] = ("held_out",), bootstrap: int = 0, seed: int = 0) -> Done:
+                  series: tuple[str, ...] = ("held_out",), bootstrap: int = 0, seed: int = 0, diagnostics: bool = False) -> Done:
     """Result: {"steps": [...], "series": {NAME: {"results": [Measurement JSON + step + coefficients file],
     "capture_points": the canonical name of each layer's Cbar, and with bootstrap: "knowledge_entropy_ci":
-    [[lo, hi]] per checkpoint, "draws": path}}}."""
+    [[lo, hi]] per checkpoint, "draws": path}}, and with diagnostics: "diagnostics": [{"kl_to_uniform", "top1_share",
+    "top5_share", "dormant_fraction", "max_over_median", "first_position_share", "weight_norm_mean", "weight_norm_cv",
+    "weight_norm_min_over_max": [per layer]} per checkpoint], on series[0]}."""
     conf = {"pretrain": pre.hash, "corpora": corpora.hash, "seq_len": seq_len, "batch_size": batch_size, "series": list(series),
             "bootstrap": bootstrap, "seed": seed}
+    if diagnostics:
+        conf["diagnostics"] = True
 
     def fn(d: Path) -> dict:
         from safetensors.torch import load_file, save_file
 
         from kentropy.bootstrap import bootstrap_entropy, percentile_interval
         from kentropy.data import load_texts
+        from kentropy.diagnostics import cbar_diagnostics, neuron_weight_norms, weight_norm_summary
         from kentropy.io import write_atomic
         from kentropy.measure import measure_ids, save_coefficients, tokenize
         from kentropy.models import Checkpoint, load_model, load_tokenizer, pick_device
@@ -42,13 +51,22 @@ def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: s
                 "seen": lambda: load_file(pre.result["first_rows"])["ids"].tolist()}
         ids = {k: docs[k]() for k in series}
         found = {k: [] for k in series}
+        diag = []
         for c in ckpts:
             model = load_model(Checkpoint(c["path"]), device=pick_device(device), eager_attention=True)
             for k in series:
                 found[k].append(measure_ids(model, ids[k], pad_id, metrics=("knowledge", "attention", "next-token"),
-                                            batch_size=batch_size, name=c["path"], progress=False, instances=bootstrap > 0))
+                                            batch_size=batch_size, name=c["path"], progress=False, instances=bootstrap > 0,
+                                            positions=diagnostics and k == series[0]))
+            if diagnostics:
+                norms = weight_norm_summary(neuron_weight_norms(model))
+                first = found[series[0]][-1]
+                diag.append(cbar_diagnostics(first.coefficients) | first.position_stats
+                            | {f"weight_norm_{k}": v for k, v in norms.items()})
             del model
         out = {"steps": [c["step"] for c in ckpts], "series": {}}
+        if diagnostics:
+            out |= {"diagnostics": diag, "diagnostics_series": series[0]}
         for k, ms in found.items():
             files = save_coefficients(ms, str(d / "coefficients" / k), "abs")
             entry = {"capture_points": ms[0].capture_points,  # the registry's names of the coefficient files' tensors
@@ -61,4 +79,5 @@ def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: s
             out["series"][k] = entry
         return out
 
-    return stages.run(name, conf, fn, code=("kentropy.measure", "kentropy.capture", "kentropy.bootstrap", "kentropy.entropy"))
+    code = ("kentropy.measure", "kentropy.capture", "kentropy.bootstrap", "kentropy.entropy")
+    return stages.run(name, conf, fn, code=code + (("kentropy.diagnostics",) if diagnostics else ()))

@@ -240,7 +240,8 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
         out["resuscitation_skipped"].insert(0, {"arm": "reference", "reason": "1.0 is not among loop_fractions: no final checkpoint's run "
                                                                               "to pair the resuscitated runs with"})
     else:
-        rcfg = dataclasses.replace(cfg, seq_len=ref_arm.seq_len)
+        # H before/after measured on rows of the arm's positions (the core's pretraining steps kept: only the rows change)
+        rcfg = dataclasses.replace(cfg, seq_len=ref_arm.seq_len, pretrain_tokens=cfg.pretrain_steps * cfg.batch_size * ref_arm.seq_len)
         for amp in dcfg.loop_amplify:
             hb, ha, a_res, f_res = [], [], [], []
             for seed in seeds:

@@ -18,8 +18,8 @@ from kentropy.lab.judge.plan import fraction_step
 from kentropy.lab.judge.verdicts import DIRECTION_ONLY, HELD, NOT_MEASURABLE, NOT_TESTED, VERDICTS
 from kentropy.lab.report.loop import loop_section
 from kentropy.lab.studies import loop as loop_mod
-from kentropy.lab.studies.loop import (close_the_loop, continual_config, forgetting_se, resuscitation_row, slope_finding,
-                                       tasks_per_kind_for)
+from kentropy.lab.studies.loop import (close_the_loop, continual_config, forgetting_se, loop_plan_text, resuscitation_row,
+                                       slope_finding, tasks_per_kind_for)
 
 STEPS = {"reference": 40, "GELU": 30}  # pretraining steps of the stand-in runs
 SEQ = {"reference": 64, "GELU": 32}
@@ -128,6 +128,9 @@ def test_continual_config_and_loop_lr():
     c = continual_config(cfg, dcfg(), arm)
     assert (c.continual_seq_len, c.continual_lr, c.knowledge_facts) == (96, 2e-3, 7)
     assert continual_config(cfg, dcfg(loop_lr=4e-4), arm).continual_lr == 4e-4
+    plan = loop_plan_text(dcfg(loop_arms=["GELU"]))
+    assert "seeds 0, 1, 2, from 0.25, 0.5, 0.75, 1 of training, plus the final checkpoints of GELU" in plan
+    assert "lr each arm's pretraining peak (0.003 for the reference)" in plan and "rows = each arm's pretraining seq_len (64" in plan
 
 
 def test_manipulation_check():

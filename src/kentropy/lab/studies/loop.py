@@ -48,6 +48,21 @@ F_SE_METHOD = ("delta method over the task rows: Var(D) = sum_k s_k (1 - s_k) / 
                "positive covariance is ignored: an upper bound)")
 
 
+def loop_plan_text(dcfg: DecayConfig) -> str:
+    """The loop's preregistered design, printed with the study's plan before anything runs."""
+    ref = dcfg.reference
+    lr = f"{dcfg.loop_lr:g}" if dcfg.loop_lr else f"each arm's pretraining peak ({ref.lr:g} for the reference)"
+    return "\n".join([
+        f"[lab] loop: the reference arm, seeds {', '.join(map(str, dcfg.seeds_of('reference')))}, from "
+        f"{', '.join(f'{f:g}' for f in dcfg.loop_fractions)} of training"
+        + (f", plus the final checkpoints of {', '.join(dcfg.loop_arms)}" if dcfg.loop_arms else ""),
+        f"[lab] loop: continual rows = each arm's pretraining seq_len ({ref.seq_len} for the reference), lr {lr}, "
+        f"{dcfg.loop_knowledge_facts} facts per passage, {dcfg.loop_tasks_per_kind} rows per downstream task, "
+        f"resuscitation p {', '.join(f'{p:g}' for p in dcfg.loop_amplify)}",
+        f"[lab] loop: per seed OLS slopes of A, dP and F on H; across seeds a two-sided t-test at alpha {ALPHA} "
+        f"(not judged below {MIN_SEEDS} seeds); resuscitation judged only where H rose"])
+
+
 def continual_config(cfg: LabConfig, dcfg: DecayConfig, arm: Arm) -> LabConfig:
     """The lab config of a continual run from `arm`: rows of the arm's pretraining seq_len, lr `loop_lr` or the
     arm's peak, the loop's knowledge facts and downstream rows."""

@@ -177,6 +177,26 @@ def _run_point(stages: Stages, lcfg: LabConfig, path: str, start_hash: str, labe
             "F_se": max(se) if se and None not in se else None, "seq_len": lcfg.continual_seq_len, "lr": lcfg.continual_lr}
 
 
+def loop_world(stages: Stages, cfg: LabConfig, dcfg: DecayConfig) -> Done:
+    """The world stage with the loop's knowledge (`loop_knowledge_facts`) and downstream rows (`loop_tasks_per_kind`)."""
+    return world_stage(stages, continual_config(cfg, dcfg, dcfg.reference))
+
+
+def loop_fits(cfg: LabConfig, dcfg: DecayConfig, world: Done, tok: Done) -> dict[str, int]:
+    """Every injected passage (+ eos) fits the pretraining rows of every arm the loop starts from
+    (`check_knowledge_fits`; `tok`: the study's tokenizer stage): arm -> its longest passage; else an error
+    naming the decay config's fields. Callable as soon as the tokenizer exists, before any pretraining."""
+    arms, out = dcfg.all_arms(), {}
+    for name in ["reference", *dcfg.loop_arms]:
+        try:
+            out[name] = check_knowledge_fits(continual_config(cfg, dcfg, arms[name]), world, tok)["longest"]
+        except KentropyError as e:
+            raise KentropyError(f"decay loop: arm {name}'s injected knowledge does not fit its {arms[name].seq_len}-token pretraining "
+                                f"rows ({e}); the loop's rows are the arm's seq_len: raise decay.reference.seq_len (or the arm's) "
+                                f"or lower decay.loop_knowledge_facts") from None
+    return out
+
+
 def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: dict, pretrains: dict[tuple[str, int], Done],
                    world: Done, corpora: Done, device: str) -> dict:
     """Findings 2 and 3 from the decay study's checkpoints (the `loop` part of `decay_study`). `result`: the study's
@@ -189,7 +209,7 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
     ref, ref_arm = by_name["reference"], arms["reference"]
     seeds = [s["seed"] for s in ref["seeds"]]
     lcfg = continual_config(cfg, dcfg, ref_arm)
-    lworld = world_stage(stages, lcfg)
+    lworld = loop_world(stages, cfg, dcfg)
     out = {"arm": "reference", "seeds": seeds, "fractions": list(dcfg.loop_fractions), "loop_arms": list(dcfg.loop_arms),
            "continual": {"seq_len": lcfg.continual_seq_len, "pretrain_seq_len": ref_arm.seq_len, "lr": lcfg.continual_lr,
                          "pretrain_peak_lr": ref_arm.lr, "steps": lcfg.continual_steps, "knowledge_facts": lcfg.knowledge_facts,
@@ -197,18 +217,12 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
            "min_seeds": MIN_SEEDS, "alpha": ALPHA, "points": [], "note": None}
     empty = {"per_seed": [], "mean": None, "ci": None, "p": None, "verdict": NOT_MEASURED}
     # every passage (+ eos) must fit the rows of every arm the loop starts from, before any continual training
-    names = ["reference", *dcfg.loop_arms]
-    for name in names:
-        fits_cfg = continual_config(cfg, dcfg, arms[name])
-        init = pretrains[(name, by_name[name]["seeds"][0]["seed"])].result["checkpoints"][0]["path"]
-        try:
-            fit = check_knowledge_fits(fits_cfg, lworld, Done({"path": init}, lworld.dir, lworld.hash))
-        except KentropyError as e:
-            out["note"] = (f"not run: arm {name}'s injected knowledge does not fit its pretraining rows ({e}); the loop's rows are the "
-                           f"arm's seq_len: raise decay.reference.seq_len (or the arm's) or lower decay.loop_knowledge_facts")
-            return {**out, "slope_A_on_H": empty, "slope_dP_on_H": empty, "slope_F_on_H": empty, "resuscitation": [],
-                    "F_se": None}
-        out["continual"].setdefault("longest_passage", {})[name] = fit["longest"]
+    tok = Done({"path": pretrains[("reference", seeds[0])].result["checkpoints"][0]["path"]}, lworld.dir, lworld.hash)
+    try:
+        out["continual"]["longest_passage"] = loop_fits(cfg, dcfg, lworld, tok)
+    except KentropyError as e:
+        out["note"] = f"not run: {e}"
+        return {**out, "slope_A_on_H": empty, "slope_dP_on_H": empty, "slope_F_on_H": empty, "resuscitation": [], "F_se": None}
     # finding 2: the reference arm at the fractions, plus the final checkpoints of loop_arms, per pretraining seed
     per_h, per_a, per_dp, per_f = [], [], [], []
     finals = {}

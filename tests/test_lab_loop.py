@@ -117,7 +117,8 @@ def test_passages_that_do_not_fit_stop_the_loop_before_training(stand_ins):
     d = dcfg(loop_arms=["GELU"])
     result, pretrains = study(d)
     out = close_the_loop(None, load_preset("smoke"), d, result, pretrains, None, None, "cpu")
-    assert stand_ins["continual"] == [] and out["note"].startswith("not run: decay loop: arm GELU's injected knowledge does not fit its 32-token")
+    assert stand_ins["continual"] == []
+    assert out["note"].startswith("not run: decay loop: arm GELU's injected knowledge does not fit its 32-token")
     assert "decay.loop_knowledge_facts" in out["note"] and out["slope_A_on_H"]["per_seed"] == []
     assert "not run" in loop_section(out)
 

@@ -107,6 +107,7 @@ def test_every_continual_run_fits_its_pretraining_rows_at_its_peak_lr(stand_ins)
     assert (r["H_before"], r["H_after"], r["tested"]) == (5.0, 4.9, False)
     assert r["verdict_A"] == r["verdict_F"] == NOT_TESTED and r["delta_A"]["per_seed"] == [-29.5] * 3  # A = 50 - 99/2 vs 50 - 40/2
     assert out["F_se"]["max"] == pytest.approx(10.145426925467454)
+    assert out["resuscitation_skipped"] == [{"arm": "GELU", "reason": "only the reference arm is resuscitated"}]
     md = loop_section(out)
     assert "Continual rows of 64 tokens (pretrained on 64); continual lr 0.003 (the arm's pretraining peak lr 0.003)" in md
     assert "plus the final checkpoints of GELU" in md and "**not tested**" in md and "NOT below the target of 2" in md
@@ -132,6 +133,17 @@ def test_continual_config_and_loop_lr():
     plan = loop_plan_text(dcfg(loop_arms=["GELU"]))
     assert "seeds 0, 1, 2, from 0.25, 0.5, 0.75, 1 of training, plus the final checkpoints of GELU" in plan
     assert "lr each arm's pretraining peak (0.003 for the reference)" in plan and "rows = each arm's pretraining seq_len (64" in plan
+
+
+def test_resuscitation_only_where_algorithm_1_scales_c_exactly(stand_ins):
+    """A plain GELU reference is not resuscitated (scaling its pre-activation can shrink |c|); ReLU and gated ones are."""
+    assert [loop_mod.scales_exactly(Arm(arch=a)) for a in ("swiglu", "reglu", "relu", "gelu")] == [True, True, True, False]
+    d = dcfg()
+    d.reference = Arm(arch="gelu", seq_len=SEQ["reference"], lr=LR["reference"])
+    result, pretrains = study(d)
+    out = close_the_loop(None, load_preset("smoke"), d, result, pretrains, None, None, "cpu")
+    assert stand_ins["resuscitate"] == [] and out["resuscitation"] == []
+    assert out["resuscitation_skipped"] == [{"arm": "reference", "reason": loop_mod.INEXACT}]
 
 
 def test_manipulation_check():

@@ -212,8 +212,8 @@ def loop_fits(cfg: LabConfig, dcfg: DecayConfig, world: Done, tok: Done) -> dict
 def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: dict, pretrains: dict[tuple[str, int], Done],
                    world: Done, corpora: Done, device: str) -> dict:
     """Findings 2 and 3 from the decay study's checkpoints (the `loop` part of `decay_study`). `result`: the study's
-    result (`arms[].seeds` as the contract); `pretrains`: (arm name, seed) -> its pretraining stage; `world`: unused
-    beyond its seed (the loop makes its own knowledge and tasks); `corpora`: the continual corpus and the held-out
+    result (`arms[].seeds` as the contract); `pretrains`: (arm name, seed) -> its pretraining stage; `world`: the
+    core's, unused (the loop makes its own knowledge and tasks, `loop_world`); `corpora`: the continual corpus and the held-out
     documents on which resuscitation measures H."""
     del world  # the loop's knowledge and tasks are its own (loop_knowledge_facts, loop_tasks_per_kind)
     arms = dcfg.all_arms()

@@ -102,11 +102,12 @@ def test_no_import_cycle_in_kentropy():
 
 
 def test_the_lab_imports_downwards():
-    """config imports no lab module but the pure regime arithmetic (which imports none); the building
+    """config imports no lab module but the pure regime arithmetic and the analysis plan (which import none); the building
     blocks (text, stages, judge, report) never import the recipes (studies) or the command (pipeline)."""
     graph = import_graph()
     lab = {m: {t for t in ts if t.startswith("kentropy.lab.")} for m, ts in graph.items() if m.startswith("kentropy.lab.")}
-    assert lab["kentropy.lab.config"] <= {"kentropy.lab.regime"} and lab["kentropy.lab.regime"] == set()
+    assert lab["kentropy.lab.config"] <= {"kentropy.lab.regime", "kentropy.lab.judge.plan"}
+    assert lab["kentropy.lab.regime"] == set() and lab["kentropy.lab.judge.plan"] == set()
     top = ("kentropy.lab.studies", "kentropy.lab.pipeline")
     for m, ts in lab.items():
         if m.startswith(("kentropy.lab.text", "kentropy.lab.stages", "kentropy.lab.judge", "kentropy.lab.report")):

@@ -199,7 +199,6 @@ decay:
   min_reference_tokens_per_parameter: 0
   min_tokens_per_parameter: 0
   min_cumulative_weight_decay: 0
-  loop_checkpoints: 2
 """
 
 
@@ -254,29 +253,14 @@ def test_decay_study_smoke_end_to_end(tmp_path):
     meas = sorted(out.glob("stages/decay-reference-seed*-measure-*/result.json"))
     per_seed = [[r["knowledge_entropy"] for r in json.loads(p.read_text())["series"]["seen"]["results"]] for p in meas]
     assert study["arms"][0]["knowledge_entropy"] == pytest.approx([sum(x) / 2 for x in zip(*per_seed)])
+    loop = study["loop"]
+    # the loop's rows are the reference's 64 pretraining positions: its passages (>= 7 facts) do not fit, so it does not run
+    assert loop["continual"]["seq_len"] == 64 and loop["note"].startswith("not run")
     report = (out / "report.md").read_text()
     assert "## The decay study" in report and "analysis plan" in report and "OLMo-1B" in report
+    assert "Closing the loop" in report
     assert (out / "figures" / "decay_study.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "figures" / "decay_diagnostics.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_loop_section_from_a_loop_result():
-    """The report of closing the loop, on a result shaped as `close_the_loop` returns it (analysis's own dicts)."""
-    from kentropy.lab.judge import stats as analysis
-    from kentropy.lab.report.loop import loop_section
-    from kentropy.lab.studies.loop import loop_starts
-
-    assert loop_starts({"steps": [0, 10, 20, 40, 80, 160], "peak_step": 20}, 4) == [2, 3, 4, 5]
-    assert loop_starts({"steps": [0, 10, 20], "peak_step": 20}, 4) == [2]
-    rows = [{"step": s, "knowledge_entropy": h, "A": [a], "F": [f]} for s, h, a, f in
-            [(20, 9.6, 30.0, 10.0), (40, 9.55, 25.0, 12.0), (80, 9.5, 20.0, 15.0)]]
-    corr = analysis.acquisition_forgetting([20, 40, 80], [9.6, 9.55, 9.5], [30.0, 25.0, 20.0], [10.0, 12.0, 15.0])
-    helps = analysis.resuscitation_helps([20.0], {1.0: [22.5]}, [15.0], {1.0: [14.0]})
-    md = loop_section({"arms": [{"name": "GELU", "seed": 0, "rows": rows, "acquisition_forgetting": corr, "resuscitation": helps}],
-                       "note": None})
-    assert "| 80 | 9.5000 | 20.00 | 15.00 |" in md and "P = 1.0: ΔA = +2.50, ΔF = -1.00" in md
-    assert "r(H, A) = 1.00" in md and "finding 3 on A" in md
-    assert "was not run" in loop_section({"arms": [], "note": "no arm decays: continual learning from decayed checkpoints was not run"})
 
 
 def test_loss_beside_h_and_the_estimate_by_hand():

@@ -36,6 +36,7 @@ class SeedOffset:
 
 # The lab's model families (lab/architectures.py builds them): FFN x norm, and initializations
 ARCHS = ("swiglu", "gelu")  # gated SwiGLU (OLMo, Llama) or a plain GELU FFN (GPT-2 / Pythia style)
+GATED = ("swiglu",)  # the gated FFNs: c = act(gate(x)) * up(x), which Algorithm 1 scales exactly through up
 NORMS = ("layernorm", "rmsnorm")  # LayerNorm (OLMo's non-parametric; Nemotron's LayerNorm1P with gelu) or RMSNorm
 INITS = ("hf", "mitchell")
 FAMILIES = {("swiglu", "layernorm"): "olmo", ("swiglu", "rmsnorm"): "llama", ("gelu", "rmsnorm"): "arcee",
@@ -165,8 +166,14 @@ class DecayConfig:
     tokenizer_vocab: int = 512  # the study's own byte-level BPE (small: the LM head would dominate tiny models)
     workers: int = 2  # runs trained side by side, one thread each (tiny models use one core better than two)
     compile: bool = True  # torch.compile the training step
-    loop_arms: int = 1  # decaying arms to continue training from (the largest falls first)
-    loop_checkpoints: int = 4  # starting checkpoints per arm, from the entropy's peak to the end
+    # closing the loop (lab/studies/loop.py): continual learning from the reference arm's checkpoints of every seed
+    # starting points, fractions of pretraining (the study saves a checkpoint exactly at each)
+    loop_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    loop_arms: list[str] = field(default_factory=list)  # other arms whose final checkpoints also start (other H at the same step)
+    loop_lr: float | None = None  # continual lr; null: the arm's pretraining peak lr (the paper continued OLMo-1B at its own)
+    loop_knowledge_facts: int = 7  # facts per injected passage (fewer: shorter passages, to fit the arm's pretraining rows)
+    loop_tasks_per_kind: int = 100  # downstream rows per task of the loop's F (more rows: a smaller standard error of F)
+    loop_amplify: list[float] = field(default_factory=lambda: [2.0])  # resuscitation's p (Algorithm 1) on the reference's final checkpoints
     min_reference_tokens_per_parameter: float = 1000.0  # the regime the study promises (checked)
     min_tokens_per_parameter: float = 300.0
     min_cumulative_weight_decay: float = 5.0
@@ -187,6 +194,7 @@ class DecayConfig:
         return list(self.reference_seeds or self.seeds) if name == "reference" else list(self.seeds)
 
     def check(self, where: str = "decay config") -> None:
+        self.check_loop(where)
         if not self.seeds or (self.reference_seeds is not None and not self.reference_seeds):
             raise KentropyError(f"{where}: seeds must list at least one seed")
         self.analysis_plan(where)
@@ -214,6 +222,21 @@ class DecayConfig:
     def analysis_plan(self, where: str = "decay config") -> AnalysisPlan:
         """The preregistered plan, parsed and checked (`plan_from_dict`)."""
         return plan_from_dict(self.plan, f"{where}: plan")
+
+    def check_loop(self, where: str) -> None:
+        """The loop's fields: fractions in (0, 1], known arm names, a positive lr, facts and task rows, amplify > 0."""
+        if not self.loop_fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
+                                          for f in self.loop_fractions):
+            raise KentropyError(f"{where}: loop_fractions must be fractions of training in (0, 1], got {self.loop_fractions}")
+        unknown = [a for a in self.loop_arms if a == "reference" or a not in self.arms]
+        if unknown:
+            raise KentropyError(f"{where}: loop_arms: {unknown[0]!r} is not one of the study's other arms")
+        if self.loop_lr is not None and not 0 < self.loop_lr < math.inf:
+            raise KentropyError(f"{where}: loop_lr must be a positive number or null, got {self.loop_lr}")
+        if self.loop_knowledge_facts < MIN_FACTS or self.loop_tasks_per_kind < 1:
+            raise KentropyError(f"{where}: loop_knowledge_facts must be >= {MIN_FACTS} and loop_tasks_per_kind positive")
+        if any(not 0 < p < math.inf for p in self.loop_amplify):
+            raise KentropyError(f"{where}: loop_amplify must list finite numbers > 0, got {self.loop_amplify}")
 
 
 def decay_config(data: dict | None, where: str = "decay") -> DecayConfig:

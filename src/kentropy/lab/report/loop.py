@@ -1,34 +1,62 @@
-"""The report section of closing the loop: continual learning from the decay study's decayed checkpoints."""
+"""The report section of closing the loop: findings 2 and 3 from the decay study's checkpoints."""
 
 from __future__ import annotations
 
 
-def corr(d: dict | None) -> str:
-    """A correlation (`judge.stats.pearson`) in words."""
-    return "-" if d is None or d["r"] is None else f"{d['r']:.2f} (p = {d['p']:.3f}, n = {d['n']})"
+def num(x: float | None, fmt: str = ".2f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def interval(ci: list[float] | None, fmt: str = ".2f") -> str:
+    return "-" if ci is None else f"[{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
+
+
+def slope_line(name: str, s: dict, paper: str) -> str:
+    """One slope across seeds (`judge.seeds.slopes_across_seeds` + verdict) in words."""
+    per = ", ".join(f"{x:+.3g}" for x in s["per_seed"]) or "-"
+    return (f"- {name}: mean {num(s['mean'], '+.3g')}, 95% CI {interval(s['ci'], '+.3g')}, p = {num(s['p'], '.3f')} "
+            f"(per seed: {per}); paper: {paper}; verdict **{s['verdict']}**")
 
 
 def loop_section(loop: dict) -> str:
-    """Markdown for the report: A and F per starting checkpoint, the correlations, resuscitation."""
-    lines = ["### Continual learning from checkpoints whose entropy decayed\n"]
-    if not loop["arms"]:
-        return "\n".join(lines + [loop["note"] + ".\n"])
-    for a in loop["arms"]:
-        lines += [f"Arm **{a['name']}** (pretraining seed {a['seed']}): continual learning with the official protocol from "
-                  "checkpoints between its entropy peak and the end of pretraining.\n",
-                  "| start step | H (seen) | A (%) | F (%) |", "|---|---|---|---|"]
-        for r in a["rows"]:
-            A = ", ".join(f"{x:.2f}" for x in r["A"])
-            F = ", ".join("-" if x is None else f"{x:.2f}" for x in r["F"])
-            lines.append(f"| {r['step']} | {r['knowledge_entropy']:.4f} | {A} | {F} |")
-        c = a["acquisition_forgetting"]
-        lines += ["", f"- r(H, A) = {corr(c['r_entropy_A'])}, verdict **{c['verdict_A']}** (paper: 0.94); "
-                      f"r(H, F) = {corr(c['r_entropy_F'])}, verdict **{c['verdict_F']}** (paper: -0.96).",
-                  f"- later checkpoints acquire less: r(step, A) = {corr(c['r_step_A'])}, **{c['verdict_step_A']}**; "
-                  f"forget more: r(step, F) = {corr(c['r_step_F'])}, **{c['verdict_step_F']}**."]
-        h = a["resuscitation"]
-        for p, row in h["by_amplify"].items():  # deltas: mean over seeds of (resuscitated - plain), see analysis
-            dF = "-" if row["delta_F"] is None else f"{row['delta_F']['mean']:+.2f}"
-            lines.append(f"- resuscitated final checkpoint, P = {p}: ΔA = {row['delta']['mean']:+.2f}, ΔF = {dF}")
-        lines.append(f"- finding 3 on A: **{h['verdict_A']}**; on F: **{h['verdict_F']}**\n")
-    return "\n".join(lines) + "\n"
+    """Markdown for the report: the design, A/ΔP/F per starting point, the slopes across seeds, resuscitation."""
+    c = loop["continual"]
+    lines = ["### Closing the loop: findings 2 and 3 from the decay study's checkpoints\n",
+             f"Preregistered: the **{loop['arm']}** arm, pretraining seeds {', '.join(map(str, loop['seeds']))}, starting at "
+             f"{', '.join(f'{f:g}' for f in loop['fractions'])} of training"
+             + (f", plus the final checkpoints of {', '.join(loop['loop_arms'])} (other H at the same step: the step/H "
+                "collinearity broken)" if loop["loop_arms"] else "; no other arm's final checkpoints (loop_arms empty: the "
+                "slopes are over one arm's steps, where H and step move together)") + ".",
+             f"Continual rows of {c['seq_len']} tokens (pretrained on {c['pretrain_seq_len']}); continual lr {c['lr']:g} "
+             f"(the arm's pretraining peak lr {c['pretrain_peak_lr']:g}); {c['steps']} steps; {c['knowledge_facts']} facts per "
+             f"passage; {c['tasks_per_kind']} rows per downstream task.\n"]
+    if loop["note"]:
+        lines.append(f"**{loop['note']}.**\n")
+    if loop["points"]:
+        lines += ["| arm | seed | start | step | H (seen) | A (%) | ΔP | F (%) | SE(F) |", "|---|---|---|---|---|---|---|---|---|"]
+        for p in loop["points"]:
+            start = f"resuscitated p = {p['resuscitated']:g}" if p.get("resuscitated") is not None else f"{p['fraction']:g}"
+            lines.append(f"| {p['arm']} | {p['seed']} | {start} | {p['step']} | {num(p['H'], '.4f')} | {num(p['A'])} | "
+                         f"{num(p['dP'], '.4f')} | {num(p['F'])} | {num(p['F_se'])} |")
+        lines.append("")
+    lines += ["Per pretraining seed, the OLS slope over the starting points; across seeds, the mean, its 95% t-interval "
+              f"and a two-sided t-test (α = {loop['alpha']}; not judged below {loop['min_seeds']} seeds):",
+              slope_line("slope of A on H", loop["slope_A_on_H"], "> 0 (lower H, less acquisition)"),
+              slope_line("slope of raw ΔP on H", loop["slope_dP_on_H"], "> 0"),
+              slope_line("slope of F on H", loop["slope_F_on_H"], "< 0 (lower H, more forgetting)")]
+    se = loop["F_se"]
+    if se and se["max"] is not None:
+        ok = "below" if se["max"] < se["target"] else "NOT below"
+        lines.append(f"- F's standard error: at most {se['max']:.2f} points (median {se['median']:.2f}), {ok} the target of "
+                     f"{se['target']:g}; {se['method']}.")
+    lines.append("")
+    for r in loop["resuscitation"]:
+        dA, dF = r["delta_A"], r["delta_F"]
+        nums = (f"H {r['H_before']:.4f} → {r['H_after']:.4f} (held-out documents, mean over seeds); "
+                f"ΔA = {num(dA and dA['mean'], '+.2f')} {interval(dA and dA['ci'], '+.2f')}, "
+                f"ΔF = {num(dF and dF['mean'], '+.2f')} {interval(dF and dF['ci'], '+.2f')}")
+        lines.append(f"- resuscitation p = {r['amplify']:g}: {nums}; finding 3 on A **{r['verdict_A']}**, on F **{r['verdict_F']}**"
+                     + ("" if r["tested"] else " (H did not rise: the outcome is not judged)"))
+    for s in loop.get("resuscitation_skipped", []):
+        lines.append(f"- resuscitation skipped on {s['arm']}: {s['reason']}.")
+    return "\n".join(lines) + "\n\n"

@@ -32,7 +32,7 @@ import torch
 from kentropy.bootstrap import percentile_interval
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import Arm, DecayConfig, LabConfig, arm_changes, changes_text
-from kentropy.lab.judge.plan import checkpoint_steps
+from kentropy.lab.judge.plan import checkpoint_steps, fraction_step
 from kentropy.lab.judge.plan import plan_text as analysis_plan_text
 from kentropy.lab.judge.seeds import PAPER_REFERENCE, ArmSeeds, compare_to_paper, contrast_records
 from kentropy.lab.labdir import slug
@@ -44,7 +44,7 @@ from kentropy.lab.stages.corpora import corpora_stage
 from kentropy.lab.stages.measure import SERIES, measure_stage
 from kentropy.lab.stages.pretrain import pretrain_stage
 from kentropy.lab.stages.tokenizer import tokenizer_stage
-from kentropy.lab.studies.loop import close_the_loop
+from kentropy.lab.studies.loop import close_the_loop, loop_plan_text
 
 MEASURE_BATCH = 64  # documents per measuring forward (tiny models: the larger the faster)
 MEASURING_DATA = {"seen": "rows of the run's first pretraining batches (seen by every trained checkpoint; the paper's choice)",
@@ -78,8 +78,7 @@ def plan_text(cfg: DecayConfig) -> str:
         lines.append(f"[lab]   {name:<26} {len(seeds):>5} {r['non_embedding_parameters']:>8} {r['steps']:>7} {r['tokens']:>11,} "
                      f"{r['tokens_per_parameter']:>9.0f} {r['cumulative_weight_decay']:>9.2f} {r['epochs']:>6.1f}  "
                      f"{changes_text(arm_changes(cfg.reference, arm))}")
-    ref = regime(cfg.reference)
-    saves = checkpoint_steps(plan, ref["steps"], ref["warmup_steps"], cfg.early_checkpoints, cfg.late_checkpoints)
+    saves = arm_saves(cfg.reference, cfg)
     lines.append(f"[lab]   total: {total:,} training tokens; reference checkpoints at steps {saves} (+ init); "
                  f"{cfg.measure_docs} documents per series, {cfg.bootstrap} bootstrap resamples (measurement noise only)")
     lines.append(f"[lab]   estimate: training ~{estimate_seconds(cfg) / 60:.0f} min at {cfg.tokens_per_second:,.0f} tokens/s per "
@@ -88,7 +87,7 @@ def plan_text(cfg: DecayConfig) -> str:
 
 
 def print_plan(cfg: DecayConfig) -> None:
-    print(plan_text(cfg), file=sys.stderr)
+    print(plan_text(cfg) + "\n" + loop_plan_text(cfg), file=sys.stderr)
 
 
 def text_tokens(arm: Arm) -> int:
@@ -103,9 +102,11 @@ def arm_model(arm: Arm, seed: int) -> dict:
 
 
 def arm_saves(arm: Arm, dcfg: DecayConfig) -> list[int]:
-    """The steps an arm saves: every contrast's from/to step exactly, log-spaced early, linear late."""
+    """The steps an arm saves: every contrast's from/to step and every loop starting point exactly,
+    log-spaced early, linear late."""
     r = regime(arm)
-    return checkpoint_steps(dcfg.analysis_plan(), r["steps"], r["warmup_steps"], dcfg.early_checkpoints, dcfg.late_checkpoints)
+    saves = checkpoint_steps(dcfg.analysis_plan(), r["steps"], r["warmup_steps"], dcfg.early_checkpoints, dcfg.late_checkpoints)
+    return sorted(set(saves) | {fraction_step(f, r["steps"]) for f in dcfg.loop_fractions})
 
 
 def run_arm(root: str, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok: Done, corpora: Done,

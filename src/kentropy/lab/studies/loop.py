@@ -1,69 +1,302 @@
-"""Closing the loop: continual learning from checkpoints whose knowledge entropy really decayed.
+"""Closing the loop: the paper's findings 2 and 3 from the decay study's checkpoints, preregistered.
 
-For each arm of the decay study that decays (verdict `held` or `direction only`; at most
-`loop_arms`, the largest falls first), the lab's continual-learning stage (the official
-protocol: injected fictional knowledge, probes, downstream tasks) runs from checkpoints spread
-from the entropy's peak to the end of pretraining; then from the final checkpoint resuscitated
-(Algorithm 1). That gives the paper's findings 2 and 3 from checkpoints with lower entropy,
-judged by the same statistics as the rest of the lab (`lab/judge/stats.py`).
+Finding 2 (Kim et al. 2025, §4): checkpoints with lower knowledge entropy acquire less (A) and
+forget more (F). Finding 3: resuscitation (Algorithm 1) raises H and with it A, lowering F.
+
+The design is fixed before the run: the reference arm, every one of its pretraining seeds, and
+the checkpoints at `loop_fractions` of training (saved exactly there, `judge.plan.fraction_step`);
+plus the final checkpoints of `loop_arms` (other H at the same step: the step/H collinearity of one
+arm is broken). Every continual run trains on rows no longer than the arm's pretraining rows (no
+untrained positions) at the arm's pretraining peak lr unless `loop_lr` says otherwise, with the
+loop's own knowledge (`loop_knowledge_facts`, checked to fit those rows) and downstream tasks
+(`loop_tasks_per_kind` rows each, for F's standard error).
+
+Per pretraining seed, the OLS slope of A (and of raw ΔP = P_after − P_before) on H and of F on H
+over the starting points; across seeds, their mean, 95% t-interval and two-sided t-test
+(`judge.seeds.slopes_across_seeds`). The paper's direction: slope of A on H > 0, of F on H < 0.
+
+Resuscitation is judged only where it raised H (`judge.manipulation.raised_entropy`, H before and
+after measured on the same documents): ΔA and ΔF are paired per seed against the un-resuscitated
+final checkpoint's run. Only the reference arm is resuscitated (the preregistered arm), and only
+where Algorithm 1 scales the coefficient c exactly: a gated FFN (it scales the up rows,
+c = act(gate) · up) or a plain ReLU FFN (act(s·z) = s·act(z)). In a plain GELU FFN it scales the
+pre-activation, which can shrink |c| (pre-activations N(−1, 0.5²) scaled ×3: mean |c| × 0.31).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Sequence
+
+from kentropy.errors import KentropyError
 from kentropy.lab.cache import Done, Stages
-from kentropy.lab.config import DecayConfig, LabConfig
-from kentropy.lab.judge import stats as analysis
-from kentropy.lab.judge.verdicts import DECAYS
+from kentropy.lab.config import GATED, Arm, DecayConfig, LabConfig
+from kentropy.lab.judge.manipulation import raised_entropy
+from kentropy.lab.judge.plan import fraction_step
+from kentropy.lab.judge.seeds import slopes_across_seeds, t_interval
+from kentropy.lab.judge.verdicts import NOT_MEASURABLE, NOT_MEASURED, NOT_TESTED, verdict
 from kentropy.lab.labdir import slug
-from kentropy.lab.stages.continual import continual_stage
+from kentropy.lab.stages.continual import check_knowledge_fits, continual_stage
 from kentropy.lab.stages.resuscitate import resuscitate_stage
+from kentropy.lab.stages.world import world_stage
+from kentropy.resuscitate import EXACT_ACTIVATIONS
+
+MIN_SEEDS = 3  # pretraining seeds below which the slopes are not judged
+ALPHA = 0.05  # two-sided level of the slope tests and of the resuscitation intervals (95%)
+F_SE_TARGET = 2.0  # points of F: the standard error the loop's downstream tasks are sized for
+F_SE_METHOD = ("delta method over the task rows: Var(D) = sum_k s_k (1 - s_k) / (n_k - 1) / K^2 per task score s_k "
+               "on n_k rows; F = 100 (D_b - D_a) / D_b with D_b, D_a taken as independent (the rows are shared, so a "
+               "positive covariance is ignored: an upper bound)")
 
 
-def loop_starts(arm: dict, n: int) -> list[int]:
-    """Indices into the arm's checkpoints: n of them, evenly spaced from the peak to the last one."""
-    steps = arm["steps"]
-    i0, last = steps.index(arm["peak_step"]), len(steps) - 1
-    if n <= 1 or i0 == last:
-        return [last]
-    return sorted({round(i0 + k * (last - i0) / (n - 1)) for k in range(n)})
+INEXACT = ("a plain FFN whose activation is not positively homogeneous: Algorithm 1 scales the pre-activation, "
+           "which can shrink |c| instead of raising it")
+
+
+def scales_exactly(arm: Arm) -> bool:
+    """Whether Algorithm 1 scales the arm's coefficients exactly: gated FFNs (the up rows) and plain FFNs of an
+    activation with act(s·z) = s·act(z) for s > 0 (ReLU)."""
+    return arm.arch in GATED or arm.arch in EXACT_ACTIVATIONS
+
+
+def loop_plan_text(dcfg: DecayConfig) -> str:
+    """The loop's preregistered design, printed with the study's plan before anything runs."""
+    ref = dcfg.reference
+    lr = f"{dcfg.loop_lr:g}" if dcfg.loop_lr else f"each arm's pretraining peak ({ref.lr:g} for the reference)"
+    return "\n".join([
+        f"[lab] loop: the reference arm, seeds {', '.join(map(str, dcfg.seeds_of('reference')))}, from "
+        f"{', '.join(f'{f:g}' for f in dcfg.loop_fractions)} of training"
+        + (f", plus the final checkpoints of {', '.join(dcfg.loop_arms)}" if dcfg.loop_arms else ""),
+        f"[lab] loop: continual rows = each arm's pretraining seq_len ({ref.seq_len} for the reference), lr {lr}, "
+        f"{dcfg.loop_knowledge_facts} facts per passage, {dcfg.loop_tasks_per_kind} rows per downstream task, "
+        f"resuscitation p {', '.join(f'{p:g}' for p in dcfg.loop_amplify)}",
+        f"[lab] loop: per seed OLS slopes of A, dP and F on H; across seeds a two-sided t-test at alpha {ALPHA} "
+        f"(not judged below {MIN_SEEDS} seeds); resuscitation judged only where H rose"])
+
+
+def continual_config(cfg: LabConfig, dcfg: DecayConfig, arm: Arm) -> LabConfig:
+    """The lab config of a continual run from `arm`: rows of the arm's pretraining seq_len, lr `loop_lr` or the
+    arm's peak, the loop's knowledge facts and downstream rows."""
+    return dataclasses.replace(cfg, continual_seq_len=arm.seq_len, continual_lr=dcfg.loop_lr or arm.lr,
+                               knowledge_facts=dcfg.loop_knowledge_facts, tasks_per_kind=dcfg.loop_tasks_per_kind)
+
+
+def start_steps(fractions: Sequence[float], steps: int) -> list[int]:
+    """The optimizer step of each fraction of a `steps`-step run (`fraction_step`), in order."""
+    return [fraction_step(f, steps) for f in fractions]
+
+
+def checkpoint_at(pre: dict, step: int, where: str) -> dict:
+    """The pretraining stage's checkpoint `{"step", "path"}` saved at `step`; an error naming the fractions if none was."""
+    for c in pre["checkpoints"]:
+        if c["step"] == step:
+            return c
+    raise KentropyError(f"{where}: no checkpoint saved at step {step} (the decay study must save one at every "
+                        f"fraction of decay.loop_fractions)")
+
+
+def entropy_at(seed: dict, step: int, where: str) -> float:
+    """H at `step` from a seed's record of `decay_study.arms[].seeds` (`steps`, `knowledge_entropy`)."""
+    if step not in seed["steps"]:
+        raise KentropyError(f"{where}: no knowledge entropy measured at step {step}")
+    return seed["knowledge_entropy"][seed["steps"].index(step)]
+
+
+def forgetting_se(before: dict | None, after: dict | None) -> float | None:
+    """Standard error of F = 100 (D_b − D_a) / D_b in points, by the delta method over task rows:
+
+        Var(D) = Σ_k s_k (1 − s_k) / (n_k − 1) / K²   (D = mean of K task scores s_k, each on n_k rows)
+        SE(F)² ≈ (100 / D_b)² · (Var(D_a) + (D_a / D_b)² · Var(D_b))
+
+    with D_b and D_a independent (an upper bound when the shared rows covary positively). `before`,
+    `after`: `evaluate`'s `{"tasks": {name: {"score", "n"}}, "D"}`; None where either is missing."""
+    if not before or not after:
+        return None
+
+    def var(d: dict) -> float | None:
+        t = list(d["tasks"].values())
+        if any(x["n"] < 2 for x in t):
+            return None
+        return math.fsum(x["score"] * (1 - x["score"]) / (x["n"] - 1) for x in t) / len(t) ** 2
+
+    vb, va = var(before), var(after)
+    db, da = before["D"], after["D"]
+    if vb is None or va is None or db == 0:
+        return None
+    return 100 / db * math.sqrt(va + (da / db) ** 2 * vb)
+
+
+def tasks_per_kind_for(se: float, d: float, kinds: int) -> int:
+    """Rows per task that bring SE(F) (`forgetting_se`) below `se` points where every task scores `d`
+    before and after: SE² = 2 · 100² (1 − d) / (d · kinds · n), so n = ⌈2 · 100² (1 − d) / (d · kinds · se²)⌉."""
+    if not 0 < d < 1 or se <= 0 or kinds < 1:
+        raise KentropyError(f"need 0 < d < 1, se > 0 and kinds >= 1, got d={d}, se={se}, kinds={kinds}")
+    return math.ceil(2 * 100**2 * (1 - d) / (d * kinds * se**2))
+
+
+def slope_finding(per_seed_h: list[list[float]], per_seed_y: list[list[float | None]], sign: int) -> dict:
+    """`slopes_across_seeds` of y on H plus its verdict: `not measurable` below MIN_SEEDS seeds, else
+    `held` where the mean slope has the paper's sign (`sign`) and p < ALPHA, `direction only` with the sign
+    alone, `did not hold` against it."""
+    out = slopes_across_seeds(per_seed_h, per_seed_y)
+    if len(out["per_seed"]) < MIN_SEEDS:
+        return {**out, "verdict": NOT_MEASURABLE}
+    return {**out, "verdict": verdict(out["mean"] * sign > 0, out["p"] is not None and out["p"] < ALPHA)}
+
+
+def paired(after: Sequence[float | None], before: Sequence[float | None]) -> dict | None:
+    """Per seed after − before, their mean and 95% t-interval over seeds (seeds with a None dropped); None if none is left."""
+    d = [a - b for a, b in zip(after, before) if a is not None and b is not None]
+    if not d:
+        return None
+    return {"per_seed": d, "mean": math.fsum(d) / len(d), "ci": t_interval(d)}
+
+
+def resuscitation_row(amplify: float, h_before: Sequence[float], h_after: Sequence[float], a_final: Sequence[float | None],
+                      a_resus: Sequence[float | None], f_final: Sequence[float | None], f_resus: Sequence[float | None]) -> dict:
+    """One entry of `loop.resuscitation`: H before/after (means over seeds, one set of documents), whether H rose
+    (`tested`), ΔA and ΔF paired per seed against the final checkpoint, and finding 3's verdicts: `not tested`
+    where H did not rise; else `held` where ΔA > 0 (ΔF < 0) with a 95% interval excluding 0, `direction only`
+    with the sign alone, `did not hold` against it; `not measured` without values."""
+    hb, ha = math.fsum(h_before) / len(h_before), math.fsum(h_after) / len(h_after)
+    tested = raised_entropy(hb, ha)
+    dA, dF = paired(a_resus, a_final), paired(f_resus, f_final)
+
+    def judge(d: dict | None, sign: int) -> str:
+        if not tested:
+            return NOT_TESTED
+        if d is None:
+            return NOT_MEASURED
+        return verdict(d["mean"] * sign > 0, d["ci"] is not None and (d["ci"][0] > 0 or d["ci"][1] < 0))
+
+    return {"amplify": amplify, "H_before": hb, "H_after": ha, "tested": tested,
+            "H_before_per_seed": list(h_before), "H_after_per_seed": list(h_after),
+            "delta_A": dA, "delta_F": dF, "verdict_A": judge(dA, 1), "verdict_F": judge(dF, -1)}
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    return None if not xs or any(x is None for x in xs) else math.fsum(xs) / len(xs)
+
+
+def _run_point(stages: Stages, lcfg: LabConfig, path: str, start_hash: str, label: str, world: Done, corpora: Done,
+               device: str) -> dict:
+    """Continual learning from one checkpoint, every continual seed: A, ΔP, F (means over continual seeds), F's SE."""
+    runs = [continual_stage(stages, lcfg, path, start_hash, label, s, world, corpora, device).result["summary"] for s in lcfg.seeds]
+    dP = [None if r["P_after"] is None or r["P_before"] is None else r["P_after"] - r["P_before"] for r in runs]
+    se = [forgetting_se(r["downstream_before"], r["downstream_after"]) for r in runs]
+    return {"A": _mean([r["A"] for r in runs]), "dP": _mean(dP), "F": _mean([r["F"] for r in runs]),
+            "F_se": max(se) if se and None not in se else None, "seq_len": lcfg.continual_seq_len, "lr": lcfg.continual_lr}
+
+
+def loop_world(stages: Stages, cfg: LabConfig, dcfg: DecayConfig) -> Done:
+    """The world stage with the loop's knowledge (`loop_knowledge_facts`) and downstream rows (`loop_tasks_per_kind`)."""
+    return world_stage(stages, continual_config(cfg, dcfg, dcfg.reference))
+
+
+def loop_fits(cfg: LabConfig, dcfg: DecayConfig, world: Done, tok: Done) -> dict[str, int]:
+    """Every injected passage (+ eos) fits the pretraining rows of every arm the loop starts from
+    (`check_knowledge_fits`; `tok`: the study's tokenizer stage): arm -> its longest passage; else an error
+    naming the decay config's fields. Callable as soon as the tokenizer exists, before any pretraining."""
+    arms, out = dcfg.all_arms(), {}
+    for name in ["reference", *dcfg.loop_arms]:
+        try:
+            out[name] = check_knowledge_fits(continual_config(cfg, dcfg, arms[name]), world, tok)["longest"]
+        except KentropyError as e:
+            raise KentropyError(f"decay loop: arm {name}'s injected knowledge does not fit its {arms[name].seq_len}-token pretraining "
+                                f"rows ({e}); the loop's rows are the arm's seq_len: raise decay.reference.seq_len (or the arm's) "
+                                f"or lower decay.loop_knowledge_facts") from None
+    return out
 
 
 def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: dict, pretrains: dict[tuple[str, int], Done],
                    world: Done, corpora: Done, device: str) -> dict:
-    """Continual learning (and resuscitation) from the decaying arms' checkpoints. `pretrains`:
-    (arm name, seed) -> the arm's pretraining stage (`Done`). Returns the `loop` part of `decay_study`."""
-    decaying = [a for a in result["arms"] if a["verdict"] in DECAYS]
-    decaying.sort(key=lambda a: a["change"])  # the largest fall first
-    out = {"arms": [], "note": None}
-    if not decaying:
-        out["note"] = "no arm decays: continual learning from decayed checkpoints was not run"
-        return out
-    for arm in decaying[: dcfg.loop_arms]:
-        seed0 = arm["seeds"][0]
-        pre = pretrains[(arm["name"], seed0)]
-        ckpts = pre.result["checkpoints"]
-        h_seen = arm["series"]["seen"]["per_seed"][0]["knowledge_entropy"]
-        rows = []
-        for i in loop_starts(arm, dcfg.loop_checkpoints):
-            c = ckpts[i]
-            runs = [continual_stage(stages, cfg, c["path"], f"{pre.hash}/{c['step']}", f"decay-{slug(arm['name'])}-step{c['step']}",
-                                    s, world, corpora, device).result for s in cfg.seeds]
-            rows.append({"step": c["step"], "knowledge_entropy": h_seen[i], "A": [r["summary"]["A"] for r in runs],
-                         "F": [r["summary"]["F"] for r in runs], "P_before": [r["summary"]["P_before"] for r in runs],
-                         "D_before": [r["summary"]["D_before"] for r in runs]})
-        mean = lambda xs: None if any(x is None for x in xs) else sum(xs) / len(xs)  # noqa: E731
-        corr = analysis.acquisition_forgetting([r["step"] for r in rows], [r["knowledge_entropy"] for r in rows],
-                                               [mean(r["A"]) for r in rows], [mean(r["F"]) for r in rows])
-        final = ckpts[-1]
-        resus_A, resus_F, reports = {}, {}, {}
-        for p in cfg.resuscitate_amplify:
-            r = resuscitate_stage(stages, cfg, final["path"], pre, corpora, p, device)
-            reports[p] = r.result["report"]
-            runs = [continual_stage(stages, cfg, r.result["path"], r.hash, f"decay-{slug(arm['name'])}-resuscitated-P{p:g}", s,
-                                    world, corpora, device).result for s in cfg.seeds]
-            resus_A[p] = [x["summary"]["A"] for x in runs]
-            resus_F[p] = [x["summary"]["F"] for x in runs]
-        helps = analysis.resuscitation_helps(rows[-1]["A"], resus_A, rows[-1]["F"], resus_F)
-        out["arms"].append({"name": arm["name"], "seed": seed0, "rows": rows, "acquisition_forgetting": corr,
-                            "resuscitation": helps, "resuscitation_reports": {str(p): rep for p, rep in reports.items()}})
+    """Findings 2 and 3 from the decay study's checkpoints (the `loop` part of `decay_study`). `result`: the study's
+    result (`arms[].seeds` as the contract); `pretrains`: (arm name, seed) -> its pretraining stage; `world`: the
+    core's, unused (the loop makes its own knowledge and tasks, `loop_world`); `corpora`: the continual corpus and the held-out
+    documents on which resuscitation measures H."""
+    del world  # the loop's knowledge and tasks are its own (loop_knowledge_facts, loop_tasks_per_kind)
+    arms = dcfg.all_arms()
+    by_name = {a["name"]: a for a in result["arms"]}
+    ref, ref_arm = by_name["reference"], arms["reference"]
+    seeds = [s["seed"] for s in ref["seeds"]]
+    lcfg = continual_config(cfg, dcfg, ref_arm)
+    lworld = loop_world(stages, cfg, dcfg)
+    out = {"arm": "reference", "seeds": seeds, "fractions": list(dcfg.loop_fractions), "loop_arms": list(dcfg.loop_arms),
+           "continual": {"seq_len": lcfg.continual_seq_len, "pretrain_seq_len": ref_arm.seq_len, "lr": lcfg.continual_lr,
+                         "pretrain_peak_lr": ref_arm.lr, "steps": lcfg.continual_steps, "knowledge_facts": lcfg.knowledge_facts,
+                         "tasks_per_kind": lcfg.tasks_per_kind, "continual_seeds": list(lcfg.seeds)},
+           "min_seeds": MIN_SEEDS, "alpha": ALPHA, "points": [], "note": None}
+    empty = {"per_seed": [], "mean": None, "ci": None, "p": None, "verdict": NOT_MEASURED}
+    # every passage (+ eos) must fit the rows of every arm the loop starts from, before any continual training
+    tok = Done({"path": pretrains[("reference", seeds[0])].result["checkpoints"][0]["path"]}, lworld.dir, lworld.hash)
+    try:
+        out["continual"]["longest_passage"] = loop_fits(cfg, dcfg, lworld, tok)
+    except KentropyError as e:
+        out["note"] = f"not run: {e}"
+        return {**out, "slope_A_on_H": empty, "slope_dP_on_H": empty, "slope_F_on_H": empty, "resuscitation": [], "F_se": None}
+    # finding 2: the reference arm at the fractions, plus the final checkpoints of loop_arms, per pretraining seed
+    per_h, per_a, per_dp, per_f = [], [], [], []
+    finals = {}
+    for k, seed in enumerate(seeds):
+        pre = pretrains[("reference", seed)]
+        rec = ref["seeds"][k]
+        row_h, row_a, row_dp, row_f = [], [], [], []
+        for frac, step in zip(dcfg.loop_fractions, start_steps(dcfg.loop_fractions, pre.result["steps"])):
+            where = f"decay loop: reference seed {seed} at {frac:g} of training"
+            c = checkpoint_at(pre.result, step, where)
+            h = entropy_at(rec, step, where)
+            p = _run_point(stages, lcfg, c["path"], f"{pre.hash}/{step}", f"decay-reference-seed{seed}-step{step}", lworld, corpora, device)
+            out["points"].append({"arm": "reference", "seed": seed, "fraction": frac, "step": step, "H": h, **p})
+            row_h.append(h), row_a.append(p["A"]), row_dp.append(p["dP"]), row_f.append(p["F"])
+            if step == pre.result["steps"]:
+                finals[seed] = (c, p)
+        for name in dcfg.loop_arms:
+            other = {s["seed"]: s for s in by_name[name]["seeds"]}
+            if seed not in other:
+                continue
+            opre = pretrains[(name, seed)]
+            step = opre.result["steps"]
+            where = f"decay loop: arm {name} seed {seed} at the end of training"
+            c = checkpoint_at(opre.result, step, where)
+            h = entropy_at(other[seed], step, where)
+            ocfg = continual_config(cfg, dcfg, arms[name])
+            p = _run_point(stages, ocfg, c["path"], f"{opre.hash}/{step}", f"decay-{slug(name)}-seed{seed}-step{step}", lworld, corpora,
+                           device)
+            out["points"].append({"arm": name, "seed": seed, "fraction": 1.0, "step": step, "H": h, **p})
+            row_h.append(h), row_a.append(p["A"]), row_dp.append(p["dP"]), row_f.append(p["F"])
+        per_h.append(row_h), per_a.append(row_a), per_dp.append(row_dp), per_f.append(row_f)
+    out["slope_A_on_H"] = slope_finding(per_h, per_a, +1)
+    out["slope_dP_on_H"] = slope_finding(per_h, per_dp, +1)
+    out["slope_F_on_H"] = (slope_finding(per_h, per_f, -1) if any(f is not None for row in per_f for f in row)
+                           else {**empty, "verdict": NOT_MEASURED})
+    # finding 3: the reference's final checkpoint of every seed, resuscitated, then the same continual learning
+    out["resuscitation"] = []
+    out["resuscitation_skipped"] = [{"arm": n, "reason": "only the reference arm is resuscitated"} for n in dcfg.loop_arms]
+    if not scales_exactly(ref_arm):
+        out["resuscitation_skipped"].insert(0, {"arm": "reference", "reason": INEXACT})
+    elif len(finals) < len(seeds):
+        out["resuscitation_skipped"].insert(0, {"arm": "reference", "reason": "1.0 is not among loop_fractions: no final checkpoint's run "
+                                                                              "to pair the resuscitated runs with"})
+    else:
+        # H before/after measured on rows of the arm's positions (the core's pretraining steps kept: only the rows change)
+        rcfg = dataclasses.replace(cfg, seq_len=ref_arm.seq_len, pretrain_tokens=cfg.pretrain_steps * cfg.batch_size * ref_arm.seq_len)
+        for amp in dcfg.loop_amplify:
+            hb, ha, a_res, f_res = [], [], [], []
+            for seed in seeds:
+                pre = pretrains[("reference", seed)]
+                r = resuscitate_stage(stages, rcfg, finals[seed][0]["path"], pre, corpora, amp, device)
+                hb.append(r.result["report"]["knowledge_entropy_before"]), ha.append(r.result["report"]["knowledge_entropy_after"])
+                p = _run_point(stages, lcfg, r.result["path"], r.hash, f"decay-reference-seed{seed}-resuscitated-P{amp:g}", lworld,
+                               corpora, device)
+                out["points"].append({"arm": "reference", "seed": seed, "fraction": 1.0, "step": pre.result["steps"],
+                                      "resuscitated": amp, "H": None, **p})  # H after: the row below (held-out documents)
+                a_res.append(p["A"]), f_res.append(p["F"])
+            out["resuscitation"].append(resuscitation_row(amp, hb, ha, [finals[s][1]["A"] for s in seeds], a_res,
+                                                          [finals[s][1]["F"] for s in seeds], f_res))
+    ses = [p["F_se"] for p in out["points"] if p["F_se"] is not None]
+    out["F_se"] = {"max": max(ses) if ses else None, "median": sorted(ses)[len(ses) // 2] if ses else None,
+                   "target": F_SE_TARGET, "method": F_SE_METHOD}
+    if len(seeds) < MIN_SEEDS:
+        out["note"] = f"{len(seeds)} pretraining seed(s): the slopes are not judged below {MIN_SEEDS}"
     return out

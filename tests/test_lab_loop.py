@@ -1,0 +1,199 @@
+"""Closing the loop from the decay study's checkpoints: the rows never longer than pretraining's, the
+lr, the preregistered starting points, the manipulation check, the slopes across seeds, F's standard
+error and the `loop` contract. The stages are stand-ins recording what each run was given (the
+stages themselves are tested in test_lab.py and test_lab_stages.py)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from kentropy.errors import KentropyError
+from kentropy.lab.cache import Done
+from kentropy.lab.config import Arm, DecayConfig, decay_config, load_preset
+from kentropy.lab.judge.manipulation import raised_entropy
+from kentropy.lab.judge.plan import fraction_step
+from kentropy.lab.judge.verdicts import DIRECTION_ONLY, HELD, NOT_MEASURABLE, NOT_TESTED, VERDICTS
+from kentropy.lab.report.loop import loop_section
+from kentropy.lab.studies import loop as loop_mod
+from kentropy.lab.studies.loop import (close_the_loop, continual_config, forgetting_se, loop_plan_text, resuscitation_row,
+                                       slope_finding, tasks_per_kind_for)
+
+STEPS = {"reference": 40, "GELU": 30}  # pretraining steps of the stand-in runs
+SEQ = {"reference": 64, "GELU": 32}
+LR = {"reference": 3e-3, "GELU": 2e-3}
+
+
+def dcfg(seeds=(0, 1, 2), **loop) -> DecayConfig:
+    return DecayConfig(reference=Arm(seq_len=SEQ["reference"], lr=LR["reference"]),
+                       arms={"GELU": {"arch": "gelu", "seq_len": SEQ["GELU"], "lr": LR["GELU"]}},
+                       seeds=list(seeds), **loop)
+
+
+def study(d: DecayConfig) -> tuple[dict, dict]:
+    """A decay study's result (contract: arms[].seeds) and its pretraining stages: H falls with the step."""
+    arms, pretrains = [], {}
+    for name, n in STEPS.items():
+        seeds = []
+        for s in d.seeds:
+            steps = list(range(n + 1))
+            seeds.append({"seed": s, "steps": steps, "knowledge_entropy": [10.0 - 0.05 * t - 0.1 * s - (name == "GELU") for t in steps]})
+            ckpts = [{"step": t, "path": f"/ckpt/{name}/{s}/{t}"} for t in steps]
+            pretrains[(name, s)] = Done({"steps": n, "checkpoints": ckpts}, Path("/x"), f"{name}{s}")
+        arms.append({"name": name, "seeds": seeds})
+    return {"arms": arms}, pretrains
+
+
+def downstream(scores: list[float], n: int = 101) -> dict:
+    return {"tasks": {f"t{k}": {"score": x, "n": n} for k, x in enumerate(scores)}, "D": sum(scores) / len(scores)}
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    """Stand-in stages: each continual run records (cfg, start); resuscitation lowers H (5.0 -> 4.9)."""
+    calls = {"continual": [], "resuscitate": [], "fits": []}
+
+    def continual(stages, cfg, start, start_hash, label, seed, world, corpora, device):
+        calls["continual"].append({"cfg": cfg, "start": start, "label": label})
+        step = int(start.rsplit("/", 1)[-1]) if start.startswith("/ckpt") else 99
+        summary = {"A": 50.0 - step / 2, "F": step / 4, "P_before": -5.0, "P_after": -5.0 + (100 - step) / 100,
+                   "downstream_before": downstream([0.5, 0.3]), "downstream_after": downstream([0.4, 0.2])}
+        return Done({"summary": summary}, Path("/x"), "c")
+
+    def resuscitate(stages, cfg, final, pre, corpora, amplify, device):
+        calls["resuscitate"].append({"cfg": cfg, "final": final})
+        return Done({"path": "/resus", "report": {"knowledge_entropy_before": 5.0, "knowledge_entropy_after": 4.9}}, Path("/x"), "r")
+
+    def fits(cfg, world, tok):
+        calls["fits"].append(cfg.continual_seq_len)
+        if cfg.continual_seq_len < 48 and calls.get("short_rows_fail"):
+            raise KentropyError("lab config: continual_seq_len 32 is shorter than 3 injected passages")
+        return {"longest": 40}
+
+    monkeypatch.setattr(loop_mod, "continual_stage", continual)
+    monkeypatch.setattr(loop_mod, "resuscitate_stage", resuscitate)
+    monkeypatch.setattr(loop_mod, "check_knowledge_fits", fits)
+    monkeypatch.setattr(loop_mod, "world_stage", lambda stages, cfg: Done({}, Path("/x"), "w"))
+    return calls
+
+
+def test_every_continual_run_fits_its_pretraining_rows_at_its_peak_lr(stand_ins):
+    """The position check: every continual run of the loop trains on rows no longer than the arm's pretraining
+    rows, at the arm's peak lr; the starts are the checkpoints at the preregistered fractions of every seed."""
+    d = dcfg(loop_arms=["GELU"], loop_amplify=[2.0])
+    result, pretrains = study(d)
+    out = close_the_loop(None, load_preset("smoke"), d, result, pretrains, None, None, "cpu")
+    runs = stand_ins["continual"]
+    assert len(runs) == 3 * (4 + 1 + 1)  # seeds x (fractions + the other arm's final + resuscitated), one continual seed
+    for r in runs:
+        arm = "GELU" if "/GELU/" in r["start"] else "reference"
+        assert r["cfg"].continual_seq_len <= SEQ[arm] and r["cfg"].continual_lr == LR[arm]
+        assert r["cfg"].knowledge_facts == d.loop_knowledge_facts and r["cfg"].tasks_per_kind == d.loop_tasks_per_kind
+    ref_starts = sorted({int(r["start"].rsplit("/", 1)[1]) for r in runs if "/reference/0/" in r["start"]})
+    assert ref_starts == [fraction_step(f, 40) for f in (0.25, 0.5, 0.75, 1.0)] == [10, 20, 30, 40]
+    assert sorted(stand_ins["fits"]) == [32, 64]  # both arms' rows checked before training
+    assert [c["final"] for c in stand_ins["resuscitate"]] == [f"/ckpt/reference/{s}/40" for s in (0, 1, 2)]
+    assert out["continual"]["lr"] == out["continual"]["pretrain_peak_lr"] == 3e-3
+    assert out["continual"]["seq_len"] == out["continual"]["pretrain_seq_len"] == 64
+    # the contract of `loop`
+    for key in ("slope_A_on_H", "slope_F_on_H", "slope_dP_on_H"):
+        assert {"per_seed", "mean", "ci", "p"} <= set(out[key]) and len(out[key]["per_seed"]) == 3
+        assert out[key]["verdict"] in VERDICTS
+    assert [set(r) >= {"amplify", "H_before", "H_after", "tested", "delta_A", "delta_F"} for r in out["resuscitation"]] == [True]
+    # resuscitation lowered H in the stand-in: not judged, with its numbers
+    r = out["resuscitation"][0]
+    assert (r["H_before"], r["H_after"], r["tested"]) == (5.0, 4.9, False)
+    assert r["verdict_A"] == r["verdict_F"] == NOT_TESTED and r["delta_A"]["per_seed"] == [-29.5] * 3  # A = 50 - 99/2 vs 50 - 40/2
+    assert out["F_se"]["max"] == pytest.approx(10.145426925467454)
+    assert out["resuscitation_skipped"] == [{"arm": "GELU", "reason": "only the reference arm is resuscitated"}]
+    md = loop_section(out)
+    assert "Continual rows of 64 tokens (pretrained on 64); continual lr 0.003 (the arm's pretraining peak lr 0.003)" in md
+    assert "plus the final checkpoints of GELU" in md and "**not tested**" in md and "NOT below the target of 2" in md
+
+
+def test_passages_that_do_not_fit_stop_the_loop_before_training(stand_ins):
+    stand_ins["short_rows_fail"] = True
+    d = dcfg(loop_arms=["GELU"])
+    result, pretrains = study(d)
+    out = close_the_loop(None, load_preset("smoke"), d, result, pretrains, None, None, "cpu")
+    assert stand_ins["continual"] == []
+    assert out["note"].startswith("not run: decay loop: arm GELU's injected knowledge does not fit its 32-token")
+    assert "decay.loop_knowledge_facts" in out["note"] and out["slope_A_on_H"]["per_seed"] == []
+    assert "not run" in loop_section(out)
+
+
+def test_continual_config_and_loop_lr():
+    cfg = load_preset("smoke")
+    arm = Arm(seq_len=96, lr=2e-3)
+    c = continual_config(cfg, dcfg(), arm)
+    assert (c.continual_seq_len, c.continual_lr, c.knowledge_facts) == (96, 2e-3, 7)
+    assert continual_config(cfg, dcfg(loop_lr=4e-4), arm).continual_lr == 4e-4
+    plan = loop_plan_text(dcfg(loop_arms=["GELU"]))
+    assert "seeds 0, 1, 2, from 0.25, 0.5, 0.75, 1 of training, plus the final checkpoints of GELU" in plan
+    assert "lr each arm's pretraining peak (0.003 for the reference)" in plan and "rows = each arm's pretraining seq_len (64" in plan
+
+
+def test_resuscitation_only_where_algorithm_1_scales_c_exactly(stand_ins):
+    """A plain GELU reference is not resuscitated (scaling its pre-activation can shrink |c|); a gated one is."""
+    assert [loop_mod.scales_exactly(Arm(arch=a)) for a in ("swiglu", "gelu")] == [True, False]
+    d = dcfg()
+    d.reference = Arm(arch="gelu", seq_len=SEQ["reference"], lr=LR["reference"])
+    result, pretrains = study(d)
+    out = close_the_loop(None, load_preset("smoke"), d, result, pretrains, None, None, "cpu")
+    assert stand_ins["resuscitate"] == [] and out["resuscitation"] == []
+    assert out["resuscitation_skipped"] == [{"arm": "reference", "reason": loop_mod.INEXACT}]
+
+
+def test_manipulation_check():
+    """Resuscitation is judged only where H rose: H fell -> tested False and `not tested`, the numbers kept."""
+    assert raised_entropy(1.0, 1.1) and not raised_entropy(1.0, 1.0) and not raised_entropy(1.1, 1.0)
+    fell = resuscitation_row(3.0, [5.0, 5.2, 5.1], [4.9, 5.1, 5.0], [20.0, 22.0, 21.0], [25.0, 26.0, 27.0],
+                             [10.0, 11.0, 12.0], [8.0, 9.0, 10.0])
+    assert fell["tested"] is False and fell["verdict_A"] == fell["verdict_F"] == NOT_TESTED
+    assert fell["H_before"] == pytest.approx(5.1) and fell["H_after"] == pytest.approx(5.0)
+    assert fell["delta_A"]["per_seed"] == [5.0, 4.0, 6.0] and fell["delta_A"]["mean"] == pytest.approx(5.0)
+    # mean 5, sd 1, t_{0.975,2} = 4.302653: 5 ± 4.302653 / sqrt(3)
+    assert fell["delta_A"]["ci"] == pytest.approx([5 - 2.484138, 5 + 2.484138], rel=1e-6)
+    rose = resuscitation_row(3.0, [5.0, 5.2, 5.1], [5.3, 5.4, 5.5], [20.0, 22.0, 21.0], [25.0, 26.0, 27.0],
+                             [10.0, 11.0, 12.0], [8.0, 9.0, 10.0])
+    assert rose["tested"] is True and rose["verdict_A"] == HELD and rose["verdict_F"] == HELD  # ΔF = -2 exactly each seed
+    assert rose["delta_F"]["ci"] == [-2.0, -2.0]
+
+
+def test_slopes_from_a_hand_made_table():
+    """Per seed the OLS slope over H = 10, 9, 8, 7; across seeds mean, t-interval and two-sided p (values by hand)."""
+    h = [[10.0, 9.0, 8.0, 7.0]] * 3
+    a = slope_finding(h, [[40, 30, 25, 15], [20, 18, 16, 14], [11, 12, 9, 8]], +1)
+    assert a["per_seed"] == pytest.approx([8.0, 2.0, 1.2])  # Sxy / Sxx = 40/5, 10/5, 6/5
+    assert a["mean"] == pytest.approx(3.733333333)
+    # sd = 3.716559, se = 2.145756, t = 1.739869 on 2 df: p = 1 - t / sqrt(2 + t^2) = 0.224016
+    assert a["ci"] == pytest.approx([-5.4992857, 12.9659523], rel=1e-6) and a["p"] == pytest.approx(0.2240164, rel=1e-5)
+    assert a["verdict"] == DIRECTION_ONLY
+    f = slope_finding(h, [[0, 2, 4, 6], [0, 2.1, 4.2, 6.3], [0, 1.9, 3.8, 5.7]], -1)
+    assert f["per_seed"] == pytest.approx([-2.0, -2.1, -1.9]) and f["p"] == pytest.approx(0.000832293, rel=1e-5)
+    assert f["verdict"] == HELD
+    assert slope_finding(h, [[0, 2, 4, 6], [0, 2.1, 4.2, 6.3], [0, 1.9, 3.8, 5.7]], +1)["verdict"] == "did not hold"
+    assert slope_finding(h[:2], [[0, 2, 4, 6], [0, 2.1, 4.2, 6.3]], -1)["verdict"] == NOT_MEASURABLE  # below 3 seeds
+
+
+def test_forgetting_standard_error_and_rows_needed():
+    """Delta method: Var(D_b) = (.25/100 + .21/100)/4, Var(D_a) = (.24/100 + .16/100)/4,
+    SE = 100/.4 * sqrt(Var(D_a) + (.3/.4)^2 Var(D_b)) = 250 * sqrt(0.001646875)."""
+    se = forgetting_se(downstream([0.5, 0.3]), downstream([0.4, 0.2]))
+    assert se == pytest.approx(250 * math.sqrt(0.001646875)) == pytest.approx(10.1454269)
+    assert forgetting_se(None, downstream([0.5])) is None
+    # n = 2 * 100^2 * (1 - d) / (d * K * se^2): d = .4 -> 12000 / 6.4 = 1875; d = .5 -> 1250
+    assert tasks_per_kind_for(2.0, 0.4, 4) == 1875 and tasks_per_kind_for(2.0, 0.5, 4) == 1250
+    with pytest.raises(KentropyError):
+        tasks_per_kind_for(2.0, 1.0, 4)
+
+
+def test_loop_config_is_checked():
+    with pytest.raises(KentropyError, match="loop_arms: 'nope'"):
+        decay_config({"loop_arms": ["nope"], "min_reference_tokens_per_parameter": 0, "min_tokens_per_parameter": 0})
+    with pytest.raises(KentropyError, match="loop_fractions"):
+        decay_config({"loop_fractions": [0.5, 1.5], "min_reference_tokens_per_parameter": 0})
+    d = load_preset("decay").decay
+    assert d.loop_fractions == [0.25, 0.5, 0.75, 1.0] and d.loop_tasks_per_kind >= tasks_per_kind_for(2.0, 0.4, 4)

@@ -154,7 +154,8 @@ def test_smoke_lab_trains_every_method(tmp_path):
     assert set(edits) == {ALGORITHM_1, "ReDo", "shrink-perturb"}
     for m in edits.values():  # the check is the measured one
         if m["knowledge_entropy_after_edit"] is not None:
-            assert m["manipulation"]["raised_entropy"] == (m["knowledge_entropy_after_edit"] > start["knowledge_entropy"])
+            assert m["manipulation"]["raised_entropy"] == (m["knowledge_entropy_after_edit"] > m["knowledge_entropy_before_edit"])
+            assert m["knowledge_entropy_before_edit"] == pytest.approx(start["knowledge_entropy"], rel=1e-4)  # the same documents
     # the baseline and Algorithm 1 are the core's own runs (cached, not trained twice)
     results = json.loads((out / "results.json").read_text())
     assert results["interventions"] == json.loads(json.dumps(res))

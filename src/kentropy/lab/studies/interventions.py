@@ -255,7 +255,7 @@ def interventions_study(ctx: Context) -> Section:
             edit = m["edit"] or {}
             methods.append({"method": name, "params": edit.get("params") or m["train_options"],
                             "knowledge_entropy_start": raw["knowledge_entropy_start"],
-                            "knowledge_entropy_after_edit": edit.get("after"),
+                            "knowledge_entropy_before_edit": edit.get("before"), "knowledge_entropy_after_edit": edit.get("after"),
                             "knowledge_entropy_final": [r["knowledge_entropy_final"] for r in m["runs"]], **row})
         result["starts"].append({"name": raw["name"], "step": raw["step"], "path": raw["path"],
                                  "knowledge_entropy": raw["knowledge_entropy_start"], "methods": methods, "beat": judged["beat"]})

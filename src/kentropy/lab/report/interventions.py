@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from kentropy.lab.report.fmt import fmt, fmt_ci
 
-HELD = "held"
-
 
 def _ci(c: dict) -> str:
     return "-" if c["mean"] is None else fmt_ci(c)

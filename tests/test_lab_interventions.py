@@ -168,5 +168,8 @@ def test_smoke_lab_trains_every_method(tmp_path):
     entries = load_knowledge(world["knowledge"])
     assert entries and not any(e["train_context"] in replay_text for e in entries)
     assert json.loads(next(out.glob("stages/continual-hft-seed0-*/result.json")).read_text())["summary"]["config"]["freeze_half"]
+    by_name = {m["method"]: m for m in start["methods"]}
+    assert all(isinstance(n, int) for n in by_name["continual ReDo"]["recycled_neurons"])
+    assert by_name[NONE]["recycled_neurons"] == [None, None]
     report = (out / "report.md").read_text()
     assert "## Plasticity interventions" in report and "Beat Algorithm 1" in report

@@ -52,6 +52,10 @@ def start_table(s: dict) -> list[str]:
               f"on F (less forgetting) {_list(b['vs_none']['F'])}.",
               f"- Beat Algorithm 1: on A {_list(b['vs_algorithm_1']['A'])}; on F {_list(b['vs_algorithm_1']['F'])}.",
               ""]
+    for m in s["methods"]:
+        counts = [n for n in m.get("recycled_neurons", []) if n is not None]
+        if counts:
+            lines += [f"- {m['method']} recycled {', '.join(map(str, counts))} neurons in all (per seed).", ""]
     not_tested = [m["method"] for m in s["methods"] if m["manipulation"] is not None and not m["manipulation"]["raised_entropy"]]
     if not_tested:
         lines += [f"- Not tested (the edit did not raise H as intended, so its outcome is shown but not judged): "

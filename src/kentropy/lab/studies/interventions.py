@@ -214,6 +214,13 @@ def compare(methods: dict[str, dict]) -> dict:
     return out
 
 
+def recycled(plasticity: dict | None) -> int | None:
+    """Neurons a run recycled in all (continual ReDo; None for a run that does not recycle)."""
+    if not plasticity or not plasticity.get("recycle_every"):
+        return None
+    return sum(r["neurons"] for r in plasticity["recycled"])
+
+
 def decayed_arms(ctx: Context) -> tuple[list[Start], str | None]:
     """The decay study's arms whose verdict is `decayed` (their first seed's final checkpoint), when the study runs in
     this lab; else none, and why."""
@@ -256,7 +263,8 @@ def interventions_study(ctx: Context) -> Section:
             methods.append({"method": name, "params": edit.get("params") or m["train_options"],
                             "knowledge_entropy_start": raw["knowledge_entropy_start"],
                             "knowledge_entropy_before_edit": edit.get("before"), "knowledge_entropy_after_edit": edit.get("after"),
-                            "knowledge_entropy_final": [r["knowledge_entropy_final"] for r in m["runs"]], **row})
+                            "knowledge_entropy_final": [r["knowledge_entropy_final"] for r in m["runs"]],
+                            "recycled_neurons": [recycled(r["plasticity"]) for r in m["runs"]], **row})
         result["starts"].append({"name": raw["name"], "step": raw["step"], "path": raw["path"],
                                  "knowledge_entropy": raw["knowledge_entropy_start"], "methods": methods, "beat": judged["beat"]})
     return Section("interventions", interventions_section(result), result)

@@ -21,7 +21,7 @@ from kentropy.lab import regime
 from kentropy.lab.judge.plan import AnalysisPlan, contrast_steps, plan_from_dict
 from kentropy.train import SCHEDULES
 
-PRESETS = ("smoke", "quick", "decay", "paper")
+PRESETS = ("smoke", "quick", "decay", "paper", "interventions")
 PRESET_VERSION = 1
 
 
@@ -256,6 +256,58 @@ def decay_config(data: dict | None, where: str = "decay") -> DecayConfig:
 
 
 @dataclass
+class InterventionsConfig:
+    """The plasticity interventions compared in the lab (a preset's `interventions:` section), each method's
+    parameters fixed here, before any run. Algorithm 1's ratio is the lab's `resuscitate_ratio`."""
+
+    amplify: float = 2.0  # Algorithm 1's P (one of the core's resuscitate_amplify: its runs are reused)
+    # ReDo (Sokar et al. 2023): τ-dormant when s_i = E|h_i| / mean_k E|h_k| <= τ; they recycle at τ = 0.1 (τ = 0 is
+    # plain dead ReLUs, which a SwiGLU's |coefficient| almost never reaches); also continual ReDo's τ
+    redo_threshold: float = 0.1
+    # shrink and perturb (Ash & Adams 2020, θ <- λθ + σε, ε ~ N(0, initializer_range²)): their warm-start experiments
+    # close the generalization gap with λ in 0.3-0.6 and σ in 0.01-0.1; λ = 0.6, the mildest shrink of that range, since
+    # here the model continues on a small corpus rather than retraining from scratch, and σ = 0.1 (noise at a tenth of
+    # the init's scale)
+    shrink: float = 0.6
+    perturb: float = 0.1
+    replay_fraction: float = 0.25  # rehearsal: share of every continual batch's rows replayed from the world's stream
+    recycle_every: int = 10  # continual ReDo (Dohare et al. 2024): every this many continual steps (once per injection round in quick)
+    seed: int = 0  # the draws of the edits (ReDo's re-initialisation, shrink-perturb's ε)
+
+    def check(self, where: str, lab: "LabConfig") -> None:
+        if self.amplify not in lab.resuscitate_amplify:
+            raise KentropyError(f"{where}: amplify {self.amplify} must be one of the lab's resuscitate_amplify {lab.resuscitate_amplify}")
+        if not 0 <= self.redo_threshold < 1:  # s_i averages 1 in every layer: τ >= 1 could recycle a whole layer
+            raise KentropyError(f"{where}: redo_threshold must be in [0, 1), got {self.redo_threshold}")
+        if not 0 < self.shrink <= 1:
+            raise KentropyError(f"{where}: shrink must be in (0, 1], got {self.shrink}")
+        if not 0 <= self.perturb < float("inf"):
+            raise KentropyError(f"{where}: perturb must be a finite number >= 0, got {self.perturb}")
+        if not 0 < self.replay_fraction < 1:
+            raise KentropyError(f"{where}: replay_fraction must be in (0, 1), got {self.replay_fraction}")
+        if round(self.replay_fraction * lab.continual_batch) + lab.injected_rows > lab.continual_batch:
+            raise KentropyError(f"{where}: replay_fraction {self.replay_fraction} leaves fewer than the {lab.injected_rows} "
+                                f"injected rows of continual_batch {lab.continual_batch}")
+        if round(self.replay_fraction * lab.continual_batch) == 0:
+            raise KentropyError(f"{where}: replay_fraction {self.replay_fraction} rounds to 0 of continual_batch {lab.continual_batch} rows")
+        if not 0 < self.recycle_every < lab.continual_steps:
+            raise KentropyError(f"{where}: recycle_every must be in [1, continual_steps {lab.continual_steps}), got {self.recycle_every}")
+        if self.seed < 0:
+            raise KentropyError(f"{where}: seed must be >= 0, got {self.seed}")
+
+
+def interventions_config(data: dict | None, lab: "LabConfig", where: str = "interventions") -> InterventionsConfig:
+    """An InterventionsConfig from a preset's `interventions:` mapping, checked against the lab it runs in."""
+    data = dict(data or {})
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(InterventionsConfig)})
+    if unknown:
+        raise KentropyError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    cfg = InterventionsConfig(**data)
+    cfg.check(where, lab)
+    return cfg
+
+
+@dataclass
 class LabConfig:
     # the world (the stand-in for Dolma) and its tokenizer
     world_seed: int = 0  # the world's facts; every other seed below is separate
@@ -303,6 +355,8 @@ class LabConfig:
     circuit_examples: int = 16
     # the decay study (lab/studies/decay.py): tiny models trained into the paper's regime; a preset's `decay:` section
     decay: DecayConfig | None = None
+    # plasticity interventions compared from the final checkpoint (lab/studies/interventions.py); a preset's `interventions:` section
+    interventions: InterventionsConfig | None = None
 
     def __post_init__(self) -> None:
         positive = ["entities", "tokenizer_vocab", "tokenizer_docs", "hidden", "layers", "heads", "ffn", "pretrain_tokens",
@@ -370,13 +424,16 @@ def config_from_yaml(text: str, source: str) -> LabConfig:
     data = yaml.safe_load(text) or {}
     if data.get("version") != PRESET_VERSION:
         raise KentropyError(f"{source}: version must be {PRESET_VERSION}")
-    unknown = sorted(set(data) - {"version", "lab", "decay"})
+    unknown = sorted(set(data) - {"version", "lab", "decay", "interventions"})
     if unknown:
-        raise KentropyError(f"{source}: unknown section(s) {', '.join(unknown)} (expected version, lab, decay)")
+        raise KentropyError(f"{source}: unknown section(s) {', '.join(unknown)} (expected version, lab, decay, interventions)")
     overrides = data.get("lab", {}) or {}
-    known = {f.name for f in dataclasses.fields(LabConfig)} - {"decay"}
+    known = {f.name for f in dataclasses.fields(LabConfig)} - {"decay", "interventions"}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise KentropyError(f"{source}: unknown lab key(s) {', '.join(unknown)}")
     decay = decay_config(data["decay"], f"{source}: decay") if "decay" in data else None
-    return LabConfig(**overrides, decay=decay)
+    lab = LabConfig(**overrides, decay=decay)
+    if "interventions" in data:
+        lab.interventions = interventions_config(data["interventions"], lab, f"{source}: interventions")
+    return lab

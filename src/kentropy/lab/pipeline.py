@@ -30,6 +30,7 @@ from kentropy.lab.results import Context, Section
 from kentropy.lab.studies.circuits import circuits_study
 from kentropy.lab.studies.core import run_core
 from kentropy.lab.studies.decay import decay_study, print_plan
+from kentropy.lab.studies.interventions import interventions_study
 from kentropy.models import pick_device
 
 
@@ -39,7 +40,7 @@ class LabRunConfig:
 
     out: str = option(help="Lab directory (stages are cached here: a rerun resumes or costs nothing); "
                            "an existing one must be a lab directory of the same preset and config.")
-    preset: str = option("quick", "smoke (<= 60 s, for tests), quick (<= 10 min on a 2-core CPU), decay (the decay study), paper (GPU-sized).")
+    preset: str = option("quick", "smoke (<= 60 s, for tests), quick (<= 10 min on a 2-core CPU), decay (the decay study), paper (GPU-sized), interventions (quick + plasticity interventions compared).")
     device: str = option("auto", "auto, cpu, cuda, cuda:N.")
 
     def __post_init__(self) -> None:
@@ -50,7 +51,7 @@ class LabRunConfig:
 Study = Callable[[Context], Section]
 
 # config field of LabConfig (a flag, or a section that is set) -> the study it turns on, in report order
-STUDIES: dict[str, Study] = {"circuits": circuits_study, "decay": decay_study}
+STUDIES: dict[str, Study] = {"circuits": circuits_study, "decay": decay_study, "interventions": interventions_study}
 
 
 # ---- the command -------------------------------------------------------------------------

@@ -59,12 +59,15 @@ def check_knowledge_fits(cfg: LabConfig, world: Done, tok_done: Done) -> dict:
 
 
 def continual_stage(stages: Stages, cfg: LabConfig, start: str, start_hash: str, label: str, seed: int,
-                    world: Done, corpora: Done, device: str) -> Done:
-    """`kentropy train` from `start` on the continual corpus with injected knowledge; A and F from its summary."""
+                    world: Done, corpora: Done, device: str, train_options: dict | None = None) -> Done:
+    """`kentropy train` from `start` on the continual corpus with injected knowledge; A and F from its summary.
+    train_options: extra TrainConfig fields (a plasticity method: replay, freeze_half, recycle_every, ...)."""
     from kentropy.train import TrainConfig, train
 
     conf = {"start": start_hash, "world": world.hash, "corpora": corpora.hash, "seed": seed, **{k: getattr(cfg, k) for k in (
         "continual_steps", "continual_batch", "continual_lr", "continual_seq_len", "injection_rounds")}}
+    if train_options:  # only then, so that the runs without options keep their cache
+        conf["train_options"] = train_options
 
     def fn(d: Path) -> dict:
         run = RunDir(d / "run")
@@ -75,10 +78,11 @@ def continual_stage(stages: Stages, cfg: LabConfig, start: str, start_hash: str,
             out=str(run.root), steps=steps, batch_size=cfg.continual_batch, micro_batch=cfg.continual_batch,
             seq_len=cfg.continual_seq_len, lr=cfg.continual_lr, eval_every=max(1, steps // 5), save_every=max(1, steps // 4),
             tasks=",".join(world.result["tasks"]), task_dir=world.result["task_dir"], seed=seed,
-            resume=resume, overwrite=not resume, device=device))
+            resume=resume, overwrite=not resume, device=device, **(train_options or {})))
         metrics = [json.loads(x) for x in run.metrics.read_text().splitlines()]
         curve = [(r["step"], r["probes"]["overall"]) for r in metrics if r.get("probes")]
         ckpts = [str(p) for _, p in run.saved_checkpoints()]
         return {"label": label, "seed": seed, "start": start, "summary": summary, "probe_curve": curve, "checkpoints": ckpts}
 
-    return stages.run(f"continual-{label}-seed{seed}", conf, fn, code=("kentropy.train", "kentropy.corpus", "kentropy.evaluate"))
+    code = ("kentropy.train", "kentropy.corpus", "kentropy.evaluate") + (("kentropy.plasticity",) if train_options else ())
+    return stages.run(f"continual-{label}-seed{seed}", conf, fn, code=code)

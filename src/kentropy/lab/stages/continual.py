@@ -61,6 +61,7 @@ def check_knowledge_fits(cfg: LabConfig, world: Done, tok_done: Done) -> dict:
 def continual_stage(stages: Stages, cfg: LabConfig, start: str, start_hash: str, label: str, seed: int,
                     world: Done, corpora: Done, device: str) -> Done:
     """`kentropy train` from `start` on the continual corpus with injected knowledge; A and F from its summary."""
+    from kentropy.console import is_verbose
     from kentropy.train import TrainConfig, train
 
     conf = {"start": start_hash, "world": world.hash, "corpora": corpora.hash, "seed": seed, **{k: getattr(cfg, k) for k in (
@@ -75,7 +76,7 @@ def continual_stage(stages: Stages, cfg: LabConfig, start: str, start_hash: str,
             out=str(run.root), steps=steps, batch_size=cfg.continual_batch, micro_batch=cfg.continual_batch,
             seq_len=cfg.continual_seq_len, lr=cfg.continual_lr, eval_every=max(1, steps // 5), save_every=max(1, steps // 4),
             tasks=",".join(world.result["tasks"]), task_dir=world.result["task_dir"], seed=seed,
-            resume=resume, overwrite=not resume, device=device))
+            resume=resume, overwrite=not resume, device=device, report_to=stages.report_to), show_memory=is_verbose())
         metrics = [json.loads(x) for x in run.metrics.read_text().splitlines()]
         curve = [(r["step"], r["probes"]["overall"]) for r in metrics if r.get("probes")]
         ckpts = [str(p) for _, p in run.saved_checkpoints()]

@@ -47,6 +47,10 @@ def test_stage_line_once_library_bar_off_stderr_to_log(tmp_path, capsys):
     assert "note: said inside the stage" in (done.dir / "stderr.log").read_text()
     assert all(x.startswith("[lab] alpha") for x in lines)  # the stage's own bar and line only
 
+    quiet = Stages(tmp_path).run("gamma", {}, lambda d: {})
+    assert not (quiet.dir / "stderr.log").exists()  # a stage that says nothing leaves no log
+    capsys.readouterr()
+
     again = Stages(tmp_path).run("alpha", {"a": 1}, fn)
     assert frames(capsys.readouterr().err) == ["[lab] alpha: cached"]
     assert again.result == {"ok": 1} and again.dir == done.dir

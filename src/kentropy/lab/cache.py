@@ -159,6 +159,29 @@ class StageBar:
         self.bar.close()
 
 
+class _Log:
+    """A stage's stderr: the file is made at the first write, so a quiet stage leaves none."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.file = path, None
+
+    def write(self, text: str) -> int:
+        if self.file is None and text:
+            self.file = open(self.path, "a")
+        return self.file.write(text) if self.file is not None else 0
+
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
 @contextlib.contextmanager
 def _stage_console(name: str, log: Path):
     """While a stage runs: one bar on the console and its stderr in `log` (unless --verbose: all shown)."""
@@ -167,14 +190,16 @@ def _stage_console(name: str, log: Path):
         return
     console = sys.stderr
     bar = StageBar(name, console)
+    out = _Log(log)
     try:
-        with open(log, "a") as f, bar.fold():
-            sys.stderr = f
+        with bar.fold():
+            sys.stderr = out
             try:
                 yield
             finally:
                 sys.stderr = console
     finally:
+        out.close()
         bar.close()
         if console.isatty() and hasattr(console, "at_line_start"):
             console.at_line_start = True  # the cleared bar left the cursor at the start of an empty line

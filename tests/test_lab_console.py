@@ -71,6 +71,15 @@ def test_a_failing_stage_restores_stderr_and_tqdm(tmp_path):
     assert not list(tmp_path.glob("stages/beta-*/result.json"))
 
 
+def test_lab_report_to_refused_before_any_output(tmp_path, capsys):
+    from conftest import run_cli
+
+    out = tmp_path / "lab"
+    code, _, err = run_cli(capsys, "lab", "--preset", "smoke", "--out", out, "--report-to", "mlflow")
+    assert code == 2 and [x for x in err.splitlines() if x.startswith("error:")] == [err.strip()], err
+    assert "--report-to mlflow: choose" in err and not out.exists()
+
+
 def lab(out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1")
     return subprocess.run([sys.executable, "-m", "kentropy", "lab", "--preset", "smoke", "--out", str(out), *extra],

@@ -19,11 +19,11 @@ The stages themselves are in `lab/stages/`; the recipes that call them in `lab/s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import re
-import contextlib
 import shutil
 import sys
 import time

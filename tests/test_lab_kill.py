@@ -1,5 +1,6 @@
-"""The lab under kill -9: a smoke lab killed at seeded random moments and rerun each time ends with the
-results of an uninterrupted run, and no stage that had finished runs again.
+"""The lab under kill -9: a smoke lab killed at seeded random moments (inside stages drawn at random, at a
+random point of their run) and rerun each time ends with the results of an uninterrupted run, and no
+stage that had finished runs again.
 
     pytest -q -m slow tests/test_lab_kill.py
 """
@@ -53,39 +54,46 @@ def comparable(x, out: Path):
     return x
 
 
+def kill_during(p: subprocess.Popen, log: Path, stage: str, delay: float) -> bool:
+    """SIGKILL `p` `delay` seconds after its stage `stage` started (its bar's first frame); False if it ended first."""
+    while p.poll() is None and f"[lab] {stage}:" not in log.read_text(errors="replace"):
+        time.sleep(0.1)
+    try:
+        p.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        return True
+
+
 @pytest.mark.slow
 def test_smoke_lab_killed_and_resumed_equals_an_uninterrupted_run(tmp_path):
     ref = tmp_path / "ref"
-    t = time.perf_counter()
     r = subprocess.run(command(ref), capture_output=True, text=True, env=env(), timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    full = time.perf_counter() - t
+    took = {x.split(":")[0][len("[lab] "):]: float(x.split()[-2]) for x in stage_lines(r.stderr)}  # in running order
 
-    out = tmp_path / "killed"
+    # where to kill: KILLS stages that take a while, in running order, each at a random point of its run
     rng = random.Random(21)
+    slow = [name for name, seconds in took.items() if seconds >= 1.0]
+    targets = sorted(rng.sample(slow, KILLS), key=list(took).index)
+    out = tmp_path / "killed"
     before, runs, kills = {}, [], 0
-    while kills < KILLS:
+    for stage in targets:
         log = tmp_path / f"stderr-{len(runs)}.txt"  # a file, not a pipe: a full pipe would stall the lab
         with open(log, "w") as f:
             p = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=f, env=env(), start_new_session=True)
-            try:
-                p.wait(timeout=rng.uniform(0.15, 0.5) * full)  # the finished stages are cached: each try gets further
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-                kills += 1
+            kills += kill_during(p, log, stage, rng.uniform(0.1, 0.9) * took[stage])
         runs.append(stage_lines(log.read_text()))
         now = finished(out)
         assert {k: now[k] for k in before} == before, "a finished stage ran again"
         before = now
-        if p.returncode == 0:
-            break
-    if p.returncode != 0:
-        r = subprocess.run(command(out), capture_output=True, text=True, env=env(), timeout=900)
-        assert r.returncode == 0, r.stderr[-3000:]
-        runs.append(stage_lines(r.stderr))
-    assert kills >= 2, "the kills came after the lab had finished: raise the delays"
-    assert {k: finished(out)[k] for k in before} == before
+    r = subprocess.run(command(out), capture_output=True, text=True, env=env(), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs.append(stage_lines(r.stderr))
+    assert kills >= 2, "the lab finished its stages before the kills: a kill must land inside a stage"
+    assert {k: finished(out)[k] for k in before} == before, "a finished stage ran again"
 
     # every stage ran to its end once: later tries find it cached
     ran = [x.split(":")[0] for lines in runs for x in lines if ": ran in " in x]

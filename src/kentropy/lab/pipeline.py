@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from kentropy.config import option
+from kentropy.console import line
 from kentropy.errors import KentropyError
 from kentropy.io import write_json
 from kentropy.lab.cache import Stages
@@ -42,10 +42,16 @@ class LabRunConfig:
                            "an existing one must be a lab directory of the same preset and config.")
     preset: str = option("quick", "smoke (<= 60 s, for tests), quick (<= 10 min on a 2-core CPU), decay (the decay study), paper (GPU-sized), interventions (quick + plasticity interventions compared).")
     device: str = option("auto", "auto, cpu, cuda, cuda:N.")
+    report_to: str = option("none", "Also log the training stages' curves (pretraining, continual learning) to tensorboard or "
+                                    "wandb, beside each run (STAGE/run/tensorboard, STAGE/run/wandb); none: metrics.jsonl only. "
+                                    "Not part of any stage's cache key.")
 
     def __post_init__(self) -> None:
+        from kentropy.trackers import check_tracker
+
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise KentropyError(f"--device {self.device}: choose auto, cpu, cuda or cuda:N")
+        check_tracker(self.report_to)  # a known tracker whose package is installed, before any stage runs
 
 
 Study = Callable[[Context], Section]
@@ -79,14 +85,14 @@ def check_out(out: str, cfg: LabConfig, preset: str) -> None:
         raise KentropyError(f"--out {out}: a lab directory of another config (differs in {', '.join(diff)}); choose another --out")
 
 
-def run_lab(cfg: LabConfig, out: str, device: str = "auto", preset: str = "custom") -> dict:
+def run_lab(cfg: LabConfig, out: str, device: str = "auto", preset: str = "custom", report_to: str = "none") -> dict:
     """Run (or resume) the core study and the studies the config turns on into `out`; returns the
-    findings (also in out/results.json)."""
+    findings (also in out/results.json). report_to: tracker of the training stages (`kentropy train --report-to`)."""
     check_out(out, cfg, preset)
     lab = LabDir(out)
     lab.root.mkdir(parents=True, exist_ok=True)
     write_json(lab.config, saved_config(cfg, preset))
-    stages = Stages(lab.root)
+    stages = Stages(lab.root, report_to=report_to)
     if cfg.decay is not None:  # the preregistered plan, before anything runs
         print_plan(cfg.decay)
     run, done = run_core(stages, cfg, preset, device)
@@ -100,6 +106,6 @@ def run_lab_command(run: LabRunConfig) -> dict:
     cfg = load_preset(run.preset)
     pick_device(run.device)  # a bad --device fails before any stage runs
     check_out(run.out, cfg, run.preset)
-    print(f"[lab] preset {run.preset}: {cfg.pretrain_steps} pretraining steps, model {cfg.layers}x{cfg.hidden}, "
-          f"{len(cfg.continual_at)} checkpoints x {len(cfg.seeds)} seeds of continual learning", file=sys.stderr)
-    return run_lab(cfg, run.out, run.device, run.preset)
+    line(f"[lab] preset {run.preset}: {cfg.pretrain_steps} pretraining steps, model {cfg.layers}x{cfg.hidden}, "
+         f"{len(cfg.continual_at)} checkpoints x {len(cfg.seeds)} seeds of continual learning")
+    return run_lab(cfg, run.out, run.device, run.preset, run.report_to)

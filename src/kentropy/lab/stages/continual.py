@@ -62,6 +62,7 @@ def continual_stage(stages: Stages, cfg: LabConfig, start: str, start_hash: str,
                     world: Done, corpora: Done, device: str, train_options: dict | None = None) -> Done:
     """`kentropy train` from `start` on the continual corpus with injected knowledge; A and F from its summary.
     train_options: extra TrainConfig fields (a plasticity method: replay, freeze_half, recycle_every, ...)."""
+    from kentropy.console import is_verbose
     from kentropy.train import TrainConfig, train
 
     conf = {"start": start_hash, "world": world.hash, "corpora": corpora.hash, "seed": seed, **{k: getattr(cfg, k) for k in (
@@ -78,7 +79,8 @@ def continual_stage(stages: Stages, cfg: LabConfig, start: str, start_hash: str,
             out=str(run.root), steps=steps, batch_size=cfg.continual_batch, micro_batch=cfg.continual_batch,
             seq_len=cfg.continual_seq_len, lr=cfg.continual_lr, eval_every=max(1, steps // 5), save_every=max(1, steps // 4),
             tasks=",".join(world.result["tasks"]), task_dir=world.result["task_dir"], seed=seed,
-            resume=resume, overwrite=not resume, device=device, **(train_options or {})))
+            resume=resume, overwrite=not resume, device=device, report_to=stages.report_to, **(train_options or {})),
+            show_memory=is_verbose())
         metrics = [json.loads(x) for x in run.metrics.read_text().splitlines()]
         curve = [(r["step"], r["probes"]["overall"]) for r in metrics if r.get("probes")]
         ckpts = [str(p) for _, p in run.saved_checkpoints()]

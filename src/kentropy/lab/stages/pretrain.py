@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+from kentropy.console import is_verbose
 from kentropy.corpus import epochs_needed, pack_rows, row_order
 from kentropy.data import load_texts
 from kentropy.io import write_atomic, write_dir_atomic
@@ -22,10 +23,11 @@ from kentropy.lab.architectures import build_model
 from kentropy.lab.cache import Done, Stages
 from kentropy.models import Checkpoint, load_tokenizer
 from kentropy.rundir import RunDir
-from kentropy.train import TrainConfig, fit, finish, setup
+from kentropy.train import TrainConfig
+from kentropy.train import train as run_training  # `train` names the stage's TrainConfig here
 
 INIT = f"step-{0:06d}"  # the initialization, named as every checkpoint is (RunDir.checkpoint)
-_PER_RUN = ("model", "out", "device", "resume", "overwrite")  # TrainConfig fields set here, not part of the stage's identity
+_PER_RUN = ("model", "out", "device", "resume", "overwrite", "report_to")  # TrainConfig fields set here, not part of the stage's identity
 
 
 def first_rows(init: Path, cfg: TrainConfig, n: int):
@@ -54,7 +56,8 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
             write_dir_atomic(init, lambda tmp: (m.save_pretrained(tmp), tok.save_pretrained(tmp)))
         run = RunDir(d / "run")
         resume = run.config.is_file()
-        cfg = dataclasses.replace(train, model=str(init), out=str(run.root), device=device, resume=resume, overwrite=not resume)
+        cfg = dataclasses.replace(train, model=str(init), out=str(run.root), device=device, resume=resume, overwrite=not resume,
+                                  report_to=stages.report_to)
         rows = None
         if first:
             rows = d / "first_rows.safetensors"
@@ -62,9 +65,7 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
                 ids = first_rows(init, cfg, first)
                 write_atomic(rows, lambda tmp: save_file({"ids": ids}, str(tmp)))
         t0 = time.perf_counter()
-        state = setup(cfg)
-        fit(state, cfg)
-        finish(state, cfg)
+        run_training(cfg, show_memory=is_verbose())  # setup / fit / finish, with the --report-to tracker
         seconds = time.perf_counter() - t0
         log = [json.loads(x) for x in run.metrics.read_text().splitlines() if x.strip()]
         log = [x for x in log if x.get("step", -1) >= 0 and "loss" in x]

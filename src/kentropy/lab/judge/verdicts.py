@@ -15,10 +15,11 @@ DIRECTION_ONLY = "direction only"
 DID_NOT_HOLD = "did not hold"
 NOT_MEASURABLE = "not measurable"
 NOT_MEASURED = "not measured"
-VERDICTS = (HELD, DIRECTION_ONLY, DID_NOT_HOLD, NOT_MEASURABLE, NOT_MEASURED)
+NOT_TESTED = "not tested"  # a manipulation whose effect on H was not the intended one: its outcome is not judged
+VERDICTS = (HELD, DIRECTION_ONLY, DID_NOT_HOLD, NOT_MEASURABLE, NOT_MEASURED, NOT_TESTED)
 DECAYS = (HELD, DIRECTION_ONLY)  # a trajectory verdict that counts as decaying (at least in direction)
 
-RANK = {HELD: 3, DIRECTION_ONLY: 2, NOT_MEASURABLE: 1, NOT_MEASURED: 1, DID_NOT_HOLD: 0}  # for "the weaker of two"
+RANK = {HELD: 3, DIRECTION_ONLY: 2, NOT_MEASURABLE: 1, NOT_MEASURED: 1, NOT_TESTED: 1, DID_NOT_HOLD: 0}  # for "the weaker of two"
 
 
 def verdict(direction_ok: bool, significant: bool) -> str:

@@ -188,7 +188,7 @@ class LabConfig:
     ffn: int = 344  # ~8/3 * hidden, as Llama
     # pretraining: single pass over fresh streamed text, OLMo's schedule (kentropy train's)
     pretrain_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # the study's units: one model each (init, data order)
-    pretrain_tokens: int = 1_000_000  # tokens seen in pretraining per seed (steps * batch * seq_len)
+    pretrain_tokens: int = 800_000  # tokens seen in pretraining per seed (steps * batch * seq_len)
     repeat: int = 1  # passes over the data: 1 = fresh text only (pretrain_tokens / repeat unique tokens)
     seq_len: int = 384  # pretraining rows (and measurement documents, truncated): as long as the continual rows
     batch_size: int = 8

@@ -186,12 +186,15 @@ def findings_2(per_seed: Sequence[Mapping]) -> dict:
     checkpoints: per_seed [{"step": [..], "knowledge_entropy": [..], "A": [..], "F": [..], "dP": [..]}]."""
     x = {k: [r[k] for r in per_seed] for k in ("step", "knowledge_entropy")}
     y = {k: [r[k] for r in per_seed] for k in ("A", "F", "dP")}
-    return {"slope_A_on_step": seed_slopes(x["step"], y["A"], -1),  # 2a: later checkpoints acquire less
-            "slope_F_on_step": seed_slopes(x["step"], y["F"], +1),  # 2b: and forget more
-            "slope_A_on_H": seed_slopes(x["knowledge_entropy"], y["A"], +1),  # 2c: paper r = 0.94
-            "slope_F_on_H": seed_slopes(x["knowledge_entropy"], y["F"], -1),  # 2d: paper r = −0.96
-            "slope_dP_on_H": seed_slopes(x["knowledge_entropy"], y["dP"], +1),
-            "paper": PAPER}
+    out = {"slope_A_on_step": seed_slopes(x["step"], y["A"], -1),  # 2a: later checkpoints acquire less
+           "slope_F_on_step": seed_slopes(x["step"], y["F"], +1),  # 2b: and forget more
+           "slope_A_on_H": seed_slopes(x["knowledge_entropy"], y["A"], +1),  # 2c: paper r = 0.94
+           "slope_F_on_H": seed_slopes(x["knowledge_entropy"], y["F"], -1),  # 2d: paper r = −0.96
+           "slope_dP_on_H": seed_slopes(x["knowledge_entropy"], y["dP"], +1),
+           "paper": PAPER}
+    # the four verdicts by the names every summary reads
+    return out | {"verdict_step_A": out["slope_A_on_step"]["verdict"], "verdict_step_F": out["slope_F_on_step"]["verdict"],
+                  "verdict_A": out["slope_A_on_H"]["verdict"], "verdict_F": out["slope_F_on_H"]["verdict"]}
 
 
 def _across(values: Sequence[float], sign: int) -> dict:

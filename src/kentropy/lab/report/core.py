@@ -261,7 +261,7 @@ def _markdown(run: LabRun, seeds, cont, resus, decay, corr, helps, f_se, figs, s
         cells = []
         for e in helps["by_amplify"]:
             hs = [r for r in helps["resuscitation"] if r["amplify"] == e["amplify"]]
-            h = "; ".join(f"seed {r['seed']} H {fmt(r['H_before'], 3)} → {fmt(r['H_after'], 3)}" for r in hs)
+            h = "; ".join(f"seed {r['seed']} H {fmt(r['H_before'], 4)} → {fmt(r['H_after'], 4)}" for r in hs)
             if e[f"verdict_{key}"] == "not tested":
                 cells.append(f"P={e['amplify']:g}: not tested, H did not rise in seed(s) "
                              f"{', '.join(str(s) for s in e['untested_seeds'])} ({h}); Δ{key} per seed "
@@ -271,7 +271,7 @@ def _markdown(run: LabRun, seeds, cont, resus, decay, corr, helps, f_se, figs, s
                 cells.append(f"P={e['amplify']:g} ({h}): Δ{key} {_ci(d)}" + (f", p = {fmt(d['p'])}" if d else ""))
         add(f"| {title} | {paper} | {'<br>'.join(cells)} | **{helps['verdict_' + key]}** |")
     add("\nVerdicts: **held** = the paper's direction across pretraining seeds, significant at 0.05; **direction only** = "
-        "the direction, not significant; **did not hold** = the other direction; **inconclusive** = one seed, or neither "
+        "the direction, not significant; **did not hold** = the other direction or no change; **inconclusive** = one seed, or neither "
         "decay nor equivalence shown; **decayed** / **no decay** / **rose** = finding 1's one-sided t-test, TOST against "
         f"±{cfg.decay_sesoi:g} KL nats per layer, and an interval wholly below 0; **not tested** = resuscitation did not "
         "raise the measured knowledge entropy, so its effect on A and F says nothing about the paper's claim.\n")

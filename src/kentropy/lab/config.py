@@ -188,7 +188,7 @@ class LabConfig:
     ffn: int = 344  # ~8/3 * hidden, as Llama
     # pretraining: single pass over fresh streamed text, OLMo's schedule (kentropy train's)
     pretrain_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # the study's units: one model each (init, data order)
-    pretrain_tokens: int = 800_000  # tokens seen in pretraining per seed (steps * batch * seq_len)
+    pretrain_tokens: int = 600_000  # tokens seen in pretraining per seed (steps * batch * seq_len)
     repeat: int = 1  # passes over the data: 1 = fresh text only (pretrain_tokens / repeat unique tokens)
     seq_len: int = 384  # pretraining rows (and measurement documents, truncated): as long as the continual rows
     batch_size: int = 8
@@ -204,7 +204,7 @@ class LabConfig:
     # continual knowledge learning (paper §4) on the new-domain corpus, the official protocol
     continual_domain: str = "new"  # "new" (PubMed stand-in) or "near" (C4 stand-in)
     continual_at: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # fractions of pretraining (per seed)
-    continual_steps: int = 50
+    continual_steps: int = 30  # quick: 3 seeds x 4 runs in the budget (paper: 1,600)
     continual_batch: int = 16  # rows per step; a round fills (paraphrase + once / rounds) of them (paper: 76 of 128)
     continual_seq_len: int = 384  # rows long enough for every passage + eos, at most seq_len (paper: ~500-token passages, 1024-token rows)
     continual_lr: float | None = None  # peak lr; null: the pretraining peak lr (the paper continued OLMo-1B at its own peak, 4e-4)

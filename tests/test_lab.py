@@ -1,4 +1,4 @@
-"""`kentropy lab --preset smoke` end to end: every stage, the report, and a rerun that costs nothing."""
+"""`kentropy lab --preset smoke` end to end: every stage for two pretraining seeds, the report, and a rerun that costs nothing."""
 
 import json
 import re
@@ -6,6 +6,7 @@ import re
 import pytest
 
 from kentropy.cli import main
+from kentropy.lab.judge.seeds import VERDICTS as SEED_VERDICTS
 from kentropy.lab.judge.verdicts import VERDICTS
 
 
@@ -18,39 +19,54 @@ def test_lab_smoke_end_to_end_and_cached_rerun(tmp_path, capsys):
 
     results = json.loads((out / "results.json").read_text())
     timings = json.loads((out / "timings.json").read_text())
-    assert {"world", "tokenizer", "corpora", "pretrain", "measure", "circuits"} <= set(timings)
-    # >= 8 pretraining checkpoints named by step, plus the initialization
-    steps = [e["step"] for e in results["entropy"]]
-    assert steps[0] == 0 and len(steps) >= 9 and steps == sorted(steps)
-    ckpts = sorted(p.name for p in out.glob("stages/pretrain-*/run/checkpoints/step-*"))
-    assert len(ckpts) >= 8 and all(re.fullmatch(r"step-\d{6}", c) for c in ckpts)
-    # the report's numbers are the measured ones
-    measured = json.loads(next(out.glob("stages/measure-*/result.json")).read_text())["series"]["held_out"]["results"]
-    assert [e["knowledge_entropy"] for e in results["entropy"]] == [m["knowledge_entropy"] for m in measured]
-    for row in results["continual"]:
-        run = json.loads(next(out.glob(f"stages/continual-step{row['step']}-seed0-*/result.json")).read_text())
-        assert row["A"]["mean"] == run["summary"]["A"] and row["F"]["mean"] == run["summary"]["F"]
-        s = run["summary"]
-        assert s["A"] == pytest.approx((s["P_after"] - s["P_before"]) / abs(s["P_before"]) * 100)
-    f = results["findings"]
-    verdicts = set(VERDICTS) - {"not measured"}
-    assert f["entropy_decay"]["verdict"] in verdicts and f["resuscitation"]["verdict"] in verdicts
-    assert f["resuscitation"]["verdict_A"] in verdicts and f["resuscitation"]["verdict_F"] in verdicts  # finding 3 on A and on F
-    assert "regimes" not in results and results["circuits"]["checkpoints"]
-    # the official protocol: rows of continual_seq_len, the last round on the final step
     cfg = results["config"]
-    run = json.loads(next(out.glob("stages/continual-resuscitated-P2-seed0-*/result.json")).read_text())
-    assert run["summary"]["config"]["seq_len"] == cfg["continual_seq_len"] and run["summary"]["F"] is not None
+    seeds = cfg["pretrain_seeds"]
+    assert len(seeds) == 2 and [s["seed"] for s in results["seeds"]] == seeds
+    assert {"world", "tokenizer", "corpora", "circuits"} | {f"{k}-seed{s}" for k in ("pretrain", "measure") for s in seeds} <= set(timings)
+    for s, rec in zip(seeds, results["seeds"]):
+        # >= 8 pretraining checkpoints named by step, plus the initialization, and the contrast's steps exactly
+        steps = rec["steps"]
+        assert steps[0] == 0 and len(steps) >= 9 and steps == sorted(steps)
+        ckpts = sorted(p.name for p in out.glob(f"stages/pretrain-seed{s}-*/run/checkpoints/step-*"))
+        assert len(ckpts) >= 8 and all(re.fullmatch(r"step-\d{6}", c) for c in ckpts)
+        a = results["findings"]["entropy_decay"]["across_seeds"]
+        assert a["from_step"] in steps and a["to_step"] == steps[-1]
+        # the report's numbers are the measured ones
+        measured = json.loads(next(out.glob(f"stages/measure-seed{s}-*/result.json")).read_text())["series"]["held_out"]["results"]
+        assert rec["knowledge_entropy"] == [m["knowledge_entropy"] for m in measured]
+        for row in rec["continual"]:
+            run = json.loads(next(out.glob(f"stages/continual-pre{s}-step{row['step']}-seed0-*/result.json")).read_text())
+            r = run["summary"]
+            assert row["A"] == r["A"] and row["F"] == r["F"] and r["A"] == pytest.approx((r["P_after"] - r["P_before"]) / abs(r["P_before"]) * 100)
+            # continual rows within the pretrained positions, at the pretraining peak lr
+            assert r["config"]["seq_len"] == cfg["continual_seq_len"] <= cfg["seq_len"] and r["config"]["lr"] == cfg["lr"]
+            assert row["F_se"] > 0
+    a = results["findings"]["entropy_decay"]["across_seeds"]
+    h = {s["seed"]: dict(zip(s["steps"], s["knowledge_entropy"])) for s in results["seeds"]}
+    assert a["per_seed"] == pytest.approx([(h[s][a["from_step"]] - h[s][a["to_step"]]) / cfg["layers"] for s in seeds])
+    f = results["findings"]
+    verdicts = set(VERDICTS) | set(SEED_VERDICTS)
+    assert f["entropy_decay"]["verdict"] in SEED_VERDICTS and f["resuscitation"]["verdict"] in verdicts
+    for key in ("slope_A_on_step", "slope_F_on_step", "slope_A_on_H", "slope_F_on_H"):
+        assert len(f["acquisition_forgetting"][key]["per_seed"]) == 2 and f["acquisition_forgetting"][key]["verdict"] in verdicts
+    # finding 3 judged only where resuscitation raised H
+    for r in f["resuscitation"]["resuscitation"]:
+        assert r["tested"] == (r["H_after"] > r["H_before"])
+    for e in f["resuscitation"]["by_amplify"]:
+        assert (e["verdict_A"] == "not tested") == bool(e["untested_seeds"])
+    assert "regimes" not in results and results["circuits"]["checkpoints"]
+    assert results["lr"] == {"pretraining_peak": cfg["lr"], "continual": cfg["lr"], "paper_continual": 4e-4}
     plan = json.loads(next(out.glob("stages/world-*/plan.json")).read_text())
     assert plan["schedule"][-1]["step"] == cfg["continual_steps"] - 1
-    assert set(results["resuscitation"]) == {"0.5", "2.0"}
+    assert [r["amplify"] for r in results["resuscitation"]] == [0.5, 2.0]
 
     report = (out / "report.md").read_text()
     assert "## Findings" in report and "r = 0.94" in report and "Knowledge circuits" in report
     assert "3b. Resuscitation" in report and f"peak lr {cfg['lr']:g}" in report and "cosine decay to 0.1 × lr" in report
+    assert "Continual peak lr" in report and "Standard error of F" in report and "2 pretraining seed(s)" in report
     for fig in re.findall(r"\]\((figures/[^)]+\.png)\)", report):
         assert (out / fig).read_bytes()[:4] == b"\x89PNG", fig
-    assert len(re.findall(r"\]\((figures/[^)]+\.png)\)", report)) >= 6
+    assert len(re.findall(r"\]\((figures/[^)]+\.png)\)", report)) >= 4
 
     # a rerun finds every stage cached and rewrites the same report
     main(["lab", "--preset", "smoke", "--out", str(out), "--device", "cpu"])

@@ -71,3 +71,78 @@ def test_resuscitation_verdicts_on_A_and_on_F():
     assert (out["verdict_A"], out["verdict_F"], out["verdict"]) == ("held", "did not hold", "did not hold")
     out = an.resuscitation_helps([1.0], {1.0: [0.7]}, [5.0], {1.0: [4.0]})  # A down, F down, one seed
     assert (out["verdict_A"], out["verdict_F"]) == ("did not hold", "direction only")
+
+
+# ---- the core study: pretraining seeds as the unit --------------------------------------------
+def _slope(x, y):
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
+
+
+def test_one_seed_is_inconclusive_however_strong_its_trend():
+    h, A = [9.0, 8.0, 7.0, 6.0], [10.0, 8.0, 6.0, 4.0]  # r = 1 over the checkpoints of one run
+    out = an.seed_slopes([h], [A], +1)
+    assert out["verdict"] == "inconclusive" and out["per_seed"] == [pytest.approx(2.0)]
+    assert out["ci"] is None and out["p"] is None and out["seeds"] == 1
+    assert an.findings_2([{"step": [1, 2, 3, 4], "knowledge_entropy": h, "A": A, "F": [1.0] * 4, "dP": A}])[
+        "slope_A_on_H"]["verdict"] == "inconclusive"
+
+
+def test_slopes_across_seeds_by_hand():
+    xs = [[9.0, 8.0, 7.0], [9.5, 8.0, 7.5], [8.0, 7.5, 6.0]]
+    ys = [[5.0, 4.0, 2.5], [6.0, 4.5, 4.0], [3.0, 3.2, 1.0]]
+    slopes = [_slope(x, y) for x, y in zip(xs, ys)]
+    m = sum(slopes) / 3
+    sd = math.sqrt(sum((b - m) ** 2 for b in slopes) / 2)
+    t = m / (sd / math.sqrt(3))
+    out = an.seed_slopes(xs, ys, +1)
+    assert out["per_seed"] == pytest.approx(slopes) and out["mean"] == pytest.approx(m)
+    assert out["p"] == pytest.approx(2 * scipy.stats.t.sf(abs(t), 2))
+    half = 4.302652729911275 * sd / math.sqrt(3)
+    assert out["ci"] == pytest.approx([m - half, m + half])
+    assert out["verdict"] == ("held" if out["p"] < 0.05 else "direction only")
+    assert an.seed_slopes(xs, ys, -1)["verdict"] == "did not hold"  # the other sign
+    assert an.seed_slopes(xs, [[1.0, None, 2.0]] * 3, +1)["verdict"] == "not measured"  # F without downstream tasks
+    assert an.seed_slopes([[7.0], [7.0]], [[1.0], [2.0]], +1)["verdict"] == "not measurable"  # one start per seed
+    strong = an.seed_slopes(xs, [[2 * a + 0.01 * k for a in x] for k, x in enumerate(xs)], +1)
+    assert strong["verdict"] == "held" and strong["p"] < 1e-6
+
+
+def test_decay_across_seeds_planted_decay_and_one_seed():
+    plan = an.AnalysisPlan((an.Contrast("late half", 0.5, 1.0),), "late half", 0.005, 0.05)
+    steps = [0, 25, 50, 75, 100]
+    seeds = [{"seed": s, "steps": steps, "knowledge_entropy": [20.0, 19.0, 18.9 + 0.01 * s, 18.7, 18.5 - 0.01 * s]}
+             for s in range(3)]
+    out = an.decay_across_seeds(seeds, 4, 344, 100, plan)
+    per = [((18.9 + 0.01 * s) - (18.5 - 0.01 * s)) / 4 for s in range(3)]
+    assert out["per_seed"] == pytest.approx(per) and (out["from_step"], out["to_step"]) == (50, 100)
+    assert out["verdict"] == "decayed" and out["paper"]["relation"] == "larger than"
+    one = an.decay_across_seeds(seeds[:1], 4, 344, 100, plan)
+    assert one["verdict"] == "inconclusive" and one["ci"] is None and one["p_decay"] is None
+
+
+def test_resuscitation_is_not_tested_where_entropy_fell():
+    rec = lambda s, p, hb, ha, dA, dF: {"seed": s, "amplify": p, "H_before": hb, "H_after": ha, "delta_A": dA, "delta_F": dF}  # noqa: E731
+    fell = [rec(0, 2.0, 20.0, 19.5, 5.0, -2.0), rec(1, 2.0, 20.1, 20.3, 6.0, -1.0)]
+    out = an.resuscitation_findings(fell)
+    assert out["verdict_A"] == out["verdict_F"] == out["verdict"] == "not tested"
+    assert [r["tested"] for r in out["resuscitation"]] == [False, True]
+    assert out["by_amplify"][0]["untested_seeds"] == [0] and out["resuscitation"][0]["delta_A"] == 5.0  # the numbers stay
+    rose = [rec(s, 2.0, 20.0, 20.5, a, f) for s, a, f in ((0, 5.0, -2.0), (1, 6.0, -1.5), (2, 5.5, -2.5))]
+    out = an.resuscitation_findings(rose)
+    d = [5.0, 6.0, 5.5]
+    t = 5.5 / (math.sqrt(sum((x - 5.5) ** 2 for x in d) / 2) / math.sqrt(3))
+    assert out["by_amplify"][0]["delta_A"]["p"] == pytest.approx(2 * scipy.stats.t.sf(t, 2))
+    assert out["verdict_A"] == out["verdict_F"] == "held"
+    assert an.resuscitation_findings(rose[:1])["verdict_A"] == "inconclusive"  # one seed
+    assert an.resuscitation_findings([rec(0, 2.0, 20.0, 20.0, 5.0, -2.0)])["verdict"] == "not tested"  # H unchanged
+
+
+def test_forgetting_standard_error_by_hand():
+    before = {"D": 0.5, "tasks": {"a": {"score": 0.6, "n": 101}, "b": {"score": 0.4, "n": 51}}}
+    after = {"D": 0.45, "tasks": {"a": {"score": 0.5, "n": 101}, "b": {"score": 0.4, "n": 51}}}
+    se_b = math.sqrt(0.6 * 0.4 / 100 + 0.4 * 0.6 / 50) / 2
+    se_a = math.sqrt(0.5 * 0.5 / 100 + 0.4 * 0.6 / 50) / 2
+    assert an.downstream_se(before) == pytest.approx(se_b)
+    # F = 100 (1 - D_a / D_b): dF/dD_a = -100 / D_b, dF/dD_b = 100 D_a / D_b^2
+    assert an.forgetting_se(before, after) == pytest.approx(100 * math.sqrt((se_a / 0.5) ** 2 + (0.45 * se_b / 0.25) ** 2))

@@ -35,7 +35,7 @@ def test_every_preset_injects_about_the_papers_share_of_a_batch(name):
 
 
 @pytest.mark.parametrize("over, field", [
-    ({"continual_steps": 105}, "continual_steps 105 must be a multiple of injection_rounds"),
+    ({"continual_steps": 103}, "continual_steps 103 must be a multiple of injection_rounds"),
     ({"continual_batch": 8}, "more than continual_batch 8"),
     ({"knowledge_facts": 5}, "knowledge_facts must be at least 6"),
     ({"schedule": "linear"}, "schedule must be one of"),
@@ -43,10 +43,26 @@ def test_every_preset_injects_about_the_papers_share_of_a_batch(name):
     ({"warmup": 1.0}, "warmup"),
     ({"lr": float("nan")}, "lr must be a positive number"),
     ({"continual_seq_len": 0}, "continual_seq_len must be positive"),
+    ({"continual_seq_len": 512}, "continual_seq_len 512 is longer than seq_len 384, the positions the model was pretrained on"),
+    ({"seq_len": 128}, "continual_seq_len 384 is longer than seq_len 128"),
+    ({"pretrain_seeds": []}, "pretrain_seeds must list at least one seed"),
+    ({"pretrain_seeds": [1, 1]}, "pretrain_seeds must list at least one seed, each once"),
+    ({"decay_sesoi": 0.0}, "decay_sesoi must be a positive number"),
 ])
 def test_config_errors_name_the_field(over, field):
     with pytest.raises(KentropyError, match=re.escape(field)):
         LabConfig(**over)
+
+
+def test_every_preset_continues_on_pretrained_positions_at_the_pretraining_peak_lr():
+    """Continual rows never reach positions pretraining did not train; the continual lr defaults to the pretraining peak."""
+    for name in PRESETS:
+        cfg = load_preset(name)
+        assert cfg.continual_seq_len <= cfg.seq_len, name
+    cfg = LabConfig()
+    assert cfg.continual_lr == cfg.lr and len(cfg.pretrain_seeds) >= 3
+    assert LabConfig(lr=2e-3).continual_lr == 2e-3 and LabConfig(continual_lr=5e-4).continual_lr == 5e-4
+    assert len(load_preset("smoke").pretrain_seeds) == 2
 
 
 def test_preset_errors_name_the_problem():

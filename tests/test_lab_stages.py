@@ -12,7 +12,7 @@ from kentropy.lab.stages import corpora as corpora_mod
 from kentropy.lab.stages import tokenizer as tokenizer_mod
 
 SMALL = dict(entities=100, tokenizer_vocab=300, tokenizer_docs=8, measure_docs=3, continual_steps=2, continual_batch=2,
-             injection_rounds=1, knowledge_paraphrase=1, knowledge_once=0, continual_seq_len=64, seq_len=32, batch_size=2,
+             injection_rounds=1, knowledge_paraphrase=1, knowledge_once=0, continual_seq_len=64, seq_len=64, batch_size=2,
              pretrain_tokens=640, checkpoints=2, hidden=16, heads=2, layers=1, ffn=32, tasks_per_kind=4)
 
 

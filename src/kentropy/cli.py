@@ -263,7 +263,7 @@ def lab_cmd(cfg: LabRunConfig) -> None:
     af = f["acquisition_forgetting"]
     print(f"  2. later checkpoints acquire less / forget more: {af['verdict_step_A']} / {af['verdict_step_F']}")
     print(f"     A and F follow knowledge entropy:            {af['verdict_A']} / {af['verdict_F']}")
-    print(f"  3. resuscitation (P >= 1) raises A / lowers F:  {f['resuscitation']['verdict_A']} / {f['resuscitation']['verdict_F']}")
+    print(f"  3. resuscitation (where H rose) raises A / lowers F: {f['resuscitation']['verdict_A']} / {f['resuscitation']['verdict_F']}")
     if "decay_study" in r:
         for a in r["decay_study"]["arms"]:
             print(f"     decay study, {a['name']:<28} {a['tokens_per_parameter']:6.0f} tokens/param: {a['verdict']} (peak at step {a['peak_step']})")

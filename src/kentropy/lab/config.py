@@ -26,11 +26,11 @@ PRESET_VERSION = 1
 
 
 class SeedOffset:
-    """Offsets added to `world_seed` / `pretrain_seed` for the text streams that must stay apart from the
-    pretraining stream (seed = pretrain_seed) and from each other."""
+    """Offsets added to `world_seed` for the text streams that must stay apart from the pretraining
+    stream (seed = world_seed; every pretraining seed reads it, in its own order) and from each other."""
 
     TOKENIZER = 10_000  # the tokenizer's training text (+ world_seed)
-    HELD_OUT = 20_000  # held-out measuring documents (+ pretrain_seed)
+    HELD_OUT = 20_000  # held-out measuring documents (+ world_seed)
     CONTINUAL = 30_000  # the continual-learning corpus (+ world_seed)
 
 
@@ -320,35 +320,36 @@ class LabConfig:
     heads: int = 4
     ffn: int = 344  # ~8/3 * hidden, as Llama
     # pretraining: single pass over fresh streamed text, OLMo's schedule (kentropy train's)
-    pretrain_seed: int = 0  # init, data order and the text stream
-    pretrain_tokens: int = 1_500_000  # tokens seen in pretraining (steps * batch * seq_len)
+    pretrain_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # the study's units: one model each (init, data order)
+    pretrain_tokens: int = 600_000  # tokens seen in pretraining per seed (steps * batch * seq_len)
     repeat: int = 1  # passes over the data: 1 = fresh text only (pretrain_tokens / repeat unique tokens)
-    seq_len: int = 128  # pretraining rows (and measurement documents, truncated)
-    batch_size: int = 16
+    seq_len: int = 384  # pretraining rows (and measurement documents, truncated): as long as the continual rows
+    batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.1  # on weight matrices only (not embeddings, norms, biases), as OLMo
     warmup: float = 0.05  # fraction of steps of linear warmup from 0.1 x lr
     schedule: str = "cosine"  # after warmup: cosine to min_lr_ratio x lr (OLMo's), constant, or wsd
     min_lr_ratio: float = 0.1  # final lr / lr for cosine and wsd (OLMo's alpha_f)
-    checkpoints: int = 8  # saved evenly over the schedule (plus the initialization, step 0)
+    checkpoints: int = 8  # saved evenly over the schedule (plus the initialization, step 0, and the decay contrast's steps)
+    decay_sesoi: float = 0.005  # finding 1's smallest effect of interest, KL nats per layer (OLMo-1B's fall: <= 0.03)
     # measurement on held-out world text
-    measure_docs: int = 200
+    measure_docs: int = 128
     # continual knowledge learning (paper §4) on the new-domain corpus, the official protocol
     continual_domain: str = "new"  # "new" (PubMed stand-in) or "near" (C4 stand-in)
-    continual_at: list[float] = field(default_factory=lambda: [0.2, 0.5, 0.75, 1.0])  # fractions of pretraining
-    continual_steps: int = 100
+    continual_at: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # fractions of pretraining (per seed)
+    continual_steps: int = 30  # quick: 3 seeds x 4 runs in the budget (paper: 1,600)
     continual_batch: int = 16  # rows per step; a round fills (paraphrase + once / rounds) of them (paper: 76 of 128)
-    continual_seq_len: int = 384  # rows long enough for every passage + eos (paper: ~500-token passages, 1024-token rows)
-    continual_lr: float = 4e-4
-    injection_rounds: int = 10  # round r in step continual_steps / rounds x r - 1
+    continual_seq_len: int = 384  # rows long enough for every passage + eos, at most seq_len (paper: ~500-token passages, 1024-token rows)
+    continual_lr: float | None = None  # peak lr; null: the pretraining peak lr (the paper continued OLMo-1B at its own peak, 4e-4)
+    injection_rounds: int = 5  # round r in step continual_steps / rounds x r - 1
     knowledge_paraphrase: int = 9  # entries injected once per round (original, then paraphrases)
     knowledge_once: int = 10  # entries injected exactly once
     knowledge_facts: int | None = 8  # facts per passage, the probes' among them (~230 tokens, ~60% of a row); null: all (~500)
     tasks_per_kind: int = 100  # rows of each downstream task (fact recall, relation inference, ...)
-    seeds: list[int] = field(default_factory=lambda: [0])  # continual-learning seeds (data order)
-    # resuscitation of the final checkpoint, then the same continual learning
+    seeds: list[int] = field(default_factory=lambda: [0])  # continual-learning seeds (data order), per pretraining seed
+    # resuscitation of each seed's final checkpoint, then the same continual learning (judged only where H rose)
     resuscitate_ratio: float = 0.5
-    resuscitate_amplify: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 3.0])
+    resuscitate_amplify: list[float] = field(default_factory=lambda: [2.0])
     # knowledge circuits (Ou et al. 2025) on the continual-learning checkpoints
     circuits: bool = True
     circuit_top_n: int = 100
@@ -359,6 +360,8 @@ class LabConfig:
     interventions: InterventionsConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.continual_lr is None:
+            self.continual_lr = self.lr
         positive = ["entities", "tokenizer_vocab", "tokenizer_docs", "hidden", "layers", "heads", "ffn", "pretrain_tokens",
                     "repeat", "seq_len", "batch_size", "checkpoints", "measure_docs", "continual_steps", "continual_batch",
                     "continual_seq_len", "injection_rounds", "tasks_per_kind", "circuit_top_n", "circuit_examples"]
@@ -384,6 +387,13 @@ class LabConfig:
             raise KentropyError(f"lab config: continual_at must be fractions in (0, 1], got {self.continual_at}")
         if not self.seeds:
             raise KentropyError("lab config: seeds must list at least one seed")
+        if not self.pretrain_seeds or len(set(self.pretrain_seeds)) != len(self.pretrain_seeds):
+            raise KentropyError(f"lab config: pretrain_seeds must list at least one seed, each once, got {self.pretrain_seeds}")
+        if self.continual_seq_len > self.seq_len:
+            raise KentropyError(f"lab config: continual_seq_len {self.continual_seq_len} is longer than seq_len {self.seq_len}, "
+                                f"the positions the model was pretrained on")
+        if not 0 < self.decay_sesoi < float("inf"):
+            raise KentropyError(f"lab config: decay_sesoi must be a positive number, got {self.decay_sesoi}")
         if self.continual_steps % self.injection_rounds:
             raise KentropyError(f"lab config: continual_steps {self.continual_steps} must be a multiple of injection_rounds "
                                 f"{self.injection_rounds} (round r in step interval x r - 1, the last on the final step)")

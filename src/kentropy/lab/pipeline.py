@@ -106,6 +106,6 @@ def run_lab_command(run: LabRunConfig) -> dict:
     cfg = load_preset(run.preset)
     pick_device(run.device)  # a bad --device fails before any stage runs
     check_out(run.out, cfg, run.preset)
-    line(f"[lab] preset {run.preset}: {cfg.pretrain_steps} pretraining steps, model {cfg.layers}x{cfg.hidden}, "
-         f"{len(cfg.continual_at)} checkpoints x {len(cfg.seeds)} seeds of continual learning")
+    line(f"[lab] preset {run.preset}: {len(cfg.pretrain_seeds)} pretraining seeds x {cfg.pretrain_steps} steps, model "
+         f"{cfg.layers}x{cfg.hidden}, {len(cfg.continual_at)} checkpoints x {len(cfg.seeds)} seeds of continual learning each")
     return run_lab(cfg, run.out, run.device, run.preset, run.report_to)

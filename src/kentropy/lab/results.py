@@ -79,6 +79,19 @@ class Section:
 
 
 @dataclass
+class SeedRun:
+    """One pretraining seed of the core study (its unit): the run, the entropy of every checkpoint, and the
+    continual runs from its starting checkpoints and from its resuscitated final checkpoint."""
+
+    seed: int
+    pretraining: Pretraining
+    entropy: list[dict]  # `measure` results of every pretraining checkpoint, with "step"
+    starts: list[StepCheckpoint]  # the checkpoints continual learning starts from
+    continual: dict[tuple[int, int], ContinualRun]  # (start step, continual seed) -> run
+    resuscitated: dict[float, Resuscitated]  # amplify -> resuscitation and its runs
+
+
+@dataclass
 class LabRun:
     """Everything the report reads, from one lab directory's stages."""
 
@@ -86,18 +99,40 @@ class LabRun:
     preset: str
     dir: LabDir
     world: dict  # the world stage's result: tasks, knowledge, plan, the world's summary
-    pretraining: Pretraining
-    entropy: list[dict]  # `measure` results of every pretraining checkpoint, with "step"
-    starts: list[StepCheckpoint]  # the checkpoints continual learning starts from
-    continual: dict[tuple[int, int], ContinualRun]  # (start step, seed) -> run
-    resuscitated: dict[float, Resuscitated]  # amplify -> resuscitation and its runs
+    seeds: dict[int, SeedRun]  # pretraining seed -> its runs, in the config's order
     continual_config: dict  # the TrainConfig of the continual runs (schedule, warmup, ...), as saved
+
+    # the first pretraining seed's runs: what a study of one model (circuits, interventions) reads
+    @property
+    def first(self) -> SeedRun:
+        return next(iter(self.seeds.values()))
+
+    @property
+    def pretraining(self) -> Pretraining:
+        return self.first.pretraining
+
+    @property
+    def entropy(self) -> list[dict]:
+        return self.first.entropy
+
+    @property
+    def starts(self) -> list[StepCheckpoint]:
+        return self.first.starts
+
+    @property
+    def continual(self) -> dict[tuple[int, int], ContinualRun]:
+        return self.first.continual
+
+    @property
+    def resuscitated(self) -> dict[float, Resuscitated]:
+        return self.first.resuscitated
 
 
 @dataclass
 class Context:
     """What an optional study may use: the stage cache, the core's finished stages by name
-    (world, tokenizer, corpora, pretrain, measure), the core's typed results, the device."""
+    (world, tokenizer, corpora, and the first pretraining seed's pretrain and measure), the core's typed
+    results, the device."""
 
     stages: Stages
     done: dict[str, Done]

@@ -1,15 +1,28 @@
-"""Statistics for the paper's three findings: correlations with p-values, confidence intervals, and
-their verdicts (`judge/verdicts.py`: significance at 0.05)."""
+"""Statistics for the paper's three findings: confidence intervals, tests and their verdicts
+(`judge/verdicts.py`: significance at 0.05).
+
+The core study's unit is the pretraining seed (`judge/seeds.py`): finding 1 is a per-seed ΔKL tested
+across seeds; findings 2a-2d are per-seed slopes (A or F on the step or on H over the seed's starting
+checkpoints) tested across seeds, so a correlation over the checkpoints of one run is never `held` (one
+seed: `inconclusive`); finding 3 is judged only where resuscitation raised the measured H
+(`judge/manipulation.py`), else `not tested`. The Pearson correlations below serve the decay study's loop.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 from scipy import stats
 
-from kentropy.lab.judge.verdicts import NOT_MEASURABLE, NOT_MEASURED, verdict, weaker
+from kentropy.errors import KentropyError
+from kentropy.lab.judge.manipulation import raised_entropy
+from kentropy.lab.judge.plan import AnalysisPlan, Contrast
+from kentropy.lab.judge.seeds import INCONCLUSIVE, ArmSeeds, compare_to_paper, contrast_records, p_two_sided, slopes_across_seeds, t_interval
+from kentropy.lab.judge.verdicts import NOT_MEASURABLE, NOT_MEASURED, NOT_TESTED, RANK, verdict, weaker
 
 PAPER = {"r_entropy_A": 0.94, "r_entropy_F": -0.96}
+ALPHA = 0.05
 
 
 def mean_ci(xs: list[float], level: float = 0.95) -> dict:
@@ -123,3 +136,122 @@ def resuscitation_helps(base_A: list[float], A: dict[float, list[float]],
     out["verdict_F"] = verdict_F
     out["verdict"] = weaker(verdict_A, verdict_F)
     return out
+
+
+# ---- the core study: pretraining seeds as the unit -----------------------------------------
+CORE_CONTRAST = "late half"  # finding 1: H at 50% of pretraining vs at 100%, as the decay study's primary contrast
+
+
+def core_plan(cfg) -> AnalysisPlan:
+    """Finding 1's plan, fixed by the config before anything runs: ΔKL per layer from 50% to 100% of
+    pretraining, TOST against ±`decay_sesoi`, α = 0.05 (one study: Holm over one test changes nothing)."""
+    return AnalysisPlan((Contrast(CORE_CONTRAST, 0.5, 1.0),), CORE_CONTRAST, cfg.decay_sesoi, ALPHA)
+
+
+def decay_across_seeds(seeds: Sequence[Mapping], layers: int, ffn_dim: int, steps: int, plan: AnalysisPlan) -> dict:
+    """Finding 1 across pretraining seeds: per seed ΔKL = (H[from] − H[to]) / L at the plan's steps, then
+    the mean, 95% t-interval, one-sided decay p and TOST p, and the verdict (decayed, no decay, rose,
+    inconclusive; one seed: inconclusive), with the effect beside OLMo-1B's. seeds: {"seed", "steps",
+    "knowledge_entropy"} each."""
+    rec = contrast_records({"core": ArmSeeds(layers, steps, list(seeds))}, plan)["core"][0]
+    return rec | {"paper": compare_to_paper(rec["mean"], layers, ffn_dim)}
+
+
+def _weakest(verdicts: Sequence[str]) -> str:
+    return min(verdicts, key=lambda v: RANK.get(v, 1))
+
+
+def seed_slopes(per_seed_x: Sequence[Sequence[float]], per_seed_y: Sequence[Sequence[float | None]], sign: int) -> dict:
+    """Findings 2a-2d: per pretraining seed the least-squares slope of y on x over its starting
+    checkpoints, then across seeds the mean, 95% t-interval and two-sided t-test p (`slopes_across_seeds`).
+
+    Verdict: `not measured` if y is missing, `not measurable` with fewer than 2 starting checkpoints a seed,
+    `inconclusive` with one seed (a trend over the checkpoints of one run is no replication), else `held`
+    if the mean slope has the paper's sign (`sign` +1 or −1) with p < 0.05, `direction only` if the sign
+    only, `did not hold` otherwise."""
+    n_seeds = len(per_seed_x)
+    if any(v is None for ys in per_seed_y for v in ys):
+        return {"per_seed": None, "mean": None, "ci": None, "p": None, "seeds": n_seeds, "verdict": NOT_MEASURED}
+    if any(len(set(xs)) < 2 for xs in per_seed_x):
+        return {"per_seed": None, "mean": None, "ci": None, "p": None, "seeds": n_seeds, "verdict": NOT_MEASURABLE}
+    out = slopes_across_seeds(per_seed_x, per_seed_y) | {"seeds": n_seeds}
+    if n_seeds < 2:
+        return out | {"verdict": INCONCLUSIVE}
+    ok = out["mean"] * sign > 0
+    return out | {"verdict": verdict(ok, ok and out["p"] < ALPHA)}
+
+
+def findings_2(per_seed: Sequence[Mapping]) -> dict:
+    """Findings 2a-2d (and the raw ΔP = P_after − P_before on H) from each pretraining seed's starting
+    checkpoints: per_seed [{"step": [..], "knowledge_entropy": [..], "A": [..], "F": [..], "dP": [..]}]."""
+    x = {k: [r[k] for r in per_seed] for k in ("step", "knowledge_entropy")}
+    y = {k: [r[k] for r in per_seed] for k in ("A", "F", "dP")}
+    out = {"slope_A_on_step": seed_slopes(x["step"], y["A"], -1),  # 2a: later checkpoints acquire less
+           "slope_F_on_step": seed_slopes(x["step"], y["F"], +1),  # 2b: and forget more
+           "slope_A_on_H": seed_slopes(x["knowledge_entropy"], y["A"], +1),  # 2c: paper r = 0.94
+           "slope_F_on_H": seed_slopes(x["knowledge_entropy"], y["F"], -1),  # 2d: paper r = −0.96
+           "slope_dP_on_H": seed_slopes(x["knowledge_entropy"], y["dP"], +1),
+           "paper": PAPER}
+    # the four verdicts by the names every summary reads
+    return out | {"verdict_step_A": out["slope_A_on_step"]["verdict"], "verdict_step_F": out["slope_F_on_step"]["verdict"],
+                  "verdict_A": out["slope_A_on_H"]["verdict"], "verdict_F": out["slope_F_on_H"]["verdict"]}
+
+
+def _across(values: Sequence[float], sign: int) -> dict:
+    """Mean, t-interval and two-sided p over seeds, and the verdict (one seed: inconclusive)."""
+    out = {"per_seed": list(values), "mean": math.fsum(values) / len(values), "ci": t_interval(values), "p": p_two_sided(values)}
+    if len(values) < 2:
+        return out | {"verdict": INCONCLUSIVE}
+    ok = out["mean"] * sign > 0
+    return out | {"verdict": verdict(ok, ok and out["p"] < ALPHA)}
+
+
+def resuscitation_findings(records: Sequence[Mapping]) -> dict:
+    """Finding 3: resuscitation of the final checkpoint raises acquisition (ΔA > 0) and lowers forgetting
+    (ΔF < 0), Δ = resuscitated − plain, per pretraining seed, tested across seeds.
+
+    records: per (pretraining seed, amplify) {"seed", "amplify", "H_before", "H_after", "delta_A", "delta_F"}.
+    Each record gets `tested` = the measured H rose (`raised_entropy`). An amplification is judged only if
+    H rose in every seed; otherwise its verdicts are `not tested` (the numbers stay). verdict_A, verdict_F:
+    the weakest over the amplifications; `verdict`: the weaker of the two."""
+    rows = [dict(r, tested=raised_entropy(r["H_before"], r["H_after"])) for r in records]
+    by_p: dict[float, list[dict]] = {}
+    for r in rows:
+        by_p.setdefault(r["amplify"], []).append(r)
+    amplify = []
+    for p, rs in sorted(by_p.items()):
+        entry = {"amplify": p, "tested_seeds": [r["seed"] for r in rs if r["tested"]],
+                 "untested_seeds": [r["seed"] for r in rs if not r["tested"]]}
+        if entry["untested_seeds"]:
+            entry |= {"delta_A": None, "delta_F": None, "verdict_A": NOT_TESTED, "verdict_F": NOT_TESTED}
+        else:
+            entry["delta_A"] = _across([r["delta_A"] for r in rs], +1)
+            entry["verdict_A"] = entry["delta_A"]["verdict"]
+            if any(r["delta_F"] is None for r in rs):
+                entry |= {"delta_F": None, "verdict_F": NOT_MEASURED}
+            else:
+                entry["delta_F"] = _across([r["delta_F"] for r in rs], -1)
+                entry["verdict_F"] = entry["delta_F"]["verdict"]
+        amplify.append(entry)
+    if not amplify:
+        raise KentropyError("resuscitation: no records to judge")
+    vA, vF = _weakest([a["verdict_A"] for a in amplify]), _weakest([a["verdict_F"] for a in amplify])
+    return {"resuscitation": rows, "by_amplify": amplify, "verdict_A": vA, "verdict_F": vF, "verdict": _weakest([vA, vF])}
+
+
+def downstream_se(d: Mapping) -> float:
+    """Standard error of D = mean over the T tasks of each task's score s_t on n_t rows: each score is a
+    mean of 0/1 outcomes, se_t = sqrt(s_t (1 − s_t) / (n_t − 1)) (lm-eval's), tasks independent:
+    se(D) = sqrt(sum_t se_t²) / T. d: `evaluate`'s {"tasks": {name: {"score", "n"}}, "D"}."""
+    tasks = list(d["tasks"].values())
+    var = math.fsum(t["score"] * (1 - t["score"]) / (t["n"] - 1) for t in tasks)
+    return math.sqrt(var) / len(tasks)
+
+
+def forgetting_se(before: Mapping, after: Mapping) -> float:
+    """Standard error of F = 100 (D_b − D_a) / D_b by the delta method, D_b and D_a taken as independent:
+    se(F) = 100 sqrt(se_a² / D_b² + D_a² se_b² / D_b⁴). Both are measured on the same rows, whose
+    outcomes are positively correlated, so this overstates the paired error: an upper bound."""
+    db, da = before["D"], after["D"]
+    sb, sa = downstream_se(before), downstream_se(after)
+    return 100 * math.sqrt(sa**2 / db**2 + da**2 * sb**2 / db**4)

@@ -1,9 +1,9 @@
 """The corpora stage: pretraining text, held-out measuring documents and (for the core study) the
 continual-learning corpus, all rendered from the world (`lab/text/`).
 
-Pretraining text is one fresh stream (seed `pretrain_seed`), written once; each requested size is a
-prefix of it holding at least that many tokens (+ eos per document), `pretrain-SIZE.txt`. Held-out
-documents come from another seed (SeedOffset.HELD_OUT) and are written as JSONL (`measure.jsonl`,
+Pretraining text is one fresh stream (seed `world_seed`; every pretraining seed reads it in its own
+order), written once; each requested size is a prefix of it holding at least that many tokens (+ eos per document), `pretrain-SIZE.txt`. Held-out
+documents come from another seed (SeedOffset.HELD_OUT + world_seed) and are written as JSONL (`measure.jsonl`,
 field `text`), the format `kentropy measure` reads.
 """
 
@@ -50,7 +50,7 @@ def corpora_stage(stages: Stages, cfg: LabConfig, tok_done: Done, *, pretrain_to
     """pretrain_tokens: the sizes of pretraining text wanted (one file each, prefixes of one stream);
     measure_docs: held-out documents; continual: also the continual corpus (one pass at every seed);
     name: the stage's (a study's own)."""
-    conf = {"tokenizer": tok_done.hash, "world_seed": cfg.world_seed, "entities": cfg.entities, "pretrain_seed": cfg.pretrain_seed,
+    conf = {"tokenizer": tok_done.hash, "world_seed": cfg.world_seed, "entities": cfg.entities,
             "pretrain_tokens": sorted(set(pretrain_tokens)), "measure_docs": measure_docs}
     if continual:
         conf |= {k: getattr(cfg, k) for k in ("continual_domain", "continual_steps", "continual_batch", "continual_seq_len")}
@@ -58,8 +58,8 @@ def corpora_stage(stages: Stages, cfg: LabConfig, tok_done: Done, *, pretrain_to
     def fn(d: Path) -> dict:
         tok = AutoTokenizer.from_pretrained(tok_done.result["path"])
         world = build_world(cfg.entities, cfg.world_seed)
-        pre = write_prefixes(d, "pretrain", stream_documents(world, seed=cfg.pretrain_seed), tok, pretrain_tokens)
-        held = list(islice(stream_documents(world, seed=SeedOffset.HELD_OUT + cfg.pretrain_seed), measure_docs))
+        pre = write_prefixes(d, "pretrain", stream_documents(world, seed=cfg.world_seed), tok, pretrain_tokens)
+        held = list(islice(stream_documents(world, seed=SeedOffset.HELD_OUT + cfg.world_seed), measure_docs))
         write_atomic(d / "measure.jsonl", lambda tmp: tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in held)))
         out = {"pretrain": pre, "measure": str(d / "measure.jsonl"), "measure_docs": len(held), "continual": None}
         if continual:  # injected passages are prepended to its rows

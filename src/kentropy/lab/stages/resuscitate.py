@@ -9,8 +9,11 @@ from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import LabConfig
 
 
-def resuscitate_stage(stages: Stages, cfg: LabConfig, final: str, pre: Done, corpora: Done, amplify: float, device: str) -> Done:
-    """Algorithm 1 on the final checkpoint (Cbar and entropy before/after on the held-out world text)."""
+def resuscitate_stage(stages: Stages, cfg: LabConfig, final: str, pre: Done, corpora: Done, amplify: float, device: str,
+                      name: str | None = None) -> Done:
+    """Algorithm 1 on the final checkpoint (Cbar and entropy before/after on the held-out world text: whether
+    H rose decides whether its outcome is judged, `judge/manipulation.py`); name: the stage's, default
+    `resuscitate-PP`."""
     from kentropy.resuscitate import ResuscitateConfig, run_resuscitate
 
     conf = {"pretrain": pre.hash, "corpora": corpora.hash, "ratio": cfg.resuscitate_ratio, "amplify": amplify, "seq_len": cfg.seq_len}
@@ -21,4 +24,4 @@ def resuscitate_stage(stages: Stages, cfg: LabConfig, final: str, pre: Done, cor
                                                    batch_size=16, overwrite=True, device=device))
         return {"path": str(d / "model"), "report": report}
 
-    return stages.run(f"resuscitate-P{amplify:g}", conf, fn, code=("kentropy.resuscitate", "kentropy.measure"))
+    return stages.run(name or f"resuscitate-P{amplify:g}", conf, fn, code=("kentropy.resuscitate", "kentropy.measure"))

@@ -1,13 +1,20 @@
-"""The core study: world -> tokenizer -> corpora -> pretraining -> entropy of every checkpoint ->
-continual learning with injected knowledge from checkpoints along pretraining -> resuscitation of
-the final checkpoint and the same continual learning from it."""
+"""The core study: world -> tokenizer -> corpora -> per pretraining seed (the study's unit): pretraining ->
+entropy of every checkpoint -> continual learning with injected knowledge from checkpoints along
+pretraining -> resuscitation of the final checkpoint and the same continual learning from it.
+
+    kentropy lab --preset quick --out lab/        # `make demo`
+
+Every seed reads the same pretraining text in its own order from its own initialization; the findings
+are judged across seeds (`lab/judge/stats.py`)."""
 
 from __future__ import annotations
 
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import LabConfig
 from kentropy.lab.regime import nearest_step, save_every
-from kentropy.lab.results import ContinualRun, LabRun, Pretraining, Resuscitated
+from kentropy.lab.judge.plan import contrast_steps
+from kentropy.lab.judge.stats import core_plan
+from kentropy.lab.results import ContinualRun, LabRun, Pretraining, Resuscitated, SeedRun
 from kentropy.lab.stages.continual import check_knowledge_fits, continual_stage
 from kentropy.lab.stages.corpora import corpora_stage
 from kentropy.lab.stages.measure import measure_stage
@@ -21,36 +28,40 @@ MEASURE_BATCH = 16  # documents per measuring forward
 
 
 def pretrain_text_tokens(cfg: LabConfig) -> int:
-    """Tokens of pretraining text: every unique row of the run (`repeat` passes share them), plus one row."""
+    """Tokens of pretraining text: every unique row of a run (`repeat` passes share them), plus one row."""
     rows = -(-cfg.pretrain_steps * cfg.batch_size // cfg.repeat)
     return (rows + 1) * cfg.seq_len
 
 
-def core_model(cfg: LabConfig) -> dict:
-    """`build_model`'s arguments for the core model: Llama-style SwiGLU, HF init, untied embeddings."""
-    return {"arch": "swiglu", "init": "hf", "seed": cfg.pretrain_seed, "hidden": cfg.hidden, "layers": cfg.layers,
-            "heads": cfg.heads, "gated_ffn": cfg.ffn, "positions": max(cfg.seq_len, cfg.continual_seq_len), "tie": False}
+def core_model(cfg: LabConfig, seed: int) -> dict:
+    """`build_model`'s arguments for the core model of pretraining seed `seed`: Llama-style SwiGLU, HF init,
+    untied embeddings, positions up to seq_len (continual rows are never longer)."""
+    return {"arch": "swiglu", "init": "hf", "seed": seed, "hidden": cfg.hidden, "layers": cfg.layers,
+            "heads": cfg.heads, "gated_ffn": cfg.ffn, "positions": cfg.seq_len, "tie": False}
 
 
-def core_training(cfg: LabConfig, data: str) -> TrainConfig:
-    """The core model's pretraining: OLMo's schedule, `checkpoints` saves spread over the run."""
+def core_saves(cfg: LabConfig) -> list[int]:
+    """The saved steps: `checkpoints` spread evenly over the run, plus finding 1's contrast steps exactly."""
     steps = cfg.pretrain_steps
-    return TrainConfig(model="-", data=data, out="-", steps=steps, batch_size=cfg.batch_size, micro_batch=cfg.batch_size,
-                       seq_len=cfg.seq_len, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=cfg.warmup, schedule=cfg.schedule,
-                       min_lr_ratio=cfg.min_lr_ratio, eval_every=0, save_every=save_every(steps, cfg.checkpoints),
-                       epochs=cfg.repeat, seed=cfg.pretrain_seed)
+    every = save_every(steps, cfg.checkpoints)
+    even = set(range(every, steps + 1, every)) | {steps}
+    return sorted(even | {s for pair in contrast_steps(core_plan(cfg), steps).values() for s in pair})
 
 
-def run_core(stages: Stages, cfg: LabConfig, preset: str, device: str) -> tuple[LabRun, dict[str, Done]]:
-    """Every stage of the core study; its typed results and its finished stages by name."""
-    world = world_stage(stages, cfg)
-    tok = tokenizer_stage(stages, cfg)
-    check_knowledge_fits(cfg, world, tok)  # before any training: every passage fits its row
-    size = pretrain_text_tokens(cfg)
-    corpora = corpora_stage(stages, cfg, tok, pretrain_tokens=[size], measure_docs=cfg.measure_docs, continual=True)
-    pre = pretrain_stage(stages, "pretrain", core_model(cfg), core_training(cfg, corpora.result["pretrain"][str(size)]["path"]),
-                         tok, corpora, device)
-    meas = measure_stage(stages, "measure", pre, corpora, device, seq_len=cfg.seq_len, batch_size=MEASURE_BATCH)
+def core_training(cfg: LabConfig, data: str, seed: int) -> TrainConfig:
+    """The core model's pretraining with seed `seed` (init and data order): OLMo's schedule, saves at `core_saves`."""
+    return TrainConfig(model="-", data=data, out="-", steps=cfg.pretrain_steps, batch_size=cfg.batch_size,
+                       micro_batch=cfg.batch_size, seq_len=cfg.seq_len, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                       warmup=cfg.warmup, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio, eval_every=0, save_every=0,
+                       save_at=core_saves(cfg), epochs=cfg.repeat, seed=seed)
+
+
+def run_seed(stages: Stages, cfg: LabConfig, seed: int, tok: Done, world: Done, corpora: Done, device: str) -> tuple[SeedRun, Done, Done]:
+    """One pretraining seed: pretrain, measure every checkpoint, continue from the starting checkpoints and
+    from the resuscitated final checkpoint; its typed results and its pretrain and measure stages."""
+    data = corpora.result["pretrain"][str(pretrain_text_tokens(cfg))]["path"]
+    pre = pretrain_stage(stages, f"pretrain-seed{seed}", core_model(cfg, seed), core_training(cfg, data, seed), tok, corpora, device)
+    meas = measure_stage(stages, f"measure-seed{seed}", pre, corpora, device, seq_len=cfg.seq_len, batch_size=MEASURE_BATCH)
     pretraining = Pretraining.from_json(pre.result)
 
     steps = [c.step for c in pretraining.checkpoints]
@@ -61,20 +72,35 @@ def run_core(stages: Stages, cfg: LabConfig, preset: str, device: str) -> tuple[
             starts.append(c)
     continual = {}
     for c in starts:
-        for seed in cfg.seeds:
-            done = continual_stage(stages, cfg, c.path, f"{pre.hash}/{c.step}", f"step{c.step}", seed, world, corpora, device)
-            continual[(c.step, seed)] = ContinualRun(**done.result)
+        for s in cfg.seeds:
+            done = continual_stage(stages, cfg, c.path, f"{pre.hash}/{c.step}", f"pre{seed}-step{c.step}", s, world, corpora, device)
+            continual[(c.step, s)] = ContinualRun(**done.result)
 
     resuscitated = {}
     for p in cfg.resuscitate_amplify:
-        r = resuscitate_stage(stages, cfg, pretraining.final.path, pre, corpora, p, device)
+        r = resuscitate_stage(stages, cfg, pretraining.final.path, pre, corpora, p, device, name=f"resuscitate-pre{seed}-P{p:g}")
         resuscitated[p] = Resuscitated(p, r.result["path"], r.result["report"])
-        for seed in cfg.seeds:
-            done = continual_stage(stages, cfg, r.result["path"], r.hash, f"resuscitated-P{p:g}", seed, world, corpora, device)
-            resuscitated[p].runs[seed] = ContinualRun(**done.result)
+        for s in cfg.seeds:
+            done = continual_stage(stages, cfg, r.result["path"], r.hash, f"pre{seed}-resuscitated-P{p:g}", s, world, corpora, device)
+            resuscitated[p].runs[s] = ContinualRun(**done.result)
+    entropy = meas.result["series"]["held_out"]["results"]
+    return SeedRun(seed, pretraining, entropy, starts, continual, resuscitated), pre, meas
 
-    any_run = next(iter(continual.values()))
-    run = LabRun(cfg=cfg, preset=preset, dir=stages.dir, world=world.result, pretraining=pretraining,
-                 entropy=meas.result["series"]["held_out"]["results"], starts=starts, continual=continual,
-                 resuscitated=resuscitated, continual_config=any_run.summary["config"])
-    return run, {"world": world, "tokenizer": tok, "corpora": corpora, "pretrain": pre, "measure": meas}
+
+def run_core(stages: Stages, cfg: LabConfig, preset: str, device: str) -> tuple[LabRun, dict[str, Done]]:
+    """Every stage of the core study, for every pretraining seed; its typed results and its finished stages
+    by name (pretrain and measure: the first pretraining seed's)."""
+    world = world_stage(stages, cfg)
+    tok = tokenizer_stage(stages, cfg)
+    check_knowledge_fits(cfg, world, tok)  # before any training: every passage fits its row
+    corpora = corpora_stage(stages, cfg, tok, pretrain_tokens=[pretrain_text_tokens(cfg)], measure_docs=cfg.measure_docs,
+                            continual=True)
+    seeds, done = {}, {}
+    for seed in cfg.pretrain_seeds:
+        seeds[seed], pre, meas = run_seed(stages, cfg, seed, tok, world, corpora, device)
+        done.setdefault("pretrain", pre)
+        done.setdefault("measure", meas)
+    any_run = next(iter(seeds[cfg.pretrain_seeds[0]].continual.values()))
+    run = LabRun(cfg=cfg, preset=preset, dir=stages.dir, world=world.result, seeds=seeds,
+                 continual_config=any_run.summary["config"])
+    return run, {"world": world, "tokenizer": tok, "corpora": corpora, **done}

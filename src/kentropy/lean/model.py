@@ -152,10 +152,13 @@ class LeanLM(nn.Module):
         """A per-member vector [K, n] broadcast over tokens: [K, 1, n]."""
         return p if self.members is None else p.unsqueeze(1)
 
-    def _linear(self, x: torch.Tensor, w: Weights) -> torch.Tensor:
-        y = x @ w.weight.mT  # [K, N, in] @ [K, in, out] (or HF's [out, in] shared over the one member)
-        b = getattr(w, "bias", None)
-        return y if b is None else y + self._b(b)
+    def _linear(self, x: torch.Tensor, *ws: Weights) -> torch.Tensor:
+        """x @ W.T (+ b) for the projections `ws` of the same input, as one matmul (their outputs concatenated)."""
+        w = ws[0].weight if len(ws) == 1 else torch.cat([m.weight for m in ws], dim=-2)
+        y = x @ w.mT  # [K, N, in] @ [K, in, out] (or HF's [out, in] shared over the one member)
+        if getattr(ws[0], "bias", None) is None:
+            return y
+        return y + self._b(torch.cat([m.bias for m in ws], dim=-1))
 
     def _norm(self, x: torch.Tensor, w: Weights) -> torch.Tensor:
         if self.family == "llama":
@@ -182,7 +185,7 @@ class LeanLM(nn.Module):
         for layer in self.model.layers:
             a = layer.self_attn
             h = self._norm(x, layer.input_layernorm)
-            q, k, v = self._linear(h, a.q_proj), self._linear(h, a.k_proj), self._linear(h, a.v_proj)
+            q, k, v = self._linear(h, a.q_proj, a.k_proj, a.v_proj).split([H * hd, KV * hd, KV * hd], dim=-1)
             if self.clip_qkv is not None:
                 q, k, v = (t.clamp(-self.clip_qkv, self.clip_qkv) for t in (q, k, v))
             q = q.view(K * B, T, H, hd).transpose(1, 2)  # [KB, H, T, hd]
@@ -198,7 +201,8 @@ class LeanLM(nn.Module):
             if self.family == "nemotron":
                 inner = self.act(self._linear(h, f.up_proj))
             else:
-                inner = self.act(self._linear(h, f.gate_proj)) * self._linear(h, f.up_proj)
+                gate, up = self._linear(h, f.gate_proj, f.up_proj).chunk(2, dim=-1)
+                inner = self.act(gate) * up
             x = x + self._linear(inner, f.down_proj)
         return self._norm(x, self.model.norm)
 

@@ -195,3 +195,18 @@ def test_compiled_losses_equal_eager(lab_dirs, tmp_path):
     stacked = pretrain_stacked([tcfg(init, tmp_path / f"s{k}", save_at=[], seed=k) for k in range(2)], compile=True)
     for a, b in zip(stacked[0], eager):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=0)
+
+
+def test_cross_entropy_and_its_gradient_by_hand():
+    from kentropy.lean.model import CrossEntropy
+
+    g = torch.Generator().manual_seed(0)
+    z = (torch.randn(7, 11, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    y = torch.randint(0, 11, (7,), generator=g)
+    w = torch.rand(7, generator=g, dtype=torch.float64)
+    loss = CrossEntropy.apply(z, y)
+    expect = torch.stack([torch.log(torch.exp(z[i]).sum()) - z[i, y[i]] for i in range(7)])  # -log softmax(z_i)[y_i]
+    torch.testing.assert_close(loss, expect)
+    (loss * w).sum().backward()
+    p = torch.exp(z.detach()) / torch.exp(z.detach()).sum(-1, keepdim=True)
+    torch.testing.assert_close(z.grad, (p - torch.eye(11, dtype=torch.float64)[y]) * w[:, None])

@@ -89,6 +89,12 @@ def open_run(cfg: TrainConfig) -> RunDir:
     return run
 
 
+def compiled(fn, device: torch.device):
+    """torch.compile(fn); on CPU with inductor's C++ wrapper, which calls the step's ~30 small kernels
+    without a Python call each (~5% of a tiny model's step)."""
+    return torch.compile(fn, options={"cpp_wrapper": True} if device.type == "cpu" else None)
+
+
 def autocast(device: torch.device, dtype: str):
     bf16 = device.type == "cuda" and dtype == "bfloat16"
     return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -111,7 +117,7 @@ def pretrain(cfg: TrainConfig, *, compile: bool | None = None, rows: torch.Tenso
     opt = make_optimizer(model, cfg)
     torch.manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    loss_fn = torch.compile(model.loss) if (cfg.compile if compile is None else compile) else model.loss
+    loss_fn = compiled(model.loss, device) if (cfg.compile if compile is None else compile) else model.loss
     accum, saves, log, pending = cfg.batch_size // cfg.micro_batch, save_steps(cfg), [], []
     for step in range(cfg.steps):
         t0 = time.perf_counter()

@@ -224,8 +224,28 @@ class LeanLM(nn.Module):
         h = self.hidden(ids).view(K, B, T, -1)[:, :, :-1]  # the last position predicts nothing
         logits = h.reshape(K, B * (T - 1), -1) @ self._head().mT  # [K, N', V]
         targets = ids[:, :, 1:].reshape(K, B * (T - 1))
-        nll = F.cross_entropy(logits.float().reshape(K * B * (T - 1), -1), targets.reshape(-1), reduction="none")
+        nll = CrossEntropy.apply(logits.float().reshape(K * B * (T - 1), -1), targets.reshape(-1))
         return nll.view(K, -1).mean(1)
+
+
+class CrossEntropy(torch.autograd.Function):
+    """Per-row cross-entropy with its gradient in one pass: loss_i = logsumexp(z_i) - z_i[y_i],
+    d loss_i / d z_i = softmax(z_i) - onehot(y_i). Keeps only the logits and the row's logsumexp
+    for the backward (no [N, V] log-softmax), which the compiler fuses into one kernel each way.
+
+    logits [N, V] float, targets [N] long -> [N]."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        lse = torch.logsumexp(logits, -1)
+        ctx.save_for_backward(logits, lse, targets)
+        return lse - logits.gather(-1, targets[:, None]).squeeze(-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, lse, targets = ctx.saved_tensors
+        hit = torch.arange(logits.shape[-1], device=logits.device) == targets[:, None]
+        return (torch.exp(logits - lse[:, None]) - hit.to(logits.dtype)) * grad[:, None], None
 
 
 def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 
 from kentropy.errors import KentropyError
 from kentropy.io import append_jsonl
-from kentropy.lean.fit import autocast, check_pretraining, load_data, open_run, save_steps
+from kentropy.lean.fit import autocast, check_pretraining, compiled, load_data, open_run, save_steps
 from kentropy.lean.model import LeanLM, save_member
 from kentropy.train import TrainConfig, lr_at
 
@@ -122,7 +122,7 @@ def pretrain_stacked(cfgs: list[TrainConfig], *, compile: bool | None = None) ->
     opt = StackedAdamW(params, decayed(model), (c0.beta1, c0.beta2))
     wd = torch.tensor([c.weight_decay for c in cfgs], device=device)
     clip = torch.tensor([c.grad_clip for c in cfgs], device=device)
-    loss_fn = torch.compile(model.loss) if (c0.compile if compile is None else compile) else model.loss
+    loss_fn = compiled(model.loss, device) if (c0.compile if compile is None else compile) else model.loss
     K, accum, mb = len(cfgs), c0.batch_size // c0.micro_batch, c0.micro_batch
     saves = [save_steps(c) for c in cfgs]
     logs, pending = [[] for _ in cfgs], [[] for _ in cfgs]

@@ -109,7 +109,8 @@ class LeanLM(nn.Module):
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin", emb.sin(), persistent=False)
         self.act = _activation(c.hidden_act)
-        self.eps = getattr(c, "rms_norm_eps", None) if self.family == "llama" else (getattr(c, "norm_eps", 1e-5) if self.family == "nemotron" else 1e-5)
+        # norm epsilons: Llama's RMSNorm and Nemotron's LayerNorm1P from the config; OLMo's LayerNorm is fixed at 1e-5
+        self.eps = {"llama": getattr(c, "rms_norm_eps", None), "nemotron": getattr(c, "norm_eps", 1e-5), "olmo": 1e-5}[self.family]
         self.clip_qkv = getattr(c, "clip_qkv", None) if self.family == "olmo" else None
 
     # ---- weights in and out -----------------------------------------------------------------

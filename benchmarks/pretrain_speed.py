@@ -16,6 +16,8 @@ Variants (each worker its own process; same model, data, global batch, fp32):
 - stacked 2 x (K x 1): two one-thread workers of K stacked members each
 Tokens/s are summed over workers and members, so their ratio is the ratio of runs per hour.
 Timings are the median per-step time after the first third of the steps (compilation and warm-up excluded).
+On the decay model it also times today's and the lean step in turns in one process, in CPU time (one thread):
+the comparison a shared machine does not distort.
 Model FLOPs per token: 6 x (non-embedding matrices + LM head) + 6 x layers x seq_len x width (attention).
 The machine may be shared: figures are as measured in one run.
 """
@@ -143,6 +145,53 @@ def collect(p: subprocess.Popen, what: str) -> list[float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def interleaved_steps(model_dir: Path, m: dict, rounds: int = 7, steps: int = 10) -> dict[str, float]:
+    """Tokens per CPU-second of one thread, today's step (the HF model, compiled, as `train --compile`) and the
+    lean one (compiled as `lean.fit` compiles it), timed in turns in one process: on a shared machine the
+    two see the same load, and CPU time leaves out the time the process waits for a core."""
+    import torch
+
+    from kentropy.lean.fit import compiled
+    from kentropy.lean.model import LeanLM
+    from kentropy.models import Checkpoint, load_model
+    from kentropy.sharding import clip_grad_norm
+    from kentropy.train import TrainConfig, make_optimizer
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(model="-", data="-", out="-", lr=1e-3)
+    x = torch.randint(0, m["vocab"], (m["batch"], m["seq_len"]), generator=torch.Generator().manual_seed(0))
+    hf = load_model(Checkpoint(str(model_dir)))
+    hf.train()
+    lean = LeanLM.from_hf([hf], stacked=False)
+    hf_fwd, lean_loss = torch.compile(hf), compiled(lean.loss, torch.device("cpu"))
+    hf_opt, lean_opt = make_optimizer(hf, cfg), make_optimizer(lean, cfg)
+
+    def today() -> None:
+        hf_fwd(input_ids=x, labels=x).loss.backward()
+        clip_grad_norm(hf, 1.0)
+        hf_opt.step()
+        hf_opt.zero_grad(set_to_none=True)
+
+    def lean_step() -> None:
+        lean_loss(x[None])[0].backward()
+        torch.nn.utils.clip_grad_norm_(list(lean.parameters()), 1.0)
+        lean_opt.step()
+        lean_opt.zero_grad(set_to_none=True)
+
+    variants = {"today, 1 thread": today, "lean, 1 thread": lean_step}
+    for step in variants.values():
+        for _ in range(5):  # compile and warm up
+            step()
+    cpu = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, step in variants.items():
+            t = time.process_time()
+            for _ in range(steps):
+                step()
+            cpu[k].append((time.process_time() - t) / steps)
+    return {k: m["batch"] * m["seq_len"] / statistics.median(v) for k, v in cpu.items()}
+
+
 def side_by_side(which: str, workers: int, steps: int, model_dir: Path, corpus: Path, name: str, tokens: int) -> float:
     """Tokens/s summed over `workers` one-thread workers of `which` running at once."""
     procs = [launch(which, 1, steps, model_dir, corpus, name) for _ in range(workers)]
@@ -192,6 +241,12 @@ def main() -> None:
         for which, v in tps.items():
             print(f"  {which:<22} {v:10,.0f} tokens/s   {v * f / 1e9:6.1f} GFLOP/s = {v * f / peak:6.1%} of the matmul peak   "
                   f"{v / tps['today 2 x 1']:5.2f}x today's best")
+        if name == "decay":
+            per_cpu = interleaved_steps(model_dir, m)
+            print("  in turns in one process, per CPU-second (the load of a shared machine left out):")
+            for which, v in per_cpu.items():
+                print(f"  {which:<22} {v:10,.0f} tokens/CPU-s")
+            print(f"  lean / today per thread: {per_cpu['lean, 1 thread'] / per_cpu['today, 1 thread']:.2f}x")
         new = {k: v for k, v in tps.items() if k.startswith(("lean", "stacked"))}
         best = max(new, key=new.get)
         print(f"  fastest: {best}, {new[best] / tps['today 2 x 1']:.2f}x today's best (2 x 1 kentropy train --compile)")

@@ -6,8 +6,7 @@ import re
 import pytest
 
 from kentropy.cli import main
-from kentropy.lab.judge.seeds import VERDICTS as SEED_VERDICTS
-from kentropy.lab.judge.verdicts import VERDICTS
+from kentropy.lab.judge.verdicts import SEED_VERDICTS, VERDICTS
 
 
 @pytest.mark.slow

@@ -16,7 +16,6 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 

@@ -18,8 +18,8 @@ from scipy import stats
 from kentropy.errors import KentropyError
 from kentropy.lab.judge.manipulation import raised_entropy
 from kentropy.lab.judge.plan import AnalysisPlan, Contrast
-from kentropy.lab.judge.seeds import INCONCLUSIVE, ArmSeeds, compare_to_paper, contrast_records, p_two_sided, slopes_across_seeds, t_interval
-from kentropy.lab.judge.verdicts import NOT_MEASURABLE, NOT_MEASURED, NOT_TESTED, RANK, verdict, weaker
+from kentropy.lab.judge.seeds import ArmSeeds, compare_to_paper, contrast_records, p_two_sided, slopes_across_seeds, t_interval
+from kentropy.lab.judge.verdicts import INCONCLUSIVE, NOT_MEASURABLE, NOT_MEASURED, NOT_TESTED, verdict, weaker
 
 PAPER = {"r_entropy_A": 0.94, "r_entropy_F": -0.96}
 ALPHA = 0.05
@@ -157,10 +157,6 @@ def decay_across_seeds(seeds: Sequence[Mapping], layers: int, ffn_dim: int, step
     return rec | {"paper": compare_to_paper(rec["mean"], layers, ffn_dim)}
 
 
-def _weakest(verdicts: Sequence[str]) -> str:
-    return min(verdicts, key=lambda v: RANK.get(v, 1))
-
-
 def seed_slopes(per_seed_x: Sequence[Sequence[float]], per_seed_y: Sequence[Sequence[float | None]], sign: int) -> dict:
     """Findings 2a-2d: per pretraining seed the least-squares slope of y on x over its starting
     checkpoints, then across seeds the mean, 95% t-interval and two-sided t-test p (`slopes_across_seeds`).
@@ -235,8 +231,8 @@ def resuscitation_findings(records: Sequence[Mapping]) -> dict:
         amplify.append(entry)
     if not amplify:
         raise KentropyError("resuscitation: no records to judge")
-    vA, vF = _weakest([a["verdict_A"] for a in amplify]), _weakest([a["verdict_F"] for a in amplify])
-    return {"resuscitation": rows, "by_amplify": amplify, "verdict_A": vA, "verdict_F": vF, "verdict": _weakest([vA, vF])}
+    vA, vF = weaker(*[a["verdict_A"] for a in amplify]), weaker(*[a["verdict_F"] for a in amplify])
+    return {"resuscitation": rows, "by_amplify": amplify, "verdict_A": vA, "verdict_F": vF, "verdict": weaker(vA, vF)}
 
 
 def downstream_se(d: Mapping) -> float:

@@ -20,7 +20,6 @@ NOT_MEASURABLE = "not measurable"
 NOT_MEASURED = "not measured"
 NOT_TESTED = "not tested"  # a manipulation whose effect on H was not the intended one: its outcome is not judged
 VERDICTS = (HELD, DIRECTION_ONLY, DID_NOT_HOLD, NOT_MEASURABLE, NOT_MEASURED, NOT_TESTED)
-DECAYS = (HELD, DIRECTION_ONLY)  # a trajectory verdict that counts as decaying (at least in direction)
 
 RANK = {HELD: 3, DIRECTION_ONLY: 2, NOT_MEASURABLE: 1, NOT_MEASURED: 1, NOT_TESTED: 1, DID_NOT_HOLD: 0}  # for "the weaker of two"
 
@@ -42,3 +41,4 @@ NO_DECAY = "no decay"  # else: the Holm-adjusted TOST p < α (equivalent to 0 wi
 ROSE = "rose"  # else: the 95% t-interval over seeds lies wholly below 0
 INCONCLUSIVE = "inconclusive"  # else
 SEED_VERDICTS = (DECAYED, NO_DECAY, ROSE, INCONCLUSIVE)
+RANK[INCONCLUSIVE] = 1  # a slope finding judged over seeds (one seed: inconclusive) ranks as `not measurable`

@@ -76,9 +76,9 @@ def loop_plan_text(dcfg: DecayConfig) -> str:
 
 
 def continual_config(cfg: LabConfig, dcfg: DecayConfig, arm: Arm) -> LabConfig:
-    """The lab config of a continual run from `arm`: rows of the arm's pretraining seq_len, lr `loop_lr` or the
-    arm's peak, the loop's knowledge facts and downstream rows."""
-    return dataclasses.replace(cfg, continual_seq_len=arm.seq_len, continual_lr=dcfg.loop_lr or arm.lr,
+    """The lab config of a continual run from `arm`: rows of the arm's pretraining seq_len (the positions it was
+    pretrained on), lr `loop_lr` or the arm's peak, the loop's knowledge facts and downstream rows."""
+    return dataclasses.replace(cfg, seq_len=arm.seq_len, continual_seq_len=arm.seq_len, continual_lr=dcfg.loop_lr or arm.lr,
                                knowledge_facts=dcfg.loop_knowledge_facts, tasks_per_kind=dcfg.loop_tasks_per_kind)
 
 
@@ -280,7 +280,7 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
                                                                               "to pair the resuscitated runs with"})
     else:
         # H before/after measured on rows of the arm's positions (the core's pretraining steps kept: only the rows change)
-        rcfg = dataclasses.replace(cfg, seq_len=ref_arm.seq_len, pretrain_tokens=cfg.pretrain_steps * cfg.batch_size * ref_arm.seq_len)
+        rcfg = dataclasses.replace(cfg, seq_len=ref_arm.seq_len, continual_seq_len=ref_arm.seq_len, pretrain_tokens=cfg.pretrain_steps * cfg.batch_size * ref_arm.seq_len)
         for amp in dcfg.loop_amplify:
             hb, ha, a_res, f_res = [], [], [], []
             for seed in seeds:

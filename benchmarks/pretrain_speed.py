@@ -1,17 +1,25 @@
-"""Pretraining speed on this CPU: today's loop, the new one, and the HF Trainer, on the lab's two models; and
-the achieved FLOP/s as a share of this machine's fp32 matmul peak, measured in the same run.
+"""Pretraining speed on this CPU: today's loop (`kentropy train`) against the lean one (`kentropy.lean`), alone,
+as one-thread workers side by side, and stacked; on the decay study's model and on quick's continual-stage
+shape; achieved FLOP/s as a share of this machine's fp32 matmul peak, measured in the same run.
 
-    python benchmarks/pretrain_speed.py            # prints a table and the ratios (targets: new / today >= 1.5,
-                                                   # kentropy train / Trainer >= 1.0)
+    python benchmarks/pretrain_speed.py                   # table per model; last line: fastest / today (decay model)
+    python benchmarks/pretrain_speed.py --steps 60        # shorter
+    python benchmarks/pretrain_speed.py --trainer         # also HF's Trainer (eager and compiled)
 
-Variants (each in its own process, same model, data, global batch, fp32):
-- today:     `kentropy train`, eager, 2 threads (the loop before `--compile`; the lab's pretraining until now)
-- compiled:  `kentropy train --compile`, 2 threads
-- 2 x 1:     two `kentropy train --compile` processes side by side, one thread each (tokens/s summed): how the
-             decay study runs its arms
-- Trainer:   HF `Trainer` with its defaults (eager), 2 threads; and `Trainer(torch_compile=True)`
+Variants (each worker its own process; same model, data, global batch, fp32):
+- today:            `kentropy train`, eager, 2 threads (the lab's pretraining before --compile)
+- today 2 x 1:      two `kentropy train --compile` workers side by side, one thread each: how the decay
+                    study runs its arms; "today's best", the reference of the last line
+- lean 1 x 2:       `kentropy.lean.fit.pretrain`, compiled, 2 threads
+- lean 2 x 1:       two compiled lean workers side by side, one thread each
+- stacked K x 2:    K members stacked (`kentropy.lean.stacked`), compiled, 2 threads (K runs at once)
+- stacked 2 x (K x 1): two one-thread workers of K stacked members each
+Tokens/s are summed over workers and members, so their ratio is the ratio of runs per hour.
 Timings are the median per-step time after the first third of the steps (compilation and warm-up excluded).
-Model FLOPs per token: 6 x (non-embedding parameters + LM head) + 6 x layers x seq_len x width (attention).
+On the decay model it also times today's and the lean step in turns in one process, in CPU time (one thread):
+the comparison a shared machine does not distort.
+Model FLOPs per token: 6 x (non-embedding matrices + LM head) + 6 x layers x seq_len x width (attention).
+The machine may be shared: figures are as measured in one run.
 """
 
 from __future__ import annotations
@@ -25,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-MODELS = {  # the lab's quick model, and the decay study's reference arm
-    "quick": dict(hidden=128, layers=4, heads=4, ffn=344, vocab=2048, seq_len=128, batch=16),
+MODELS = {  # the lab's quick model at its continual stage's rows, and the decay study's reference arm
+    "quick": dict(hidden=128, layers=4, heads=4, ffn=344, vocab=2048, seq_len=384, batch=16),
     "decay": dict(hidden=32, layers=2, heads=2, ffn=86, vocab=512, seq_len=128, batch=16),
 }
 
@@ -81,19 +89,37 @@ def matmul_peak(threads: int = 2, n: int = 1024, reps: int = 20) -> float:
     return 2 * n**3 / best
 
 
+def train_config(m: dict, model_dir: str, corpus: str, steps: int, compile_: bool, out: Path, seed: int = 0):
+    from kentropy.train import TrainConfig
+
+    return TrainConfig(model=model_dir, data=corpus, out=str(out), steps=steps, batch_size=m["batch"], micro_batch=m["batch"],
+                       seq_len=m["seq_len"], eval_every=0, save_every=0, epochs=100, lr=1e-3, compile=compile_, device="cpu",
+                       seed=seed)
+
+
 def worker(which: str, threads: int, steps: int, model_dir: str, corpus: str, m: dict) -> list[float]:
+    """Per-step seconds (past the first third) of one worker."""
     import torch
 
     torch.set_num_threads(threads)
     if which.startswith("trainer"):
         return run_trainer(which == "trainer-compile", steps, Path(model_dir), Path(corpus), m)
-    from kentropy.train import TrainConfig, train
+    tmp = Path(tempfile.mkdtemp())
+    if which.startswith("stacked-"):
+        from kentropy.lean.stacked import pretrain_stacked
 
-    out = Path(tempfile.mkdtemp()) / "run"
-    train(TrainConfig(model=model_dir, data=corpus, out=str(out), steps=steps, batch_size=m["batch"], micro_batch=m["batch"],
-                      seq_len=m["seq_len"], eval_every=0, save_every=0, epochs=100, lr=1e-3, compile=which == "compiled",
-                      device="cpu"))
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        k = int(which.split("-")[1])
+        logs = pretrain_stacked([train_config(m, model_dir, corpus, steps, True, tmp / f"run{i}", seed=i) for i in range(k)])
+        rows = logs[0]
+    elif which == "lean":
+        from kentropy.lean.fit import pretrain
+
+        rows = pretrain(train_config(m, model_dir, corpus, steps, True, tmp / "run"))
+    else:
+        from kentropy.train import train
+
+        train(train_config(m, model_dir, corpus, steps, which == "compiled", tmp / "run"))
+        rows = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines() if x.strip()]
     return [m["batch"] * m["seq_len"] / r["tokens_per_s"] for r in rows if r.get("step", -1) >= steps // 3]
 
 
@@ -119,10 +145,65 @@ def collect(p: subprocess.Popen, what: str) -> list[float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def interleaved_steps(model_dir: Path, m: dict, rounds: int = 7, steps: int = 10) -> dict[str, float]:
+    """Tokens per CPU-second of one thread, today's step (the HF model, compiled, as `train --compile`) and the
+    lean one (compiled as `lean.fit` compiles it), timed in turns in one process: on a shared machine the
+    two see the same load, and CPU time leaves out the time the process waits for a core."""
+    import torch
+
+    from kentropy.lean.fit import compiled
+    from kentropy.lean.model import LeanLM
+    from kentropy.models import Checkpoint, load_model
+    from kentropy.sharding import clip_grad_norm
+    from kentropy.train import TrainConfig, make_optimizer
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(model="-", data="-", out="-", lr=1e-3)
+    x = torch.randint(0, m["vocab"], (m["batch"], m["seq_len"]), generator=torch.Generator().manual_seed(0))
+    hf = load_model(Checkpoint(str(model_dir)))
+    hf.train()
+    lean = LeanLM.from_hf([hf], stacked=False)
+    hf_fwd, lean_loss = torch.compile(hf), compiled(lean.loss, torch.device("cpu"))
+    hf_opt, lean_opt = make_optimizer(hf, cfg), make_optimizer(lean, cfg)
+
+    def today() -> None:
+        hf_fwd(input_ids=x, labels=x).loss.backward()
+        clip_grad_norm(hf, 1.0)
+        hf_opt.step()
+        hf_opt.zero_grad(set_to_none=True)
+
+    def lean_step() -> None:
+        lean_loss(x[None])[0].backward()
+        torch.nn.utils.clip_grad_norm_(list(lean.parameters()), 1.0)
+        lean_opt.step()
+        lean_opt.zero_grad(set_to_none=True)
+
+    variants = {"today, 1 thread": today, "lean, 1 thread": lean_step}
+    for step in variants.values():
+        for _ in range(5):  # compile and warm up
+            step()
+    cpu = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, step in variants.items():
+            t = time.process_time()
+            for _ in range(steps):
+                step()
+            cpu[k].append((time.process_time() - t) / steps)
+    return {k: m["batch"] * m["seq_len"] / statistics.median(v) for k, v in cpu.items()}
+
+
+def side_by_side(which: str, workers: int, steps: int, model_dir: Path, corpus: Path, name: str, tokens: int) -> float:
+    """Tokens/s summed over `workers` one-thread workers of `which` running at once."""
+    procs = [launch(which, 1, steps, model_dir, corpus, name) for _ in range(workers)]
+    return sum(tokens / statistics.median(collect(q, which)) for q in procs)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="quick,decay")
     p.add_argument("--steps", type=int, default=0, help="steps per variant (default: 60 quick, 240 decay)")
+    p.add_argument("--stack", type=int, default=4, help="members stacked in the stacked variants")
+    p.add_argument("--trainer", action="store_true", help="also HF's Trainer, eager and compiled (2 threads)")
     p.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -132,26 +213,47 @@ def main() -> None:
 
     peak = matmul_peak()
     print(f"fp32 matmul peak (2 threads, 1024^3): {peak / 1e9:.0f} GFLOP/s")
+    ratio = None
     for name in args.models.split(","):
         m = MODELS[name]
         steps = args.steps or (60 if name == "quick" else 240)
         root = Path(tempfile.mkdtemp(prefix=f"kentropy-speed-{name}-"))
         model_dir, corpus = make_inputs(root, m)
         tokens = m["batch"] * m["seq_len"]
+        K = args.stack
         tps = {}
-        for which in ("today", "compiled", "trainer", "trainer-compile"):
-            tps[which] = tokens / statistics.median(collect(launch(which, 2, steps, model_dir, corpus, name), which))
-        pair = [launch("compiled", 1, steps, model_dir, corpus, name) for _ in range(2)]
-        tps["2 x 1 thread"] = sum(tokens / statistics.median(collect(q, "compiled x2")) for q in pair)
+
+        def alone(which: str, threads: int = 2, members: int = 1) -> float:
+            return members * tokens / statistics.median(collect(launch(which, threads, steps, model_dir, corpus, name), which))
+
+        tps["today"] = alone("today")
+        tps["today 2 x 1"] = side_by_side("compiled", 2, steps, model_dir, corpus, name, tokens)
+        tps["lean 1 x 2"] = alone("lean")
+        tps["lean 2 x 1"] = side_by_side("lean", 2, steps, model_dir, corpus, name, tokens)
+        tps[f"stacked {K} x 2"] = alone(f"stacked-{K}", members=K)
+        tps[f"stacked 2 x ({K} x 1)"] = side_by_side(f"stacked-{K}", 2, steps, model_dir, corpus, name, K * tokens)
+        if args.trainer:
+            tps["Trainer"] = alone("trainer")
+            tps["Trainer compiled"] = alone("trainer-compile")
         f = flops_per_token(model_dir, m["seq_len"])
         print(f"\n{name} model: Llama {m['layers']} x {m['hidden']}, ffn {m['ffn']}, vocab {m['vocab']}; batch {m['batch']} x "
-              f"{m['seq_len']}; {f / 1e6:.2f} MFLOP per token")
+              f"{m['seq_len']}; {f / 1e6:.2f} MFLOP per token; {steps} steps per variant")
         for which, v in tps.items():
-            print(f"  {which:<16} {v:10,.0f} tokens/s   {v * f / 1e9:6.1f} GFLOP/s = {v * f / peak:6.1%} of the matmul peak")
-        print(f"  new / today: compiled {tps['compiled'] / tps['today']:.2f}, 2 x 1 thread {tps['2 x 1 thread'] / tps['today']:.2f} "
-              f"(target >= 1.5)")
-        print(f"  kentropy train / Trainer: compiled {tps['compiled'] / tps['trainer']:.2f}, eager {tps['today'] / tps['trainer']:.2f} "
-              f"(target >= 1.0); compiled / Trainer(torch_compile) = {tps['compiled'] / tps['trainer-compile']:.2f}")
+            print(f"  {which:<22} {v:10,.0f} tokens/s   {v * f / 1e9:6.1f} GFLOP/s = {v * f / peak:6.1%} of the matmul peak   "
+                  f"{v / tps['today 2 x 1']:5.2f}x today's best")
+        if name == "decay":
+            per_cpu = interleaved_steps(model_dir, m)
+            print("  in turns in one process, per CPU-second (the load of a shared machine left out):")
+            for which, v in per_cpu.items():
+                print(f"  {which:<22} {v:10,.0f} tokens/CPU-s")
+            print(f"  lean / today per thread: {per_cpu['lean, 1 thread'] / per_cpu['today, 1 thread']:.2f}x")
+        new = {k: v for k, v in tps.items() if k.startswith(("lean", "stacked"))}
+        best = max(new, key=new.get)
+        print(f"  fastest: {best}, {new[best] / tps['today 2 x 1']:.2f}x today's best (2 x 1 kentropy train --compile)")
+        if name == "decay":
+            ratio = new[best] / tps["today 2 x 1"]
+    if ratio is not None:
+        print(f"fastest / today: {ratio:.2f}x (decay model)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
 """The pretraining stage: a model of the lab's families (`lab/architectures.py`) trained from its
-initialization with `kentropy train`'s setup / fit / finish, saving checkpoints named by step.
+initialization, saving checkpoints named by step (HF model directories).
+
+It trains through the lean loop (`kentropy.lean.fit.pretrain`: the same rows, order, schedule, AdamW and
+clipping as `kentropy train`, per-step losses equal to 1e-5, a faster step) for every family the lean
+model implements and every run it supports (pretraining only), compiled where the run's `compile` asks;
+otherwise (Arcee's block, replay, half fine-tuning, ReDo) through `kentropy train`'s setup / fit / finish.
 
 The core study and every arm of the decay study call it, differing only in the model, the train
 config and the steps saved. The initialization (step 0) is written atomically beside the run, so that
@@ -20,6 +25,8 @@ from kentropy.data import load_texts
 from kentropy.io import write_atomic, write_dir_atomic
 from kentropy.lab.architectures import build_model
 from kentropy.lab.cache import Done, Stages
+from kentropy.lab.config import family
+from kentropy.lean.model import FAMILIES as LEAN_FAMILIES
 from kentropy.models import Checkpoint, load_tokenizer
 from kentropy.rundir import RunDir
 from kentropy.train import TrainConfig, fit, finish, setup
@@ -34,6 +41,12 @@ def first_rows(init: Path, cfg: TrainConfig, n: int):
     rows = pack_rows(tok, load_texts(cfg.data), cfg.seq_len)
     order = row_order(len(rows), epochs_needed(len(rows), cfg.steps, cfg.batch_size), cfg.seed)
     return rows[order[:n]].contiguous()
+
+
+def lean_trains(model: dict, train: TrainConfig) -> bool:
+    """Whether the lean loop trains this run: a family it implements and nothing beyond pretraining."""
+    beyond = (train.knowledge, train.plan, train.tasks, train.fsdp, train.replay, train.freeze_half, train.recycle_every)
+    return family(model["arch"], model.get("norm", "rmsnorm")) in LEAN_FAMILIES and not any(beyond)
 
 
 def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, tok_done: Done, corpora: Done, device: str,
@@ -53,7 +66,8 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
             m = build_model(tok=tok, vocab=len(tok), **model)
             write_dir_atomic(init, lambda tmp: (m.save_pretrained(tmp), tok.save_pretrained(tmp)))
         run = RunDir(d / "run")
-        resume = run.config.is_file()
+        lean = lean_trains(model, train)
+        resume = run.config.is_file() and not lean  # a lean run is short: an interrupted one is rerun
         cfg = dataclasses.replace(train, model=str(init), out=str(run.root), device=device, resume=resume, overwrite=not resume)
         rows = None
         if first:
@@ -62,9 +76,14 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
                 ids = first_rows(init, cfg, first)
                 write_atomic(rows, lambda tmp: save_file({"ids": ids}, str(tmp)))
         t0 = time.perf_counter()
-        state = setup(cfg)
-        fit(state, cfg)
-        finish(state, cfg)
+        if lean:
+            from kentropy.lean.fit import pretrain
+
+            pretrain(cfg)
+        else:
+            state = setup(cfg)
+            fit(state, cfg)
+            finish(state, cfg)
         seconds = time.perf_counter() - t0
         log = [json.loads(x) for x in run.metrics.read_text().splitlines() if x.strip()]
         log = [x for x in log if x.get("step", -1) >= 0 and "loss" in x]
@@ -74,4 +93,5 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
                 "final_loss": log[-1]["loss"], "loss": [(x["step"], x["loss"]) for x in log],
                 "first_rows": str(rows) if rows else None}
 
-    return stages.run(name, conf, fn, code=("kentropy.lab.architectures", "kentropy.train", "kentropy.corpus"))
+    return stages.run(name, conf, fn, code=("kentropy.lab.architectures", "kentropy.train", "kentropy.corpus", "kentropy.lean.model",
+                                             "kentropy.lean.fit"))

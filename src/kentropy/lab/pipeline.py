@@ -30,6 +30,7 @@ from kentropy.lab.results import Context, Section
 from kentropy.lab.studies.circuits import circuits_study
 from kentropy.lab.studies.core import run_core
 from kentropy.lab.studies.decay import decay_study, print_plan
+from kentropy.lab.studies.ladder import ladder_lab
 from kentropy.models import pick_device
 
 
@@ -39,7 +40,7 @@ class LabRunConfig:
 
     out: str = option(help="Lab directory (stages are cached here: a rerun resumes or costs nothing); "
                            "an existing one must be a lab directory of the same preset and config.")
-    preset: str = option("quick", "smoke (<= 60 s, for tests), quick (<= 10 min on a 2-core CPU), decay (the decay study), paper (GPU-sized).")
+    preset: str = option("quick", "smoke (<= 60 s, for tests), quick (<= 10 min on a 2-core CPU), decay (the decay study), paper (GPU-sized), ladder (the scale ladder, one GPU, ~8 min).")
     device: str = option("auto", "auto, cpu, cuda, cuda:N.")
 
     def __post_init__(self) -> None:
@@ -86,6 +87,8 @@ def run_lab(cfg: LabConfig, out: str, device: str = "auto", preset: str = "custo
     lab.root.mkdir(parents=True, exist_ok=True)
     write_json(lab.config, saved_config(cfg, preset))
     stages = Stages(lab.root)
+    if cfg.ladder is not None:  # the ladder stands alone: no core study (its path needs neither datasets nor lm-eval)
+        return ladder_lab(stages, cfg, preset, device)
     if cfg.decay is not None:  # the preregistered plan, before anything runs
         print_plan(cfg.decay)
     run, done = run_core(stages, cfg, preset, device)

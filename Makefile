@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo decay test test-fast setup clean
+.PHONY: demo decay ladder test test-fast setup clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,9 @@ demo: $(STAMP)
 decay: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/kentropy lab --preset decay --out decay
 
+ladder: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/kentropy lab --preset ladder --out ladder
+
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
@@ -29,4 +32,4 @@ test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) demo decay
+	rm -rf $(VENV) demo decay ladder

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from kentropy.corpus import epochs_needed
 from kentropy.io import write_atomic, write_dir_atomic, write_json
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import Arm, LabConfig, LadderConfig, config_json
@@ -38,7 +39,7 @@ from kentropy.lab.regime import regime, train_config
 from kentropy.lab.report.ladder import ladder_section
 from kentropy.lab.stages.corpora import corpora_stage
 from kentropy.lab.stages.measure import measure_stage
-from kentropy.lab.stages.pretrain import INIT, _PER_RUN, first_rows
+from kentropy.lab.stages.pretrain import _PER_RUN, INIT
 from kentropy.lab.stages.tokenizer import tokenizer_stage
 
 # bf16 dense tensor-core peak by device name (vendor data sheets; SXM parts), FLOP/s
@@ -105,25 +106,45 @@ def plan_text(lcfg: LadderConfig) -> str:
     return "\n".join(lines)
 
 
+def rows_stage(stages: Stages, lcfg: LadderConfig, tok: Done, corpora: Done) -> Done:
+    """The pretraining text packed once into rows of seq_len tokens (`pack_rows`, as the trainer packs it), for every width."""
+    conf = {"tokenizer": tok.hash, "corpora": corpora.hash, "tokens": text_tokens(lcfg), "seq_len": lcfg.seq_len}
+
+    def fn(d: Path) -> dict:
+        from safetensors.torch import save_file
+        from transformers import AutoTokenizer
+
+        from kentropy.corpus import pack_rows
+        from kentropy.data import load_texts
+
+        rows = pack_rows(AutoTokenizer.from_pretrained(tok.result["path"]),
+                         load_texts(corpora.result["pretrain"][str(text_tokens(lcfg))]["path"]), lcfg.seq_len)
+        write_atomic(d / "rows.safetensors", lambda tmp: save_file({"ids": rows.contiguous()}, str(tmp)))
+        return {"path": str(d / "rows.safetensors"), "rows": len(rows)}
+
+    return stages.run("ladder-rows", conf, fn, code=("kentropy.corpus",))
+
+
 def ladder_pretrain_stage(stages: Stages, arm: Arm, seeds: list[int], lcfg: LadderConfig, tok: Done, corpora: Done,
-                          device: str) -> Done:
+                          rows: Done, device: str) -> Done:
     """One width: its seeds' inits, trained stacked (compiled on CUDA); each member's checkpoints, loss log and
     first rows (the measuring series)."""
     size = text_tokens(lcfg)
     train = train_config(arm, data=corpora.result["pretrain"][str(size)]["path"], eval_every=0, save_every=0,
-                         save_at=saves(arm, lcfg), epochs=math.ceil(regime(arm)["tokens"] / size))
-    conf = {"arm": dataclasses.asdict(arm), "seeds": seeds, "tokenizer": tok.hash, "corpora": corpora.hash,
+                         save_at=saves(arm, lcfg), epochs=epochs_needed(rows.result["rows"], regime(arm)["steps"], arm.batch_size))
+    conf = {"arm": dataclasses.asdict(arm), "seeds": seeds, "tokenizer": tok.hash, "corpora": corpora.hash, "rows": rows.hash,
             "first_rows": lcfg.measure_docs, "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in _PER_RUN}}
     return stages.run(f"ladder-d{arm.hidden}-pretrain", conf,
-                      lambda d: _train_width(d, arm, seeds, train, tok, device, lcfg.measure_docs),
+                      lambda d: _train_width(d, arm, seeds, train, tok, rows.result["path"], device, lcfg.measure_docs),
                       code=("kentropy.lab.architectures", "kentropy.lean.model", "kentropy.lean.fit", "kentropy.lean.stacked",
                             "kentropy.corpus"))
 
 
-def _train_width(d: Path, arm: Arm, seeds: list[int], train, tok_done: Done, device: str, first: int) -> dict:
-    from safetensors.torch import save_file
+def _train_width(d: Path, arm: Arm, seeds: list[int], train, tok_done: Done, rows_path: str, device: str, first: int) -> dict:
+    from safetensors.torch import load_file, save_file
     from transformers import AutoTokenizer
 
+    from kentropy.corpus import row_order
     from kentropy.lab.architectures import build_model
     from kentropy.lean.stacked import pretrain_stacked
     from kentropy.models import pick_device
@@ -131,6 +152,7 @@ def _train_width(d: Path, arm: Arm, seeds: list[int], train, tok_done: Done, dev
 
     dev = pick_device(device)
     tok = AutoTokenizer.from_pretrained(tok_done.result["path"])
+    packed = load_file(rows_path)["ids"]
     cfgs, inits, rows = [], [], []
     for s in seeds:
         init = d / f"seed{s}" / INIT
@@ -140,13 +162,13 @@ def _train_width(d: Path, arm: Arm, seeds: list[int], train, tok_done: Done, dev
         cfg = dataclasses.replace(train, model=str(init), out=str(d / f"seed{s}" / "run"), device=str(dev), seed=s,
                                   overwrite=True, compile=dev.type == "cuda")
         path = d / f"seed{s}" / "first_rows.safetensors"
-        ids = first_rows(init, cfg, first)
+        ids = packed[row_order(len(packed), epochs_needed(len(packed), cfg.steps, cfg.batch_size), s)[:first]].contiguous()
         write_atomic(path, lambda tmp, ids=ids: save_file({"ids": ids}, str(tmp)))
         cfgs.append(cfg)
         inits.append(init)
         rows.append(path)
     t0 = time.perf_counter()
-    logs = pretrain_stacked(cfgs)
+    logs = pretrain_stacked(cfgs, rows=packed)
     seconds = time.perf_counter() - t0
     speeds = sorted(r["tokens_per_s"] for r in logs[0][len(logs[0]) // 3:])  # per member, past compilation and warm-up
     members = []
@@ -175,12 +197,13 @@ def run_ladder(stages: Stages, lab: LabConfig, lcfg: LadderConfig, device: str) 
     size = text_tokens(lcfg)
     corpora = corpora_stage(stages, lab, tok, pretrain_tokens=[size], measure_docs=lcfg.measure_docs, continual=False,
                             name="ladder-corpora")
+    rows = rows_stage(stages, lcfg, tok, corpora)
     peak, peak_source = peak_flops(pick_device(device))
     widths, arms = [], {}
     for w, n in zip(lcfg.widths, lcfg.seeds):
         arm = lcfg.arm(w)
         seeds = list(range(n))
-        pre = ladder_pretrain_stage(stages, arm, seeds, lcfg, tok, corpora, device)
+        pre = ladder_pretrain_stage(stages, arm, seeds, lcfg, tok, corpora, rows, device)
         records = []
         for k, member in enumerate(pre.result["members"]):
             one = Done(member, pre.dir, f"{pre.hash}-{k}")

@@ -77,7 +77,8 @@ def test_ladder_smoke_on_cpu_without_datasets_or_lm_eval(tmp_path):
         assert primary["per_seed"] == pytest.approx(by_hand, rel=1e-12)
         for s in w["seeds"]:
             assert s["steps"][0] == 0 and s["steps"][-1] == w["steps"] and len(s["coefficients"]) == len(s["steps"])
-            cbar = load_file(str(tmp_path / "out" / "coefficients" / f"d{w['width']}" / f"seed{s['seed']}" / f"step-{w['steps']:06d}.safetensors"))
+            final = tmp_path / "out" / "coefficients" / f"d{w['width']}" / f"seed{s['seed']}" / f"step-{w['steps']:06d}.safetensors"
+            cbar = load_file(str(final))
             assert sorted(cbar) == [f"layers.{i}" for i in range(w["layers"])]  # Cbar per layer, [m] each
             assert all(t.shape == (w["ffn_dim"],) for t in cbar.values())
     two, one = lad["widths"]

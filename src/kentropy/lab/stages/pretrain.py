@@ -32,7 +32,7 @@ from kentropy.rundir import RunDir
 from kentropy.train import TrainConfig, fit, finish, setup
 
 INIT = f"step-{0:06d}"  # the initialization, named as every checkpoint is (RunDir.checkpoint)
-_PER_RUN = ("model", "out", "device", "resume", "overwrite")  # TrainConfig fields set here, not part of the stage's identity
+PER_RUN = ("model", "out", "device", "resume", "overwrite")  # TrainConfig fields set here, not part of the stage's identity
 
 
 def first_rows(init: Path, cfg: TrainConfig, n: int):
@@ -53,7 +53,7 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
                    first: int = 0) -> Done:
     """model: `build_model`'s arguments (arch, init, seed, hidden, layers, heads, gated_ffn, positions, tie);
     train: the run's TrainConfig (its model, out, device and resume are set here); first: rows to keep."""
-    conf = {"model": model, "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in _PER_RUN},
+    conf = {"model": model, "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in PER_RUN},
             "tokenizer": tok_done.hash, "corpora": corpora.hash, "first_rows": first}
 
     def fn(d: Path) -> dict:

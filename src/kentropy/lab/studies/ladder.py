@@ -39,7 +39,7 @@ from kentropy.lab.regime import regime, train_config
 from kentropy.lab.report.ladder import ladder_section
 from kentropy.lab.stages.corpora import corpora_stage
 from kentropy.lab.stages.measure import measure_stage
-from kentropy.lab.stages.pretrain import _PER_RUN, INIT
+from kentropy.lab.stages.pretrain import INIT, PER_RUN
 from kentropy.lab.stages.tokenizer import tokenizer_stage
 
 # bf16 dense tensor-core peak by device name (vendor data sheets; SXM parts), FLOP/s
@@ -133,7 +133,7 @@ def ladder_pretrain_stage(stages: Stages, arm: Arm, seeds: list[int], lcfg: Ladd
     train = train_config(arm, data=corpora.result["pretrain"][str(size)]["path"], eval_every=0, save_every=0,
                          save_at=saves(arm, lcfg), epochs=epochs_needed(rows.result["rows"], regime(arm)["steps"], arm.batch_size))
     conf = {"arm": dataclasses.asdict(arm), "seeds": seeds, "tokenizer": tok.hash, "corpora": corpora.hash, "rows": rows.hash,
-            "first_rows": lcfg.measure_docs, "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in _PER_RUN}}
+            "first_rows": lcfg.measure_docs, "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in PER_RUN}}
     return stages.run(f"ladder-d{arm.hidden}-pretrain", conf,
                       lambda d: _train_width(d, arm, seeds, train, tok, rows.result["path"], device, lcfg.measure_docs),
                       code=("kentropy.lab.architectures", "kentropy.lean.model", "kentropy.lean.fit", "kentropy.lean.stacked",

@@ -5,14 +5,17 @@ report.md and every checkpoint's Cbar copied under the output folder, so that th
     python benchmarks/ladder_gpu.py --out "$OUT"              # on the GPU machine (bf16 autocast, compiled)
     python benchmarks/ladder_gpu.py --smoke --out /tmp/ladder  # CPU smoke size: tiny widths, a few hundred steps
 
-Prints the ladder's table (report.md) and the wall time at the end. The lab directory itself (models) stays
-in --work (default: a temporary folder).
+Then the precision check: the narrowest width's seed 0 trained `--check-steps` steps from its initialization on the
+ladder's rows, in fp32 eager and in bf16 autocast compiled (what the ladder used), per-step losses compared
+(precision.json). Prints the ladder's table (report.md), the check and the wall time at the end. The lab
+directory itself (models) stays in --work (default: a temporary folder).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.abc
+import json
 import shutil
 import sys
 import tempfile
@@ -47,12 +50,41 @@ class Refuse(importlib.abc.MetaPathFinder):
         return None
 
 
+def precision_check(lab: Path, cfg, steps: int, device: str) -> dict:
+    """fp32 eager against bf16 autocast compiled on the narrowest width's seed 0, same rows and order: per-step losses."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from kentropy.lab.regime import train_config
+    from kentropy.lean.fit import pretrain
+    from kentropy.models import pick_device
+
+    lad = cfg.ladder
+    arm = lad.arm(lad.widths[0])
+    init = next(lab.glob(f"stages/ladder-d{arm.hidden}-pretrain-*/seed0/step-000000"))
+    rows = load_file(str(next(lab.glob("stages/ladder-rows-*/rows.safetensors"))))["ids"]
+    steps = min(steps, arm.steps())
+    dev = pick_device(device)
+    base = dataclasses.replace(train_config(arm, model=str(init), data="-", eval_every=0, save_every=0, epochs=10**6),
+                               steps=steps, device=str(dev), overwrite=True)
+    fp32 = pretrain(dataclasses.replace(base, out=str(lab / "precision" / "fp32"), dtype="float32"), compile=False, rows=rows)
+    fast = pretrain(dataclasses.replace(base, out=str(lab / "precision" / "bf16"), dtype="bfloat16"), compile=dev.type == "cuda",
+                    rows=rows)
+    rel = [abs(a["loss"] - b["loss"]) / b["loss"] for a, b in zip(fast, fp32)]
+    tail = max(1, steps // 10)
+    return {"width": arm.hidden, "steps": steps, "device": str(dev), "max_relative_difference": max(rel),
+            "final_fp32": sum(r["loss"] for r in fp32[-tail:]) / tail, "final_bf16_compiled": sum(r["loss"] for r in fast[-tail:]) / tail,
+            "fast": "bf16 autocast, compiled" if dev.type == "cuda" else "float32 (CPU: no autocast), eager"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="where results.json, report.md and coefficients/ are written")
     ap.add_argument("--work", default=None, help="lab directory (default: a temporary folder)")
     ap.add_argument("--smoke", action="store_true", help="CPU smoke size (tiny widths, few steps) instead of the ladder preset")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--check-steps", type=int, default=300, help="steps of the precision check (0: skip it)")
     args = ap.parse_args()
     sys.meta_path.insert(0, Refuse())
     for name in REFUSED:
@@ -77,6 +109,12 @@ def main() -> None:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(f, dest)
     print((out / "report.md").read_text())
+    if args.check_steps:
+        check = precision_check(work / "lab", cfg, args.check_steps, args.device)
+        (out / "precision.json").write_text(json.dumps(check, indent=1))
+        print(f"precision check (d={check['width']}, {check['steps']} steps, {check['fast']} vs fp32 eager): max relative loss "
+              f"difference {check['max_relative_difference']:.2e}; mean loss of the last 10%: {check['final_bf16_compiled']:.4f} "
+              f"vs {check['final_fp32']:.4f}")
     print(f"ladder: {wall:.0f} s wall; imported: {', '.join(n for n in REFUSED if n in sys.modules) or 'neither datasets nor lm-eval'}")
 
 

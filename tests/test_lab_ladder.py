@@ -87,3 +87,5 @@ def test_ladder_smoke_on_cpu_without_datasets_or_lm_eval(tmp_path):
     assert math.isfinite(one["delta_kl_per_layer"]["mean"])
     report = (tmp_path / "out" / "report.md").read_text()
     assert "# Scale ladder" in report and "one seed: inconclusive" in report
+    check = json.loads((tmp_path / "out" / "precision.json").read_text())  # on a CPU both runs are fp32 eager
+    assert check["width"] == 16 and check["steps"] == lad["widths"][0]["steps"] and check["max_relative_difference"] == 0

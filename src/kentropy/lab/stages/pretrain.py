@@ -35,10 +35,15 @@ INIT = f"step-{0:06d}"  # the initialization, named as every checkpoint is (RunD
 PER_RUN = ("model", "out", "device", "resume", "overwrite")  # TrainConfig fields set here, not part of the stage's identity
 
 
-def first_rows(init: Path, cfg: TrainConfig, n: int):
-    """The rows of the first `n` rows of training, in the trainer's order: [n, seq_len] token ids."""
-    tok = load_tokenizer(Checkpoint(str(init)))
-    rows = pack_rows(tok, load_texts(cfg.data), cfg.seq_len)
+def packed_rows(init: Path, cfg: TrainConfig):
+    """cfg.data packed into rows of cfg.seq_len tokens as the trainer packs it: [N, seq_len] token ids."""
+    return pack_rows(load_tokenizer(Checkpoint(str(init))), load_texts(cfg.data), cfg.seq_len)
+
+
+def first_rows(init: Path, cfg: TrainConfig, n: int, rows=None):
+    """The rows of the first `n` rows of training, in the trainer's order: [n, seq_len] token ids
+    (rows: the corpus already packed, else packed here)."""
+    rows = packed_rows(init, cfg) if rows is None else rows
     order = row_order(len(rows), epochs_needed(len(rows), cfg.steps, cfg.batch_size), cfg.seed)
     return rows[order[:n]].contiguous()
 
@@ -69,17 +74,18 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
         lean = lean_trains(model, train)
         resume = run.config.is_file() and not lean  # a lean run is short: an interrupted one is rerun
         cfg = dataclasses.replace(train, model=str(init), out=str(run.root), device=device, resume=resume, overwrite=not resume)
+        packed = packed_rows(init, cfg) if lean else None  # packed once: the first rows and the lean loop read it
         rows = None
         if first:
             rows = d / "first_rows.safetensors"
             if not rows.is_file():
-                ids = first_rows(init, cfg, first)
+                ids = first_rows(init, cfg, first, packed)
                 write_atomic(rows, lambda tmp: save_file({"ids": ids}, str(tmp)))
         t0 = time.perf_counter()
         if lean:
             from kentropy.lean.fit import pretrain
 
-            pretrain(cfg)
+            pretrain(cfg, rows=packed)
         else:
             state = setup(cfg)
             fit(state, cfg)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import pytest
+import torch
 
 from kentropy.data import sample_text_path
 from kentropy.lab.cache import Done, Stages
-from kentropy.lab.stages.pretrain import INIT, lean_trains, pretrain_stage
+from kentropy.lab.stages.pretrain import INIT, first_rows, lean_trains, pretrain_stage
 from kentropy.train import TrainConfig, train
 
 MODELS = {  # the decay study's reference (OLMo's block, mitchell init, tied) and the core study's model (Llama, untied)
@@ -50,7 +53,8 @@ def test_stage_through_lean_equals_kentropy_train(fam, tokenizer, tmp_path):
     assert res["final_loss"] == res["loss"][-1][1] and res["steps"] == 30 and res["tokens_per_s"] > 0
     from safetensors.torch import load_file
 
-    assert load_file(res["first_rows"])["ids"].shape == (6, 32)
+    kept = load_file(res["first_rows"])["ids"]
+    assert kept.shape == (6, 32) and torch.equal(kept, first_rows(Path(init), tcfg(), 6))  # packed afresh here
 
 
 def test_families_and_runs_lean_lacks_fall_back():

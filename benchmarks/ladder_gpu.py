@@ -90,8 +90,13 @@ def main() -> None:
     for name in REFUSED:
         sys.modules.pop(name, None)
 
+    import torch
+
     from kentropy.lab.config import config_from_yaml, load_preset
     from kentropy.lab.pipeline import run_lab
+
+    if args.smoke:
+        torch.set_num_threads(1)  # tiny models: one thread, unhurt by a busy machine's other processes
 
     cfg = config_from_yaml(SMOKE, "ladder-smoke") if args.smoke else load_preset("ladder")
     work = Path(args.work or tempfile.mkdtemp(prefix="ladder-"))

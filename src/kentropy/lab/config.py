@@ -21,7 +21,7 @@ from kentropy.lab import regime
 from kentropy.lab.judge.plan import AnalysisPlan, contrast_steps, plan_from_dict
 from kentropy.train import SCHEDULES
 
-PRESETS = ("smoke", "quick", "decay", "paper", "interventions")
+PRESETS = ("smoke", "quick", "decay", "paper", "interventions", "ladder")
 PRESET_VERSION = 1
 
 
@@ -358,6 +358,8 @@ class LabConfig:
     decay: DecayConfig | None = None
     # plasticity interventions compared from the final checkpoint (lab/studies/interventions.py); a preset's `interventions:` section
     interventions: InterventionsConfig | None = None
+    # the scale ladder (lab/studies/ladder.py): OLMo's block at growing widths, one GPU; a preset's `ladder:` section
+    ladder: LadderConfig | None = None
 
     def __post_init__(self) -> None:
         if self.continual_lr is None:
@@ -434,16 +436,84 @@ def config_from_yaml(text: str, source: str) -> LabConfig:
     data = yaml.safe_load(text) or {}
     if data.get("version") != PRESET_VERSION:
         raise KentropyError(f"{source}: version must be {PRESET_VERSION}")
-    unknown = sorted(set(data) - {"version", "lab", "decay", "interventions"})
+    unknown = sorted(set(data) - {"version", "lab", "decay", "interventions", "ladder"})
     if unknown:
-        raise KentropyError(f"{source}: unknown section(s) {', '.join(unknown)} (expected version, lab, decay, interventions)")
+        raise KentropyError(f"{source}: unknown section(s) {', '.join(unknown)} (expected version, lab, decay, interventions, ladder)")
     overrides = data.get("lab", {}) or {}
-    known = {f.name for f in dataclasses.fields(LabConfig)} - {"decay", "interventions"}
+    known = {f.name for f in dataclasses.fields(LabConfig)} - {"decay", "interventions", "ladder"}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise KentropyError(f"{source}: unknown lab key(s) {', '.join(unknown)}")
     decay = decay_config(data["decay"], f"{source}: decay") if "decay" in data else None
-    lab = LabConfig(**overrides, decay=decay)
+    ladder = ladder_config(data["ladder"], f"{source}: ladder") if "ladder" in data else None
+    lab = LabConfig(**overrides, decay=decay, ladder=ladder)
     if "interventions" in data:
         lab.interventions = interventions_config(data["interventions"], lab, f"{source}: interventions")
     return lab
+
+
+# ---- the scale ladder ----------------------------------------------------------------------
+@dataclass
+class LadderConfig:
+    """The scale ladder: OLMo's block (the decay study's reference) at `layers` layers and growing widths,
+    each width's seeds stacked into one run, the same tokens per non-embedding parameter and the same
+    cumulative weight decay (sum over steps of lr_t x wd) at every width, the decay study's preregistered contrasts."""
+
+    widths: list[int] = field(default_factory=lambda: [64, 128, 256])  # d; m = round(ffn_ratio d), heads = d / head_dim
+    seeds: list[int] = field(default_factory=lambda: [3, 2, 1])  # pretraining seeds per width (0 … n − 1), stacked
+    layers: int = 4
+    head_dim: int = 32
+    ffn_ratio: float = 8 / 3
+    tokens_per_parameter: float = 150.0  # training tokens / non-embedding parameters, at every width
+    cumulative_weight_decay: float = 4.0  # sum lr_t x wd at every width: wd = this / sum lr_t (the schedule's)
+    lr: float = 3e-3
+    warmup: float = 0.02
+    min_lr_ratio: float = 0.1
+    batch_size: int = 64
+    seq_len: int = 256
+    unique_fraction: float = 0.125  # unique text / the widest width's training tokens (text repeats beyond it)
+    tokenizer_vocab: int = 1024
+    measure_docs: int = 256  # rows of the run's first batches each checkpoint is measured on ('seen', the paper's choice)
+    early_checkpoints: int = 4
+    late_checkpoints: int = 5
+    plan: dict = field(default_factory=lambda: {
+        "contrasts": [{"name": "end vs half", "from": 0.5, "to": 1.0}, {"name": "end vs quarter", "from": 0.25, "to": 1.0}],
+        "primary": "end vs half", "sesoi": 0.01, "alpha": 0.05, "correction": "holm", "unit": "seed"})
+
+    def arm(self, width: int) -> Arm:
+        """The width's run as a decay-study arm (OLMo's block; weight decay set for the common sum lr_t x wd)."""
+        arm = Arm(hidden=width, layers=self.layers, heads=width // self.head_dim, ffn=round(self.ffn_ratio * width),
+                  tokens_per_parameter=self.tokens_per_parameter, unique_fraction=1.0, batch_size=self.batch_size,
+                  seq_len=self.seq_len, lr=self.lr, warmup=self.warmup, min_lr_ratio=self.min_lr_ratio, weight_decay=1.0)
+        return dataclasses.replace(arm, weight_decay=self.cumulative_weight_decay / regime.regime(arm)["cumulative_weight_decay"])
+
+    def check(self, where: str = "ladder config") -> None:
+        if not self.widths or len(self.seeds) != len(self.widths) or any(n < 1 for n in self.seeds):
+            raise KentropyError(f"{where}: widths and seeds must be equally long lists (seeds: a positive count per width)")
+        for w in self.widths:
+            if w <= 0 or w % self.head_dim:
+                raise KentropyError(f"{where}: width {w} must be a positive multiple of head_dim {self.head_dim}")
+        if not self.cumulative_weight_decay > 0 or not 0 < self.unique_fraction <= 1 or self.measure_docs < 2:
+            raise KentropyError(f"{where}: cumulative_weight_decay > 0, unique_fraction in (0, 1], measure_docs >= 2")
+        plan = plan_from_dict(self.plan, f"{where}: plan")
+        for w in self.widths:
+            arm = self.arm(w)
+            arm.check(f"{where}: width {w}")
+            try:
+                contrast_steps(plan, arm.steps())
+            except KentropyError as e:
+                raise KentropyError(f"{where}: width {w}: {e}") from None
+
+    def analysis_plan(self) -> AnalysisPlan:
+        return plan_from_dict(self.plan, "ladder config: plan")
+
+
+def ladder_config(data: dict | None, where: str = "ladder") -> LadderConfig:
+    """A LadderConfig from a preset's `ladder:` mapping, checked."""
+    data = dict(data or {})
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(LadderConfig)})
+    if unknown:
+        raise KentropyError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    cfg = LadderConfig(**data)
+    cfg.check(where)
+    return cfg

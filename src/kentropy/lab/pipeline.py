@@ -31,6 +31,7 @@ from kentropy.lab.studies.circuits import circuits_study
 from kentropy.lab.studies.core import run_core
 from kentropy.lab.studies.decay import decay_study, print_plan
 from kentropy.lab.studies.interventions import interventions_study
+from kentropy.lab.studies.ladder import ladder_lab
 from kentropy.models import pick_device
 
 
@@ -40,7 +41,7 @@ class LabRunConfig:
 
     out: str = option(help="Lab directory (stages are cached here: a rerun resumes or costs nothing); "
                            "an existing one must be a lab directory of the same preset and config.")
-    preset: str = option("quick", "smoke (<= 60 s, for tests), quick (<= 10 min on a 2-core CPU), decay (the decay study), paper (GPU-sized), interventions (quick + plasticity interventions compared).")
+    preset: str = option("quick", "smoke (<= 60 s, for tests), quick (<= 10 min on a 2-core CPU), decay (the decay study), paper (GPU-sized), interventions (quick + plasticity interventions compared), ladder (the scale ladder, one GPU, ~8 min).")
     device: str = option("auto", "auto, cpu, cuda, cuda:N.")
     report_to: str = option("none", "Also log the training stages' curves (pretraining, continual learning) to tensorboard or "
                                     "wandb, beside each run (STAGE/run/tensorboard, STAGE/run/wandb); none: metrics.jsonl only. "
@@ -93,6 +94,8 @@ def run_lab(cfg: LabConfig, out: str, device: str = "auto", preset: str = "custo
     lab.root.mkdir(parents=True, exist_ok=True)
     write_json(lab.config, saved_config(cfg, preset))
     stages = Stages(lab.root, report_to=report_to)
+    if cfg.ladder is not None:  # the ladder stands alone: no core study (its path needs neither datasets nor lm-eval)
+        return ladder_lab(stages, cfg, preset, device)
     if cfg.decay is not None:  # the preregistered plan, before anything runs
         print_plan(cfg.decay)
     run, done = run_core(stages, cfg, preset, device)

@@ -98,10 +98,11 @@ def check_members(cfgs: list[TrainConfig]) -> None:
         raise KentropyError("members: each needs its own --out")
 
 
-def pretrain_stacked(cfgs: list[TrainConfig], *, compile: bool | None = None) -> list[list[dict]]:
+def pretrain_stacked(cfgs: list[TrainConfig], *, compile: bool | None = None, rows: torch.Tensor | None = None) -> list[list[dict]]:
     """Train the members of `cfgs` as one stacked model; returns each member's per-step records (also in
     its run's metrics.jsonl) and saves each member's checkpoints as HF directories in its run directory.
-    compile: torch.compile the loss and its backward (default: member 0's --compile)."""
+    compile: torch.compile the loss and its backward (default: member 0's --compile). rows: the corpus
+    every member reads, already packed [N, seq_len] (else each member's --data is read and packed here)."""
     from kentropy.models import Checkpoint, load_model, load_tokenizer, pick_device
 
     check_members(cfgs)
@@ -111,7 +112,7 @@ def pretrain_stacked(cfgs: list[TrainConfig], *, compile: bool | None = None) ->
     data = []
     for c, tok in zip(cfgs, toks):
         key = (str(c.data), _tokenizer_key(tok))
-        d = load_data(c, tok, packed.get(key))
+        d = load_data(c, tok, rows if rows is not None else packed.get(key))
         packed[key] = d.rows
         data.append(d)
     device = pick_device(c0.device)

@@ -1,5 +1,10 @@
 """The pretraining stage: a model of the lab's families (`lab/architectures.py`) trained from its
-initialization with `kentropy train`'s setup / fit / finish, saving checkpoints named by step.
+initialization, saving checkpoints named by step (HF model directories).
+
+It trains through the lean loop (`kentropy.lean.fit.pretrain`: the same rows, order, schedule, AdamW and
+clipping as `kentropy train`, per-step losses equal to 1e-5, a faster step) for every family the lean
+model implements and every run it supports (pretraining only), compiled where the run's `compile` asks;
+otherwise (Arcee's block, replay, half fine-tuning, ReDo) through `kentropy train`'s setup / fit / finish.
 
 The core study and every arm of the decay study call it, differing only in the model, the train
 config and the steps saved. The initialization (step 0) is written atomically beside the run, so that
@@ -21,28 +26,42 @@ from kentropy.data import load_texts
 from kentropy.io import write_atomic, write_dir_atomic
 from kentropy.lab.architectures import build_model
 from kentropy.lab.cache import Done, Stages
+from kentropy.lab.config import family
+from kentropy.lean.fit import pretrain
+from kentropy.lean.model import FAMILIES as LEAN_FAMILIES
 from kentropy.models import Checkpoint, load_tokenizer
 from kentropy.rundir import RunDir
 from kentropy.train import TrainConfig
 from kentropy.train import train as run_training  # `train` names the stage's TrainConfig here
 
 INIT = f"step-{0:06d}"  # the initialization, named as every checkpoint is (RunDir.checkpoint)
-_PER_RUN = ("model", "out", "device", "resume", "overwrite", "report_to")  # TrainConfig fields set here, not part of the stage's identity
+PER_RUN = ("model", "out", "device", "resume", "overwrite", "report_to")  # TrainConfig fields set here, not part of the stage's identity
 
 
-def first_rows(init: Path, cfg: TrainConfig, n: int):
-    """The rows of the first `n` rows of training, in the trainer's order: [n, seq_len] token ids."""
-    tok = load_tokenizer(Checkpoint(str(init)))
-    rows = pack_rows(tok, load_texts(cfg.data), cfg.seq_len)
+def packed_rows(init: Path, cfg: TrainConfig):
+    """cfg.data packed into rows of cfg.seq_len tokens as the trainer packs it: [N, seq_len] token ids."""
+    return pack_rows(load_tokenizer(Checkpoint(str(init))), load_texts(cfg.data), cfg.seq_len)
+
+
+def first_rows(init: Path, cfg: TrainConfig, n: int, rows=None):
+    """The rows of the first `n` rows of training, in the trainer's order: [n, seq_len] token ids
+    (rows: the corpus already packed, else packed here)."""
+    rows = packed_rows(init, cfg) if rows is None else rows
     order = row_order(len(rows), epochs_needed(len(rows), cfg.steps, cfg.batch_size), cfg.seed)
     return rows[order[:n]].contiguous()
+
+
+def lean_trains(model: dict, train: TrainConfig) -> bool:
+    """Whether the lean loop trains this run: a family it implements and nothing beyond pretraining."""
+    beyond = (train.knowledge, train.plan, train.tasks, train.fsdp, train.replay, train.freeze_half, train.recycle_every)
+    return family(model["arch"], model.get("norm", "rmsnorm")) in LEAN_FAMILIES and not any(beyond)
 
 
 def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, tok_done: Done, corpora: Done, device: str,
                    first: int = 0) -> Done:
     """model: `build_model`'s arguments (arch, init, seed, hidden, layers, heads, gated_ffn, positions, tie);
     train: the run's TrainConfig (its model, out, device and resume are set here); first: rows to keep."""
-    conf = {"model": model, "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in _PER_RUN},
+    conf = {"model": model, "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in PER_RUN},
             "tokenizer": tok_done.hash, "corpora": corpora.hash, "first_rows": first}
 
     def fn(d: Path) -> dict:
@@ -55,17 +74,22 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
             m = build_model(tok=tok, vocab=len(tok), **model)
             write_dir_atomic(init, lambda tmp: (m.save_pretrained(tmp), tok.save_pretrained(tmp)))
         run = RunDir(d / "run")
-        resume = run.config.is_file()
+        lean = lean_trains(model, train) and stages.report_to == "none"  # the lean loop logs to no tracker
+        resume = run.config.is_file() and not lean  # a lean run is short: an interrupted one is rerun
         cfg = dataclasses.replace(train, model=str(init), out=str(run.root), device=device, resume=resume, overwrite=not resume,
                                   report_to=stages.report_to)
+        packed = packed_rows(init, cfg) if lean else None  # packed once: the first rows and the lean loop read it
         rows = None
         if first:
             rows = d / "first_rows.safetensors"
             if not rows.is_file():
-                ids = first_rows(init, cfg, first)
+                ids = first_rows(init, cfg, first, packed)
                 write_atomic(rows, lambda tmp: save_file({"ids": ids}, str(tmp)))
         t0 = time.perf_counter()
-        run_training(cfg, show_memory=is_verbose())  # setup / fit / finish, with the --report-to tracker
+        if lean:
+            pretrain(cfg, rows=packed)
+        else:
+            run_training(cfg, show_memory=is_verbose())  # setup / fit / finish, with the --report-to tracker
         seconds = time.perf_counter() - t0
         log = [json.loads(x) for x in run.metrics.read_text().splitlines() if x.strip()]
         log = [x for x in log if x.get("step", -1) >= 0 and "loss" in x]
@@ -75,4 +99,5 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
                 "final_loss": log[-1]["loss"], "loss": [(x["step"], x["loss"]) for x in log],
                 "first_rows": str(rows) if rows else None}
 
-    return stages.run(name, conf, fn, code=("kentropy.lab.architectures", "kentropy.train", "kentropy.corpus"))
+    return stages.run(name, conf, fn, code=("kentropy.lab.architectures", "kentropy.train", "kentropy.corpus", "kentropy.lean.model",
+                                             "kentropy.lean.fit"))

@@ -3,6 +3,7 @@ equal to `kentropy train`'s; K members stacked equal to each trained alone."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -12,21 +13,30 @@ import transformers as T
 from conftest import V, family_config
 from kentropy.data import sample_text_path
 from kentropy.errors import KentropyError
-from kentropy.lab.architectures import ARCHS, model_config
+from kentropy.lab.architectures import model_config
 from kentropy.lean.fit import pretrain
 from kentropy.lean.model import LeanLM, save_member
 from kentropy.lean.stacked import clip_per_member, decayed, pretrain_stacked
 from kentropy.train import TrainConfig, decay_groups, train
 
 
-def lab_config(arch: str, tokenizer):
-    return model_config(arch, vocab=V, hidden=16, layers=2, heads=2, gated_ffn=24, seq_len=32, tok=tokenizer)
+def lab_config(arch: str, tokenizer, norm: str = "rmsnorm"):
+    return model_config(arch, vocab=V, hidden=16, layers=2, heads=2, gated_ffn=24, positions=32, tie=True, tok=tokenizer, norm=norm)
+
+
+def with_act(config, act: str):
+    config = copy.deepcopy(config)
+    config.hidden_act = act
+    return config
 
 
 def block_configs(tokenizer) -> dict:
-    """Every block type: the lab's four arms (Llama SwiGLU/ReGLU, Nemotron GELU/ReLU with LayerNorm1P), OLMo
-    tied and untied with q/k/v clipping, Llama untied with grouped-query attention, Nemotron with partial rotary."""
-    out = {arch: lab_config(arch, tokenizer) for arch in ARCHS}
+    """Every block type: the lab's arms that lean trains (Llama SwiGLU, OLMo's block, Nemotron GELU with
+    LayerNorm1P), a ReLU gate (ReGLU) and a plain ReLU FFN, OLMo tied and untied with q/k/v clipping, Llama
+    untied with grouped-query attention, Nemotron with partial rotary."""
+    out = {"swiglu": lab_config("swiglu", tokenizer), "olmo-lab": lab_config("swiglu", tokenizer, "layernorm"),
+           "gelu": lab_config("gelu", tokenizer, "layernorm")}
+    out["reglu"], out["relu"] = with_act(out["swiglu"], "relu"), with_act(out["gelu"], "relu")
     out["olmo"] = family_config("olmo", clip_qkv=0.5)
     out["olmo-tied"] = family_config("olmo", tie_word_embeddings=True)
     out["llama-gqa-untied"] = T.LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
@@ -47,7 +57,7 @@ def random_hf(config, seed: int):
     return model.eval()
 
 
-@pytest.mark.parametrize("block", ["swiglu", "reglu", "gelu", "relu", "olmo", "olmo-tied", "llama-gqa-untied", "nemotron-partial-rotary"])
+@pytest.mark.parametrize("block", ["swiglu", "olmo-lab", "reglu", "gelu", "relu", "olmo", "olmo-tied", "llama-gqa-untied", "nemotron-partial-rotary"])
 def test_logits_equal_hf_one_and_stacked(block, tokenizer, tmp_path):
     config = block_configs(tokenizer)[block]
     models = [random_hf(config, s) for s in range(3)]
@@ -128,7 +138,7 @@ def lab_dirs(tmp_path_factory, tokenizer):
         tokenizer.save_pretrained(d)
         return d
 
-    return {"swiglu": [save(lab_config("swiglu", tokenizer), s) for s in range(3)], "gelu": [save(lab_config("gelu", tokenizer), 0)]}
+    return {"swiglu": [save(lab_config("swiglu", tokenizer), s) for s in range(3)], "gelu": [save(lab_config("gelu", tokenizer, "layernorm"), 0)]}
 
 
 @pytest.mark.parametrize("arch", ["swiglu", "gelu"])

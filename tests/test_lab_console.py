@@ -98,7 +98,7 @@ def test_smoke_lab_console_and_tensorboard(tmp_path):
         assert not any(text in x for x in lines), text
     bars = [x for x in lines if BAR_RATE.search(x)]
     assert bars and all(x.startswith("[lab] ") for x in bars), [x for x in bars if not x.startswith("[lab] ")][:3]
-    assert any(re.match(r"\[lab\] pretrain: .*\b40/40\b", x) for x in bars)  # train's own bar drives the stage's
+    assert any(re.match(r"\[lab\] pretrain-seed0: .*\b40/40\b", x) for x in bars)  # train's own bar drives the stage's
     names = sorted(p.name.rsplit("-", 1)[0] for p in (out / "stages").iterdir())
     assert len(names) == len(set(names)) >= 9
     for name in names:
@@ -107,7 +107,7 @@ def test_smoke_lab_console_and_tensorboard(tmp_path):
     assert [x for x in lines if not x.startswith("[lab] ")] == [], "only the lab's lines reach stderr"
 
     # the pretraining stage's curves, read back from its event files, are its metrics.jsonl
-    run = next((out / "stages").glob("pretrain-*")) / "run"
+    run = next((out / "stages").glob("pretrain-seed0-*")) / "run"
     acc = EventAccumulator(str(run / "tensorboard"))
     acc.Reload()
     logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -116,7 +116,7 @@ def test_smoke_lab_console_and_tensorboard(tmp_path):
     assert sorted(seen) == sorted(losses) == list(range(1, 41))
     assert all(seen[s] == pytest.approx(losses[s], rel=1e-6) for s in losses)
     assert {"train/lr", "train/grad_norm", "train/tokens_per_s"} <= set(acc.Tags()["scalars"])
-    cont = next((out / "stages").glob("continual-step40-seed0-*")) / "run"
+    cont = next((out / "stages").glob("continual-pre0-step40-seed0-*")) / "run"
     acc = EventAccumulator(str(cont / "tensorboard"))
     acc.Reload()
     assert "probe/P" in acc.Tags()["scalars"]

@@ -405,12 +405,27 @@ def check_memory(cfg: TrainConfig, ckpt: Checkpoint, device: torch.device, world
     check_fits(shape, est, free, where)
 
 
+def training_rows(cfg: TrainConfig, tok, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cfg.data packed into rows of cfg.seq_len tokens (or `rows`, already packed) and the order they are read in:
+    `rows[order[step * B : (step + 1) * B]]` is step's batch. Refuses data too short for cfg.steps in cfg.epochs."""
+    from kentropy.data import load_texts
+
+    if rows is None:
+        rows = pack_rows(tok, load_texts(cfg.data), cfg.seq_len)
+    if len(rows) == 0:
+        raise KentropyError(f"--data {cfg.data}: no full row of {cfg.seq_len} tokens")
+    need = epochs_needed(len(rows), cfg.steps, cfg.batch_size)
+    if need > (cfg.epochs or 1):
+        raise KentropyError(f"--data {cfg.data}: {len(rows)} rows of {cfg.seq_len} tokens give {len(rows) / cfg.batch_size:.1f} steps of batch "
+                            f"{cfg.batch_size} per epoch; {cfg.steps} steps need {need} epochs (pass --epochs {need} to proceed)")
+    return rows, row_order(len(rows), need, cfg.seed)
+
+
 def setup(cfg: TrainConfig, show_memory: bool = True) -> Run:
     """Check every input (flags, data, knowledge, plan, model), then create or reopen the run directory.
 
     `show_memory` False keeps the memory estimate off stderr (a caller running many short runs says it once).
     """
-    from kentropy.data import load_texts
     from kentropy.knowledge import item_text
 
     rank, world_size = rank_world()
@@ -429,13 +444,7 @@ def setup(cfg: TrainConfig, show_memory: bool = True) -> Run:
     from kentropy.fit import check_positions, read_config
 
     check_positions(ckpts[0], tok, cfg.seq_len, read_config(ckpts[0]), cfg.seq_len)  # rows are exactly --seq-len tokens
-    rows = pack_rows(tok, load_texts(cfg.data), cfg.seq_len)
-    if len(rows) == 0:
-        raise KentropyError(f"--data {cfg.data}: no full row of {cfg.seq_len} tokens")
-    need = epochs_needed(len(rows), cfg.steps, cfg.batch_size)
-    if need > (cfg.epochs or 1):
-        raise KentropyError(f"--data {cfg.data}: {len(rows)} rows of {cfg.seq_len} tokens give {len(rows) / cfg.batch_size:.1f} steps of batch "
-                            f"{cfg.batch_size} per epoch; {cfg.steps} steps need {need} epochs (pass --epochs {need} to proceed)")
+    rows, order = training_rows(cfg, tok)
     schedule = injection_schedule(plan, cfg.steps)
     passages = {(i["entry"], i["variant"]): item_ids(tok, item_text(entries[i["entry"]], i["variant"]))
                 for items in schedule.values() for i in items}
@@ -486,7 +495,7 @@ def setup(cfg: TrainConfig, show_memory: bool = True) -> Run:
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 and not sharded else model
     if cfg.compile:
         wrapped = torch.compile(wrapped)  # same parameters: checkpoints and probes use `model` itself
-    return Run(run=run, tok=tok, model=model, wrapped=wrapped, opt=opt, rows=rows, order=row_order(len(rows), need, cfg.seed),
+    return Run(run=run, tok=tok, model=model, wrapped=wrapped, opt=opt, rows=rows, order=order,
                schedule=schedule, passages=passages, entries=entries, plan=plan, start=start, device=device,
                accum=per_rank // cfg.micro_batch, per_rank=per_rank, tasks=tasks, sharded=sharded, plasticity=plast)
 

@@ -19,13 +19,12 @@ from dataclasses import dataclass
 
 import torch
 
-from kentropy.corpus import epochs_needed, pack_rows, row_order
 from kentropy.distributed import rank_world
 from kentropy.errors import KentropyError
 from kentropy.io import append_jsonl, make_dir, write_json
 from kentropy.lean.model import LeanLM, save_member
 from kentropy.rundir import RunDir
-from kentropy.train import TrainConfig, lr_at, make_optimizer, prepare_run_dir, saved_config
+from kentropy.train import TrainConfig, lr_at, make_optimizer, prepare_run_dir, saved_config, training_rows
 
 TRAINER = "kentropy.lean"  # written into the run's config.json: which loop trained it
 
@@ -56,17 +55,7 @@ class Data:
 
 def load_data(cfg: TrainConfig, tok, rows: torch.Tensor | None = None) -> Data:
     """cfg.data packed as `kentropy train` packs it (or `rows` already packed), ordered by cfg.seed."""
-    from kentropy.data import load_texts
-
-    if rows is None:
-        rows = pack_rows(tok, load_texts(cfg.data), cfg.seq_len)
-    if len(rows) == 0:
-        raise KentropyError(f"--data {cfg.data}: no full row of {cfg.seq_len} tokens")
-    need = epochs_needed(len(rows), cfg.steps, cfg.batch_size)
-    if need > (cfg.epochs or 1):
-        raise KentropyError(f"--data {cfg.data}: {len(rows)} rows of {cfg.seq_len} tokens give {len(rows) / cfg.batch_size:.1f} steps of "
-                            f"batch {cfg.batch_size} per epoch; {cfg.steps} steps need {need} epochs (pass --epochs {need} to proceed)")
-    return Data(rows, row_order(len(rows), need, cfg.seed))
+    return Data(*training_rows(cfg, tok, rows))
 
 
 def save_steps(cfg: TrainConfig) -> set[int]:

@@ -125,5 +125,6 @@ def test_smoke_lab_console_and_tensorboard(tmp_path):
     again = lab(out, "--report-to", "none")
     assert again.returncode == 0, again.stderr[-3000:]
     lines = frames(again.stderr)
-    assert sorted(x for x in lines if x.endswith(": cached")) == sorted(f"[lab] {n}: cached" for n in names)
+    cached = sorted(x for x in lines if x.endswith(": cached"))
+    assert cached == sorted(f"[lab] {n}: cached" for n in names), (cached, again.stderr[-4000:])
     assert not any(" ran in " in x for x in lines)

@@ -183,7 +183,8 @@ def test_presets_parse_and_the_decay_preset_holds_the_plan():
 
 SMOKE_DECAY = """version: 1
 lab: {entities: 300, tokenizer_vocab: 512, tokenizer_docs: 300, hidden: 32, layers: 2, heads: 2, ffn: 86,
-      pretrain_tokens: 40960, seq_len: 64, checkpoints: 8, measure_docs: 24, continual_at: [1.0], continual_steps: 10,
+      pretrain_seeds: [0], pretrain_tokens: 61440, seq_len: 384, batch_size: 4, checkpoints: 8, measure_docs: 24,
+      continual_at: [1.0], continual_steps: 10,
       continual_batch: 8, injection_rounds: 2, knowledge_paraphrase: 2, knowledge_once: 2, tasks_per_kind: 12,
       resuscitate_amplify: [2.0], circuits: false}
 decay:

@@ -95,17 +95,22 @@ _PLAN_REQUIRED = {"contrasts", "primary", "sesoi", "alpha"}
 _CONTRAST_KEYS = {"name", "from", "to"}
 
 
+def _check_keys(data: Mapping, known: set[str], required: set[str], where: str) -> None:
+    """Unknown or missing keys of a mapping: one error naming them and `where`."""
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise KentropyError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(known))}")
+    missing = sorted(required - set(data))
+    if missing:
+        raise KentropyError(f"{where}: missing key(s) {', '.join(missing)}")
+
+
 def plan_from_dict(data, where: str) -> AnalysisPlan:
     """An AnalysisPlan from a preset's mapping (the shape `to_json` writes); unknown or missing keys
     are an error. `where` names the mapping in messages (e.g. `presets/decay.yaml: decay.plan`)."""
     if not isinstance(data, Mapping):
         raise KentropyError(f"{where}: must be a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - _PLAN_KEYS)
-    if unknown:
-        raise KentropyError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(_PLAN_KEYS))}")
-    missing = sorted(_PLAN_REQUIRED - set(data))
-    if missing:
-        raise KentropyError(f"{where}: missing key(s) {', '.join(missing)}")
+    _check_keys(data, _PLAN_KEYS, _PLAN_REQUIRED, where)
     items = data["contrasts"]
     if not isinstance(items, list) or not items:
         raise KentropyError(f"{where}: contrasts must be a non-empty list of {{name, from, to}}, got {items!r}")
@@ -114,12 +119,7 @@ def plan_from_dict(data, where: str) -> AnalysisPlan:
         at = f"{where}: contrasts[{i}]"
         if not isinstance(item, Mapping):
             raise KentropyError(f"{at} must be a mapping with name, from, to; got {item!r}")
-        unknown = sorted(set(item) - _CONTRAST_KEYS)
-        if unknown:
-            raise KentropyError(f"{at}: unknown key(s) {', '.join(map(str, unknown))}; known: from, name, to")
-        missing = sorted(_CONTRAST_KEYS - set(item))
-        if missing:
-            raise KentropyError(f"{at}: missing key(s) {', '.join(missing)}")
+        _check_keys(item, _CONTRAST_KEYS, _CONTRAST_KEYS, at)
         try:
             contrasts.append(Contrast(item["name"], item["from"], item["to"]))
         except KentropyError as e:

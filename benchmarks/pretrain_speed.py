@@ -33,18 +33,25 @@ import tempfile
 import time
 from pathlib import Path
 
-MODELS = {  # the lab's quick model at its continual stage's rows, and the decay study's reference arm
-    "quick": dict(hidden=128, layers=4, heads=4, ffn=344, vocab=2048, seq_len=384, batch=16),
-    "decay": dict(hidden=32, layers=2, heads=2, ffn=86, vocab=512, seq_len=128, batch=16),
-}
+def lab_models() -> dict:
+    """The shapes timed: quick's model at its continual stage's rows (Llama block, HF init) and the decay
+    study's reference arm as its preset sets it (OLMo's block, mitchell init, tied embeddings)."""
+    from kentropy.lab.config import LabConfig, load_preset
+
+    q, r = LabConfig(), load_preset("decay").decay.reference
+    return {"quick": dict(arch="swiglu", norm="rmsnorm", init="hf", tie=False, hidden=q.hidden, layers=q.layers, heads=q.heads,
+                          ffn=q.ffn, vocab=q.tokenizer_vocab, seq_len=q.continual_seq_len, batch=q.continual_batch),
+            "decay": dict(arch=r.arch, norm=r.norm, init=r.init, tie=True, hidden=r.hidden, layers=r.layers, heads=r.heads,
+                          ffn=r.ffn, vocab=load_preset("decay").decay.tokenizer_vocab, seq_len=r.seq_len, batch=r.batch_size)}
+
+
+MODELS = lab_models()
 
 
 def make_inputs(root: Path, m: dict) -> tuple[Path, Path]:
     import random
 
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+    from kentropy.lab.architectures import build_model
     from kentropy.tokenizer import train_bpe
 
     rng = random.Random(0)
@@ -53,13 +60,10 @@ def make_inputs(root: Path, m: dict) -> tuple[Path, Path]:
     corpus = root / "corpus.txt"
     corpus.write_text("\n".join(docs) + "\n")
     tok = train_bpe(docs[:300], vocab_size=m["vocab"])
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=m["hidden"], intermediate_size=m["ffn"], num_hidden_layers=m["layers"],
-                      num_attention_heads=m["heads"], num_key_value_heads=m["heads"], max_position_embeddings=512,
-                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      bos_token_id=tok.bos_token_id)
+    model = build_model(m["arch"], m["init"], 0, norm=m["norm"], tok=tok, vocab=len(tok), hidden=m["hidden"],
+                        layers=m["layers"], heads=m["heads"], gated_ffn=m["ffn"], positions=m["seq_len"], tie=m["tie"])
     model_dir = root / "model"
-    LlamaForCausalLM(cfg).save_pretrained(model_dir)
+    model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     return model_dir, corpus
 
@@ -236,7 +240,7 @@ def main() -> None:
             tps["Trainer"] = alone("trainer")
             tps["Trainer compiled"] = alone("trainer-compile")
         f = flops_per_token(model_dir, m["seq_len"])
-        print(f"\n{name} model: Llama {m['layers']} x {m['hidden']}, ffn {m['ffn']}, vocab {m['vocab']}; batch {m['batch']} x "
+        print(f"\n{name} model: {m['arch']} {m['norm']} {m['layers']} x {m['hidden']}, ffn {m['ffn']}, vocab {m['vocab']}; batch {m['batch']} x "
               f"{m['seq_len']}; {f / 1e6:.2f} MFLOP per token; {steps} steps per variant")
         for which, v in tps.items():
             print(f"  {which:<22} {v:10,.0f} tokens/s   {v * f / 1e9:6.1f} GFLOP/s = {v * f / peak:6.1%} of the matmul peak   "

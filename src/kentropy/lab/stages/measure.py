@@ -20,19 +20,26 @@ from pathlib import Path
 from kentropy.lab.cache import Done, Stages
 
 SERIES = ("seen", "held_out")
+ALL_METRICS = ("knowledge", "attention", "next-token")
+NO_ATTENTION = ("knowledge", "next-token")  # runs the fast attention kernel: materializing the probabilities costs half the measuring
 
 
 def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: str, *, seq_len: int, batch_size: int,
-                  series: tuple[str, ...] = ("held_out",), bootstrap: int = 0, seed: int = 0, diagnostics: bool = False) -> Done:
+                  series: tuple[str, ...] = ("held_out",), bootstrap: int = 0, seed: int = 0, diagnostics: bool = False,
+                  metrics: tuple[str, ...] = ALL_METRICS) -> Done:
     """Result: {"steps": [...], "series": {NAME: {"results": [Measurement JSON + step + coefficients file],
     "capture_points": the canonical name of each layer's Cbar, and with bootstrap: "knowledge_entropy_ci":
     [[lo, hi]] per checkpoint, "draws": path}}, and with diagnostics: "diagnostics": [{"kl_to_uniform", "top1_share",
     "top5_share", "dormant_fraction", "max_over_median", "first_position_share", "weight_norm_mean", "weight_norm_cv",
-    "weight_norm_min_over_max": [per layer]} per checkpoint], on series[0]}."""
+    "weight_norm_min_over_max": [per layer]} per checkpoint], on series[0]}. metrics: `kentropy measure`'s; without
+    "attention" the model runs its fast attention (attention entropy needs the probabilities materialized) and
+    `attention_entropy` is null."""
     conf = {"pretrain": pre.hash, "corpora": corpora.hash, "seq_len": seq_len, "batch_size": batch_size, "series": list(series),
             "bootstrap": bootstrap, "seed": seed}
     if diagnostics:
         conf["diagnostics"] = True
+    if tuple(metrics) != ALL_METRICS:
+        conf["metrics"] = list(metrics)
 
     def fn(d: Path) -> dict:
         from safetensors.torch import load_file, save_file
@@ -53,9 +60,9 @@ def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: s
         found = {k: [] for k in series}
         diag = []
         for c in ckpts:
-            model = load_model(Checkpoint(c["path"]), device=pick_device(device), eager_attention=True)
+            model = load_model(Checkpoint(c["path"]), device=pick_device(device), eager_attention="attention" in metrics)
             for k in series:
-                found[k].append(measure_ids(model, ids[k], pad_id, metrics=("knowledge", "attention", "next-token"),
+                found[k].append(measure_ids(model, ids[k], pad_id, metrics=metrics,
                                             batch_size=batch_size, name=c["path"], progress=False, instances=bootstrap > 0,
                                             positions=diagnostics and k == series[0]))
             if diagnostics:

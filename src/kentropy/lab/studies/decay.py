@@ -41,7 +41,7 @@ from kentropy.lab.report.decay import decay_section
 from kentropy.lab.report.loop import loop_section
 from kentropy.lab.results import Context, Section
 from kentropy.lab.stages.corpora import corpora_stage
-from kentropy.lab.stages.measure import SERIES, measure_stage
+from kentropy.lab.stages.measure import NO_ATTENTION, SERIES, measure_stage
 from kentropy.lab.stages.pretrain import pretrain_stage
 from kentropy.lab.stages.tokenizer import tokenizer_stage
 from kentropy.lab.studies.loop import close_the_loop, loop_plan_text
@@ -131,7 +131,8 @@ def _run_arm(root: str, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok: 
     pre = pretrain_stage(stages, f"decay-{slug(name)}-seed{seed}-pretrain", arm_model(arm, seed), train, tok, corpora, device,
                          first=dcfg.measure_docs)
     meas = measure_stage(stages, f"decay-{slug(name)}-seed{seed}-measure", pre, corpora, device, seq_len=arm.seq_len,
-                         batch_size=MEASURE_BATCH, series=SERIES, bootstrap=dcfg.bootstrap, seed=seed, diagnostics=True)
+                         batch_size=MEASURE_BATCH, series=SERIES, bootstrap=dcfg.bootstrap, seed=seed, diagnostics=True,
+                         metrics=NO_ATTENTION)
     return pre, meas
 
 

@@ -26,10 +26,10 @@ SEQ = {"reference": 64, "GELU": 32}
 LR = {"reference": 3e-3, "GELU": 2e-3}
 
 
-def dcfg(seeds=(0, 1, 2), **loop) -> DecayConfig:
+def dcfg(seeds=(0, 1, 2), workers=1, **loop) -> DecayConfig:
     return DecayConfig(reference=Arm(seq_len=SEQ["reference"], lr=LR["reference"]),
                        arms={"GELU": {"arch": "gelu", "seq_len": SEQ["GELU"], "lr": LR["GELU"]}},
-                       seeds=list(seeds), **loop)
+                       seeds=list(seeds), workers=workers, **loop)
 
 
 def study(d: DecayConfig) -> tuple[dict, dict]:
@@ -56,7 +56,7 @@ def stand_ins(monkeypatch):
     calls = {"continual": [], "resuscitate": [], "fits": []}
 
     def continual(stages, cfg, start, start_hash, label, seed, world, corpora, device):
-        calls["continual"].append({"cfg": cfg, "start": start, "label": label})
+        calls["continual"].append({"cfg": cfg, "start": start, "hash": start_hash, "label": label})
         step = int(start.rsplit("/", 1)[-1]) if start.startswith("/ckpt") else 99
         summary = {"A": 50.0 - step / 2, "F": step / 4, "P_before": -5.0, "P_after": -5.0 + (100 - step) / 100,
                    "downstream_before": downstream([0.5, 0.3]), "downstream_after": downstream([0.4, 0.2])}
@@ -111,6 +111,19 @@ def test_every_continual_run_fits_its_pretraining_rows_at_its_peak_lr(stand_ins)
     md = loop_section(out)
     assert "Continual rows of 64 tokens (pretrained on 64); continual lr 0.003 (the arm's pretraining peak lr 0.003)" in md
     assert "plus the final checkpoints of GELU" in md and "**not tested**" in md and "NOT below the target of 2" in md
+
+
+def test_the_runs_trained_side_by_side_are_the_runs_the_loop_reads(stand_ins):
+    """On a CPU with two workers the loop trains its continual runs side by side first, then reads them from the
+    cache: the side-by-side jobs are exactly the runs the sequential pass asks for (same start, hash, label, config)."""
+    d = dcfg(loop_arms=["GELU"], loop_amplify=[2.0, 3.0])
+    result, pretrains = study(d)
+    lab = load_preset("smoke")
+    close_the_loop(None, lab, d, result, pretrains, None, None, "cpu")
+    asked = [(r["cfg"], r["start"], r["hash"], r["label"]) for r in stand_ins["continual"]]
+    jobs = loop_mod.loop_jobs(None, lab, d, [0, 1, 2], pretrains, None, "cpu")
+    assert len(jobs) == 3 * (4 + 1 + 2) and sorted(jobs, key=lambda j: j[3]) == sorted(asked, key=lambda j: j[3])
+    assert loop_mod.side_by_side(2, "cpu") and not loop_mod.side_by_side(1, "cpu") and not loop_mod.side_by_side(2, "cuda")
 
 
 def test_passages_that_do_not_fit_stop_the_loop_before_training(stand_ins):

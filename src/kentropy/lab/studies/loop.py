@@ -25,9 +25,15 @@ pre-activation, which can shrink |c| (pre-activations N(−1, 0.5²) scaled ×3:
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import math
+import multiprocessing as mp
+import time
 from collections.abc import Sequence
+from pathlib import Path
+
+import torch
 
 from kentropy.errors import KentropyError
 from kentropy.lab.cache import Done, Stages
@@ -189,6 +195,34 @@ def _run_point(stages: Stages, lcfg: LabConfig, path: str, start_hash: str, labe
             "F_se": max(se) if se and None not in se else None, "seq_len": lcfg.continual_seq_len, "lr": lcfg.continual_lr}
 
 
+def _continual_job(root: str, report_to: str, lcfg: LabConfig, path: str, start_hash: str, label: str, seed: int, world: Done,
+                   corpora: Done, device: str) -> None:
+    """One continual run in a worker process, on one thread (the loop's tiny models use one core better than two)."""
+    torch.set_num_threads(1)
+    continual_stage(Stages(Path(root), record_timings=False, report_to=report_to), lcfg, path, start_hash, label, seed, world,
+                    corpora, device)
+
+
+def side_by_side(workers: int, device: str) -> bool:
+    """Whether the loop's continual runs train in `workers` processes side by side: on a CPU only (on a GPU one
+    process keeps the device)."""
+    return workers > 1 and device in ("cpu", "auto") and not torch.cuda.is_available()
+
+
+def run_side_by_side(stages: Stages, jobs: list[tuple], workers: int, world: Done, corpora: Done, device: str) -> None:
+    """Every continual run of `jobs` ((lab config, start path, start hash, label)) for each of its continual seeds,
+    `workers` at a time, so that the loop's findings then read them from the cache; one timings entry for all
+    of them (they overlap)."""
+    runs = [(lcfg, path, h, label, s) for lcfg, path, h, label in jobs for s in lcfg.seeds]
+    t0 = time.perf_counter()
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        for f in [pool.submit(_continual_job, str(stages.root), stages.report_to, *run, world, corpora, device) for run in runs]:
+            f.result()
+    wall = time.perf_counter() - t0
+    if wall > 30 or "decay-loop-runs" not in stages.timings:
+        stages.record("decay-loop-runs", wall, f"{len(runs)} continual runs, {workers} side by side")
+
+
 def loop_world(stages: Stages, cfg: LabConfig, dcfg: DecayConfig) -> Done:
     """The world stage with the loop's knowledge (`loop_knowledge_facts`) and downstream rows (`loop_tasks_per_kind`)."""
     return world_stage(stages, continual_config(cfg, dcfg, dcfg.reference))
@@ -207,6 +241,43 @@ def loop_fits(cfg: LabConfig, dcfg: DecayConfig, world: Done, tok: Done) -> dict
                                 f"rows ({e}); the loop's rows are the arm's seq_len: raise decay.reference.seq_len (or the arm's) "
                                 f"or lower decay.loop_knowledge_facts") from None
     return out
+
+
+def resuscitation_config(cfg: LabConfig, arm: Arm) -> LabConfig:
+    """The config Algorithm 1 runs under from an arm's final checkpoint: H before and after measured on rows of the
+    arm's positions (the core's pretraining steps kept: only the rows change)."""
+    return dataclasses.replace(cfg, seq_len=arm.seq_len, continual_seq_len=arm.seq_len,
+                               pretrain_tokens=cfg.pretrain_steps * cfg.batch_size * arm.seq_len)
+
+
+def loop_jobs(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, seeds: list[int], pretrains: dict[tuple[str, int], Done],
+              corpora: Done, device: str) -> list[tuple]:
+    """Every continual run the loop makes, as (lab config, start path, start hash, label): the reference at the
+    fractions, the loop arms' finals, and (resuscitating them here: a few seconds each) the resuscitated finals."""
+    arms = dcfg.all_arms()
+    ref_arm = arms["reference"]
+    lcfg = continual_config(cfg, dcfg, ref_arm)
+    jobs = []
+    for seed in seeds:
+        pre = pretrains[("reference", seed)]
+        for step in start_steps(dcfg.loop_fractions, pre.result["steps"]):
+            c = checkpoint_at(pre.result, step, f"decay loop: reference seed {seed}")
+            jobs.append((lcfg, c["path"], f"{pre.hash}/{step}", f"decay-reference-seed{seed}-step{step}"))
+        for name in dcfg.loop_arms:
+            if (name, seed) in pretrains:
+                opre = pretrains[(name, seed)]
+                step = opre.result["steps"]
+                c = checkpoint_at(opre.result, step, f"decay loop: arm {name} seed {seed}")
+                jobs.append((continual_config(cfg, dcfg, arms[name]), c["path"], f"{opre.hash}/{step}",
+                             f"decay-{slug(name)}-seed{seed}-step{step}"))
+    if scales_exactly(ref_arm) and 1.0 in dcfg.loop_fractions:
+        for amp in dcfg.loop_amplify:
+            for seed in seeds:
+                pre = pretrains[("reference", seed)]
+                final = checkpoint_at(pre.result, pre.result["steps"], f"decay loop: reference seed {seed}")
+                r = resuscitate_stage(stages, resuscitation_config(cfg, ref_arm), final["path"], pre, corpora, amp, device)
+                jobs.append((lcfg, r.result["path"], r.hash, f"decay-reference-seed{seed}-resuscitated-P{amp:g}"))
+    return jobs
 
 
 def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: dict, pretrains: dict[tuple[str, int], Done],
@@ -235,6 +306,9 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
     except KentropyError as e:
         out["note"] = f"not run: {e}"
         return {**out, "slope_A_on_H": empty, "slope_dP_on_H": empty, "slope_F_on_H": empty, "resuscitation": [], "F_se": None}
+    if side_by_side(dcfg.workers, device):  # every continual run first (the passes below then read them from the cache)
+        run_side_by_side(stages, loop_jobs(stages, cfg, dcfg, seeds, pretrains, corpora, device), dcfg.workers, lworld, corpora,
+                         device)
     # finding 2: the reference arm at the fractions, plus the final checkpoints of loop_arms, per pretraining seed
     per_h, per_a, per_dp, per_f = [], [], [], []
     finals = {}
@@ -279,8 +353,7 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
         out["resuscitation_skipped"].insert(0, {"arm": "reference", "reason": "1.0 is not among loop_fractions: no final checkpoint's run "
                                                                               "to pair the resuscitated runs with"})
     else:
-        # H before/after measured on rows of the arm's positions (the core's pretraining steps kept: only the rows change)
-        rcfg = dataclasses.replace(cfg, seq_len=ref_arm.seq_len, continual_seq_len=ref_arm.seq_len, pretrain_tokens=cfg.pretrain_steps * cfg.batch_size * ref_arm.seq_len)
+        rcfg = resuscitation_config(cfg, ref_arm)
         for amp in dcfg.loop_amplify:
             hb, ha, a_res, f_res = [], [], [], []
             for seed in seeds:

@@ -10,6 +10,7 @@ Variants (each worker its own process; same model, data, global batch, fp32):
 - today:            `kentropy train`, eager, 2 threads (the lab's pretraining before --compile)
 - today 2 x 1:      two `kentropy train --compile` workers side by side, one thread each: how the decay
                     study runs its arms; "today's best", the reference of the last line
+- lean eager 1 x 2: `kentropy.lean.fit.pretrain`, not compiled, 2 threads (how the lab's core study pretrains)
 - lean 1 x 2:       `kentropy.lean.fit.pretrain`, compiled, 2 threads
 - lean 2 x 1:       two compiled lean workers side by side, one thread each
 - stacked K x 2:    K members stacked (`kentropy.lean.stacked`), compiled, 2 threads (K runs at once)
@@ -115,10 +116,10 @@ def worker(which: str, threads: int, steps: int, model_dir: str, corpus: str, m:
         k = int(which.split("-")[1])
         logs = pretrain_stacked([train_config(m, model_dir, corpus, steps, True, tmp / f"run{i}", seed=i) for i in range(k)])
         rows = logs[0]
-    elif which == "lean":
+    elif which in ("lean", "lean-eager"):
         from kentropy.lean.fit import pretrain
 
-        rows = pretrain(train_config(m, model_dir, corpus, steps, True, tmp / "run"))
+        rows = pretrain(train_config(m, model_dir, corpus, steps, which == "lean", tmp / "run"))
     else:
         from kentropy.train import train
 
@@ -232,6 +233,7 @@ def main() -> None:
 
         tps["today"] = alone("today")
         tps["today 2 x 1"] = side_by_side("compiled", 2, steps, model_dir, corpus, name, tokens)
+        tps["lean eager 1 x 2"] = alone("lean-eager")
         tps["lean 1 x 2"] = alone("lean")
         tps["lean 2 x 1"] = side_by_side("lean", 2, steps, model_dir, corpus, name, tokens)
         tps[f"stacked {K} x 2"] = alone(f"stacked-{K}", members=K)

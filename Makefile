@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo decay interventions ladder test test-fast setup clean
+.PHONY: demo decay interventions interventions-decay ladder test test-fast setup clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ decay: $(STAMP)
 interventions: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/kentropy lab --preset interventions --out interventions
 
+interventions-decay: $(STAMP)  # after `make decay`: the methods also from its arms judged `decayed`
+	HF_HUB_OFFLINE=1 $(BIN)/kentropy lab --preset interventions --decay-lab decay --out interventions-decay
+
 ladder: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/kentropy lab --preset ladder --out ladder
 
@@ -35,4 +38,4 @@ test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) demo decay interventions ladder
+	rm -rf $(VENV) demo decay interventions interventions-decay ladder

@@ -131,6 +131,57 @@ def test_section_says_which_methods_beat_algorithm_1():
     assert "p_Holm" in md and md.count("\n| ") == 2 + len(METHODS) - 1
 
 
+def fake_decay_lab(root, verdicts: dict[str, str]):
+    """A finished decay-study lab directory: per arm a results.json entry and a pretraining stage whose final
+    checkpoint (STAGE/run/checkpoints/step-N) starts the interventions."""
+    arms = []
+    for k, (name, v) in enumerate(verdicts.items()):
+        stage = root / "stages" / f"decay-arm{k}-seed3-pretrain-abc{k}"
+        final = stage / "run" / "checkpoints" / "step-000040"
+        final.mkdir(parents=True)
+        ckpts = [{"step": 0, "path": str(stage / "step-000000")}, {"step": 40, "path": str(final)}]
+        (stage / "result.json").write_text(json.dumps({"checkpoints": ckpts, "steps": 40}))
+        arms.append({"name": name, "verdict": v, "seeds": [{"seed": 3}, {"seed": 4}], "checkpoints": [[c["path"] for c in ckpts], []]})
+    (root / "results.json").write_text(json.dumps({"decay_study": {"arms": arms}}))
+
+
+def test_decayed_arms_of_a_finished_decay_lab(tmp_path):
+    """--decay-lab: every arm judged `decayed` starts the methods from its first seed's final checkpoint, and its
+    pretraining stage is the one that saved it; the others do not."""
+    from types import SimpleNamespace
+
+    from kentropy.lab.studies.interventions import decayed_arms
+
+    fake_decay_lab(tmp_path, {"reference": "decayed", "width / 2": "no decay", "GELU": "decayed"})
+    cfg = load_preset("interventions")
+    cfg.interventions.decay_lab = str(tmp_path)
+    starts, note = decayed_arms(SimpleNamespace(run=SimpleNamespace(cfg=cfg)))
+    assert note is None and [s.name for s in starts] == ["decay arm reference", "decay arm GELU"]
+    ref = starts[0]
+    stage = tmp_path / "stages" / "decay-arm0-seed3-pretrain-abc0"
+    assert ref.path == str(stage / "run" / "checkpoints" / "step-000040") and ref.step == 40 and ref.prefix == "decay-reference-"
+    assert ref.pre.dir == stage and ref.pre.hash == stage.name and ref.hash == f"{stage.name}/40"
+    fake_decay_lab(tmp_path / "flat", {"reference": "no decay"})
+    cfg.interventions.decay_lab = str(tmp_path / "flat")
+    starts, note = decayed_arms(SimpleNamespace(run=SimpleNamespace(cfg=cfg)))
+    assert starts == [] and "none decayed" in note and str(tmp_path / "flat") in note
+
+
+def test_decay_lab_is_checked_before_any_stage(tmp_path):
+    from kentropy.lab.pipeline import LabRunConfig, run_lab_command
+
+    with pytest.raises(KentropyError, match=r"--decay-lab .*: cannot read .*results.json"):
+        run_lab_command(LabRunConfig(out=str(tmp_path / "out"), preset="interventions", decay_lab=str(tmp_path / "nowhere")))
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "results.json").write_text(json.dumps({"findings": {}}))
+    with pytest.raises(KentropyError, match="holds no decay study"):
+        run_lab_command(LabRunConfig(out=str(tmp_path / "out"), preset="interventions", decay_lab=str(tmp_path / "core")))
+    fake_decay_lab(tmp_path / "decay", {"reference": "decayed"})
+    with pytest.raises(KentropyError, match="--decay-lab: preset quick compares no interventions"):
+        run_lab_command(LabRunConfig(out=str(tmp_path / "out"), preset="quick", decay_lab=str(tmp_path / "decay")))
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_smoke_lab_trains_every_method(tmp_path):
     from kentropy.knowledge import load_knowledge

@@ -273,6 +273,9 @@ class InterventionsConfig:
     replay_fraction: float = 0.25  # rehearsal: share of every continual batch's rows replayed from the world's stream
     recycle_every: int = 10  # continual ReDo (Dohare et al. 2024): every this many continual steps (once per injection round in quick)
     seed: int = 0  # the draws of the edits (ReDo's re-initialisation, shrink-perturb's ε)
+    # a finished decay-study lab directory whose `decayed` arms also start every method (`kentropy lab --decay-lab`);
+    # null: the decay study of this lab, if it runs one
+    decay_lab: str | None = None
 
     def check(self, where: str, lab: "LabConfig") -> None:
         if self.amplify not in lab.resuscitate_amplify:

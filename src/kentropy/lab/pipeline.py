@@ -30,7 +30,7 @@ from kentropy.lab.results import Context, Section
 from kentropy.lab.studies.circuits import circuits_study
 from kentropy.lab.studies.core import run_core
 from kentropy.lab.studies.decay import decay_study, print_plan
-from kentropy.lab.studies.interventions import interventions_study
+from kentropy.lab.studies.interventions import decay_lab_arms, interventions_study
 from kentropy.lab.studies.ladder import ladder_lab
 from kentropy.models import pick_device
 
@@ -46,6 +46,8 @@ class LabRunConfig:
     report_to: str = option("none", "Also log the training stages' curves (pretraining, continual learning) to tensorboard or "
                                     "wandb, beside each run (STAGE/run/tensorboard, STAGE/run/wandb); none: metrics.jsonl only. "
                                     "Not part of any stage's cache key.")
+    decay_lab: str | None = option(None, "A finished decay-study lab directory (kentropy lab --preset decay): its arms judged "
+                                         "`decayed` also start every plasticity method (a preset with an interventions section).")
 
     def __post_init__(self) -> None:
         from kentropy.trackers import check_tracker
@@ -107,6 +109,11 @@ def run_lab(cfg: LabConfig, out: str, device: str = "auto", preset: str = "custo
 def run_lab_command(run: LabRunConfig) -> dict:
     """`kentropy lab`: every flag and --out checked before the lab directory is made."""
     cfg = load_preset(run.preset)
+    if run.decay_lab is not None:
+        if cfg.interventions is None:
+            raise KentropyError(f"--decay-lab: preset {run.preset} compares no interventions (use --preset interventions)")
+        decay_lab_arms(run.decay_lab)  # a finished decay study, before any stage runs
+        cfg.interventions.decay_lab = str(Path(run.decay_lab).resolve())
     pick_device(run.device)  # a bad --device fails before any stage runs
     check_out(run.out, cfg, run.preset)
     line(f"[lab] preset {run.preset}: {len(cfg.pretrain_seeds)} pretraining seeds x {cfg.pretrain_steps} steps, model "

@@ -33,10 +33,10 @@ from kentropy.lab.judge import stats
 from kentropy.lab.judge.manipulation import raised_entropy
 from kentropy.lab.judge.seeds import DECAYED, holm, p_two_sided, t_interval
 from kentropy.lab.judge.verdicts import NOT_MEASURED, NOT_TESTED, verdict
-from kentropy.lab.labdir import slug
+from kentropy.lab.labdir import LabDir, slug
 from kentropy.lab.report.interventions import interventions_section
 from kentropy.lab.results import Context, Section
-from kentropy.lab.stages.continual import continual_stage
+from kentropy.lab.stages.continual import check_knowledge_fits, continual_stage
 from kentropy.lab.stages.resuscitate import resuscitate_stage
 from kentropy.lab.studies.decay import run_decay_study
 
@@ -222,22 +222,52 @@ def recycled(plasticity: dict | None) -> int | None:
     return sum(r["neurons"] for r in plasticity["recycled"])
 
 
+def decay_lab_arms(lab_dir: str) -> list[dict]:
+    """`decay_study.arms` of a finished decay-study lab directory (its results.json); an error naming the directory
+    where there is none."""
+    import json
+
+    path = LabDir(lab_dir).results
+    try:
+        study = json.loads(path.read_text()).get("decay_study")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise KentropyError(f"--decay-lab {lab_dir}: cannot read {path} ({e.__class__.__name__}): not a finished lab directory") from None
+    if not study or not study.get("arms"):
+        raise KentropyError(f"--decay-lab {lab_dir}: {path} holds no decay study (run kentropy lab --preset decay there first)")
+    return study["arms"]
+
+
+def pretraining_of(checkpoint: str) -> Done:
+    """The pretraining stage that saved `checkpoint` (STAGE/run/checkpoints/step-N), as its result.json gives it."""
+    import json
+
+    stage = Path(checkpoint).parents[2]
+    return Done(json.loads((stage / "result.json").read_text()), stage, stage.name)
+
+
 def decayed_arms(ctx: Context) -> tuple[list[Start], str | None]:
-    """The decay study's arms whose verdict is `decayed` (their first seed's final checkpoint), when the study runs in
-    this lab; else none, and why."""
+    """The decay study's arms whose verdict is `decayed` (their first seed's final checkpoint): the study of this
+    lab, else of `interventions.decay_lab`; else none, and why."""
     cfg = ctx.run.cfg
-    if cfg.decay is None:
+    if cfg.decay is not None:
+        study, pretrains = run_decay_study(ctx.stages, cfg, cfg.decay, ctx.device)  # every stage cached by the study's own run
+        arms = study["arms"]
+        where = "this lab's decay study"
+    elif cfg.interventions.decay_lab:
+        arms = decay_lab_arms(cfg.interventions.decay_lab)
+        pretrains = {(a["name"], a["seeds"][0]["seed"]): pretraining_of(a["checkpoints"][0][-1]) for a in arms}
+        where = f"the decay study of {cfg.interventions.decay_lab}"
+    else:
         return [], "the decay study did not run in this lab: no decayed arm to start from"
-    study, pretrains = run_decay_study(ctx.stages, cfg, cfg.decay, ctx.device)  # every stage cached by the study's own run
     starts = []
-    for arm in study["arms"]:
+    for arm in arms:
         if arm.get("verdict") != DECAYED:
             continue
-        pre = pretrains[(arm["name"], arm["seeds"][0])]
+        pre = pretrains[(arm["name"], arm["seeds"][0]["seed"])]
         final = pre.result["checkpoints"][-1]
         starts.append(Start(f"decay arm {arm['name']}", final["step"], final["path"], f"{pre.hash}/{final['step']}",
                             f"decay-{slug(arm['name'])}-", pre))
-    return starts, None if starts else f"no decay-study arm has the verdict {DECAYED!r}: none decayed"
+    return starts, None if starts else f"no arm of {where} has the verdict {DECAYED!r}: none decayed"
 
 
 def interventions_study(ctx: Context) -> Section:
@@ -250,6 +280,11 @@ def interventions_study(ctx: Context) -> Section:
     final = ctx.run.pretraining.final
     starts = [Start("core model", final.step, final.path, f"{pre.hash}/{final.step}", "", pre)]
     arms, note = decayed_arms(ctx)
+    for start in arms:  # every injected passage fits the lab's continual rows in the arm's own tokens, before any training
+        try:
+            check_knowledge_fits(cfg, world, Done({"path": start.path}, Path(start.path), start.hash))
+        except KentropyError as e:
+            raise KentropyError(f"interventions from {start.name}: {e}") from None
     result = {"params": dataclasses.asdict(cfg.interventions), "algorithm_1": {"ratio": cfg.resuscitate_ratio},
               "seeds": list(cfg.seeds), "replay": replay, "alpha": ALPHA, "decay_arms_note": note, "starts": []}
     for start in starts + arms:

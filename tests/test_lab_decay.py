@@ -273,3 +273,21 @@ def test_loss_beside_h_and_the_estimate_by_hand():
     assert checkpoint_loss(log, 25) == pytest.approx(sum(range(15, 25)) / 10)  # the last 10 steps
     d = decay_config({"seeds": [0, 1, 2], "workers": 2, "tokens_per_second": 1000.0})
     assert estimate_seconds(d) == pytest.approx(regime(d.reference)["tokens"] * 3 / 2000)
+
+
+def test_the_loops_knowledge_is_generated_before_any_pretraining(tmp_path, monkeypatch):
+    """A loop whose knowledge cannot be generated (or is refused) stops the study before its first pretraining run."""
+    from kentropy.lab.cache import Stages
+    from kentropy.lab.config import config_from_yaml
+    from kentropy.lab.studies import decay
+
+    def refuse(stages, cfg, dcfg):
+        raise KentropyError("facts 7: too few for the probes of a person entry (its compositions need more facts)")
+
+    monkeypatch.setattr(decay, "loop_world", refuse)
+    cfg = config_from_yaml(SMOKE_DECAY, "smoke-decay.yaml")
+    stages = Stages(tmp_path)
+    with pytest.raises(KentropyError, match="facts 7"):
+        decay.run_decay_study(stages, cfg, cfg.decay, "cpu")
+    made = [p.name for p in (tmp_path / "stages").iterdir()]
+    assert any(n.startswith("decay-corpora") for n in made) and not any("pretrain" in n for n in made)

@@ -44,7 +44,7 @@ from kentropy.lab.stages.corpora import corpora_stage
 from kentropy.lab.stages.measure import NO_ATTENTION, SERIES, measure_stage
 from kentropy.lab.stages.pretrain import pretrain_stage
 from kentropy.lab.stages.tokenizer import tokenizer_stage
-from kentropy.lab.studies.loop import close_the_loop, loop_plan_text
+from kentropy.lab.studies.loop import close_the_loop, loop_plan_text, loop_world
 
 MEASURE_BATCH = 64  # documents per measuring forward (tiny models: the larger the faster)
 MEASURING_DATA = {"seen": "rows of the run's first pretraining batches (seen by every trained checkpoint; the paper's choice)",
@@ -157,6 +157,7 @@ def run_decay_study(stages: Stages, lab: LabConfig, dcfg: DecayConfig, device: s
     tok = tokenizer_stage(stages, lab, vocab=dcfg.tokenizer_vocab, name="decay-tokenizer")
     arms = dcfg.all_arms()
     corpora = world_corpora(stages, lab, dcfg, tok)
+    loop_world(stages, lab, dcfg)  # the loop's knowledge and tasks generated (or refused) before any pretraining
     jobs = [(name, arm, seed) for name, arm in arms.items() for seed in dcfg.seeds_of(name)]
     # the longest runs first, so that the last worker does not finish alone
     jobs.sort(key=lambda j: -regime(j[1])["tokens"] * regime(j[1])["non_embedding_parameters"])

@@ -291,3 +291,18 @@ def test_the_loops_knowledge_is_generated_before_any_pretraining(tmp_path, monke
         decay.run_decay_study(stages, cfg, cfg.decay, "cpu")
     made = [p.name for p in (tmp_path / "stages").iterdir()]
     assert any(n.startswith("decay-corpora") for n in made) and not any("pretrain" in n for n in made)
+
+
+def test_lab_summary_prints_each_arms_verdict_and_effect():
+    from kentropy.cli import lab_summary
+    from kentropy.lab.judge.seeds import compare_to_paper
+
+    findings = {"entropy_decay": {"verdict": "decayed"},
+                "acquisition_forgetting": {"verdict_step_A": "held", "verdict_step_F": "inconclusive", "verdict_A": "held",
+                                           "verdict_F": "did not hold"},
+                "resuscitation": {"verdict_A": "not tested", "verdict_F": "not tested"}}
+    arm = {"name": "reference", "tokens_per_parameter": 600.0, "verdict": "decayed", "effect": compare_to_paper(0.0078, 2, 86)}
+    text = lab_summary({"findings": findings, "decay_study": {"arms": [arm]}, "timings": {"a": {"seconds": 2.0}}}, "lab", "decay")
+    line = next(x for x in text.splitlines() if "decay study, reference" in x)
+    assert "600 tokens/param: decayed (ΔKL +0.0078 nats per layer" in line and "smaller than OLMo-1B's 0.0312" in line
+    assert text.splitlines()[-1] == "  total stage time 2 s; report: lab/report.md"

@@ -254,20 +254,26 @@ def train_cmd(cfg: TrainConfig) -> None:
 from kentropy.lab.pipeline import LabRunConfig, run_lab_command  # noqa: E402
 
 
-@command("lab", LabRunConfig)
-def lab_cmd(cfg: LabRunConfig) -> None:
-    r = run_lab_command(cfg)
+def lab_summary(r: dict, out: str, preset: str) -> str:
+    """The lines `kentropy lab` prints at the end, from its results."""
     f = r["findings"]
-    print(f"lab {cfg.out} (preset {cfg.preset}):")
-    print(f"  1. knowledge entropy decays:                    {f['entropy_decay']['verdict']}")
     af = f["acquisition_forgetting"]
-    print(f"  2. later checkpoints acquire less / forget more: {af['verdict_step_A']} / {af['verdict_step_F']}")
-    print(f"     A and F follow knowledge entropy:            {af['verdict_A']} / {af['verdict_F']}")
-    print(f"  3. resuscitation (where H rose) raises A / lowers F: {f['resuscitation']['verdict_A']} / {f['resuscitation']['verdict_F']}")
+    lines = [f"lab {out} (preset {preset}):",
+             f"  1. knowledge entropy decays:                    {f['entropy_decay']['verdict']}",
+             f"  2. later checkpoints acquire less / forget more: {af['verdict_step_A']} / {af['verdict_step_F']}",
+             f"     A and F follow knowledge entropy:            {af['verdict_A']} / {af['verdict_F']}",
+             f"  3. resuscitation (where H rose) raises A / lowers F: {f['resuscitation']['verdict_A']} / {f['resuscitation']['verdict_F']}"]
     if "decay_study" in r:
         for a in r["decay_study"]["arms"]:
-            print(f"     decay study, {a['name']:<28} {a['tokens_per_parameter']:6.0f} tokens/param: {a['verdict']} (peak at step {a['peak_step']})")
-    print(f"  total stage time {sum(t['seconds'] for t in r['timings'].values()):.0f} s; report: {cfg.out}/report.md")
+            lines.append(f"     decay study, {a['name']:<28} {a['tokens_per_parameter']:6.0f} tokens/param: {a['verdict']} "
+                         f"({a['effect']['text']})")
+    lines.append(f"  total stage time {sum(t['seconds'] for t in r['timings'].values()):.0f} s; report: {out}/report.md")
+    return "\n".join(lines)
+
+
+@command("lab", LabRunConfig)
+def lab_cmd(cfg: LabRunConfig) -> None:
+    print(lab_summary(run_lab_command(cfg), cfg.out, cfg.preset))
 
 
 RESUME_HINT = {"train": "resume with --resume", "lab": "rerun the same command to resume (finished stages are kept)"}

@@ -39,11 +39,12 @@ def lab_models() -> dict:
     study's reference arm as its preset sets it (OLMo's block, mitchell init, tied embeddings)."""
     from kentropy.lab.config import LabConfig, load_preset
 
-    q, r = LabConfig(), load_preset("decay").decay.reference
+    q, d = LabConfig(), load_preset("decay").decay
+    r = d.reference
     return {"quick": dict(arch="swiglu", norm="rmsnorm", init="hf", tie=False, hidden=q.hidden, layers=q.layers, heads=q.heads,
                           ffn=q.ffn, vocab=q.tokenizer_vocab, seq_len=q.continual_seq_len, batch=q.continual_batch),
             "decay": dict(arch=r.arch, norm=r.norm, init=r.init, tie=True, hidden=r.hidden, layers=r.layers, heads=r.heads,
-                          ffn=r.ffn, vocab=load_preset("decay").decay.tokenizer_vocab, seq_len=r.seq_len, batch=r.batch_size)}
+                          ffn=r.ffn, vocab=d.tokenizer_vocab, seq_len=r.seq_len, batch=r.batch_size)}
 
 
 MODELS = lab_models()

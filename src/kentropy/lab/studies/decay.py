@@ -44,7 +44,7 @@ from kentropy.lab.stages.corpora import corpora_stage
 from kentropy.lab.stages.measure import NO_ATTENTION, SERIES, measure_stage
 from kentropy.lab.stages.pretrain import pretrain_stage
 from kentropy.lab.stages.tokenizer import tokenizer_stage
-from kentropy.lab.studies.loop import close_the_loop, loop_plan_text, loop_world
+from kentropy.lab.studies.loop import close_the_loop, loop_plan_text, loop_world, side_by_side
 
 MEASURE_BATCH = 64  # documents per measuring forward (tiny models: the larger the faster)
 MEASURING_DATA = {"seen": "rows of the run's first pretraining batches (seen by every trained checkpoint; the paper's choice)",
@@ -163,7 +163,7 @@ def run_decay_study(stages: Stages, lab: LabConfig, dcfg: DecayConfig, device: s
     jobs.sort(key=lambda j: -regime(j[1])["tokens"] * regime(j[1])["non_embedding_parameters"])
     done = {}
     t0 = time.perf_counter()
-    if dcfg.workers > 1 and device in ("cpu", "auto") and not torch.cuda.is_available():
+    if side_by_side(dcfg.workers, device):
         with cf.ProcessPoolExecutor(dcfg.workers, mp_context=mp.get_context("spawn")) as pool:
             futures = {pool.submit(run_arm, str(stages.root), n, a, s, dcfg, tok, corpora[a.world_fraction], device): (n, s)
                        for n, a, s in jobs}

@@ -34,6 +34,7 @@ from kentropy.lab.judge.manipulation import raised_entropy
 from kentropy.lab.judge.seeds import DECAYED, holm, p_two_sided, t_interval
 from kentropy.lab.judge.verdicts import NOT_MEASURED, NOT_TESTED, verdict
 from kentropy.lab.labdir import LabDir, slug
+from kentropy.rundir import RunDir
 from kentropy.lab.report.interventions import interventions_section
 from kentropy.lab.results import Context, Section
 from kentropy.lab.stages.continual import check_knowledge_fits, continual_stage
@@ -238,10 +239,14 @@ def decay_lab_arms(lab_dir: str) -> list[dict]:
 
 
 def pretraining_of(checkpoint: str) -> Done:
-    """The pretraining stage that saved `checkpoint` (STAGE/run/checkpoints/step-N), as its result.json gives it."""
+    """The lab pretraining stage whose run (`RunDir`) saved `checkpoint`, as its result.json gives it."""
     import json
 
-    stage = Path(checkpoint).parents[2]
+    ckpt = Path(checkpoint)
+    run = RunDir(ckpt.parent.parent)
+    stage = run.root.parent
+    if ckpt.parent != run.checkpoints or not (stage / "result.json").is_file():
+        raise KentropyError(f"--decay-lab: {checkpoint} is not a checkpoint of a finished pretraining stage")
     return Done(json.loads((stage / "result.json").read_text()), stage, stage.name)
 
 

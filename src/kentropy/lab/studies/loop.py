@@ -204,8 +204,8 @@ def _continual_job(root: str, report_to: str, lcfg: LabConfig, path: str, start_
 
 
 def side_by_side(workers: int, device: str) -> bool:
-    """Whether the loop's continual runs train in `workers` processes side by side: on a CPU only (on a GPU one
-    process keeps the device)."""
+    """Whether the study's runs (the decay runs, the loop's continual runs) train in `workers` processes side by
+    side: on a CPU only (on a GPU one process keeps the device)."""
     return workers > 1 and device in ("cpu", "auto") and not torch.cuda.is_available()
 
 

@@ -31,11 +31,11 @@ def with_act(config, act: str):
 
 
 def block_configs(tokenizer) -> dict:
-    """Every block type: the lab's arms that lean trains (Llama SwiGLU, OLMo's block, Nemotron GELU with
-    LayerNorm1P), a ReLU gate (ReGLU) and a plain ReLU FFN, OLMo tied and untied with q/k/v clipping, Llama
+    """Every block type: the lab's arms (Llama SwiGLU, OLMo's block, Arcee GELU with RMSNorm, Nemotron GELU
+    with LayerNorm1P), a ReLU gate (ReGLU) and a plain ReLU FFN, OLMo tied and untied with q/k/v clipping, Llama
     untied with grouped-query attention, Nemotron with partial rotary."""
     out = {"swiglu": lab_config("swiglu", tokenizer), "olmo-lab": lab_config("swiglu", tokenizer, "layernorm"),
-           "gelu": lab_config("gelu", tokenizer, "layernorm")}
+           "gelu": lab_config("gelu", tokenizer, "layernorm"), "arcee": lab_config("gelu", tokenizer, "rmsnorm")}
     out["reglu"], out["relu"] = with_act(out["swiglu"], "relu"), with_act(out["gelu"], "relu")
     out["olmo"] = family_config("olmo", clip_qkv=0.5)
     out["olmo-tied"] = family_config("olmo", tie_word_embeddings=True)
@@ -57,7 +57,7 @@ def random_hf(config, seed: int):
     return model.eval()
 
 
-@pytest.mark.parametrize("block", ["swiglu", "olmo-lab", "reglu", "gelu", "relu", "olmo", "olmo-tied", "llama-gqa-untied", "nemotron-partial-rotary"])
+@pytest.mark.parametrize("block", ["swiglu", "olmo-lab", "reglu", "gelu", "arcee", "relu", "olmo", "olmo-tied", "llama-gqa-untied", "nemotron-partial-rotary"])
 def test_logits_equal_hf_one_and_stacked(block, tokenizer, tmp_path):
     config = block_configs(tokenizer)[block]
     models = [random_hf(config, s) for s in range(3)]
@@ -138,10 +138,11 @@ def lab_dirs(tmp_path_factory, tokenizer):
         tokenizer.save_pretrained(d)
         return d
 
-    return {"swiglu": [save(lab_config("swiglu", tokenizer), s) for s in range(3)], "gelu": [save(lab_config("gelu", tokenizer, "layernorm"), 0)]}
+    return {"swiglu": [save(lab_config("swiglu", tokenizer), s) for s in range(3)], "gelu": [save(lab_config("gelu", tokenizer, "layernorm"), 0)],
+            "arcee": [save(lab_config("gelu", tokenizer, "rmsnorm"), 0)]}
 
 
-@pytest.mark.parametrize("arch", ["swiglu", "gelu"])
+@pytest.mark.parametrize("arch", ["swiglu", "gelu", "arcee"])
 def test_losses_equal_kentropy_train(arch, lab_dirs, tmp_path):
     init = lab_dirs[arch][0]
     train(tcfg(init, tmp_path / "train", seed=3))

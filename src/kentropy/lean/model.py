@@ -7,8 +7,9 @@ and shapes, so an HF model's state dict loads into it and it saves back as an HF
     save_member(lean, 1, "out/step-000100", tok)  # member 1 as an HF directory (safetensors)
 
 Block types (HF classes): Llama (RMSNorm, gated FFN with the config's activation: SwiGLU, ReGLU),
-OLMo (non-parametric LayerNorm, SwiGLU, optional q/k/v clipping) and Nemotron (LayerNorm1P: weight + 1,
-plain FFN down(act(up(x)))); rotary embeddings as HF computes them (partial rotary included).
+OLMo (non-parametric LayerNorm, SwiGLU, optional q/k/v clipping), Arcee (RMSNorm, plain FFN
+down(act(up(x)))) and Nemotron (LayerNorm1P: weight + 1, plain FFN); rotary embeddings as HF computes
+them (partial rotary included).
 
 With K members every parameter carries a leading member dimension [K, *HF shape]; activations are
 [K, B*T, d] and each linear layer is one batched matmul over the members. K = 1 with `stacked=False`
@@ -26,7 +27,9 @@ from torch import nn
 
 from kentropy.errors import KentropyError
 
-FAMILIES = ("llama", "olmo", "nemotron")
+FAMILIES = ("llama", "olmo", "arcee", "nemotron")
+PLAIN_FFN = ("arcee", "nemotron")  # down(act(up(x))): no gate projection
+RMS_NORM = ("llama", "arcee")
 
 
 class Weights(nn.Module):
@@ -51,7 +54,7 @@ class Block(nn.Module):
         for name, (o, i) in {"q_proj": (H * hd, d), "k_proj": (KV * hd, d), "v_proj": (KV * hd, d), "o_proj": (d, H * hd)}.items():
             setattr(self.self_attn, name, Weights((o, i), members, o if attn_bias else None))
         self.mlp = nn.Module()
-        if family != "nemotron":
+        if family not in PLAIN_FFN:
             self.mlp.gate_proj = Weights((m, d), members, m if mlp_bias else None)
         self.mlp.up_proj = Weights((m, d), members, m if mlp_bias else None)
         self.mlp.down_proj = Weights((d, m), members, d if mlp_bias else None)
@@ -109,8 +112,8 @@ class LeanLM(nn.Module):
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin", emb.sin(), persistent=False)
         self.act = _activation(c.hidden_act)
-        # norm epsilons: Llama's RMSNorm and Nemotron's LayerNorm1P from the config; OLMo's LayerNorm is fixed at 1e-5
-        self.eps = {"llama": getattr(c, "rms_norm_eps", None), "nemotron": getattr(c, "norm_eps", 1e-5), "olmo": 1e-5}[self.family]
+        # norm epsilons: Llama's and Arcee's RMSNorm and Nemotron's LayerNorm1P from the config; OLMo's LayerNorm is fixed at 1e-5
+        self.eps = getattr(c, "rms_norm_eps", None) if self.family in RMS_NORM else {"nemotron": getattr(c, "norm_eps", 1e-5), "olmo": 1e-5}[self.family]
         self.clip_qkv = getattr(c, "clip_qkv", None) if self.family == "olmo" else None
 
     # ---- weights in and out -----------------------------------------------------------------
@@ -162,7 +165,7 @@ class LeanLM(nn.Module):
         return y + self._b(torch.cat([m.bias for m in ws], dim=-1))
 
     def _norm(self, x: torch.Tensor, w: Weights) -> torch.Tensor:
-        if self.family == "llama":
+        if self.family in RMS_NORM:
             v = x.float().pow(2).mean(-1, keepdim=True)
             return self._b(w.weight) * (x.float() * torch.rsqrt(v + self.eps)).to(x.dtype)
         if self.family == "olmo":
@@ -199,7 +202,7 @@ class LeanLM(nn.Module):
             x = x + self._linear(o.transpose(1, 2).reshape(K, B * T, H * hd), a.o_proj)
             h = self._norm(x, layer.post_attention_layernorm)
             f = layer.mlp
-            if self.family == "nemotron":
+            if self.family in PLAIN_FFN:
                 inner = self.act(self._linear(h, f.up_proj))
             else:
                 gate, up = self._linear(h, f.gate_proj, f.up_proj).chunk(2, dim=-1)

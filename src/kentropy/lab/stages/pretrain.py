@@ -4,7 +4,7 @@ initialization, saving checkpoints named by step (HF model directories).
 It trains through the lean loop (`kentropy.lean.fit.pretrain`: the same rows, order, schedule, AdamW and
 clipping as `kentropy train`, per-step losses equal to 1e-5, a faster step) for every family the lean
 model implements and every run it supports (pretraining only), compiled where the run's `compile` asks;
-otherwise (Arcee's block, replay, half fine-tuning, ReDo) through `kentropy train`'s setup / fit / finish.
+otherwise (replay, half fine-tuning, ReDo) through `kentropy train`'s setup / fit / finish.
 
 The core study and every arm of the decay study call it, differing only in the model, the train
 config and the steps saved. The initialization (step 0) is written atomically beside the run, so that

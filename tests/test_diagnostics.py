@@ -3,6 +3,8 @@ fraction; per-neuron ‖w_in,i‖·‖w_out,i‖ from the named weight matrices 
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import transformers as T
@@ -98,7 +100,6 @@ def test_weight_norm_summary():
 def _reference_position_stats(model, docs: list[list[int]]) -> dict[str, list[float]]:
     """Each document alone (no padding): per layer the mean over tokens of max_i |c| / median_i |c| (numpy's
     interpolated median), and Σ_i |c| at position 0 over Σ_t Σ_i |c|; then the mean over documents."""
-    import numpy as np
 
     from kentropy.ffn import find_layout
 
@@ -135,3 +136,14 @@ def test_position_stats_against_documents_one_by_one(family):
     assert got["first_position_share"] == pytest.approx(want["first_position_share"], rel=1e-5)
     assert all(0 < s < 1 for s in got["first_position_share"]) and all(r > 1 for r in got["max_over_median"])
     assert "position_stats" not in measure_ids(model, docs, pad_id=0, progress=False).to_json()
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 86), (2, 7, 9), (4, 4, 2), (2, 3, 1)])
+def test_median_is_numpys(shape):
+    """The capture hook's median: numpy's interpolated median, also where the lower middle value repeats."""
+    from kentropy.capture import median
+
+    a = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    a[0, 0, : shape[-1] // 2 + 1] = 0.5  # the lower middle value repeats past the middle
+    a[-1, -1] = 0.25  # every value equal
+    torch.testing.assert_close(median(a), torch.from_numpy(np.median(a.double().numpy(), -1)), rtol=0, atol=1e-15)

@@ -62,3 +62,26 @@ def test_families_and_runs_lean_lacks_fall_back():
     assert lean_trains({**MODELS["olmo"], "arch": "gelu"}, tcfg())  # gelu x layernorm: Nemotron's block
     assert not lean_trains(MODELS["llama"], tcfg(recycle_every=5, threshold=0.1))
     assert not lean_trains(MODELS["llama"], tcfg(replay=str(sample_text_path()), replay_fraction=0.25))
+
+
+def test_packed_once_equals_packed_by_the_run(tokenizer, tmp_path):
+    """A run given its text packed by a rows stage trains and keeps its first rows exactly as one that packs
+    the text itself; rows of another text or length are refused."""
+    from safetensors.torch import load_file
+
+    from kentropy.errors import KentropyError
+    from kentropy.lab.stages.pretrain import load_rows, packed_rows, rows_stage
+
+    tok_dir = tmp_path / "tok"
+    tokenizer.save_pretrained(tok_dir)
+    tok, corpora = Done({"path": str(tok_dir)}, tok_dir, "tok"), Done({}, tmp_path, "corpora")
+    stages = Stages(tmp_path / "lab", record_timings=False)
+    rows = rows_stage(stages, "rows", tcfg().data, tok, 32)
+    alone = pretrain_stage(stages, "alone", MODELS["olmo"], tcfg(), tok, corpora, "cpu", first=6)
+    shared = pretrain_stage(stages, "shared", MODELS["olmo"], tcfg(), tok, corpora, "cpu", first=6, rows=rows)
+    assert torch.equal(load_rows(rows), packed_rows(Path(alone.result["checkpoints"][0]["path"]), tcfg()))
+    assert load_rows(rows).dtype == torch.int64 and rows.result["rows"] == len(load_rows(rows))
+    assert shared.hash != alone.hash and shared.result["loss"] == alone.result["loss"]
+    assert torch.equal(load_file(shared.result["first_rows"])["ids"], load_file(alone.result["first_rows"])["ids"])
+    with pytest.raises(KentropyError, match="not the run's"):
+        pretrain_stage(stages, "other", MODELS["olmo"], tcfg(seq_len=16), tok, corpora, "cpu", rows=rows)

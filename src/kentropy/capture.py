@@ -102,6 +102,20 @@ def _magnitude(c: torch.Tensor, activation: str) -> torch.Tensor:
     return a if a.dtype in (torch.float32, torch.float64) else a.float()  # bf16/fp16: reduce in fp32
 
 
+def median(a: torch.Tensor) -> torch.Tensor:
+    """The median over the last dim, interpolated as numpy's (the mean of the two middle values when the
+    count is even), in float64: [..., n] -> [...]. A selection, not a sort: the lower middle value by
+    `torch.median`, the upper one as the smallest value above it unless the lower one repeats past the middle."""
+    n = a.shape[-1]
+    lo = a.median(-1).values  # the ((n + 1) // 2)-th smallest
+    if n % 2:
+        return lo.double()
+    above = a > lo.unsqueeze(-1)
+    repeats = (n - above.sum(-1)) > n // 2  # more than n/2 values <= lo: the (n/2 + 1)-th smallest is lo too
+    hi = torch.where(above, a, torch.full_like(a, float("inf"))).amin(-1)
+    return (lo.double() + torch.where(repeats, lo, hi).double()) / 2
+
+
 class CoefficientSums(_Hooks):
     """Sum over instances of the per-instance mean |c_l| for every layer: `sums[l]` is [size_l] float64.
 
@@ -169,9 +183,9 @@ class CoefficientSums(_Hooks):
     def _add_positions(self, l: int, a: torch.Tensor, w: torch.Tensor) -> None:
         """Per document: sum_t w_t max_i a / median_i a (w = 1/|s| on real tokens: the mean over them) and the
         share of sum |c| at its first real token; both summed over the batch's documents."""
-        a = a.double()
         real = w > 0  # [B, T]
-        ratio = a.amax(-1) / a.quantile(0.5, dim=-1).clamp_min(torch.finfo(torch.float64).tiny)  # [B, T]
+        ratio = a.amax(-1).double() / median(a).clamp_min(torch.finfo(torch.float64).tiny)  # [B, T]
+        a = a.double()
         peak = (w.double() * torch.where(real, ratio, torch.zeros_like(ratio))).sum(-1)  # [B]
         total = a.sum(-1) * real  # [B, T]: sum_i |c| on real tokens
         first = real.int().argmax(-1)  # the first real position of each document

@@ -21,7 +21,9 @@ from kentropy.lab.cache import Done, Stages
 
 SERIES = ("seen", "held_out")
 ALL_METRICS = ("knowledge", "attention", "next-token")
-NO_ATTENTION = ("knowledge", "next-token")  # runs the fast attention kernel: materializing the probabilities costs half the measuring
+# knowledge entropy alone: the fast attention kernel (attention entropy needs the probabilities materialized) and no
+# LM head (next-token entropy needs the logits); together more than half of a tiny model's measuring
+KNOWLEDGE_ONLY = ("knowledge",)
 
 
 def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: str, *, seq_len: int, batch_size: int,

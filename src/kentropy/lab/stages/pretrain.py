@@ -23,6 +23,7 @@ from pathlib import Path
 from kentropy.console import is_verbose
 from kentropy.corpus import epochs_needed, pack_rows, row_order
 from kentropy.data import load_texts
+from kentropy.errors import KentropyError
 from kentropy.io import write_atomic, write_dir_atomic
 from kentropy.lab.architectures import build_model
 from kentropy.lab.cache import Done, Stages
@@ -43,6 +44,33 @@ def packed_rows(init: Path, cfg: TrainConfig):
     return pack_rows(load_tokenizer(Checkpoint(str(init))), load_texts(cfg.data), cfg.seq_len)
 
 
+def rows_stage(stages: Stages, name: str, data: str, tok_done: Done, seq_len: int) -> Done:
+    """The text file `data` packed once into rows of `seq_len` tokens with the tokenizer stage's tokenizer, as
+    the trainer packs it, for every run that reads it (the seeds of an arm): result {"path", "rows", "data",
+    "seq_len"}, the rows [N, seq_len] in `rows.safetensors` (int32 on disk: `load_rows` gives the trainer's int64)."""
+    conf = {"data": data, "tokenizer": tok_done.hash, "seq_len": seq_len}
+
+    def fn(d: Path) -> dict:
+        import torch
+        from safetensors.torch import save_file
+        from transformers import AutoTokenizer
+
+        rows = pack_rows(AutoTokenizer.from_pretrained(tok_done.result["path"]), load_texts(data), seq_len)
+        path = d / "rows.safetensors"
+        write_atomic(path, lambda tmp: save_file({"ids": rows.to(torch.int32)}, str(tmp)))
+        return {"path": str(path), "rows": len(rows), "data": data, "seq_len": seq_len}
+
+    return stages.run(name, conf, fn, code=("kentropy.corpus",))
+
+
+def load_rows(rows: Done):
+    """A rows stage's rows: [N, seq_len] int64 token ids."""
+    import torch
+    from safetensors.torch import load_file
+
+    return load_file(rows.result["path"])["ids"].to(torch.int64)
+
+
 def first_rows(init: Path, cfg: TrainConfig, n: int, rows=None):
     """The rows of the first `n` rows of training, in the trainer's order: [n, seq_len] token ids
     (rows: the corpus already packed, else packed here)."""
@@ -58,11 +86,17 @@ def lean_trains(model: dict, train: TrainConfig) -> bool:
 
 
 def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, tok_done: Done, corpora: Done, device: str,
-                   first: int = 0) -> Done:
+                   first: int = 0, rows: Done | None = None) -> Done:
     """model: `build_model`'s arguments (arch, init, seed, hidden, layers, heads, gated_ffn, positions, tie);
-    train: the run's TrainConfig (its model, out, device and resume are set here); first: rows to keep."""
+    train: the run's TrainConfig (its model, out, device and resume are set here); first: rows to keep;
+    rows: `rows_stage` of train.data at train.seq_len (else the run packs train.data itself)."""
     conf = {"model": model, "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in PER_RUN},
             "tokenizer": tok_done.hash, "corpora": corpora.hash, "first_rows": first}
+    if rows is not None:
+        if (rows.result["data"], rows.result["seq_len"]) != (train.data, train.seq_len):
+            raise KentropyError(f"{name}: rows packed from {rows.result['data']} at {rows.result['seq_len']} tokens, "
+                                f"not the run's {train.data} at {train.seq_len}")
+        conf["rows"] = rows.hash
 
     def fn(d: Path) -> dict:
         from safetensors.torch import save_file
@@ -78,13 +112,14 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
         resume = run.config.is_file() and not lean  # a lean run is short: an interrupted one is rerun
         cfg = dataclasses.replace(train, model=str(init), out=str(run.root), device=device, resume=resume, overwrite=not resume,
                                   report_to=stages.report_to)
-        packed = packed_rows(init, cfg) if lean else None  # packed once: the first rows and the lean loop read it
-        rows = None
+        # packed once: the first rows and the lean loop read it
+        packed = load_rows(rows) if rows is not None else packed_rows(init, cfg) if lean else None
+        kept = None
         if first:
-            rows = d / "first_rows.safetensors"
-            if not rows.is_file():
+            kept = d / "first_rows.safetensors"
+            if not kept.is_file():
                 ids = first_rows(init, cfg, first, packed)
-                write_atomic(rows, lambda tmp: save_file({"ids": ids}, str(tmp)))
+                write_atomic(kept, lambda tmp: save_file({"ids": ids}, str(tmp)))
         t0 = time.perf_counter()
         if lean:
             pretrain(cfg, rows=packed)
@@ -97,7 +132,7 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
         ckpts = [{"step": 0, "path": str(init)}] + [{"step": s, "path": str(p)} for s, p in run.saved_checkpoints()]
         return {"checkpoints": ckpts, "steps": cfg.steps, "seconds": seconds, "tokens_per_s": speeds[len(speeds) // 2],
                 "final_loss": log[-1]["loss"], "loss": [(x["step"], x["loss"]) for x in log],
-                "first_rows": str(rows) if rows else None}
+                "first_rows": str(kept) if kept else None}
 
     return stages.run(name, conf, fn, code=("kentropy.lab.architectures", "kentropy.train", "kentropy.corpus", "kentropy.lean.model",
                                              "kentropy.lean.fit"))

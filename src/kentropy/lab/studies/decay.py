@@ -41,8 +41,8 @@ from kentropy.lab.report.decay import decay_section
 from kentropy.lab.report.loop import loop_section
 from kentropy.lab.results import Context, Section
 from kentropy.lab.stages.corpora import corpora_stage
-from kentropy.lab.stages.measure import NO_ATTENTION, SERIES, measure_stage
-from kentropy.lab.stages.pretrain import pretrain_stage
+from kentropy.lab.stages.measure import KNOWLEDGE_ONLY, SERIES, measure_stage
+from kentropy.lab.stages.pretrain import pretrain_stage, rows_stage
 from kentropy.lab.stages.tokenizer import tokenizer_stage
 from kentropy.lab.studies.loop import close_the_loop, loop_plan_text, loop_world, side_by_side
 
@@ -109,30 +109,40 @@ def arm_saves(arm: Arm, dcfg: DecayConfig) -> list[int]:
     return sorted(set(saves) | {fraction_step(f, r["steps"]) for f in dcfg.loop_fractions})
 
 
-def run_arm(root: str, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok: Done, corpora: Done,
+def arm_text(arm: Arm, corpora: Done) -> str:
+    """The pretraining text file an arm reads (its size: `text_tokens`)."""
+    return corpora.result["pretrain"][str(text_tokens(arm))]["path"]
+
+
+def pack_text(root: str, name: str, data: str, tok: Done, seq_len: int) -> Done:
+    """`rows_stage` in a worker process (the seeds of an arm read its text packed once)."""
+    return rows_stage(Stages(Path(root), record_timings=False), name, data, tok, seq_len)
+
+
+def run_arm(root: str, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok: Done, corpora: Done, rows: Done,
             device: str) -> tuple[Done, Done]:
     """One run, in one thread (tiny models use one core better than two), in a worker process when the
     study trains side by side; the caller's thread count comes back after, and its wall times stay here."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_arm(root, name, arm, seed, dcfg, tok, corpora, device)
+        return _run_arm(root, name, arm, seed, dcfg, tok, corpora, rows, device)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_arm(root: str, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok: Done, corpora: Done,
+def _run_arm(root: str, name: str, arm: Arm, seed: int, dcfg: DecayConfig, tok: Done, corpora: Done, rows: Done,
              device: str) -> tuple[Done, Done]:
-    """Pretrain the arm with `seed` (saves at the plan's steps), then measure every checkpoint on both series."""
+    """Pretrain the arm with `seed` (saves at the plan's steps) on its packed rows, then measure every checkpoint
+    on both series."""
     stages = Stages(Path(root), record_timings=False)
-    data = corpora.result["pretrain"][str(text_tokens(arm))]["path"]
-    train = train_config(arm, data=data, eval_every=0, save_every=0, save_at=arm_saves(arm, dcfg),
+    train = train_config(arm, data=arm_text(arm, corpora), eval_every=0, save_every=0, save_at=arm_saves(arm, dcfg),
                          epochs=math.ceil(1 / arm.unique_fraction), seed=seed, compile=dcfg.compile)
     pre = pretrain_stage(stages, f"decay-{slug(name)}-seed{seed}-pretrain", arm_model(arm, seed), train, tok, corpora, device,
-                         first=dcfg.measure_docs)
+                         first=dcfg.measure_docs, rows=rows)
     meas = measure_stage(stages, f"decay-{slug(name)}-seed{seed}-measure", pre, corpora, device, seq_len=arm.seq_len,
                          batch_size=MEASURE_BATCH, series=SERIES, bootstrap=dcfg.bootstrap, seed=seed, diagnostics=True,
-                         metrics=NO_ATTENTION)
+                         metrics=KNOWLEDGE_ONLY)
     return pre, meas
 
 
@@ -161,19 +171,30 @@ def run_decay_study(stages: Stages, lab: LabConfig, dcfg: DecayConfig, device: s
     jobs = [(name, arm, seed) for name, arm in arms.items() for seed in dcfg.seeds_of(name)]
     # the longest runs first, so that the last worker does not finish alone
     jobs.sort(key=lambda j: -regime(j[1])["tokens"] * regime(j[1])["non_embedding_parameters"])
+    # each distinct (text, row length) packed once, named after the first arm that reads it
+    key = {n: (arm_text(a, corpora[a.world_fraction]), a.seq_len) for n, a in arms.items()}
+    texts = {}
+    for n in arms:
+        texts.setdefault(key[n], f"decay-{slug(n)}-rows")
     done = {}
     t0 = time.perf_counter()
     if side_by_side(dcfg.workers, device):
         with cf.ProcessPoolExecutor(dcfg.workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(run_arm, str(stages.root), n, a, s, dcfg, tok, corpora[a.world_fraction], device): (n, s)
+            futures = {pool.submit(pack_text, str(stages.root), label, data, tok, seq_len): (data, seq_len)
+                       for (data, seq_len), label in texts.items()}
+            packed = {futures[f]: f.result() for f in cf.as_completed(futures)}
+            rows = {n: packed[key[n]] for n in arms}
+            futures = {pool.submit(run_arm, str(stages.root), n, a, s, dcfg, tok, corpora[a.world_fraction], rows[n], device): (n, s)
                        for n, a, s in jobs}
             for f in cf.as_completed(futures):
                 done[futures[f]] = f.result()
                 n, s = futures[f]
                 print(f"[lab] decay {n} seed {s}: done ({done[(n, s)][0].result['seconds']:.0f} s of training)", file=sys.stderr)
     else:
+        packed = {(data, seq_len): pack_text(str(stages.root), label, data, tok, seq_len) for (data, seq_len), label in texts.items()}
+        rows = {n: packed[key[n]] for n in arms}
         for n, a, s in jobs:
-            done[(n, s)] = run_arm(str(stages.root), n, a, s, dcfg, tok, corpora[a.world_fraction], device)
+            done[(n, s)] = run_arm(str(stages.root), n, a, s, dcfg, tok, corpora[a.world_fraction], rows[n], device)
     # the runs overlap, so their stage times do not add up: the timings get the wall time of all of them
     # (each run's own time is in the study's table); a rerun that found every run cached keeps the old entry
     wall = time.perf_counter() - t0

@@ -38,7 +38,7 @@ from kentropy.lab.judge.seeds import ArmSeeds, contrast_records
 from kentropy.lab.regime import regime, train_config
 from kentropy.lab.report.ladder import ladder_section
 from kentropy.lab.stages.corpora import corpora_stage
-from kentropy.lab.stages.measure import NO_ATTENTION, measure_stage
+from kentropy.lab.stages.measure import KNOWLEDGE_ONLY, measure_stage
 from kentropy.lab.stages.pretrain import INIT, PER_RUN
 from kentropy.lab.stages.tokenizer import tokenizer_stage
 
@@ -208,7 +208,7 @@ def run_ladder(stages: Stages, lab: LabConfig, lcfg: LadderConfig, device: str) 
         for k, member in enumerate(pre.result["members"]):
             one = Done(member, pre.dir, f"{pre.hash}-{k}")
             meas = measure_stage(stages, f"ladder-d{w}-seed{member['seed']}-measure", one, corpora, device, seq_len=arm.seq_len,
-                                 batch_size=MEASURE_BATCH, series=("seen",), metrics=NO_ATTENTION)
+                                 batch_size=MEASURE_BATCH, series=("seen",), metrics=KNOWLEDGE_ONLY)
             res = meas.result["series"]["seen"]["results"]
             records.append({"seed": member["seed"], "steps": list(meas.result["steps"]),
                             "knowledge_entropy": [r["knowledge_entropy"] for r in res],

@@ -262,8 +262,8 @@ def downstream_moments(before: Mapping, after: Mapping) -> tuple[float, float, f
     """(Var(D_b), Var(D_a), Cov(D_a, D_b)) of D = the mean of K task scores, each the mean of its n_k document values x.
 
     Paired (`paired_rows`): Var(D) = Σ_k var_k(x) / n_k / K², Cov(D_a, D_b) = Σ_k cov_k(x_a, x_b) / n_k / K², sample
-    (co)variances of the rows. Else independent: Var(D) = Σ_k s_k (1 − s_k) / (n_k − 1) / K² from the scores s_k
-    (for 0/1 rows the same variance) and Cov 0. None where a task has fewer than 2 documents."""
+    (co)variances of the rows. Else independent: Var(D) = `downstream_se`² = Σ_k s_k (1 − s_k) / (n_k − 1) / K² from
+    the scores s_k (for 0/1 rows the same variance) and Cov 0. None where a task has fewer than 2 documents."""
     if paired_rows(before, after):
         xs = [(t["rows"], after["tasks"][k]["rows"]) for k, t in before["tasks"].items()]
         if any(len(xb) < 2 for xb, _ in xs):
@@ -272,15 +272,9 @@ def downstream_moments(before: Mapping, after: Mapping) -> tuple[float, float, f
         vb = math.fsum(sample_cov(xb, xb) / len(xb) for xb, _ in xs) / k2
         va = math.fsum(sample_cov(xa, xa) / len(xa) for _, xa in xs) / k2
         return vb, va, math.fsum(sample_cov(xa, xb) / len(xb) for xb, xa in xs) / k2
-
-    def var(d: Mapping) -> float | None:
-        t = list(d["tasks"].values())
-        if any(x["n"] < 2 for x in t):
-            return None
-        return math.fsum(x["score"] * (1 - x["score"]) / (x["n"] - 1) for x in t) / len(t) ** 2
-
-    vb, va = var(before), var(after)
-    return None if vb is None or va is None else (vb, va, 0.0)
+    if any(t["n"] < 2 for d in (before, after) for t in d["tasks"].values()):
+        return None
+    return downstream_se(before) ** 2, downstream_se(after) ** 2, 0.0
 
 
 def forgetting_se(before: Mapping | None, after: Mapping | None) -> float | None:

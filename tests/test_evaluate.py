@@ -151,6 +151,24 @@ def test_limit_takes_the_first_documents_and_rng_is_kept(llama, tokenizer, tmp_p
     assert np.array_equal(np.random.get_state()[1], np_state[1])
 
 
+
+def test_rows_are_each_documents_metric_in_order(llama, tokenizer, tmp_path):
+    """rows=True: each task's metric per document in document order (the reference's hits), whose mean is the
+    task's score; `limit` keeps the first documents' rows; without it no rows."""
+    preds, preds_norm = reference(llama, tokenizer)
+    hits = [float(p == g) for p, g in zip(preds, GOLD)]
+    hits_norm = [float(p == g) for p, g in zip(preds_norm, GOLD)]
+    assert hits != hits_norm and all(0 < sum(h) < len(GOLD) for h in (hits, hits_norm))  # the metric and the order show
+    write_task(str(tmp_path), "plain", rows(GOLD))
+    write_task(str(tmp_path), "normed", rows(GOLD), metric="acc_norm")
+    out = evaluate(llama, tokenizer, ["plain", "normed"], task_dir=str(tmp_path), batch_size=3, rows=True)
+    t = out["tasks"]
+    assert t["plain"]["rows"] == hits and t["normed"]["rows"] == hits_norm
+    assert all(sum(x["rows"]) / len(x["rows"]) == pytest.approx(x["score"]) and len(x["rows"]) == x["n"] for x in t.values())
+    json.dumps(out)  # JSON-ready
+    assert evaluate(llama, tokenizer, ["plain"], task_dir=str(tmp_path), limit=3, rows=True)["tasks"]["plain"]["rows"] == hits[:3]
+    assert "rows" not in evaluate(llama, tokenizer, ["plain"], task_dir=str(tmp_path), limit=3)["tasks"]["plain"]
+
 @pytest.mark.parametrize(
     "tasks, message",
     [

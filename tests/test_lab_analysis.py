@@ -146,3 +146,42 @@ def test_forgetting_standard_error_by_hand():
     assert an.downstream_se(before) == pytest.approx(se_b)
     # F = 100 (1 - D_a / D_b): dF/dD_a = -100 / D_b, dF/dD_b = 100 D_a / D_b^2
     assert an.forgetting_se(before, after) == pytest.approx(100 * math.sqrt((se_a / 0.5) ** 2 + (0.45 * se_b / 0.25) ** 2))
+
+
+def scored(**rows: list[float]) -> dict:
+    """`evaluate(rows=True)`'s result for tasks given by their per-document rows."""
+    tasks = {k: {"score": sum(x) / len(x), "n": len(x), "rows": x} for k, x in rows.items()}
+    return {"tasks": tasks, "D": sum(t["score"] for t in tasks.values()) / len(tasks)}
+
+
+def test_paired_forgetting_standard_error_by_hand():
+    """Two tasks of 4 and 5 documents. Task a: x_b = 1101, x_a = 1001: var_b = .75/3, var_a = 1/3, cov = .5/3;
+    task b: x_b = 10101, x_a = 00101: var_b = var_a = 1.2/4, cov = .8/4. D_b = (.75 + .6)/2 = .675, D_a = .45, r = 2/3.
+    Var(D_b) = (.25/4 + .3/5)/4 = 49/1600, Var(D_a) = (1/12 + .3/5)/4 = 43/1200, Cov = (1/24 + .2/5)/4 = 49/2400;
+    Var(D_a) + r² Var(D_b) − 2 r Cov = (129 + 49 − 98)/3600 = 1/45."""
+    before = scored(a=[1.0, 1.0, 0.0, 1.0], b=[1.0, 0.0, 1.0, 0.0, 1.0])
+    after = scored(a=[1.0, 0.0, 0.0, 1.0], b=[0.0, 0.0, 1.0, 0.0, 1.0])
+    assert an.paired_rows(before, after)
+    assert an.downstream_moments(before, after) == pytest.approx((49 / 1600, 43 / 1200, 49 / 2400))
+    paired = an.forgetting_se(before, after)
+    assert paired == pytest.approx(100 / 0.675 * math.sqrt(1 / 45)) == pytest.approx(22.0846, abs=1e-4)
+    # without the rows: the independent bound, Cov = 0 (the binomial variances equal the rows' for 0/1 outcomes)
+    bound = 100 / 0.675 * math.sqrt(178 / 3600)
+    strip = lambda d: {"D": d["D"], "tasks": {k: {"score": t["score"], "n": t["n"]} for k, t in d["tasks"].items()}}  # noqa: E731
+    assert an.forgetting_se(strip(before), strip(after)) == pytest.approx(bound) and paired < bound
+    assert an.forgetting_se(before, strip(after)) == pytest.approx(bound)  # one side without rows
+    # the same documents scored the same before and after: D_a = D_b, every (co)variance equal, SE 0
+    assert an.forgetting_se(before, scored(**{k: list(t["rows"]) for k, t in before["tasks"].items()})) == pytest.approx(0, abs=1e-12)
+    # rows of another length (other documents) or other tasks: not paired, the bound
+    other = scored(a=[1.0, 0.0, 0.0, 1.0, 0.0, 1.0], b=[0.0, 0.0, 1.0, 0.0, 1.0])
+    assert not an.paired_rows(before, other) and not an.paired_rows(before, scored(a=after["tasks"]["a"]["rows"]))
+    assert an.forgetting_se(before, other) == pytest.approx(an.forgetting_se(strip(before), strip(other)))
+    assert an.forgetting_se(None, after) is None and an.forgetting_se(scored(a=[1.0]), scored(a=[0.0])) is None
+
+
+def test_forgetting_se_method_names_the_estimate():
+    assert an.forgetting_se_method([True, True])["estimate"] == "paired"
+    assert an.forgetting_se_method([False])["estimate"] == an.forgetting_se_method([])["estimate"] == "independent upper bound"
+    mixed = an.forgetting_se_method([True, False, True])
+    assert mixed["estimate"] == "paired in 2 of 3 runs, else the independent upper bound"
+    assert an.F_SE_METHODS["paired"] in mixed["method"] and an.F_SE_METHODS["independent upper bound"] in mixed["method"]

@@ -50,6 +50,16 @@ def downstream(scores: list[float], n: int = 101) -> dict:
     return {"tasks": {f"t{k}": {"score": x, "n": n} for k, x in enumerate(scores)}, "D": sum(scores) / len(scores)}
 
 
+def with_rows(*rows: list[float]) -> dict:
+    """`evaluate(rows=True)`'s result: tasks t0, t1, ... of these per-document rows."""
+    tasks = {f"t{k}": {"score": sum(x) / len(x), "n": len(x), "rows": x} for k, x in enumerate(rows)}
+    return {"tasks": tasks, "D": sum(t["score"] for t in tasks.values()) / len(tasks)}
+
+
+# D_b = .675, D_a = .45 on the same documents: paired SE(F) = 100 / .675 · sqrt(1 / 45) (test_lab_analysis, by hand)
+PAIRED = (with_rows([1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0, 1.0]), with_rows([1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0, 1.0]))
+
+
 @pytest.fixture
 def stand_ins(monkeypatch):
     """Stand-in stages: each continual run records (cfg, start); resuscitation lowers H (5.0 -> 4.9)."""
@@ -58,8 +68,9 @@ def stand_ins(monkeypatch):
     def continual(stages, cfg, start, start_hash, label, seed, world, corpora, device):
         calls["continual"].append({"cfg": cfg, "start": start, "hash": start_hash, "label": label})
         step = int(start.rsplit("/", 1)[-1]) if start.startswith("/ckpt") else 99
+        db, da = PAIRED if calls.get("rows") else (downstream([0.5, 0.3]), downstream([0.4, 0.2]))
         summary = {"A": 50.0 - step / 2, "F": step / 4, "P_before": -5.0, "P_after": -5.0 + (100 - step) / 100,
-                   "downstream_before": downstream([0.5, 0.3]), "downstream_after": downstream([0.4, 0.2])}
+                   "downstream_before": db, "downstream_after": da}
         return Done({"summary": summary}, Path("/x"), "c")
 
     def resuscitate(stages, cfg, final, pre, corpora, amplify, device):
@@ -106,11 +117,22 @@ def test_every_continual_run_fits_its_pretraining_rows_at_its_peak_lr(stand_ins)
     r = out["resuscitation"][0]
     assert (r["H_before"], r["H_after"], r["tested"]) == (5.0, 4.9, False)
     assert r["verdict_A"] == r["verdict_F"] == NOT_TESTED and r["delta_A"]["per_seed"] == [-29.5] * 3  # A = 50 - 99/2 vs 50 - 40/2
-    assert out["F_se"]["max"] == pytest.approx(10.145426925467454)
+    assert out["F_se"]["max"] == pytest.approx(10.145426925467454) and out["F_se"]["estimate"] == "independent upper bound"
     assert out["resuscitation_skipped"] == [{"arm": "GELU", "reason": "only the reference arm is resuscitated"}]
     md = loop_section(out)
+    assert "F's standard error (independent upper bound): at most 10.15 points" in md
     assert "Continual rows of 64 tokens (pretrained on 64); continual lr 0.003 (the arm's pretraining peak lr 0.003)" in md
     assert "plus the final checkpoints of GELU" in md and "**not tested**" in md and "NOT below the target of 2" in md
+
+
+def test_runs_with_rows_get_the_paired_standard_error(stand_ins):
+    stand_ins["rows"] = True
+    d = dcfg(loop_amplify=[2.0])
+    result, pretrains = study(d)
+    out = close_the_loop(None, load_preset("smoke"), d, result, pretrains, None, None, "cpu")
+    assert all(p["F_se_paired"] for p in out["points"])
+    assert out["F_se"]["max"] == pytest.approx(100 / 0.675 * math.sqrt(1 / 45)) and out["F_se"]["estimate"] == "paired"
+    assert f"F's standard error (paired): at most {out['F_se']['max']:.2f} points" in loop_section(out)
 
 
 def test_the_runs_trained_side_by_side_are_the_runs_the_loop_reads(stand_ins):

@@ -72,6 +72,12 @@ def test_run_directory_explains_itself(inputs, tmp_path, capsys):
     assert s["A"] == pytest.approx((s["P_after"] - s["P_before"]) / abs(s["P_before"]) * 100)
     assert s["F"] == pytest.approx((s["D_before"] - s["D_after"]) / s["D_before"] * 100)
     assert 0 <= s["D_before"] <= 1 and s["downstream_before"]["tasks"]["toy_recall"]["acc"] == s["D_before"]
+    # each task's per-document rows before and after (F's paired standard error); not in metrics.jsonl
+    for d in (s["downstream_before"], s["downstream_after"], json.loads((run / "before.json").read_text())["downstream"]):
+        t = d["tasks"]["toy_recall"]
+        assert len(t["rows"]) == 6 and sum(t["rows"]) / 6 == pytest.approx(t["score"])
+    assert metrics[0]["event"] == "before" and "rows" not in metrics[0]["downstream"]["tasks"]["toy_recall"]
+    assert metrics[0]["downstream"]["tasks"]["toy_recall"]["score"] == s["D_before"]
     assert s["P_after"] > s["P_before"]  # 12 steps with the knowledge injected three times: it is learned a little
     assert "A =" in out and "F =" in out
 

@@ -255,6 +255,14 @@ def _number(x) -> float | None:
     return float(x) if isinstance(x, (int, float)) else None  # lm-eval writes "N/A" for a missing stderr
 
 
+def document_values(samples: list[dict], metric: str) -> list[float]:
+    """A task's `metric` per document, in doc_id order, from lm-eval's logged samples (`log_samples=True`:
+    one record per document and filter, each with `doc_id` and the metric's value; D's metrics are the
+    unfiltered ones, filter `none`)."""
+    mine = sorted((s for s in samples if s["filter"] == "none"), key=lambda s: s["doc_id"])
+    return [float(s[metric]) for s in mine]
+
+
 def evaluate(
     model,
     tokenizer,
@@ -264,14 +272,17 @@ def evaluate(
     batch_size: int = 16,
     limit: int | None = None,
     seed: int = 0,
+    rows: bool = False,
 ) -> dict:
     """Zero-shot accuracy of a loaded causal LM on lm-eval tasks, and D = the mean of each task's metric.
 
     Returns `{"tasks": {name: {"acc", "acc_stderr", "acc_norm", "metric", "score", "n"}}, "D": float}`
     (JSON-ready; acc_stderr / acc_norm are None where the task has none; `score` is the value of
     `metric`, OLMo's for the paper's tasks, and D averages the scores). `paper` names the six tasks. `limit` takes the first N documents
-    of each task. The model is left in the train/eval mode it came in, and the global random
-    generators (python, numpy, torch) in the states they were in: safe to call mid-training.
+    of each task. `rows`: each task also gets `"rows"`, its metric per document (0.0 or 1.0) in document
+    order, whose mean is `score` (for statistics paired over the same documents). The model is left in the
+    train/eval mode it came in, and the global random generators (python, numpy, torch) in the states they
+    were in: safe to call mid-training.
     """
     tasks = expand_tasks(tasks)
     if not tasks:
@@ -281,10 +292,10 @@ def evaluate(
     if limit is not None and limit <= 0:
         raise KentropyError(f"--limit {limit}: must be positive")
     _check_causal_lm(model)
-    return _evaluate_loaded(model, tokenizer, load_tasks(tasks, task_dir), batch_size=batch_size, limit=limit, seed=seed)
+    return _evaluate_loaded(model, tokenizer, load_tasks(tasks, task_dir), batch_size=batch_size, limit=limit, seed=seed, rows=rows)
 
 
-def _evaluate_loaded(model, tokenizer, built: dict, *, batch_size: int, limit: int | None, seed: int) -> dict:
+def _evaluate_loaded(model, tokenizer, built: dict, *, batch_size: int, limit: int | None, seed: int, rows: bool = False) -> dict:
     """`evaluate` on tasks already built by `load_tasks` (a checkpoint series loads them once)."""
     import torch
 
@@ -299,7 +310,7 @@ def _evaluate_loaded(model, tokenizer, built: dict, *, batch_size: int, limit: i
             out = simple_evaluate(
                 model=lm, tasks=list(built.values()), num_fewshot=0,
                 task_manager=TaskManager(include_defaults=False),  # the tasks come built: no index needed
-                batch_size=batch_size, limit=limit, log_samples=False,
+                batch_size=batch_size, limit=limit, log_samples=rows,
                 random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
             )
     finally:
@@ -319,6 +330,8 @@ def _evaluate_loaded(model, tokenizer, built: dict, *, batch_size: int, limit: i
             "score": float(r[f"{metric},none"]),
             "n": int(out["n-samples"][name]["effective"]),
         }
+        if rows:
+            per_task[name]["rows"] = document_values(out["samples"][name], metric)
     return {"tasks": per_task, "D": sum(t["score"] for t in per_task.values()) / len(per_task)}
 
 

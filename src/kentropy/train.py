@@ -195,19 +195,27 @@ def task_names(cfg: TrainConfig) -> list[str]:
 
 
 def downstream(model, tok, cfg: TrainConfig, built: dict | None = None) -> dict | None:
-    """D on --tasks; `built`: the tasks as `setup` loaded them (checked before the run directory), else loaded here."""
+    """D on --tasks, with each task's per-document `rows` (F's standard error pairs before and after over them);
+    `built`: the tasks as `setup` loaded them (checked before the run directory), else loaded here."""
     from kentropy.evaluate import _evaluate_loaded, evaluate
 
     if not cfg.tasks:
         return None
     if built is not None:
-        return _evaluate_loaded(model, tok, built, batch_size=16, limit=cfg.eval_limit, seed=cfg.seed)
-    return evaluate(model, tok, task_names(cfg), task_dir=cfg.task_dir, limit=cfg.eval_limit, seed=cfg.seed)
+        return _evaluate_loaded(model, tok, built, batch_size=16, limit=cfg.eval_limit, seed=cfg.seed, rows=True)
+    return evaluate(model, tok, task_names(cfg), task_dir=cfg.task_dir, limit=cfg.eval_limit, seed=cfg.seed, rows=True)
 
 
 def strip_probe(p: dict | None) -> dict | None:
     """Probe scores per kind and group, without per-entry detail (for metrics.jsonl)."""
     return None if p is None else {k: v for k, v in p.items() if k != "entries"}
+
+
+def strip_rows(d: dict | None) -> dict | None:
+    """Downstream scores per task and D, without the per-document rows (for metrics.jsonl)."""
+    if d is None:
+        return None
+    return {**d, "tasks": {name: {k: v for k, v in t.items() if k != "rows"} for name, t in d["tasks"].items()}}
 
 
 # ---- checkpoints -------------------------------------------------------------------------
@@ -665,7 +673,7 @@ def summarize(before: dict, after: dict, cfg: TrainConfig, run: RunDir) -> dict:
 
 def before_record(before: dict) -> dict:
     """The metrics.jsonl line (step -1) of the starting checkpoint's P and D."""
-    return {"step": -1, "event": "before", "probes": strip_probe(before["probes"]), "downstream": before["downstream"]}
+    return {"step": -1, "event": "before", "probes": strip_probe(before["probes"]), "downstream": strip_rows(before["downstream"])}
 
 
 def _log(run: RunDir, record: dict) -> None:

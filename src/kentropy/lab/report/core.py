@@ -42,6 +42,8 @@ def seed_record(sr: SeedRun, cfg) -> dict:
         row["dP"] = row["P_after"] - row["P_before"]
         ses = [analysis.forgetting_se(r["downstream_before"], r["downstream_after"]) if r["F"] is not None else None for r in runs]
         row["F_se_seeds"] = ses
+        row["F_se_paired_seeds"] = [None if se is None else analysis.paired_rows(r["downstream_before"], r["downstream_after"])
+                                    for se, r in zip(ses, runs)]
         row["F_se"] = _mean(ses)
         rows.append(row)
     final = sr.pretraining.final.step
@@ -155,11 +157,12 @@ def write_report(run: LabRun, sections: list[Section], timings: dict[str, dict])
                                 for s in seeds])
     helps = analysis.resuscitation_findings([{k: r[k] for k in ("seed", "amplify", "H_before", "H_after", "delta_A", "delta_F")}
                                              for s in seeds for r in s["resuscitation"]])
-    ses = [x for s in seeds for r in s["continual"] for x in r["F_se_seeds"] if x is not None]
+    measured = [(x, paired) for s in seeds for r in s["continual"] for x, paired in zip(r["F_se_seeds"], r["F_se_paired_seeds"])
+                if x is not None]
+    ses = [x for x, _ in measured]
     f_se = {"mean": sum(ses) / len(ses) if ses else None, "max": max(ses, default=None), "runs": len(ses),
             "tasks_per_kind": cfg.tasks_per_kind, "rows": cfg.tasks_per_kind * len(run.world["tasks"]),
-            "method": "per run: delta method on F = 100 (D_b - D_a) / D_b from each task's binomial standard error "
-                      "sqrt(s (1 - s) / (n - 1)) over its rows, before and after taken as independent (an upper bound)"}
+            **analysis.forgetting_se_method([paired for _, paired in measured])}
     figs = figures(fig_dir, seeds, resus)
 
     results = {
@@ -313,9 +316,9 @@ def _markdown(run: LabRun, seeds, cont, resus, decay, corr, helps, f_se, figs, s
     below = f_se["mean"] is not None and f_se["max"] < 2
     add(f"Standard error of F from the downstream rows ({f_se['tasks_per_kind']} rows per task, {f_se['rows']} in all): "
         f"{fmt(f_se['mean'], 2)} points on average over {f_se['runs']} runs, at most {fmt(f_se['max'], 2)} "
-        f"({'below' if below else 'not below'} 2 points). Each task's score is a mean of 0/1 outcomes with standard "
-        "error √(s(1 − s)/(n − 1)); D's is the root sum of squares over tasks divided by their number; F's follows by the "
-        "delta method with before and after taken as independent, which overstates it (they are scored on the same rows).\n")
+        f"({'below' if below else 'not below'} 2 points), the **{f_se['estimate']}** estimate. Each task's score is a mean of "
+        "0/1 outcomes over its rows and D the mean over tasks; F's standard error follows by the "
+        f"{f_se['method']}.\n")
 
     add("## 3. Resuscitation of the final checkpoint\n")
     if "resuscitation" in figs:

@@ -47,8 +47,8 @@ def loop_section(loop: dict) -> str:
     se = loop["F_se"]
     if se and se["max"] is not None:
         ok = "below" if se["max"] < se["target"] else "NOT below"
-        lines.append(f"- F's standard error: at most {se['max']:.2f} points (median {se['median']:.2f}), {ok} the target of "
-                     f"{se['target']:g}; {se['method']}.")
+        lines.append(f"- F's standard error ({se['estimate']}): at most {se['max']:.2f} points (median {se['median']:.2f}), {ok} "
+                     f"the target of {se['target']:g}; {se['method']}.")
     lines.append("")
     for r in loop["resuscitation"]:
         dA, dF = r["delta_A"], r["delta_F"]

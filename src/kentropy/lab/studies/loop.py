@@ -41,6 +41,7 @@ from kentropy.lab.config import GATED, Arm, DecayConfig, LabConfig
 from kentropy.lab.judge.manipulation import raised_entropy
 from kentropy.lab.judge.plan import fraction_step
 from kentropy.lab.judge.seeds import slopes_across_seeds, t_interval
+from kentropy.lab.judge.stats import forgetting_se, forgetting_se_method, paired_rows
 from kentropy.lab.judge.verdicts import NOT_MEASURABLE, NOT_MEASURED, NOT_TESTED, verdict
 from kentropy.lab.labdir import slug
 from kentropy.lab.stages.continual import check_knowledge_fits, continual_stage
@@ -51,9 +52,6 @@ from kentropy.resuscitate import EXACT_ACTIVATIONS
 MIN_SEEDS = 3  # pretraining seeds below which the slopes are not judged
 ALPHA = 0.05  # two-sided level of the slope tests and of the resuscitation intervals (95%)
 F_SE_TARGET = 2.0  # points of F: the standard error the loop's downstream tasks are sized for
-F_SE_METHOD = ("delta method over the task rows: Var(D) = sum_k s_k (1 - s_k) / (n_k - 1) / K^2 per task score s_k "
-               "on n_k rows; F = 100 (D_b - D_a) / D_b with D_b, D_a taken as independent (the rows are shared, so a "
-               "positive covariance is ignored: an upper bound)")
 
 
 INEXACT = ("a plain FFN whose activation is not positively homogeneous: Algorithm 1 scales the pre-activation, "
@@ -109,33 +107,11 @@ def entropy_at(seed: dict, step: int, where: str) -> float:
     return seed["knowledge_entropy"][seed["steps"].index(step)]
 
 
-def forgetting_se(before: dict | None, after: dict | None) -> float | None:
-    """Standard error of F = 100 (D_b − D_a) / D_b in points, by the delta method over task rows:
-
-        Var(D) = Σ_k s_k (1 − s_k) / (n_k − 1) / K²   (D = mean of K task scores s_k, each on n_k rows)
-        SE(F)² ≈ (100 / D_b)² · (Var(D_a) + (D_a / D_b)² · Var(D_b))
-
-    with D_b and D_a independent (an upper bound when the shared rows covary positively). `before`,
-    `after`: `evaluate`'s `{"tasks": {name: {"score", "n"}}, "D"}`; None where either is missing."""
-    if not before or not after:
-        return None
-
-    def var(d: dict) -> float | None:
-        t = list(d["tasks"].values())
-        if any(x["n"] < 2 for x in t):
-            return None
-        return math.fsum(x["score"] * (1 - x["score"]) / (x["n"] - 1) for x in t) / len(t) ** 2
-
-    vb, va = var(before), var(after)
-    db, da = before["D"], after["D"]
-    if vb is None or va is None or db == 0:
-        return None
-    return 100 / db * math.sqrt(va + (da / db) ** 2 * vb)
-
-
 def tasks_per_kind_for(se: float, d: float, kinds: int) -> int:
-    """Rows per task that bring SE(F) (`forgetting_se`) below `se` points where every task scores `d`
-    before and after: SE² = 2 · 100² (1 − d) / (d · kinds · n), so n = ⌈2 · 100² (1 − d) / (d · kinds · se²)⌉."""
+    """Rows per task that bring the independent upper bound of SE(F) (`forgetting_se` without per-document rows)
+    below `se` points where every task scores `d` before and after: SE² = 2 · 100² (1 − d) / (d · kinds · n), so
+    n = ⌈2 · 100² (1 − d) / (d · kinds · se²)⌉. The paired estimate subtracts the covariance of the shared rows, so
+    this is an upper bound on the rows it needs."""
     if not 0 < d < 1 or se <= 0 or kinds < 1:
         raise KentropyError(f"need 0 < d < 1, se > 0 and kinds >= 1, got d={d}, se={se}, kinds={kinds}")
     return math.ceil(2 * 100**2 * (1 - d) / (d * kinds * se**2))
@@ -191,8 +167,11 @@ def _run_point(stages: Stages, lcfg: LabConfig, path: str, start_hash: str, labe
     runs = [continual_stage(stages, lcfg, path, start_hash, label, s, world, corpora, device).result["summary"] for s in lcfg.seeds]
     dP = [None if r["P_after"] is None or r["P_before"] is None else r["P_after"] - r["P_before"] for r in runs]
     se = [forgetting_se(r["downstream_before"], r["downstream_after"]) for r in runs]
+    measured = bool(se) and None not in se
     return {"A": _mean([r["A"] for r in runs]), "dP": _mean(dP), "F": _mean([r["F"] for r in runs]),
-            "F_se": max(se) if se and None not in se else None, "seq_len": lcfg.continual_seq_len, "lr": lcfg.continual_lr}
+            "F_se": max(se) if measured else None,
+            "F_se_paired": all(paired_rows(r["downstream_before"], r["downstream_after"]) for r in runs) if measured else None,
+            "seq_len": lcfg.continual_seq_len, "lr": lcfg.continual_lr}
 
 
 def _continual_job(root: str, report_to: str, lcfg: LabConfig, path: str, start_hash: str, label: str, seed: int, world: Done,
@@ -367,9 +346,10 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
                 a_res.append(p["A"]), f_res.append(p["F"])
             out["resuscitation"].append(resuscitation_row(amp, hb, ha, [finals[s][1]["A"] for s in seeds], a_res,
                                                           [finals[s][1]["F"] for s in seeds], f_res))
-    ses = [p["F_se"] for p in out["points"] if p["F_se"] is not None]
+    measured = [p for p in out["points"] if p["F_se"] is not None]
+    ses = [p["F_se"] for p in measured]
     out["F_se"] = {"max": max(ses) if ses else None, "median": sorted(ses)[len(ses) // 2] if ses else None,
-                   "target": F_SE_TARGET, "method": F_SE_METHOD}
+                   "target": F_SE_TARGET, **forgetting_se_method([p["F_se_paired"] for p in measured])}
     if len(seeds) < MIN_SEEDS:
         out["note"] = f"{len(seeds)} pretraining seed(s): the slopes are not judged below {MIN_SEEDS}"
     return out

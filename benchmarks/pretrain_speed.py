@@ -18,7 +18,8 @@ Variants (each worker its own process; same model, data, global batch, fp32):
 Tokens/s are summed over workers and members, so their ratio is the ratio of runs per hour.
 Timings are the median per-step time after the first third of the steps (compilation and warm-up excluded).
 On the decay model it also times today's and the lean step in turns in one process, in CPU time (one thread):
-the comparison a shared machine does not distort.
+the comparison a shared machine does not distort; and profiles the lean compiled step kernel by kernel (where
+the time goes).
 Model FLOPs per token: 6 x (non-embedding matrices + LM head) + 6 x layers x seq_len x width (attention).
 The machine may be shared: figures are as measured in one run.
 """
@@ -198,6 +199,41 @@ def interleaved_steps(model_dir: Path, m: dict, rounds: int = 7, steps: int = 10
     return {k: m["batch"] * m["seq_len"] / statistics.median(v) for k, v in cpu.items()}
 
 
+def kernel_profile(model_dir: Path, m: dict, steps: int = 20, top: int = 12) -> list[tuple[str, float]]:
+    """Where the lean compiled step's time goes, one thread: inductor's kernels (and the extern calls it makes:
+    matmuls, attention) by their share of the profiled CPU time, largest first."""
+    import torch
+    import torch._inductor.config as inductor
+    from torch.profiler import profile
+
+    from kentropy.lean.fit import compiled
+    from kentropy.lean.model import LeanLM
+    from kentropy.models import Checkpoint, load_model
+    from kentropy.train import TrainConfig, make_optimizer
+
+    torch.set_num_threads(1)
+    inductor.cpp.enable_kernel_profile = True  # each generated kernel as its own profiler event
+    x = torch.randint(0, m["vocab"], (1, m["batch"], m["seq_len"]), generator=torch.Generator().manual_seed(0))
+    lean = LeanLM.from_hf([load_model(Checkpoint(str(model_dir)))], stacked=False)
+    loss, opt = compiled(lean.loss, torch.device("cpu")), make_optimizer(lean, TrainConfig(model="-", data="-", out="-", lr=1e-3))
+
+    def step() -> None:
+        loss(x)[0].backward()
+        torch.nn.utils.clip_grad_norm_(list(lean.parameters()), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(5):
+        step()
+    with profile() as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    rows = sorted(((e.key, e.self_cpu_time_total / total) for e in events), key=lambda r: -r[1])
+    return rows[:top]
+
+
 def side_by_side(which: str, workers: int, steps: int, model_dir: Path, corpus: Path, name: str, tokens: int) -> float:
     """Tokens/s summed over `workers` one-thread workers of `which` running at once."""
     procs = [launch(which, 1, steps, model_dir, corpus, name) for _ in range(workers)]
@@ -254,6 +290,9 @@ def main() -> None:
             for which, v in per_cpu.items():
                 print(f"  {which:<22} {v:10,.0f} tokens/CPU-s")
             print(f"  lean / today per thread: {per_cpu['lean, 1 thread'] / per_cpu['today, 1 thread']:.2f}x")
+            print("  where the lean compiled step's time goes (one thread, share of profiled CPU time):")
+            for key, share in kernel_profile(model_dir, m):
+                print(f"  {share:6.1%}  {key[:90]}")
         new = {k: v for k, v in tps.items() if k.startswith(("lean", "stacked"))}
         best = max(new, key=new.get)
         print(f"  fastest: {best}, {new[best] / tps['today 2 x 1']:.2f}x today's best (2 x 1 kentropy train --compile)")

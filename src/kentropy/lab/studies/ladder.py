@@ -39,7 +39,7 @@ from kentropy.lab.regime import regime, train_config
 from kentropy.lab.report.ladder import ladder_section
 from kentropy.lab.stages.corpora import corpora_stage
 from kentropy.lab.stages.measure import KNOWLEDGE_ONLY, measure_stage
-from kentropy.lab.stages.pretrain import INIT, PER_RUN
+from kentropy.lab.stages.pretrain import INIT, PER_RUN, load_rows, rows_stage
 from kentropy.lab.stages.tokenizer import tokenizer_stage
 
 # bf16 dense tensor-core peak by device name (vendor data sheets; SXM parts), FLOP/s
@@ -106,25 +106,6 @@ def plan_text(lcfg: LadderConfig) -> str:
     return "\n".join(lines)
 
 
-def rows_stage(stages: Stages, lcfg: LadderConfig, tok: Done, corpora: Done) -> Done:
-    """The pretraining text packed once into rows of seq_len tokens (`pack_rows`, as the trainer packs it), for every width."""
-    conf = {"tokenizer": tok.hash, "corpora": corpora.hash, "tokens": text_tokens(lcfg), "seq_len": lcfg.seq_len}
-
-    def fn(d: Path) -> dict:
-        from safetensors.torch import save_file
-        from transformers import AutoTokenizer
-
-        from kentropy.corpus import pack_rows
-        from kentropy.data import load_texts
-
-        rows = pack_rows(AutoTokenizer.from_pretrained(tok.result["path"]),
-                         load_texts(corpora.result["pretrain"][str(text_tokens(lcfg))]["path"]), lcfg.seq_len)
-        write_atomic(d / "rows.safetensors", lambda tmp: save_file({"ids": rows.contiguous()}, str(tmp)))
-        return {"path": str(d / "rows.safetensors"), "rows": len(rows)}
-
-    return stages.run("ladder-rows", conf, fn, code=("kentropy.corpus",))
-
-
 def ladder_pretrain_stage(stages: Stages, arm: Arm, seeds: list[int], lcfg: LadderConfig, tok: Done, corpora: Done,
                           rows: Done, device: str) -> Done:
     """One width: its seeds' inits, trained stacked (compiled on CUDA); each member's checkpoints, loss log and
@@ -135,13 +116,13 @@ def ladder_pretrain_stage(stages: Stages, arm: Arm, seeds: list[int], lcfg: Ladd
     conf = {"arm": dataclasses.asdict(arm), "seeds": seeds, "tokenizer": tok.hash, "corpora": corpora.hash, "rows": rows.hash,
             "first_rows": lcfg.measure_docs, "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in PER_RUN}}
     return stages.run(f"ladder-d{arm.hidden}-pretrain", conf,
-                      lambda d: _train_width(d, arm, seeds, train, tok, rows.result["path"], device, lcfg.measure_docs),
+                      lambda d: _train_width(d, arm, seeds, train, tok, rows, device, lcfg.measure_docs),
                       code=("kentropy.lab.architectures", "kentropy.lean.model", "kentropy.lean.fit", "kentropy.lean.stacked",
                             "kentropy.corpus"))
 
 
-def _train_width(d: Path, arm: Arm, seeds: list[int], train, tok_done: Done, rows_path: str, device: str, first: int) -> dict:
-    from safetensors.torch import load_file, save_file
+def _train_width(d: Path, arm: Arm, seeds: list[int], train, tok_done: Done, rows_done: Done, device: str, first: int) -> dict:
+    from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
     from kentropy.corpus import row_order
@@ -152,7 +133,7 @@ def _train_width(d: Path, arm: Arm, seeds: list[int], train, tok_done: Done, row
 
     dev = pick_device(device)
     tok = AutoTokenizer.from_pretrained(tok_done.result["path"])
-    packed = load_file(rows_path)["ids"]
+    packed = load_rows(rows_done)
     cfgs, inits, rows = [], [], []
     for s in seeds:
         init = d / f"seed{s}" / INIT
@@ -197,7 +178,7 @@ def run_ladder(stages: Stages, lab: LabConfig, lcfg: LadderConfig, device: str) 
     size = text_tokens(lcfg)
     corpora = corpora_stage(stages, lab, tok, pretrain_tokens=[size], measure_docs=lcfg.measure_docs, continual=False,
                             name="ladder-corpora")
-    rows = rows_stage(stages, lcfg, tok, corpora)
+    rows = rows_stage(stages, "ladder-rows", corpora.result["pretrain"][str(text_tokens(lcfg))]["path"], tok, lcfg.seq_len)
     peak, peak_source = peak_flops(pick_device(device))
     widths, arms = [], {}
     for w, n in zip(lcfg.widths, lcfg.seeds):

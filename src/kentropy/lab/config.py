@@ -328,6 +328,9 @@ class LabConfig:
     repeat: int = 1  # passes over the data: 1 = fresh text only (pretrain_tokens / repeat unique tokens)
     seq_len: int = 384  # pretraining rows (and measurement documents, truncated): as long as the continual rows
     batch_size: int = 8
+    # torch.compile the pretraining step (the lean loop): for quick's model over a whole 195-step run, 44 s compiled
+    # against 50 s eager and 46 s for kentropy train (measured here, compilation included)
+    compile: bool = True
     lr: float = 1e-3
     weight_decay: float = 0.1  # on weight matrices only (not embeddings, norms, biases), as OLMo
     warmup: float = 0.05  # fraction of steps of linear warmup from 0.1 x lr

@@ -53,7 +53,7 @@ def core_training(cfg: LabConfig, data: str, seed: int) -> TrainConfig:
     return TrainConfig(model="-", data=data, out="-", steps=cfg.pretrain_steps, batch_size=cfg.batch_size,
                        micro_batch=cfg.batch_size, seq_len=cfg.seq_len, lr=cfg.lr, weight_decay=cfg.weight_decay,
                        warmup=cfg.warmup, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio, eval_every=0, save_every=0,
-                       save_at=core_saves(cfg), epochs=cfg.repeat, seed=seed)
+                       save_at=core_saves(cfg), epochs=cfg.repeat, seed=seed, compile=cfg.compile)
 
 
 def run_seed(stages: Stages, cfg: LabConfig, seed: int, tok: Done, world: Done, corpora: Done, device: str) -> tuple[SeedRun, Done, Done]:

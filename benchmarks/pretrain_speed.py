@@ -212,7 +212,9 @@ def kernel_profile(model_dir: Path, m: dict, steps: int = 20, top: int = 12) -> 
     from kentropy.train import TrainConfig, make_optimizer
 
     torch.set_num_threads(1)
-    inductor.cpp.enable_kernel_profile = True  # each generated kernel as its own profiler event
+    torch._dynamo.reset()
+    inductor.cpp.enable_kernel_profile = True  # each generated kernel as its own profiler event: compiled afresh,
+    inductor.force_disable_caches = True  # not taken from a cache of the same graph compiled without it
     x = torch.randint(0, m["vocab"], (1, m["batch"], m["seq_len"]), generator=torch.Generator().manual_seed(0))
     lean = LeanLM.from_hf([load_model(Checkpoint(str(model_dir)))], stacked=False)
     loss, opt = compiled(lean.loss, torch.device("cpu")), make_optimizer(lean, TrainConfig(model="-", data="-", out="-", lr=1e-3))

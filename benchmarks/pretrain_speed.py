@@ -213,8 +213,6 @@ def kernel_profile(model_dir: Path, m: dict, steps: int = 20, top: int = 12) -> 
 
     torch.set_num_threads(1)
     torch._dynamo.reset()
-    inductor.cpp.enable_kernel_profile = True  # each generated kernel as its own profiler event: compiled afresh,
-    inductor.force_disable_caches = True  # not taken from a cache of the same graph compiled without it
     x = torch.randint(0, m["vocab"], (1, m["batch"], m["seq_len"]), generator=torch.Generator().manual_seed(0))
     lean = LeanLM.from_hf([load_model(Checkpoint(str(model_dir)))], stacked=False)
     loss, opt = compiled(lean.loss, torch.device("cpu")), make_optimizer(lean, TrainConfig(model="-", data="-", out="-", lr=1e-3))
@@ -225,11 +223,14 @@ def kernel_profile(model_dir: Path, m: dict, steps: int = 20, top: int = 12) -> 
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(5):
-        step()
-    with profile() as prof:
-        for _ in range(steps):
+    # each generated kernel as its own profiler event: compiled afresh, not taken from a cache of the same graph
+    # compiled without kernel profiling
+    with inductor.patch({"cpp.enable_kernel_profile": True, "force_disable_caches": True}):
+        for _ in range(5):
             step()
+        with profile() as prof:
+            for _ in range(steps):
+                step()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     rows = sorted(((e.key, e.self_cpu_time_total / total) for e in events), key=lambda r: -r[1])

@@ -34,12 +34,12 @@ from kentropy.lab.judge.manipulation import raised_entropy
 from kentropy.lab.judge.seeds import DECAYED, holm, p_two_sided, t_interval
 from kentropy.lab.judge.verdicts import NOT_MEASURED, NOT_TESTED, verdict
 from kentropy.lab.labdir import LabDir, slug
-from kentropy.rundir import RunDir
 from kentropy.lab.report.interventions import interventions_section
 from kentropy.lab.results import Context, Section
 from kentropy.lab.stages.continual import check_knowledge_fits, continual_stage
 from kentropy.lab.stages.resuscitate import resuscitate_stage
 from kentropy.lab.studies.decay import run_decay_study
+from kentropy.rundir import RunDir
 
 NONE, ALGORITHM_1 = "none", "Algorithm 1"
 EDITS = ("ReDo", "shrink-perturb")

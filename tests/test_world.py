@@ -16,7 +16,7 @@ from kentropy.lab.text.new_domain import BIOMEDICAL, build_new_domain
 from kentropy.lab.text.render import (
     MAX_WORDS, MIN_WORDS, new_domain_documents, stream_documents, stream_rendered,
 )
-from kentropy.lab.text.tasks import CHOICES, TASKS, make_tasks
+from kentropy.lab.text.tasks import CHOICES, TASKS, make_tasks, prior_guess
 from kentropy.lab.text.world import ENCYCLOPEDIA, build_world, pronounceable
 
 def near_domain_documents(world, seed: int, n_docs: int) -> list[str]:
@@ -350,15 +350,17 @@ def test_task_queries_read_as_the_world_says(world):
             o=row["choices"][row["gold"]])
     hand = {"born_in": "{} was born in", "written_by": "{} was written by", "founded_by": "{} was founded by",
             "founded_by/born_in": "The founder of {} was born in", "written_by/born_in": "The author of {} was born in",
-            "born_in/located_in": "The birthplace of {} is located in"}
+            "born_in/located_in": "The birthplace of {} is located in",
+            # attribute recall: not "was born in" (fact recall's question) but the year's own phrasing
+            "profession": "{} worked as a", "birth_year": "{} was born in the year", "genre": "{} is a work of"}
     big = make_tasks(world, 400, seed=3)
-    checked = 0
-    for task in ("fact_recall", "relation_inference"):
+    checked = Counter()
+    for task in ("fact_recall", "attribute_recall", "relation_inference"):
         for row, src in zip(big[task], big.sources[task]):
             if (key := "/".join(src["path"])) in hand:
                 assert row["query"] == hand[key].format(world.names[src["subject"]])
-                checked += 1
-    assert checked >= 50
+                checked[task] += 1
+    assert min(checked.values()) >= 20 and len(checked) == 3
     for row in tasks["entity_typing"]:
         assert row["query"].endswith(" is a") and set(row["choices"]) <= set(world.schema.nouns.values())
 
@@ -366,7 +368,61 @@ def test_task_queries_read_as_the_world_says(world):
 def test_tasks_deterministic_and_bounded(world):
     assert make_tasks(world, 20, 5) == make_tasks(world, 20, 5)
     assert make_tasks(world, 20, 5) != make_tasks(world, 20, 6)
-    with pytest.raises(KentropyError, match="n_per_task"):
-        make_tasks(world, 10**6, 0)
+    assert not any(m["all_the_world_gives"] for m in make_tasks(world, 20, 5).metadata.values())
+    every = make_tasks(world, 10**6, 0)  # more than the world has: every row it gives, and the metadata says so
+    for task, rows in every.items():
+        assert every.metadata[task]["rows"] == len(rows) < 10**6 and every.metadata[task]["all_the_world_gives"]
+    assert len(every["entity_typing"]) == len(world)  # one row per entity
+    assert len(every["fact_recall"]) == sum(len(world.facts[r]) for r in {s["path"][0] for s in every.sources["fact_recall"]})
+    facts = [(s["subject"], r) for s in every.sources["plausible_continuation"] for r, _ in s["facts"][0]]
+    assert len(facts) == len(set(facts))  # no fact in two continuation rows
     with pytest.raises(KentropyError, match="n_per_task"):
         make_tasks(world, 0, 0)
+
+
+def _frequency_guess(world, task, scores) -> float:
+    """Reference: the expected accuracy of picking the choice with the highest score, ties split."""
+    tasks = make_tasks(world, 1000, 1)
+    total = 0.0
+    for row, src in zip(tasks[task], tasks.sources[task]):
+        s = [scores(src, v) for v in src["values"]]
+        best = [i for i, x in enumerate(s) if x == max(s)]
+        total += (row["gold"] in best) / len(best)
+    return total / len(tasks[task])
+
+
+@pytest.mark.parametrize("task", ["fact_recall", "attribute_recall", "relation_inference"])
+def test_wrong_choices_are_as_frequent_as_the_gold(world, task):
+    """Gold and wrong answers come from one distribution: a guess by how often a value answers the relation, or for
+    entities by how often a name is written (its popularity), scores about 1/4, not far below (wrong names drawn
+    by popularity)."""
+    def popularity(src, v):
+        return world.popularity[world.index[v]]
+
+    def answers(src, v):
+        return sum(world.text(o) == v for o in world.facts[src["path"][-1]].values())
+
+    for scores in (answers,) if task == "attribute_recall" else (popularity, answers):
+        assert abs(_frequency_guess(world, task, scores) - 0.25) < 0.05
+
+
+def test_prior_guess_against_hand_worked_rows(world):
+    people, cities = (sum(k == kind for k in world.kinds) for kind in ("person", "city"))
+    assert people > cities > max(sum(k == kind for k in world.kinds) for kind in ("river", "language"))
+    nouns = world.schema.nouns
+    src = {"subject": 0, "path": ["is_a"], "values": [nouns["person"], nouns["city"], nouns["river"], nouns["language"]]}
+    rows = [{"gold": 0}, {"gold": 1}]
+    assert prior_guess(world, rows, [src, src]) == pytest.approx((1 + 0) / 2)
+    count = world.object_counts["is_a"]
+    assert count[nouns["country"]] == count[nouns["instrument"]] > count[nouns["language"]]  # 2.5% and 2.5% vs 2%
+    tied = {"subject": 0, "path": ["is_a"], "values": [nouns["country"], nouns["instrument"], nouns["language"], nouns["language"]]}
+    assert prior_guess(world, [{"gold": 0}, {"gold": 2}], [tied, tied]) == pytest.approx((0.5 + 0) / 2)
+    # a continuation row sums log priors over its facts: the true pair of frequent values wins
+    s = next(e for e in range(len(world)) if world.kinds[e] == "person" and "born_in" in world.own[e] and "profession" in world.own[e])
+    truth = [("born_in", world.text(world.facts["born_in"][s])), ("profession", world.facts["profession"][s])]
+    counts = world.object_counts
+    rare_city = min(counts["born_in"], key=lambda c: (counts["born_in"][c], c))
+    assert counts["born_in"][world.facts["born_in"][s]] > counts["born_in"][rare_city]
+    facts = [truth, [("born_in", world.text(rare_city)), truth[1]], [truth[0], truth[1]], [truth[0], truth[1]]]
+    assert prior_guess(world, [{"gold": 1}], [{"subject": s, "facts": facts}]) == 0
+    assert prior_guess(world, [{"gold": 0}], [{"subject": s, "facts": facts}]) == pytest.approx(1 / 3)

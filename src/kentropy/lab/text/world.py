@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Iterator
@@ -89,6 +90,7 @@ class World:
     incoming: list[list[tuple[int, str]]] = field(init=False, repr=False, compare=False)  # (subject, relation) -> e
     by_kind: dict[str, list[int]] = field(init=False, repr=False, compare=False)
     values: dict[str, list[str]] = field(init=False, repr=False, compare=False)  # a literal relation's values
+    object_counts: dict[str, Counter] = field(init=False, repr=False, compare=False)  # relation -> object -> subjects
     _cumulative: list[float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +103,7 @@ class World:
         self.own = [[] for _ in range(n)]
         self.incoming = [[] for _ in range(n)]
         self.values = {}
+        self.object_counts = {rel: Counter(table.values()) for rel, table in self.facts.items()}
         for rel, table in self.facts.items():
             for s, o in table.items():
                 self.own[s].append(rel)

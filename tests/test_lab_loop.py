@@ -19,7 +19,7 @@ from kentropy.lab.judge.verdicts import DIRECTION_ONLY, HELD, NOT_MEASURABLE, NO
 from kentropy.lab.report.loop import loop_section
 from kentropy.lab.studies import loop as loop_mod
 from kentropy.lab.studies.loop import (close_the_loop, continual_config, forgetting_se, loop_plan_text, resuscitation_row,
-                                       slope_finding, tasks_per_kind_for)
+                                       slope_finding)
 
 STEPS = {"reference": 40, "GELU": 30}  # pretraining steps of the stand-in runs
 SEQ = {"reference": 64, "GELU": 32}
@@ -70,7 +70,7 @@ def stand_ins(monkeypatch):
         step = int(start.rsplit("/", 1)[-1]) if start.startswith("/ckpt") else 99
         db, da = PAIRED if calls.get("rows") else (downstream([0.5, 0.3]), downstream([0.4, 0.2]))
         summary = {"A": 50.0 - step / 2, "F": step / 4, "P_before": -5.0, "P_after": -5.0 + (100 - step) / 100,
-                   "downstream_before": db, "downstream_after": da}
+                   "D_before": db["D"], "downstream_before": db, "downstream_after": da}
         return Done({"summary": summary}, Path("/x"), "c")
 
     def resuscitate(stages, cfg, final, pre, corpora, amplify, device):
@@ -86,7 +86,8 @@ def stand_ins(monkeypatch):
     monkeypatch.setattr(loop_mod, "continual_stage", continual)
     monkeypatch.setattr(loop_mod, "resuscitate_stage", resuscitate)
     monkeypatch.setattr(loop_mod, "check_knowledge_fits", fits)
-    monkeypatch.setattr(loop_mod, "world_stage", lambda stages, cfg: Done({}, Path("/x"), "w"))
+    tasks = {"task_metadata": {"fact_recall": {"rows": 100, "prior_guess": 0.25}, "entity_typing": {"rows": 40, "prior_guess": 0.35}}}
+    monkeypatch.setattr(loop_mod, "world_stage", lambda stages, cfg: Done(tasks, Path("/x"), "w"))
     return calls
 
 
@@ -108,6 +109,10 @@ def test_every_continual_run_fits_its_pretraining_rows_at_its_peak_lr(stand_ins)
     assert [c["final"] for c in stand_ins["resuscitate"]] == [f"/ckpt/reference/{s}/40" for s in (0, 1, 2)]
     assert out["continual"]["lr"] == out["continual"]["pretrain_peak_lr"] == 3e-3
     assert out["continual"]["seq_len"] == out["continual"]["pretrain_seq_len"] == 64
+    # each task's rows and the floor D is read against, from the world stage's metadata
+    assert d.loop_tasks_per_kind == 100 and out["continual"]["rows_per_task"] == {"fact_recall": 100, "entity_typing": 40}
+    assert out["continual"]["prior_guess_D"] == pytest.approx(0.3)
+    assert [p["D_before"] for p in out["points"]] == pytest.approx([0.4] * len(out["points"]))
     # the contract of `loop`
     for key in ("slope_A_on_H", "slope_F_on_H", "slope_dP_on_H"):
         assert {"per_seed", "mean", "ci", "p"} <= set(out[key]) and len(out[key]["per_seed"]) == 3
@@ -123,6 +128,8 @@ def test_every_continual_run_fits_its_pretraining_rows_at_its_peak_lr(stand_ins)
     assert "F's standard error (independent upper bound): at most 10.15 points" in md
     assert "Continual rows of 64 tokens (pretrained on 64); continual lr 0.003 (the arm's pretraining peak lr 0.003)" in md
     assert "plus the final checkpoints of GELU" in md and "**not tested**" in md and "NOT below the target of 2" in md
+    assert f"{d.loop_tasks_per_kind} rows per downstream task (entity_typing: 40, all the world gives)" in md
+    assert "D before continual learning: median 0.400, against 0.300 for a guess that knows no fact" in md
 
 
 def test_runs_with_rows_get_the_paired_standard_error(stand_ins):
@@ -213,16 +220,12 @@ def test_slopes_from_a_hand_made_table():
     assert slope_finding(h[:2], [[0, 2, 4, 6], [0, 2.1, 4.2, 6.3]], -1)["verdict"] == NOT_MEASURABLE  # below 3 seeds
 
 
-def test_forgetting_standard_error_and_rows_needed():
+def test_forgetting_standard_error():
     """Delta method: Var(D_b) = (.25/100 + .21/100)/4, Var(D_a) = (.24/100 + .16/100)/4,
     SE = 100/.4 * sqrt(Var(D_a) + (.3/.4)^2 Var(D_b)) = 250 * sqrt(0.001646875)."""
     se = forgetting_se(downstream([0.5, 0.3]), downstream([0.4, 0.2]))
     assert se == pytest.approx(250 * math.sqrt(0.001646875)) == pytest.approx(10.1454269)
     assert forgetting_se(None, downstream([0.5])) is None
-    # n = 2 * 100^2 * (1 - d) / (d * K * se^2): d = .4 -> 12000 / 6.4 = 1875; d = .5 -> 1250
-    assert tasks_per_kind_for(2.0, 0.4, 4) == 1875 and tasks_per_kind_for(2.0, 0.5, 4) == 1250
-    with pytest.raises(KentropyError):
-        tasks_per_kind_for(2.0, 1.0, 4)
 
 
 def test_loop_config_is_checked():
@@ -231,4 +234,4 @@ def test_loop_config_is_checked():
     with pytest.raises(KentropyError, match="loop_fractions"):
         decay_config({"loop_fractions": [0.5, 1.5], "min_reference_tokens_per_parameter": 0})
     d = load_preset("decay").decay
-    assert d.loop_fractions == [0.25, 0.5, 0.75, 1.0] and d.loop_tasks_per_kind >= tasks_per_kind_for(2.0, 0.4, 4)
+    assert d.loop_fractions == [0.25, 0.5, 0.75, 1.0] and d.loop_tasks_per_kind > 1875

@@ -18,7 +18,7 @@ from kentropy.lab.judge.verdicts import DID_NOT_HOLD
 from kentropy.lab.report.figures import cmap, save, subplots
 from kentropy.lab.report.fmt import fmt, fmt_ci
 from kentropy.lab.results import LabRun, Section, SeedRun
-from kentropy.lab.text.tasks import METRICS
+from kentropy.lab.text.tasks import METRICS, downstream_floor
 
 PAPER_CONTINUAL_LR = 4e-4  # the paper continued OLMo-1B at 4e-4, OLMo-1B's own pretraining peak
 
@@ -161,7 +161,7 @@ def write_report(run: LabRun, sections: list[Section], timings: dict[str, dict])
                 if x is not None]
     ses = [x for x, _ in measured]
     f_se = {"mean": sum(ses) / len(ses) if ses else None, "max": max(ses, default=None), "runs": len(ses),
-            "tasks_per_kind": cfg.tasks_per_kind, "rows": cfg.tasks_per_kind * len(run.world["tasks"]),
+            "tasks_per_kind": cfg.tasks_per_kind, "rows": sum(m["rows"] for m in run.world["task_metadata"].values()),
             **analysis.forgetting_se_method([paired for _, paired in measured])}
     figs = figures(fig_dir, seeds, resus)
 
@@ -170,6 +170,7 @@ def write_report(run: LabRun, sections: list[Section], timings: dict[str, dict])
         "plan": plan.to_json(), "lr": {"pretraining_peak": cfg.lr, "continual": run.continual_config["lr"],
                                        "paper_continual": PAPER_CONTINUAL_LR},
         "seeds": seeds, "continual": cont, "resuscitation": resus, "forgetting_se": f_se,
+        "downstream_floor": downstream_floor(run.world["task_metadata"]),
         "findings": {"entropy_decay": decay, "acquisition_forgetting": corr, "resuscitation": helps},
     }
     for section in sections:
@@ -309,6 +310,9 @@ def _markdown(run: LabRun, seeds, cont, resus, decay, corr, helps, f_se, figs, s
         add(f"| {r['step']} | {fmt_ci(r['knowledge_entropy'], 4)} | {fmt_ci(r['A'])} | {fmt_ci(r['F']) if r['F'] else '-'} | "
             f"{fmt(m('F_se'), 1)} | {fmt(m('P_before'))} → {fmt(m('P_after'))} | {fmt(m('D_before'))} → {fmt(m('D_after'))} |")
     metrics = ", ".join(f"{t} ({METRICS.get(t.removeprefix('lab_'), 'acc')})" for t in run.world["tasks"])
+    floor = downstream_floor(run.world["task_metadata"])
+    add(f"\nD of a guess that knows no fact, only how often each answer occurs (each task's wrong choices are drawn from "
+        f"that prior): {floor['prior_guess_D']:.3f}. D before continual learning is read against it, not against 1/4.")
     add("\nA = (P_after − P_before) / |P_before| × 100 with P the mean log-probability per target token of the "
         "mem/gen/hard_gen probes; F = (D_before − D_after) / D_before × 100 with D the mean over the lab's downstream "
         f"tasks of each task's metric: {metrics}, run through lm-evaluation-harness. Intervals are 95% t-intervals over "

@@ -18,6 +18,12 @@ def slope_line(name: str, s: dict, paper: str) -> str:
             f"(per seed: {per}); paper: {paper}; verdict **{s['verdict']}**")
 
 
+def rows_note(c: dict) -> str:
+    """Where a task has fewer rows than asked (the world gives no more), which and how many."""
+    short = {t: n for t, n in c.get("rows_per_task", {}).items() if n < c["tasks_per_kind"]}
+    return f" ({', '.join(f'{t}: {n}, all the world gives' for t, n in short.items())})" if short else ""
+
+
 def loop_section(loop: dict) -> str:
     """Markdown for the report: the design, A/ΔP/F per starting point, the slopes across seeds, resuscitation."""
     c = loop["continual"]
@@ -29,16 +35,23 @@ def loop_section(loop: dict) -> str:
                 "slopes are over one arm's steps, where H and step move together)") + ".",
              f"Continual rows of {c['seq_len']} tokens (pretrained on {c['pretrain_seq_len']}); continual lr {c['lr']:g} "
              f"(the arm's pretraining peak lr {c['pretrain_peak_lr']:g}); {c['steps']} steps; {c['knowledge_facts']} facts per "
-             f"passage; {c['tasks_per_kind']} rows per downstream task.\n"]
+             f"passage; {c['tasks_per_kind']} rows per downstream task{rows_note(c)}.\n"]
     if loop["note"]:
         lines.append(f"**{loop['note']}.**\n")
     if loop["points"]:
-        lines += ["| arm | seed | start | step | H (seen) | A (%) | ΔP | F (%) | SE(F) |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| arm | seed | start | step | H (seen) | A (%) | ΔP | D before | F (%) | SE(F) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for p in loop["points"]:
             start = f"resuscitated p = {p['resuscitated']:g}" if p.get("resuscitated") is not None else f"{p['fraction']:g}"
             lines.append(f"| {p['arm']} | {p['seed']} | {start} | {p['step']} | {num(p['H'], '.4f')} | {num(p['A'])} | "
-                         f"{num(p['dP'], '.4f')} | {num(p['F'])} | {num(p['F_se'])} |")
+                         f"{num(p['dP'], '.4f')} | {num(p.get('D_before'), '.3f')} | {num(p['F'])} | {num(p['F_se'])} |")
         lines.append("")
+        if c.get("prior_guess_D") is not None:
+            d = sorted(p["D_before"] for p in loop["points"] if p.get("D_before") is not None)
+            lines.append(f"D before continual learning: median {num(d[len(d) // 2] if d else None, '.3f')}, against "
+                         f"{c['prior_guess_D']:.3f} for a guess that knows no fact, only how often each answer occurs (each "
+                         "task's wrong choices are drawn from that prior): what lies above it is the knowledge F can "
+                         "measure the loss of.\n")
     lines += ["Per pretraining seed, the OLS slope over the starting points; across seeds, the mean, its 95% t-interval "
               f"and a two-sided t-test (α = {loop['alpha']}; not judged below {loop['min_seeds']} seeds):",
               slope_line("slope of A on H", loop["slope_A_on_H"], "> 0 (lower H, less acquisition)"),

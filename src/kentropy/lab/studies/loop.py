@@ -47,6 +47,7 @@ from kentropy.lab.labdir import slug
 from kentropy.lab.stages.continual import check_knowledge_fits, continual_stage
 from kentropy.lab.stages.resuscitate import resuscitate_stage
 from kentropy.lab.stages.world import world_stage
+from kentropy.lab.text.tasks import downstream_floor
 from kentropy.resuscitate import EXACT_ACTIVATIONS
 
 MIN_SEEDS = 3  # pretraining seeds below which the slopes are not judged
@@ -107,16 +108,6 @@ def entropy_at(seed: dict, step: int, where: str) -> float:
     return seed["knowledge_entropy"][seed["steps"].index(step)]
 
 
-def tasks_per_kind_for(se: float, d: float, kinds: int) -> int:
-    """Rows per task that bring the independent upper bound of SE(F) (`forgetting_se` without per-document rows)
-    below `se` points where every task scores `d` before and after: SE² = 2 · 100² (1 − d) / (d · kinds · n), so
-    n = ⌈2 · 100² (1 − d) / (d · kinds · se²)⌉. The paired estimate subtracts the covariance of the shared rows, so
-    this is an upper bound on the rows it needs."""
-    if not 0 < d < 1 or se <= 0 or kinds < 1:
-        raise KentropyError(f"need 0 < d < 1, se > 0 and kinds >= 1, got d={d}, se={se}, kinds={kinds}")
-    return math.ceil(2 * 100**2 * (1 - d) / (d * kinds * se**2))
-
-
 def slope_finding(per_seed_h: list[list[float]], per_seed_y: list[list[float | None]], sign: int) -> dict:
     """`slopes_across_seeds` of y on H plus its verdict: `not measurable` below MIN_SEEDS seeds, else
     `held` where the mean slope has the paper's sign (`sign`) and p < ALPHA, `direction only` with the sign
@@ -169,7 +160,7 @@ def _run_point(stages: Stages, lcfg: LabConfig, path: str, start_hash: str, labe
     se = [forgetting_se(r["downstream_before"], r["downstream_after"]) for r in runs]
     measured = bool(se) and None not in se
     return {"A": _mean([r["A"] for r in runs]), "dP": _mean(dP), "F": _mean([r["F"] for r in runs]),
-            "F_se": max(se) if measured else None,
+            "D_before": _mean([r["D_before"] for r in runs]), "F_se": max(se) if measured else None,
             "F_se_paired": all(paired_rows(r["downstream_before"], r["downstream_after"]) for r in runs) if measured else None,
             "seq_len": lcfg.continual_seq_len, "lr": lcfg.continual_lr}
 
@@ -275,7 +266,8 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
     out = {"arm": "reference", "seeds": seeds, "fractions": list(dcfg.loop_fractions), "loop_arms": list(dcfg.loop_arms),
            "continual": {"seq_len": lcfg.continual_seq_len, "pretrain_seq_len": ref_arm.seq_len, "lr": lcfg.continual_lr,
                          "pretrain_peak_lr": ref_arm.lr, "steps": lcfg.continual_steps, "knowledge_facts": lcfg.knowledge_facts,
-                         "tasks_per_kind": lcfg.tasks_per_kind, "continual_seeds": list(lcfg.seeds)},
+                         "tasks_per_kind": lcfg.tasks_per_kind, "continual_seeds": list(lcfg.seeds),
+                         **downstream_floor(lworld.result["task_metadata"])},
            "min_seeds": MIN_SEEDS, "alpha": ALPHA, "points": [], "note": None}
     empty = {"per_seed": [], "mean": None, "ci": None, "p": None, "verdict": NOT_MEASURED}
     # every passage (+ eos) must fit the rows of every arm the loop starts from, before any continual training

@@ -174,6 +174,9 @@ def test_presets_parse_and_the_decay_preset_holds_the_plan():
     assert estimate_seconds(d) < 45 * 60  # training at today's speed leaves room for measuring and the loop
     text = plan_text(d)
     assert text.index("analysis plan") < text.index("reference") and "estimate" in text and "OLMo-1B" in text
+    assert d.deviations and all(f"[lab] changed after a run was seen: {x}" in text for x in d.deviations)
+    with pytest.raises(KentropyError, match="x.yaml: decay: deviations must list non-empty strings"):
+        config_from_yaml("version: 1\ndecay: {deviations: ['']}\n", "x.yaml")
     assert load_preset("quick").decay is None
     with pytest.raises(KentropyError, match="x.yaml: decay: arms.bad: unknown key"):
         config_from_yaml("version: 1\ndecay: {arms: {bad: {depth: 3}}}\n", "x.yaml")
@@ -191,6 +194,7 @@ decay:
   reference: {tokens_per_parameter: 6, batch_size: 8, seq_len: 64}
   arms: {GELU: {arch: gelu}}
   seeds: [0, 1]
+  deviations: [a change made after a run was seen]
   early_checkpoints: 3
   late_checkpoints: 3
   measure_docs: 16
@@ -217,6 +221,7 @@ def test_decay_study_smoke_end_to_end(tmp_path):
     results = run_lab(cfg, str(out), "cpu", "smoke-decay")
     study = results["decay_study"]
     assert study["plan"] == cfg.decay.analysis_plan().to_json() and study["plan"]["primary"] == "end vs half"
+    assert study["deviations"] == ["a change made after a run was seen"]
     assert set(study["paper_reference"]) == {"model", "delta_kl_per_layer", "fraction_of_max", "source"}
     assert [a["name"] for a in study["arms"]] == ["reference", "GELU"]
     for a in study["arms"]:
@@ -259,6 +264,7 @@ def test_decay_study_smoke_end_to_end(tmp_path):
     assert loop["continual"]["seq_len"] == 64 and loop["note"].startswith("not run")
     report = (out / "report.md").read_text()
     assert "## The decay study" in report and "analysis plan" in report and "OLMo-1B" in report
+    assert "**Changed after a run was seen** (the plan above was not): a change made after a run was seen" in report
     assert "Closing the loop" in report
     assert (out / "figures" / "decay_study.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "figures" / "decay_diagnostics.png").read_bytes()[:4] == b"\x89PNG"

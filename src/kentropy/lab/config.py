@@ -158,6 +158,9 @@ class DecayConfig:
     plan: dict = field(default_factory=lambda: {  # the preregistered analysis plan (lab/judge/plan.py), fixed before any run
         "contrasts": [{"name": "end vs half", "from": 0.5, "to": 1.0}, {"name": "end vs quarter", "from": 0.25, "to": 1.0}],
         "primary": "end vs half", "sesoi": 0.01, "alpha": 0.05, "correction": "holm", "unit": "seed"})
+    # what was changed after a run's results were seen, each in words (when, from which run, what, why): printed with the
+    # plan, stored in results.json and listed in the report under the plan. The plan itself is never changed this way.
+    deviations: list[str] = field(default_factory=list)
     early_checkpoints: int = 6  # log-spaced from a quarter of the warmup to half the run (the early collapse)
     late_checkpoints: int = 9  # linearly spaced over the second half (plus every contrast's steps, exactly)
     tokens_per_second: float = 120_000.0  # one run's training speed on one thread, for the plan's time estimate
@@ -198,6 +201,8 @@ class DecayConfig:
         if not self.seeds or (self.reference_seeds is not None and not self.reference_seeds):
             raise KentropyError(f"{where}: seeds must list at least one seed")
         self.analysis_plan(where)
+        if not isinstance(self.deviations, list) or any(not isinstance(d, str) or not d.strip() for d in self.deviations):
+            raise KentropyError(f"{where}: deviations must list non-empty strings")
         if self.early_checkpoints < 0 or self.late_checkpoints < 2:
             raise KentropyError(f"{where}: early_checkpoints must be >= 0 and late_checkpoints >= 2")
         if not self.tokens_per_second > 0:

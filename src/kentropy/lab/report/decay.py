@@ -83,6 +83,7 @@ def decay_section(result: dict, fig_dir: Path) -> str:
               "`rose` (interval wholly below 0), `inconclusive`",
               f"- yardstick: {ref['model']}'s ΔKL ≤ {ref['delta_kl_per_layer']:.4f} nats per layer "
               f"({100 * ref['fraction_of_max']:.2f}% of L ln m); {ref['source']}\n",
+              *([f"**Changed after a run was seen** (the plan above was not): {d}\n" for d in result.get("deviations", [])]),
               "| arm | changes from the reference | seeds | non-emb. params | tokens / param | Σ lr·wd | epochs | wall (s) "
               "| tokens/s per run |",
               "|---|---|---|---|---|---|---|---|---|",

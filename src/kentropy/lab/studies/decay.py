@@ -83,6 +83,7 @@ def plan_text(cfg: DecayConfig) -> str:
                  f"{cfg.measure_docs} documents per series, {cfg.bootstrap} bootstrap resamples (measurement noise only)")
     lines.append(f"[lab]   estimate: training ~{estimate_seconds(cfg) / 60:.0f} min at {cfg.tokens_per_second:,.0f} tokens/s per "
                  f"run, {cfg.workers} side by side (measuring and the loop come on top)")
+    lines += [f"[lab] changed after a run was seen: {d}" for d in cfg.deviations]
     return "\n".join(lines)
 
 
@@ -200,7 +201,7 @@ def run_decay_study(stages: Stages, lab: LabConfig, dcfg: DecayConfig, device: s
     wall = time.perf_counter() - t0
     if wall > 30 or "decay-runs" not in stages.timings:
         stages.record("decay-runs", wall, f"{len(jobs)} runs, {dcfg.workers} side by side")
-    result = {"plan": plan.to_json(), "paper_reference": dict(PAPER_REFERENCE), "olmo_1b": olmo_1b_regime(), "arms": [],
+    result = {"plan": plan.to_json(), "deviations": list(dcfg.deviations), "paper_reference": dict(PAPER_REFERENCE), "olmo_1b": olmo_1b_regime(), "arms": [],
               "workers": dcfg.workers, "measuring_data": MEASURING_DATA, "headline_series": HEADLINE,
               "estimate_seconds": estimate_seconds(dcfg)}
     entries = {}

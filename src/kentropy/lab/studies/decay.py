@@ -201,8 +201,8 @@ def run_decay_study(stages: Stages, lab: LabConfig, dcfg: DecayConfig, device: s
     wall = time.perf_counter() - t0
     if wall > 30 or "decay-runs" not in stages.timings:
         stages.record("decay-runs", wall, f"{len(jobs)} runs, {dcfg.workers} side by side")
-    result = {"plan": plan.to_json(), "deviations": list(dcfg.deviations), "paper_reference": dict(PAPER_REFERENCE), "olmo_1b": olmo_1b_regime(), "arms": [],
-              "workers": dcfg.workers, "measuring_data": MEASURING_DATA, "headline_series": HEADLINE,
+    result = {"plan": plan.to_json(), "deviations": list(dcfg.deviations), "paper_reference": dict(PAPER_REFERENCE),
+              "olmo_1b": olmo_1b_regime(), "arms": [], "workers": dcfg.workers, "measuring_data": MEASURING_DATA, "headline_series": HEADLINE,
               "estimate_seconds": estimate_seconds(dcfg)}
     entries = {}
     for name, arm in arms.items():

@@ -42,7 +42,8 @@ DESCRIPTIONS = {
 
 # the metric D uses per task, as OLMo's evaluation does: acc_norm where choices are sentences of
 # different lengths (like PIQA and HellaSwag), acc where they are names of one kind (like SciQ)
-METRICS = {"fact_recall": "acc", "attribute_recall": "acc", "relation_inference": "acc", "plausible_continuation": "acc_norm", "entity_typing": "acc"}
+METRICS = {"fact_recall": "acc", "attribute_recall": "acc", "relation_inference": "acc", "plausible_continuation": "acc_norm",
+           "entity_typing": "acc"}
 
 
 class TaskSet(dict):
@@ -76,7 +77,8 @@ def make_tasks(world: World, n_per_task: int, seed: int) -> TaskSet:
         rows[task] = [row for row, _ in made]
         sources[task] = [src for _, src in made]
         metadata[task] = {
-            "description": DESCRIPTIONS[task], "choices": CHOICES, "rows": len(items), "all_the_world_gives": len(items) < n_per_task,
+            "description": DESCRIPTIONS[task], "choices": CHOICES, "rows": len(items),
+            "all_the_world_gives": len(items) < n_per_task,
             "popularity_band": band, "relations": dict(Counter("/".join(_path(s)) for s in sources[task])),
             "prior_guess": round(prior_guess(world, rows[task], sources[task]), 4),
         }
@@ -317,7 +319,8 @@ def _typing(world: World, rng: random.Random, item, gold: int):
     return {"query": f"{world.names[s]} is a", "choices": values, "gold": gold}, {"subject": s, "path": path, "values": values}
 
 
-_CANDIDATES = {"fact_recall": _recall_candidates, "attribute_recall": _attribute_candidates, "relation_inference": _inference_candidates,
-               "plausible_continuation": _continuation_candidates, "entity_typing": _typing_candidates}
+_CANDIDATES = {"fact_recall": _recall_candidates, "attribute_recall": _attribute_candidates,
+               "relation_inference": _inference_candidates, "plausible_continuation": _continuation_candidates,
+               "entity_typing": _typing_candidates}
 _MAKERS = {"fact_recall": _recall, "attribute_recall": _attribute, "relation_inference": _inference,
            "plausible_continuation": _continuation, "entity_typing": _typing}

@@ -5,6 +5,7 @@ import math
 import pytest
 import scipy.stats
 
+from kentropy.errors import KentropyError
 from kentropy.lab.judge import stats as an
 
 
@@ -185,3 +186,15 @@ def test_forgetting_se_method_names_the_estimate():
     mixed = an.forgetting_se_method([True, False, True])
     assert mixed["estimate"] == "paired in 2 of 3 runs, else the independent upper bound"
     assert an.F_SE_METHODS["paired"] in mixed["method"] and an.F_SE_METHODS["independent upper bound"] in mixed["method"]
+
+
+def test_d_before_against_the_prior_only_guess():
+    from kentropy.lab.judge.stats import against_floor
+
+    # the median of 0.24, 0.26, 0.30 is 0.26: 0.01 above a floor of 0.25
+    k = against_floor([0.30, 0.24, 0.26], 0.25)
+    assert k == {"median": 0.26, "floor": 0.25, "margin": pytest.approx(0.01), "above": True}
+    # an even count takes the upper middle value: 0.26 of 0.2, 0.24, 0.26, 0.5; at the floor is not above it
+    assert against_floor([0.5, 0.2, 0.26, 0.24], 0.26)["median"] == 0.26 and not against_floor([0.26], 0.26)["above"]
+    with pytest.raises(KentropyError, match="no D before"):
+        against_floor([], 0.25)

@@ -16,7 +16,7 @@ from kentropy.lab.config import Arm, DecayConfig, decay_config, load_preset
 from kentropy.lab.judge.manipulation import raised_entropy
 from kentropy.lab.judge.plan import fraction_step
 from kentropy.lab.judge.verdicts import DIRECTION_ONLY, HELD, NOT_MEASURABLE, NOT_TESTED, VERDICTS
-from kentropy.lab.report.loop import loop_section
+from kentropy.lab.report.loop import floor_text, loop_section
 from kentropy.lab.studies import loop as loop_mod
 from kentropy.lab.studies.loop import (close_the_loop, continual_config, forgetting_se, loop_plan_text, resuscitation_row,
                                        slope_finding)
@@ -128,8 +128,12 @@ def test_every_continual_run_fits_its_pretraining_rows_at_its_peak_lr(stand_ins)
     assert "F's standard error (independent upper bound): at most 10.15 points" in md
     assert "Continual rows of 64 tokens (pretrained on 64); continual lr 0.003 (the arm's pretraining peak lr 0.003)" in md
     assert "plus the final checkpoints of GELU" in md and "**not tested**" in md and "NOT below the target of 2" in md
-    assert f"{d.loop_tasks_per_kind} rows per downstream task (entity_typing: 40, all the world gives)" in md
+    assert f"{d.loop_tasks_per_kind} rows per downstream task (all the world gives: entity_typing 40)" in md
+    assert out["downstream_knowledge"] == {"median": 0.4, "floor": 0.3, "margin": pytest.approx(0.1), "above": True}
     assert "D before continual learning: median 0.400, against 0.300 for a guess that knows no fact" in md
+    assert "+0.100, above it: the models know more than the priors" in md
+    below = floor_text({"median": 0.255, "floor": 0.26, "margin": -0.005, "above": False})
+    assert "-0.005, at or below it: these models show no downstream knowledge beyond the answer priors" in below
 
 
 def test_runs_with_rows_get_the_paired_standard_error(stand_ins):

@@ -296,6 +296,18 @@ def forgetting_se(before: Mapping | None, after: Mapping | None) -> float | None
     return 100 / before["D"] * math.sqrt(max(0.0, va + r**2 * vb - 2 * r * cov))  # max: rounding below 0 when equal
 
 
+def against_floor(d_before: Sequence[float], floor: float) -> dict:
+    """D before continual learning against `floor`, the D of a guess that knows only the answer priors
+    (`tasks.downstream_floor`): `median` of `d_before` (the middle value, the upper one of an even count),
+    `floor`, `margin` = median − floor, and `above`: whether the median lies above the floor. At or below it, the
+    models show no downstream knowledge beyond the priors, and F measures a shift of their preferences rather than
+    a loss of knowledge."""
+    if not d_before:
+        raise KentropyError("against_floor: no D before continual learning")
+    median = sorted(d_before)[len(d_before) // 2]
+    return {"median": median, "floor": floor, "margin": median - floor, "above": median > floor}
+
+
 F_SE_PAIRED = "paired"
 F_SE_BOUND = "independent upper bound"
 F_SE_METHODS = {

@@ -16,6 +16,7 @@ from kentropy.lab.judge import stats as analysis
 from kentropy.lab.judge.seeds import PAPER_REFERENCE
 from kentropy.lab.judge.verdicts import DID_NOT_HOLD
 from kentropy.lab.report.figures import cmap, save, subplots
+from kentropy.lab.report.loop import floor_text
 from kentropy.lab.report.fmt import fmt, fmt_ci
 from kentropy.lab.results import LabRun, Section, SeedRun
 from kentropy.lab.text.tasks import METRICS, downstream_floor
@@ -165,19 +166,22 @@ def write_report(run: LabRun, sections: list[Section], timings: dict[str, dict])
             **analysis.forgetting_se_method([paired for _, paired in measured])}
     figs = figures(fig_dir, seeds, resus)
 
+    d_before = [x for s in seeds for r in s["continual"] for x in r["D_before_seeds"] if x is not None]
+    floor = downstream_floor(run.world["task_metadata"])["prior_guess_D"]
+    knowledge = analysis.against_floor(d_before, floor) if d_before else None
     results = {
         "preset": run.preset, "config": config_json(cfg), "timings": timings, "world": run.world.get("world"),
         "plan": plan.to_json(), "lr": {"pretraining_peak": cfg.lr, "continual": run.continual_config["lr"],
                                        "paper_continual": PAPER_CONTINUAL_LR},
         "seeds": seeds, "continual": cont, "resuscitation": resus, "forgetting_se": f_se,
-        "downstream_floor": downstream_floor(run.world["task_metadata"]),
+        "downstream_floor": downstream_floor(run.world["task_metadata"]), "downstream_knowledge": knowledge,
         "findings": {"entropy_decay": decay, "acquisition_forgetting": corr, "resuscitation": helps},
     }
     for section in sections:
         results[section.key] = section.results
     write_json(run.dir.results, results)
 
-    md = _markdown(run, seeds, cont, resus, decay, corr, helps, f_se, figs, sections, timings)
+    md = _markdown(run, seeds, cont, resus, decay, corr, helps, f_se, knowledge, figs, sections, timings)
     write_atomic(run.dir.report, lambda tmp: tmp.write_text(md))
     return results
 
@@ -210,7 +214,7 @@ def _slope_cell(s: dict, unit: str) -> str:
     return f"mean slope {_ci(s)} {unit}, p = {fmt(s['p'])} over {s['seeds']} seed(s) (per seed: {per})"
 
 
-def _markdown(run: LabRun, seeds, cont, resus, decay, corr, helps, f_se, figs, sections, timings) -> str:
+def _markdown(run: LabRun, seeds, cont, resus, decay, corr, helps, f_se, knowledge, figs, sections, timings) -> str:
     cfg, pre, cc = run.cfg, run.pretraining, run.continual_config
     L = []
     add = L.append
@@ -310,9 +314,8 @@ def _markdown(run: LabRun, seeds, cont, resus, decay, corr, helps, f_se, figs, s
         add(f"| {r['step']} | {fmt_ci(r['knowledge_entropy'], 4)} | {fmt_ci(r['A'])} | {fmt_ci(r['F']) if r['F'] else '-'} | "
             f"{fmt(m('F_se'), 1)} | {fmt(m('P_before'))} → {fmt(m('P_after'))} | {fmt(m('D_before'))} → {fmt(m('D_after'))} |")
     metrics = ", ".join(f"{t} ({METRICS.get(t.removeprefix('lab_'), 'acc')})" for t in run.world["tasks"])
-    floor = downstream_floor(run.world["task_metadata"])
-    add(f"\nD of a guess that knows no fact, only how often each answer occurs (each task's wrong choices are drawn from "
-        f"that prior): {floor['prior_guess_D']:.3f}. D before continual learning is read against it, not against 1/4.")
+    if knowledge:
+        add("\n" + floor_text(knowledge))
     add("\nA = (P_after − P_before) / |P_before| × 100 with P the mean log-probability per target token of the "
         "mem/gen/hard_gen probes; F = (D_before − D_after) / D_before × 100 with D the mean over the lab's downstream "
         f"tasks of each task's metric: {metrics}, run through lm-evaluation-harness. Intervals are 95% t-intervals over "

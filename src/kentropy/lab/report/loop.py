@@ -21,7 +21,17 @@ def slope_line(name: str, s: dict, paper: str) -> str:
 def rows_note(c: dict) -> str:
     """Where a task has fewer rows than asked (the world gives no more), which and how many."""
     short = {t: n for t, n in c.get("rows_per_task", {}).items() if n < c["tasks_per_kind"]}
-    return f" ({', '.join(f'{t}: {n}, all the world gives' for t, n in short.items())})" if short else ""
+    return f" (all the world gives: {', '.join(f'{t} {n}' for t, n in short.items())})" if short else ""
+
+
+def floor_text(k: dict) -> str:
+    """D before continual learning against the prior-only guess (`judge.stats.against_floor`), in words."""
+    where = ("above it: the models know more than the priors, and F measures the loss of that" if k["above"] else
+             "at or below it: these models show no downstream knowledge beyond the answer priors, so F measures a shift "
+             "of their preferences, not a loss of knowledge")
+    return (f"D before continual learning: median {k['median']:.3f}, against {k['floor']:.3f} for a guess that knows no "
+            f"fact, only how often each answer occurs (each task's wrong choices are drawn from that prior); "
+            f"{k['margin']:+.3f}, {where}.")
 
 
 def loop_section(loop: dict) -> str:
@@ -46,12 +56,8 @@ def loop_section(loop: dict) -> str:
             lines.append(f"| {p['arm']} | {p['seed']} | {start} | {p['step']} | {num(p['H'], '.4f')} | {num(p['A'])} | "
                          f"{num(p['dP'], '.4f')} | {num(p.get('D_before'), '.3f')} | {num(p['F'])} | {num(p['F_se'])} |")
         lines.append("")
-        if c.get("prior_guess_D") is not None:
-            d = sorted(p["D_before"] for p in loop["points"] if p.get("D_before") is not None)
-            lines.append(f"D before continual learning: median {num(d[len(d) // 2] if d else None, '.3f')}, against "
-                         f"{c['prior_guess_D']:.3f} for a guess that knows no fact, only how often each answer occurs (each "
-                         "task's wrong choices are drawn from that prior): what lies above it is the knowledge F can "
-                         "measure the loss of.\n")
+        if loop.get("downstream_knowledge"):
+            lines.append(floor_text(loop["downstream_knowledge"]) + "\n")
     lines += ["Per pretraining seed, the OLS slope over the starting points; across seeds, the mean, its 95% t-interval "
               f"and a two-sided t-test (α = {loop['alpha']}; not judged below {loop['min_seeds']} seeds):",
               slope_line("slope of A on H", loop["slope_A_on_H"], "> 0 (lower H, less acquisition)"),

@@ -41,7 +41,7 @@ from kentropy.lab.config import GATED, Arm, DecayConfig, LabConfig
 from kentropy.lab.judge.manipulation import raised_entropy
 from kentropy.lab.judge.plan import fraction_step
 from kentropy.lab.judge.seeds import slopes_across_seeds, t_interval
-from kentropy.lab.judge.stats import forgetting_se, forgetting_se_method, paired_rows
+from kentropy.lab.judge.stats import against_floor, forgetting_se, forgetting_se_method, paired_rows
 from kentropy.lab.judge.verdicts import NOT_MEASURABLE, NOT_MEASURED, NOT_TESTED, verdict
 from kentropy.lab.labdir import slug
 from kentropy.lab.stages.continual import check_knowledge_fits, continual_stage
@@ -276,7 +276,8 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
         out["continual"]["longest_passage"] = loop_fits(cfg, dcfg, lworld, tok)
     except KentropyError as e:
         out["note"] = f"not run: {e}"
-        return {**out, "slope_A_on_H": empty, "slope_dP_on_H": empty, "slope_F_on_H": empty, "resuscitation": [], "F_se": None}
+        return {**out, "slope_A_on_H": empty, "slope_dP_on_H": empty, "slope_F_on_H": empty, "resuscitation": [], "F_se": None,
+                "downstream_knowledge": None}
     if side_by_side(dcfg.workers, device):  # every continual run first (the passes below then read them from the cache)
         run_side_by_side(stages, loop_jobs(stages, cfg, dcfg, seeds, pretrains, corpora, device), dcfg.workers, lworld, corpora,
                          device)
@@ -338,6 +339,8 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
                 a_res.append(p["A"]), f_res.append(p["F"])
             out["resuscitation"].append(resuscitation_row(amp, hb, ha, [finals[s][1]["A"] for s in seeds], a_res,
                                                           [finals[s][1]["F"] for s in seeds], f_res))
+    d_before = [p["D_before"] for p in out["points"] if p["D_before"] is not None and p.get("resuscitated") is None]
+    out["downstream_knowledge"] = against_floor(d_before, out["continual"]["prior_guess_D"]) if d_before else None
     measured = [p for p in out["points"] if p["F_se"] is not None]
     ses = [p["F_se"] for p in measured]
     out["F_se"] = {"max": max(ses) if ses else None, "median": sorted(ses)[len(ses) // 2] if ses else None,

@@ -11,6 +11,7 @@ seed: `inconclusive`); finding 3 is judged only where resuscitation raised the m
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 
 from scipy import stats
@@ -298,13 +299,13 @@ def forgetting_se(before: Mapping | None, after: Mapping | None) -> float | None
 
 def against_floor(d_before: Sequence[float], floor: float) -> dict:
     """D before continual learning against `floor`, the D of a guess that knows only the answer priors
-    (`tasks.downstream_floor`): `median` of `d_before` (the middle value, the upper one of an even count),
+    (`tasks.downstream_floor`): `median` of `d_before` (`statistics.median_high`: the upper middle value of an even count),
     `floor`, `margin` = median − floor, and `above`: whether the median lies above the floor. At or below it, the
     models show no downstream knowledge beyond the priors, and F measures a shift of their preferences rather than
     a loss of knowledge."""
     if not d_before:
         raise KentropyError("against_floor: no D before continual learning")
-    median = sorted(d_before)[len(d_before) // 2]
+    median = statistics.median_high(d_before)
     return {"median": median, "floor": floor, "margin": median - floor, "above": median > floor}
 
 

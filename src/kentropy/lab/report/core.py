@@ -167,14 +167,14 @@ def write_report(run: LabRun, sections: list[Section], timings: dict[str, dict])
     figs = figures(fig_dir, seeds, resus)
 
     d_before = [x for s in seeds for r in s["continual"] for x in r["D_before_seeds"] if x is not None]
-    floor = downstream_floor(run.world["task_metadata"])["prior_guess_D"]
-    knowledge = analysis.against_floor(d_before, floor) if d_before else None
+    floor = downstream_floor(run.world["task_metadata"])
+    knowledge = analysis.against_floor(d_before, floor["prior_guess_D"]) if d_before else None
     results = {
         "preset": run.preset, "config": config_json(cfg), "timings": timings, "world": run.world.get("world"),
         "plan": plan.to_json(), "lr": {"pretraining_peak": cfg.lr, "continual": run.continual_config["lr"],
                                        "paper_continual": PAPER_CONTINUAL_LR},
         "seeds": seeds, "continual": cont, "resuscitation": resus, "forgetting_se": f_se,
-        "downstream_floor": downstream_floor(run.world["task_metadata"]), "downstream_knowledge": knowledge,
+        "downstream_floor": floor, "downstream_knowledge": knowledge,
         "findings": {"entropy_decay": decay, "acquisition_forgetting": corr, "resuscitation": helps},
     }
     for section in sections:

@@ -29,6 +29,7 @@ import concurrent.futures as cf
 import dataclasses
 import math
 import multiprocessing as mp
+import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -343,7 +344,7 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
     out["downstream_knowledge"] = against_floor(d_before, out["continual"]["prior_guess_D"]) if d_before else None
     measured = [p for p in out["points"] if p["F_se"] is not None]
     ses = [p["F_se"] for p in measured]
-    out["F_se"] = {"max": max(ses) if ses else None, "median": sorted(ses)[len(ses) // 2] if ses else None,
+    out["F_se"] = {"max": max(ses) if ses else None, "median": statistics.median_high(ses) if ses else None,
                    "target": F_SE_TARGET, **forgetting_se_method([p["F_se_paired"] for p in measured])}
     if len(seeds) < MIN_SEEDS:
         out["note"] = f"{len(seeds)} pretraining seed(s): the slopes are not judged below {MIN_SEEDS}"

@@ -86,7 +86,7 @@ def make_tasks(world: World, n_per_task: int, seed: int) -> TaskSet:
 
 
 def prior_guess(world: World, rows: list[dict], sources: list[dict]) -> float:
-    """The expected accuracy of a guess that knows no fact, only the answer priors (`answer_prior`): it picks the
+    """The expected accuracy of a guess that knows no fact, only the answer priors (`World.object_counts`): it picks the
     choice whose values are likeliest, sum of log prior over the choice's facts, ties split evenly. The floor a
     model's score is read against (it is 1/4 where gold and wrong values are exchangeable; above where one value
     is most of the golds, like the noun "person" in entity typing)."""
@@ -111,7 +111,7 @@ def downstream_floor(metadata: dict) -> dict:
 
 def _log_prior(world: World, relation: str, text: str) -> float:
     value = world.index[text] if world.schema.relations[relation].object else text
-    return math.log(answer_prior(world, relation)[value])
+    return math.log(world.object_counts[relation][value])
 
 
 def _path(source: dict) -> list[str]:
@@ -137,14 +137,9 @@ def _popular_items(world: World, candidates: dict[int, list], n: int, task: str,
     }
 
 
-def answer_prior(world: World, relation: str) -> Counter:
-    """How often each value (an entity id or a literal) is the object of `relation` in the world."""
-    return world.object_counts[relation]
-
-
 def _distractors(world: World, rng: random.Random, relation: str, avoid: set, k: int = CHOICES - 1) -> list:
-    """k distinct values, none in `avoid`, drawn by the answer prior of `relation` (`answer_prior`)."""
-    prior = answer_prior(world, relation)
+    """k distinct values, none in `avoid`, drawn by the answer prior of `relation` (`World.object_counts`)."""
+    prior = world.object_counts[relation]
     pool = sorted(v for v in prior if v not in avoid)
     if len(pool) < k:
         raise KentropyError(f"world has too few objects of relation {relation!r} for {k} wrong choices")
@@ -171,7 +166,7 @@ def _stem(template: str) -> str:
 def _entity_relations(world: World) -> list[str]:
     """Relations between entities with enough distinct objects for the wrong choices (the subject excluded)."""
     return [r.name for r in world.schema.relations.values()
-            if r.object is not None and len(answer_prior(world, r.name)) > CHOICES]
+            if r.object is not None and len(world.object_counts[r.name]) > CHOICES]
 
 
 # --- fact recall -------------------------------------------------------------------------------
@@ -205,7 +200,7 @@ def _attribute_templates(world: World) -> dict[str, str]:
     asked = {_stem(world.schema.relations[r].vp[0]) for r in _entity_relations(world)}
     out = {}
     for r in world.schema.relations.values():
-        if r.object is None and r.name != "is_a" and len(answer_prior(world, r.name)) >= CHOICES:
+        if r.object is None and r.name != "is_a" and len(world.object_counts[r.name]) >= CHOICES:
             vp = next((v for v in r.vp if v.endswith(" {o}") and _stem(v) not in asked), None)
             if vp is not None:
                 out[r.name] = vp
@@ -213,18 +208,19 @@ def _attribute_templates(world: World) -> dict[str, str]:
 
 
 def _attribute_candidates(world: World, rng: random.Random) -> dict[int, list]:
+    """(subject, [relation], the question's stem) per literal fact of `_attribute_templates`' relations."""
     out: dict[int, list] = {}
-    for r in _attribute_templates(world):
+    for r, vp in _attribute_templates(world).items():
         for s in world.facts[r]:
-            out.setdefault(s, []).append((s, [r]))
+            out.setdefault(s, []).append((s, [r], _stem(vp)))
     return out
 
 
 def _attribute(world: World, rng: random.Random, item, gold: int):
-    s, path = item
+    s, path, stem = item
     value = world.facts[path[0]][s]
     values = _place(value, _distractors(world, rng, path[0], {value}), gold)  # type: ignore[arg-type]
-    row = {"query": f"{world.names[s]} {_stem(_attribute_templates(world)[path[0]])}", "choices": values, "gold": gold}
+    row = {"query": f"{world.names[s]} {stem}", "choices": values, "gold": gold}
     return row, {"subject": s, "path": path, "values": values}
 
 
@@ -264,7 +260,7 @@ def _inference(world: World, rng: random.Random, item, gold: int):
 
 def _corruptible(world: World, rel: str) -> bool:
     """A fact that can be made false with another object of its relation (one that is not the subject)."""
-    return rel != "is_a" and len(answer_prior(world, rel)) >= 3
+    return rel != "is_a" and len(world.object_counts[rel]) >= 3
 
 
 def _continuation_candidates(world: World, rng: random.Random) -> dict[int, list]:

@@ -57,8 +57,8 @@ def precision_check(lab: Path, cfg, steps: int, device: str) -> dict:
     from safetensors.torch import load_file
 
     from kentropy.lab.regime import train_config
-    from kentropy.lean.fit import pretrain
-    from kentropy.models import pick_device
+    from kentropy.lab.lean.pretrain import pretrain
+    from kentropy.models.loading import pick_device
 
     lad = cfg.ladder
     arm = lad.arm(lad.widths[0])

@@ -53,7 +53,7 @@ def worker(args) -> dict:
 
     import torch
 
-    from kentropy.measure import length_batches, measure_ids, pad
+    from kentropy.measurement.workflow import length_batches, measure_ids, pad
 
     torch.set_num_threads(args.threads)
     model, ids, device = build(args)

@@ -1,4 +1,4 @@
-"""Pretraining speed on this CPU: today's loop (`kentropy train`) against the lean one (`kentropy.lean`), alone,
+"""Pretraining speed on this CPU: today's loop (`kentropy train`) against the lean one (`kentropy.lab.lean`), alone,
 as one-thread workers side by side, and stacked; on the decay study's model and on quick's continual-stage
 shape; achieved FLOP/s as a share of this machine's fp32 matmul peak, measured in the same run.
 
@@ -10,10 +10,10 @@ Variants (each worker its own process; same model, data, global batch, fp32):
 - today:            `kentropy train`, eager, 2 threads (the lab's pretraining before --compile)
 - today 2 x 1:      two `kentropy train --compile` workers side by side, one thread each: how the decay
                     study runs its arms; "today's best", the reference of the last line
-- lean eager 1 x 2: `kentropy.lean.fit.pretrain`, not compiled, 2 threads (how the lab's core study pretrains)
-- lean 1 x 2:       `kentropy.lean.fit.pretrain`, compiled, 2 threads
+- lean eager 1 x 2: `kentropy.lab.lean.pretrain.pretrain`, not compiled, 2 threads (how the lab's core study pretrains)
+- lean 1 x 2:       `kentropy.lab.lean.pretrain.pretrain`, compiled, 2 threads
 - lean 2 x 1:       two compiled lean workers side by side, one thread each
-- stacked K x 2:    K members stacked (`kentropy.lean.stacked`), compiled, 2 threads (K runs at once)
+- stacked K x 2:    K members stacked (`kentropy.lab.lean.stacked`), compiled, 2 threads (K runs at once)
 - stacked 2 x (K x 1): two one-thread workers of K stacked members each
 Tokens/s are summed over workers and members, so their ratio is the ratio of runs per hour.
 Timings are the median per-step time after the first third of the steps (compilation and warm-up excluded).
@@ -55,7 +55,7 @@ def make_inputs(root: Path, m: dict) -> tuple[Path, Path]:
     import random
 
     from kentropy.lab.architectures import build_model
-    from kentropy.tokenizer import train_bpe
+    from kentropy.lab.text.bpe import train_bpe
 
     rng = random.Random(0)
     words = ["".join(rng.choice("aeioubdfgklmnprst") for _ in range(rng.randint(2, 8))) for _ in range(3000)]
@@ -97,7 +97,7 @@ def matmul_peak(threads: int = 2, n: int = 1024, reps: int = 20) -> float:
 
 
 def train_config(m: dict, model_dir: str, corpus: str, steps: int, compile_: bool, out: Path, seed: int = 0):
-    from kentropy.train import TrainConfig
+    from kentropy.training.loop import TrainConfig
 
     return TrainConfig(model=model_dir, data=corpus, out=str(out), steps=steps, batch_size=m["batch"], micro_batch=m["batch"],
                        seq_len=m["seq_len"], eval_every=0, save_every=0, epochs=100, lr=1e-3, compile=compile_, device="cpu",
@@ -113,17 +113,17 @@ def worker(which: str, threads: int, steps: int, model_dir: str, corpus: str, m:
         return run_trainer(which == "trainer-compile", steps, Path(model_dir), Path(corpus), m)
     tmp = Path(tempfile.mkdtemp())
     if which.startswith("stacked-"):
-        from kentropy.lean.stacked import pretrain_stacked
+        from kentropy.lab.lean.stacked import pretrain_stacked
 
         k = int(which.split("-")[1])
         logs = pretrain_stacked([train_config(m, model_dir, corpus, steps, True, tmp / f"run{i}", seed=i) for i in range(k)])
         rows = logs[0]
     elif which in ("lean", "lean-eager"):
-        from kentropy.lean.fit import pretrain
+        from kentropy.lab.lean.pretrain import pretrain
 
         rows = pretrain(train_config(m, model_dir, corpus, steps, which == "lean", tmp / "run"))
     else:
-        from kentropy.train import train
+        from kentropy.training.loop import train
 
         train(train_config(m, model_dir, corpus, steps, which == "compiled", tmp / "run"))
         rows = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines() if x.strip()]
@@ -158,11 +158,11 @@ def interleaved_steps(model_dir: Path, m: dict, rounds: int = 7, steps: int = 10
     two see the same load, and CPU time leaves out the time the process waits for a core."""
     import torch
 
-    from kentropy.lean.fit import compiled
-    from kentropy.lean.model import LeanLM
-    from kentropy.models import Checkpoint, load_model
-    from kentropy.sharding import clip_grad_norm
-    from kentropy.train import TrainConfig, make_optimizer
+    from kentropy.lab.lean.pretrain import compiled
+    from kentropy.lab.lean.model import LeanLM
+    from kentropy.models.loading import Checkpoint, load_model
+    from kentropy.training.sharding import clip_grad_norm
+    from kentropy.training.loop import TrainConfig, make_optimizer
 
     torch.set_num_threads(1)
     cfg = TrainConfig(model="-", data="-", out="-", lr=1e-3)
@@ -206,10 +206,10 @@ def kernel_profile(model_dir: Path, m: dict, steps: int = 20, top: int = 12) -> 
     import torch._inductor.config as inductor
     from torch.profiler import profile
 
-    from kentropy.lean.fit import compiled
-    from kentropy.lean.model import LeanLM
-    from kentropy.models import Checkpoint, load_model
-    from kentropy.train import TrainConfig, make_optimizer
+    from kentropy.lab.lean.pretrain import compiled
+    from kentropy.lab.lean.model import LeanLM
+    from kentropy.models.loading import Checkpoint, load_model
+    from kentropy.training.loop import TrainConfig, make_optimizer
 
     torch.set_num_threads(1)
     torch._dynamo.reset()

@@ -30,9 +30,9 @@ import torch
 def build(args):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from kentropy.data import sample_text_path
+    from kentropy.measurement.documents import sample_text_path
     from kentropy.knowledge import KINDS, generate_knowledge
-    from kentropy.tokenizer import train_bpe
+    from kentropy.lab.text.bpe import train_bpe
 
     tok = train_bpe(sample_text_path().read_text().splitlines(), vocab_size=args.vocab)
     torch.manual_seed(0)

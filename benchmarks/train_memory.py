@@ -1,4 +1,4 @@
-"""Memory per rank and tokens/s of DDP vs FSDP (kentropy.sharding) at 2 processes, one run.
+"""Memory per rank and tokens/s of DDP vs FSDP (kentropy.training.sharding) at 2 processes, one run.
 
     python benchmarks/train_memory.py                 # CPU, gloo; prints the ratio (target FSDP/DDP <= 0.6)
     python benchmarks/train_memory.py --hidden 2048 --layers 16 --vocab 50304   # on GPUs: a 1B-class model
@@ -35,8 +35,10 @@ def worker(args) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from kentropy import distributed, sharding
-    from kentropy.train import TrainConfig, make_optimizer
+    from kentropy.runtime import distributed
+
+    from kentropy.training import sharding
+    from kentropy.training.loop import TrainConfig, make_optimizer
 
     distributed.init()
     rank, world = distributed.rank_world()

@@ -26,7 +26,7 @@ def make_inputs(root: Path, args) -> tuple[Path, Path]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from kentropy.tokenizer import train_bpe
+    from kentropy.lab.text.bpe import train_bpe
 
     rng = random.Random(0)
     words = [("".join(rng.choice("aeioubdfgklmnprst") for _ in range(rng.randint(2, 8)))) for _ in range(3000)]
@@ -56,7 +56,7 @@ def peak_bytes() -> int:
 
 
 def run_kentropy(args, model_dir: Path, corpus: Path, micro: int) -> dict:
-    from kentropy.train import TrainConfig, train
+    from kentropy.training.loop import TrainConfig, train
 
     out = Path(tempfile.mkdtemp()) / "run"
     train(TrainConfig(model=str(model_dir), data=str(corpus), out=str(out), steps=args.steps, batch_size=args.batch,
@@ -71,7 +71,7 @@ def run_trainer(args, model_dir: Path, corpus: Path, micro: int, compile_: bool 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
-    from kentropy.corpus import pack_rows
+    from kentropy.training.corpus import pack_rows
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     rows = pack_rows(tok, corpus.read_text().splitlines(), args.seq_len)

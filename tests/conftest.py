@@ -11,8 +11,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers as T  # noqa: E402
 
-from kentropy.data import sample_text_path  # noqa: E402
-from kentropy.tokenizer import train_bpe  # noqa: E402
+from kentropy.measurement.documents import sample_text_path  # noqa: E402
+from kentropy.lab.text.bpe import train_bpe  # noqa: E402
 
 torch.set_num_threads(1)  # 2 cores here; tests also run side by side
 
@@ -63,7 +63,7 @@ def tiny_model(family: str, seed: int = 0, eager: bool = True):
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
     """`kentropy ARGS...` in this process (fast): exit code, stdout, stderr."""
-    from kentropy.cli import main
+    from kentropy.cli.app import main
 
     capsys.readouterr()
     try:

@@ -41,7 +41,7 @@ BAD_UTF8 = "good text here\n".encode() + b"caf\xe9 \xff\xfe not utf-8\n"
 def env(model_dir, tokenizer, sample_texts, tmp_path_factory):
     """Inputs shared by all cases (read-only): good ones and broken ones."""
     from kentropy.circuits import tasks_from_triples, write_tasks
-    from kentropy.evaluate import write_task
+    from kentropy.evaluation.downstream import write_task
 
     d = tmp_path_factory.mktemp("bad-input")
     e = {"model": model_dir("llama", 0)}
@@ -354,7 +354,7 @@ HELD = contextlib.ExitStack()
 
 
 def hold(path: Path) -> Path:
-    from kentropy.lock import locked
+    from kentropy.runtime.locks import locked
 
     HELD.enter_context(locked([("--out", str(path))]))
     return path

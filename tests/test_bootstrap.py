@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from kentropy.bootstrap import bootstrap_entropy, percentile_interval
-from kentropy.measure import measure_ids
+from kentropy.measurement.bootstrap import bootstrap_entropy, percentile_interval
+from kentropy.measurement.workflow import measure_ids
 
 
 def per_document_reference(model, ids, down_of):

@@ -11,7 +11,7 @@ LIBRARY_LINES = ("Running loglikelihood requests", "Tokenizing inputs", "Buildin
 
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory):
-    from kentropy.evaluate import write_task
+    from kentropy.evaluation.downstream import write_task
 
     d = tmp_path_factory.mktemp("console") / "lm"
     write_task(str(d), "given", [{"query": "Q", "choices": ["a", "b"], "gold": 0}] * 2)
@@ -36,7 +36,7 @@ def test_quiet_keeps_kentropy_bars_and_restores_tqdm():
     import tqdm.std as tqdm_std
     from tqdm.auto import tqdm
 
-    from kentropy.console import quiet
+    from kentropy.runtime.console import quiet
 
     raw = tqdm_std.tqdm.__dict__["__init__"]
     with quiet():

@@ -11,7 +11,7 @@ from conftest import run_cli
 import torch
 from safetensors.torch import load_file
 
-from kentropy.measure import load_coefficients
+from kentropy.measurement.workflow import load_coefficients
 
 FIELDS = {"model", "revision", "knowledge_entropy", "knowledge_entropy_per_layer", "attention_entropy",
           "attention_entropy_per_layer", "next_token_entropy", "layers", "ffn_dim", "instances", "tokens"}

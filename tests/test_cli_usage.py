@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from kentropy.cli import app
+from kentropy.cli.app import app
 
 SRC = str(Path(__file__).parents[1] / "src")
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=SRC)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kentropy.corpus import epochs_needed, inject, injected_lengths, injection_schedule, item_ids, pack_rows, row_groups, row_order
+from kentropy.training.corpus import epochs_needed, inject, injected_lengths, injection_schedule, item_ids, pack_rows, row_groups, row_order
 from kentropy.errors import KentropyError
 
 

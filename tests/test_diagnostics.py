@@ -10,7 +10,7 @@ import torch
 import transformers as T
 from conftest import V, tiny_model
 
-from kentropy.diagnostics import (cbar_diagnostics, dormant_fraction, kl_to_uniform, neuron_weight_norms, top_share,
+from kentropy.measurement.diagnostics import (cbar_diagnostics, dormant_fraction, kl_to_uniform, neuron_weight_norms, top_share,
                                   weight_norm_summary)
 
 
@@ -101,7 +101,7 @@ def _reference_position_stats(model, docs: list[list[int]]) -> dict[str, list[fl
     """Each document alone (no padding): per layer the mean over tokens of max_i |c| / median_i |c| (numpy's
     interpolated median), and Σ_i |c| at position 0 over Σ_t Σ_i |c|; then the mean over documents."""
 
-    from kentropy.ffn import find_layout
+    from kentropy.models.registry import find_layout
 
     layout = find_layout(model)
     rows = []
@@ -126,7 +126,7 @@ def _reference_position_stats(model, docs: list[list[int]]) -> dict[str, list[fl
 def test_position_stats_against_documents_one_by_one(family):
     """max/median of |c| and the first position's share of Σ|c|, from the capture hook on padded batches
     (right padding, several lengths), equal the same statistics of each document measured alone."""
-    from kentropy.measure import measure_ids
+    from kentropy.measurement.workflow import measure_ids
 
     model = tiny_model(family)
     docs = [[5, 9, 13, 22, 7, 40, 3], [8, 11, 2], [30, 31, 32, 33, 34, 35, 36, 37, 38, 39], [17, 4]]
@@ -141,7 +141,7 @@ def test_position_stats_against_documents_one_by_one(family):
 @pytest.mark.parametrize("shape", [(3, 5, 86), (2, 7, 9), (4, 4, 2), (2, 3, 1)])
 def test_median_is_numpys(shape):
     """The capture hook's median: numpy's interpolated median, also where the lower middle value repeats."""
-    from kentropy.capture import median
+    from kentropy.measurement.capture import median
 
     a = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     a[0, 0, : shape[-1] // 2 + 1] = 0.5  # the lower middle value repeats past the middle

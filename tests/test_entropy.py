@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kentropy import entropy as E
+from kentropy.measurement import entropy as E
 
 
 def test_entropy_by_hand():

@@ -1,4 +1,4 @@
-"""kentropy.evaluate: local lm-eval tasks, acc against a log-likelihood reference, errors, the CLI."""
+"""kentropy.evaluation.downstream: local lm-eval tasks, acc against a log-likelihood reference, errors, the CLI."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import yaml
 
 from conftest import tiny_model, run_cli
 from kentropy.errors import KentropyError
-from kentropy.evaluate import PAPER_TASKS, evaluate, write_task
-from kentropy.models import Checkpoint, load_model
+from kentropy.evaluation.downstream import PAPER_TASKS, evaluate, write_task
+from kentropy.models.loading import Checkpoint, load_model
 
 QUERIES = [
     "The river that runs through the old town is called",
@@ -185,7 +185,7 @@ def test_task_errors_name_the_task(llama, tokenizer, tmp_path, tasks, message):
 
 
 def test_paper_tasks_are_lm_eval_tasks():
-    from kentropy.evaluate import _builtin_tasks
+    from kentropy.evaluation.downstream import _builtin_tasks
 
     index = _builtin_tasks().task_index
     assert set(PAPER_TASKS) == {"sciq", "winogrande", "piqa", "openbookqa", "hellaswag", "arc_easy"}
@@ -194,7 +194,7 @@ def test_paper_tasks_are_lm_eval_tasks():
 
 def test_d_uses_olmos_metric_per_task(llama, tokenizer, tmp_path):
     """OLMo's metrics: acc_norm for PIQA, HellaSwag, OBQA; acc for WinoGrande, SciQ, ARC-Easy; local tasks declare theirs."""
-    from kentropy.evaluate import d_metric, expand_tasks
+    from kentropy.evaluation.downstream import d_metric, expand_tasks
 
     olmo = {"piqa": "acc_norm", "hellaswag": "acc_norm", "openbookqa": "acc_norm",
             "winogrande": "acc", "sciq": "acc", "arc_easy": "acc"}

@@ -16,8 +16,8 @@ from conftest import V
 from transformers.activations import ACT2FN
 
 from kentropy.errors import KentropyError
-from kentropy.ffn import find_layout
-from kentropy.measure import measure, tokenize
+from kentropy.models.registry import find_layout
+from kentropy.measurement.workflow import measure, tokenize
 
 _KW = dict(vocab_size=V, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2)
 _TOK = dict(bos_token_id=0, eos_token_id=1, pad_token_id=2)
@@ -294,8 +294,8 @@ def test_moe_every_implementation_matches_reference_and_leaves_outputs_alone(fam
 @pytest.mark.parametrize("impl", ["eager", "batched_mm", "grouped_mm"])
 def test_measuring_does_not_change_logits(impl, tokenizer, sample_texts):
     """The logits a measuring forward computes are bit-identical to a plain forward's (same implementation)."""
-    from kentropy.capture import CoefficientSums
-    from kentropy.entropy import instance_weights
+    from kentropy.measurement.capture import CoefficientSums
+    from kentropy.measurement.entropy import instance_weights
 
     model = build("mixtral", experts_implementation=impl)
     ids = tokenize(tokenizer, sample_texts[:3], 16)
@@ -384,7 +384,7 @@ def test_registry_routing_weights_are_the_models():
 def test_plot_draws_expert_usage_panel(tmp_path, monkeypatch, tokenizer, sample_texts):
     import matplotlib.pyplot as plt
 
-    from kentropy import plot
+    from kentropy.measurement import plot
 
     model = build("qwen2_moe")
     results = [measure(model, tokenizer, sample_texts[:3], seq_len=16, progress=False, name=f"m{i}").to_json() for i in range(2)]
@@ -400,8 +400,8 @@ def test_plot_draws_expert_usage_panel(tmp_path, monkeypatch, tokenizer, sample_
 
 def test_coefficients_out_round_trip_for_mixed_layers(tmp_path, tokenizer, sample_texts):
     """--coefficients-out saves [E*m (+shared)] per MoE layer beside dense layers' [m]; resuscitate reads it back."""
-    from kentropy.measure import load_coefficients, save_coefficients
-    from kentropy.resuscitate import resuscitate
+    from kentropy.measurement.workflow import load_coefficients, save_coefficients
+    from kentropy.edits.resuscitate import resuscitate
 
     model = build("deepseek_v3")
     got = measure(model, tokenizer, sample_texts[:3], seq_len=16, progress=False, name="ds")

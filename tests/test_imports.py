@@ -115,4 +115,32 @@ def test_the_lab_imports_downwards():
         if m.startswith("kentropy.lab.text"):
             assert all(t.startswith("kentropy.lab.text") for t in ts), m
     outside = {m for m, ts in graph.items() if not m.startswith("kentropy.lab") and any(t.startswith("kentropy.lab") for t in ts)}
-    assert outside == {"kentropy.cli"}  # the command line is the lab's only door
+    assert outside == {"kentropy.cli.app"}  # the command line is the lab's only door
+
+
+ROOMS = ["errors", "io", "runtime", "models", "measurement", "edits", "knowledge", "evaluation", "circuits", "training",
+         "lab", "cli"]  # bottom to top: a room imports only its own and the rooms below it
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "kentropy"
+
+
+def test_the_core_is_rooms():
+    """No module of the core sits at the package's top level but the face, the exception type and the file layer."""
+    top = {m for m in modules() if m.count(".") == 1}
+    assert {m.split(".")[1] for m in top} == set(ROOMS) | {"__main__"}, top
+    assert all((SRC / "kentropy" / r / "__init__.py").is_file() for r in ROOMS if r not in ("errors", "io"))
+
+
+def test_rooms_import_downwards():
+    graph = import_graph()
+    up = [(m, t) for m, ts in graph.items() for t in ts
+          if room(m) in ROOMS and room(t) in ROOMS and ROOMS.index(room(t)) > ROOMS.index(room(m))]
+    assert up == []
+
+
+def test_room_order_check_can_fail():
+    assert ROOMS.index(room("kentropy.cli.app")) > ROOMS.index(room("kentropy.models.loading"))
+    assert room("kentropy") == "kentropy" and room("kentropy.io") == "io"

@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 from test_ffn_layouts import build
 
 from kentropy.errors import KentropyError
-from kentropy.redo import redo, select
-from kentropy.shrink_perturb import shrink_perturb
+from kentropy.edits.redo import redo, select
+from kentropy.edits.shrink_perturb import shrink_perturb
 
 
 def ref_scores(cbar, groups):
@@ -87,7 +87,7 @@ def test_redo_dense_matches_reference_and_changes_nothing_else(family):
 
 @pytest.mark.parametrize("family", ["olmoe", "qwen2_moe"])
 def test_redo_moe_scores_within_each_expert(family):
-    from kentropy.ffn import find_layout
+    from kentropy.models.registry import find_layout
 
     model = build(family)
     layout = find_layout(model)
@@ -195,7 +195,7 @@ def test_redo_undefined_cases_are_one_line_errors():
     assert all(torch.equal(t, before[k]) for k, t in model.state_dict().items())  # refused before any edit
     from types import SimpleNamespace
 
-    from kentropy.redo import init_std_of
+    from kentropy.edits.redo import init_std_of
 
     with pytest.raises(KentropyError, match="no initializer_range; pass --init-std"):  # a config without one (remote code)
         init_std_of(SimpleNamespace(config=SimpleNamespace()), None)

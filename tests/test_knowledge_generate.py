@@ -151,7 +151,7 @@ def test_bad_arguments():
 
 
 def test_cli_generate(tmp_path, capsys):
-    from kentropy.cli import main
+    from kentropy.cli.app import main
 
     out = tmp_path / "k.json"
     main(["knowledge", "generate", "--entries", "6", "--paraphrases", "1", "--seed", "9", "--out", str(out)])

@@ -103,7 +103,7 @@ def test_load_plan_round_trip(tmp_path):
 
 
 def test_cli_plan(tmp_path, capsys):
-    from kentropy.cli import main
+    from kentropy.cli.app import main
 
     write_json(tmp_path / "k.json", [
         {"train_context": f"Entry {i}.", "paraphrases": [f"Entry {i}, again {v}." for v in range(9)],

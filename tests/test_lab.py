@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from kentropy.cli import main
+from kentropy.cli.app import main
 from kentropy.lab.judge.verdicts import SEED_VERDICTS, VERDICTS
 
 

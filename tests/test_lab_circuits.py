@@ -19,7 +19,7 @@ from kentropy.lab.report.circuits import circuits_section
 from kentropy.lab.stages import circuits as CS
 from kentropy.lab.text.render import stream_documents
 from kentropy.lab.text.world import build_world
-from kentropy.tokenizer import train_bpe
+from kentropy.lab.text.bpe import train_bpe
 
 STEPS = (0, 5, 10)
 CFG = LabConfig(entities=120, circuit_top_n=20, circuit_examples=4)
@@ -167,7 +167,7 @@ def test_a_skipped_split_and_a_failed_task_do_not_crash(lab, monkeypatch, tmp_pa
             raise KentropyError("example 0: corrupted prompt does not align")
         return real(model, tok, task, **kw)
 
-    from kentropy import models
+    from kentropy.models.loading import loading as models
 
     real_load = models.load_model
 

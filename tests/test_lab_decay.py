@@ -46,7 +46,7 @@ def test_factorial_cells_count_their_parameters(arch, norm, cls):
     mlp = model.model.layers[0].mlp
     assert hasattr(mlp, "gate_proj") == (arch == "swiglu") and mlp.up_proj.out_features == 128  # equal m in every cell
     assert model.config.hidden_act == {"swiglu": "silu", "gelu": "gelu"}[arch]
-    from kentropy.ffn import find_layout
+    from kentropy.models.registry import find_layout
 
     assert len(find_layout(model).layers) == 2  # the FFN registry finds every cell
 
@@ -300,7 +300,7 @@ def test_the_loops_knowledge_is_generated_before_any_pretraining(tmp_path, monke
 
 
 def test_lab_summary_prints_each_arms_verdict_and_effect():
-    from kentropy.cli import lab_summary
+    from kentropy.cli.app import lab_summary
     from kentropy.lab.judge.seeds import compare_to_paper
 
     findings = {"entropy_decay": {"verdict": "decayed"},

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kentropy.data import sample_text_path
+from kentropy.measurement.documents import sample_text_path
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.stages.pretrain import INIT, first_rows, lean_trains, pretrain_stage
-from kentropy.train import TrainConfig, train
+from kentropy.training.loop import TrainConfig, train
 
 MODELS = {  # the decay study's reference (OLMo's block, mitchell init, tied) and the core study's model (Llama, untied)
     "olmo": dict(arch="swiglu", norm="layernorm", init="mitchell", seed=1, hidden=16, layers=2, heads=2, gated_ffn=24,
@@ -38,7 +38,7 @@ def test_stage_through_lean_equals_kentropy_train(fam, tokenizer, tmp_path):
     done = pretrain_stage(Stages(tmp_path / "lab", record_timings=False), "pre", MODELS[fam], tcfg(), tok, corpora, "cpu", first=6)
     res = done.result
     run = done.dir / "run"
-    assert json.loads((run / "config.json").read_text())["trainer"] == "kentropy.lean"
+    assert json.loads((run / "config.json").read_text())["trainer"] == "kentropy.lab.lean"
     assert [c["step"] for c in res["checkpoints"]] == [0, 5, 12, 30]
     assert [c["path"].rsplit("/", 1)[-1] for c in res["checkpoints"]] == [INIT, "step-000005", "step-000012", "step-000030"]
     assert all((tmp_path / c["path"] / "model.safetensors").is_file() for c in res["checkpoints"])

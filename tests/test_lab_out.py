@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from kentropy.cli import main
-from kentropy.config import to_dict
+from kentropy.cli.app import main
+from kentropy.runtime.options import to_dict
 from kentropy.lab.config import load_preset
 from kentropy.lab.pipeline import check_out
 

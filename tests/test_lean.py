@@ -11,13 +11,13 @@ import torch
 import transformers as T
 
 from conftest import V, family_config
-from kentropy.data import sample_text_path
+from kentropy.measurement.documents import sample_text_path
 from kentropy.errors import KentropyError
 from kentropy.lab.architectures import model_config
-from kentropy.lean.fit import pretrain
-from kentropy.lean.model import LeanLM, save_member
-from kentropy.lean.stacked import clip_per_member, decayed, pretrain_stacked
-from kentropy.train import TrainConfig, decay_groups, train
+from kentropy.lab.lean.pretrain import pretrain
+from kentropy.lab.lean.model import LeanLM, save_member
+from kentropy.lab.lean.stacked import clip_per_member, decayed, pretrain_stacked
+from kentropy.training.loop import TrainConfig, decay_groups, train
 
 
 def lab_config(arch: str, tokenizer, norm: str = "rmsnorm"):
@@ -159,7 +159,7 @@ def test_losses_equal_kentropy_train(arch, lab_dirs, tmp_path):
         for name, p in theirs.items():
             torch.testing.assert_close(ours[name], p, atol=1e-5, rtol=1e-4)
     config = json.loads((tmp_path / "lean" / "config.json").read_text())
-    assert config["trainer"] == "kentropy.lean" and config["seed"] == 3
+    assert config["trainer"] == "kentropy.lab.lean" and config["seed"] == 3
 
 
 def test_three_members_stacked_equal_each_alone(lab_dirs, tmp_path):
@@ -209,7 +209,7 @@ def test_compiled_losses_equal_eager(lab_dirs, tmp_path):
 
 
 def test_cross_entropy_and_its_gradient_by_hand():
-    from kentropy.lean.model import CrossEntropy
+    from kentropy.lab.lean.model import CrossEntropy
 
     g = torch.Generator().manual_seed(0)
     z = (torch.randn(7, 11, generator=g, dtype=torch.float64) * 3).requires_grad_()

@@ -9,8 +9,8 @@ from conftest import FAMILIES, GATED, tiny_model
 from transformers.activations import ACT2FN
 
 from kentropy.errors import KentropyError
-from kentropy.ffn import find_layout
-from kentropy.measure import measure, tokenize
+from kentropy.models.registry import find_layout
+from kentropy.measurement.workflow import measure, tokenize
 
 ACT = {  # each family's FFN activation, by the config field that names it
     "gpt2": "activation_function", "opt": "activation_function",

@@ -13,7 +13,7 @@ from conftest import run_cli
 from safetensors.torch import load_file, save_file
 
 from kentropy.knowledge import generate_knowledge, probe
-from kentropy.measure import load_coefficients
+from kentropy.measurement.workflow import load_coefficients
 
 LAYERS = 12  # layers.10 and layers.11 sort before layers.2 by name
 
@@ -137,7 +137,7 @@ def test_load_series_holds_one_model_at_a_time(model_dir):
     import gc
     import weakref
 
-    from kentropy.models import load_series
+    from kentropy.models.loading import load_series
 
     dirs = [str(model_dir("llama", s)) for s in (0, 1, 2)]
     seen, refs, alive_at_next_load = [], [], []

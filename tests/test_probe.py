@@ -12,7 +12,7 @@ from tokenizers import processors
 
 from kentropy.errors import KentropyError
 from kentropy.io import write_json
-from kentropy.outcomes import acquisition, acquisition_from
+from kentropy.evaluation.outcomes import acquisition, acquisition_from
 from kentropy.knowledge import (encode_probe, generate_knowledge, make_plan, probe,
                                 score_probes)
 

@@ -8,8 +8,8 @@ import torch
 from conftest import tiny_model
 
 from kentropy.errors import KentropyError
-from kentropy.measure import measure
-from kentropy.resuscitate import resuscitate, select_and_scale
+from kentropy.measurement.workflow import measure
+from kentropy.edits.resuscitate import resuscitate, select_and_scale
 
 # where each family keeps the weight that produces coefficient i, and whether it is stored [in, out]
 UP = {"llama": ("model.layers.{l}.mlp.up_proj", False), "qwen2": ("model.layers.{l}.mlp.up_proj", False),
@@ -149,7 +149,7 @@ def test_bad_arguments(tokenizer, sample_texts):
 def test_cli_writes_loadable_model(model_dir, sample_texts, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from kentropy.cli import main
+    from kentropy.cli.app import main
 
     src = model_dir("llama", 2)
     data = tmp_path / "d.txt"

@@ -1,4 +1,4 @@
-"""Checkpoint series that survive a crash (`kentropy.partial`): kill -9 mid-series, rerun with --resume.
+"""Checkpoint series that survive a crash (`kentropy.runtime.series`): kill -9 mid-series, rerun with --resume.
 
 The contract: `kentropy measure A B C --data D --out R.json`, killed after A finished, then rerun with
 `--resume`, gives the same R.json (byte for byte) as an uninterrupted run, and every checkpoint not
@@ -94,7 +94,7 @@ def test_series_commands_resume(command, series, model_dir, tokenizer, tmp_path,
     """Probe, evaluate and circuits share the mechanism: a series with its first checkpoint finished (the
     partial file of a run killed there) is completed by --resume into the uninterrupted result."""
     from kentropy.circuits import tasks_from_triples, write_tasks
-    from kentropy.evaluate import write_task
+    from kentropy.evaluation.downstream import write_task
     from kentropy.knowledge import generate_knowledge
 
     entries = generate_knowledge(2, n_paraphrases=1, seed=0)

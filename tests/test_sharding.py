@@ -5,8 +5,8 @@ import torch
 from conftest import tiny_model
 
 from kentropy.errors import KentropyError
-from kentropy.memory import GiB, Shape, check_fits, estimate, model_shape
-from kentropy.sharding import blocks, state_bytes
+from kentropy.training.memory import GiB, Shape, check_fits, estimate, model_shape
+from kentropy.training.sharding import blocks, state_bytes
 
 
 @pytest.mark.parametrize("family, path", [("llama", "model.layers"), ("gpt2", "transformer.h"),

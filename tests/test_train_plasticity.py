@@ -15,9 +15,9 @@ from test_intervene import DENSE
 from test_train import short_passages
 
 from kentropy.knowledge import generate_knowledge
-from kentropy.plasticity import hft_frozen, prepare, round_of
-from kentropy.redo import redo
-from kentropy.train import decay_groups, global_batch
+from kentropy.training.plasticity import hft_frozen, prepare, round_of
+from kentropy.edits.redo import redo
+from kentropy.training.loop import decay_groups, global_batch
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,7 @@ def log(run: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def full(inputs, tmp_path_factory):
     """An uninterrupted 8-step run: the reference every resumed run must equal."""
-    from kentropy.cli import main
+    from kentropy.cli.app import main
 
     run = tmp_path_factory.mktemp("full") / "run"
     main([str(a) for a in args(inputs, run)])  # returns on success (exits only on failure)
@@ -209,7 +209,7 @@ def test_optimizer_groups_betas_and_decay_on_a_model_with_biases(model_dir):
     """GPT-2 has biases, LayerNorms (weight and bias) and tied embeddings: only the block matrices decay."""
     from transformers import AutoModelForCausalLM
 
-    from kentropy.train import TrainConfig, make_optimizer
+    from kentropy.training.loop import TrainConfig, make_optimizer
 
     model = AutoModelForCausalLM.from_pretrained(model_dir("gpt2", 4))
     cfg = TrainConfig(model="m", data="d", out="o", lr=3e-4, beta1=0.8, beta2=0.99, weight_decay=0.05)
@@ -229,7 +229,7 @@ def test_optimizer_groups_betas_and_decay_on_a_model_with_biases(model_dir):
 
 
 def small_run(inputs, tmp_path, **over):
-    from kentropy.train import TrainConfig, setup
+    from kentropy.training.loop import TrainConfig, setup
 
     cfg = TrainConfig(model=str(inputs["model"]), data=str(inputs["corpus"]), out=str(tmp_path / "run"), steps=2,
                       batch_size=4, micro_batch=over.pop("micro_batch", 2), seq_len=32, epochs=20, eval_every=0, **over)
@@ -237,7 +237,7 @@ def small_run(inputs, tmp_path, **over):
 
 
 def test_clip_value_reaches_the_gradients(inputs, tmp_path, monkeypatch):
-    from kentropy.train import step_batch, train_step
+    from kentropy.training.loop import step_batch, train_step
 
     cfg, r = small_run(inputs, tmp_path, grad_clip=0.01)
     seen = []
@@ -261,7 +261,7 @@ def test_clip_value_reaches_the_gradients(inputs, tmp_path, monkeypatch):
 def test_gradient_accumulation_gives_the_mean_over_the_batch(micro, inputs, tmp_path):
     """Loss and gradient of one step equal one forward over the whole batch (mean over its tokens), whatever
     the micro-batch: the `/ accum` scaling. The reference is the model's own loss on all rows at once."""
-    from kentropy.train import step_batch, train_step
+    from kentropy.training.loop import step_batch, train_step
 
     cfg, r = small_run(inputs, tmp_path, micro_batch=micro, grad_clip=0.0)
     mine, _ = step_batch(r, cfg, 0)  # [4, 32]

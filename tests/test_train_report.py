@@ -58,7 +58,7 @@ def test_tensorboard_events_hold_the_metrics_log(inputs, tmp_path, capsys):
 @needs_tensorboard
 def test_entropy_monitor_is_logged(inputs, sample_texts, tmp_path):
     from kentropy import EntropyMonitor, TrainConfig, measure, train
-    from kentropy.models import Checkpoint, load_model, load_tokenizer
+    from kentropy.models.loading import Checkpoint, load_model, load_tokenizer
 
     run = tmp_path / "run"
     tok = load_tokenizer(Checkpoint(str(inputs["model"])))

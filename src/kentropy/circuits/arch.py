@@ -1,7 +1,7 @@
 """Circuit wiring: the hook points a circuit graph needs (norms, q/k/v, o_proj, MLP, final norm).
 
 Where each family keeps them is the `circuits` entry of that family in the one registry,
-`kentropy.ffn.FAMILIES`; the layer stack is found the same way as for measuring. A circuit
+`kentropy.models.registry.FAMILIES`; the layer stack is found the same way as for measuring. A circuit
 graph needs the residual stream to be a plain sum of node outputs, so post-norm blocks (Gemma
 2/3, OLMo 2, OPT-350m), mixture-of-experts layers, encoder-decoders and families without a
 `circuits` entry are refused with a clear error.
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from kentropy.errors import KentropyError
-from kentropy.ffn import FAMILIES, Circuits, Family, MoE, block_ffn, find_stacks, submodule
+from kentropy.models.registry import FAMILIES, Circuits, Family, MoE, block_ffn, find_stacks, submodule
 
 POST_NORM = ("post_feedforward_layernorm",)  # Gemma 2/3, OLMo 2: a block output is normalized before the residual
 
@@ -136,7 +136,7 @@ def wire(model: nn.Module) -> Wiring:
     cfg = model.config
     if getattr(cfg, "do_layer_norm_before", True) is False:
         raise KentropyError(f"{type(model).__name__}: post-norm blocks (do_layer_norm_before=False) are not supported for circuits")
-    from kentropy.models import is_causal_lm
+    from kentropy.models.loading import is_causal_lm
 
     if not is_causal_lm(cfg) or model.get_output_embeddings() is None:
         raise KentropyError(f"{type(model).__name__}: circuits need a causal LM with a next-token head")

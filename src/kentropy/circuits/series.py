@@ -24,11 +24,11 @@ from kentropy.circuits.graph import Circuit, select_circuit
 from kentropy.circuits.roles import head_attribution, head_roles
 from kentropy.circuits.tasks import Task, check_corrupted_targets, encode_task, read_tasks, tasks_from_knowledge
 from kentropy.circuits.trace import graph_of
-from kentropy.config import option, require
+from kentropy.runtime.options import option, require
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file
 from kentropy.knowledge.schema import load_knowledge
-from kentropy.models import load_series, parse_checkpoints, pick_device, pick_dtype
+from kentropy.models.loading import load_series, parse_checkpoints, pick_device, pick_dtype
 
 HIT_K = 10  # Ou et al. 2025: Hit@10 of the target under the circuit
 METHODS = ("eap-ig", "exact")
@@ -162,9 +162,9 @@ def analyze(model, tokenizer, task: Task, *, top_n: int, ig_steps: int, batch_si
 def circuits_series(cfg: CircuitsConfig, progress: bool = True, series=None) -> list[dict]:
     """Every checkpoint of `cfg.models`, in order: per task the `analyze` record, Jaccard vs the last checkpoint.
 
-    `series` (a `kentropy.partial.Partial`) keeps each checkpoint's records as they finish and skips those it holds.
+    `series` (a `kentropy.runtime.series.Partial`) keeps each checkpoint's records as they finish and skips those it holds.
     """
-    from kentropy.partial import progress_line
+    from kentropy.runtime.series import progress_line
 
     n = len(parse_checkpoints(cfg.models))
     device = pick_device(cfg.device)

@@ -1,4 +1,4 @@
-"""Fictional knowledge: load and validate, generate, plan injections, probe (A and F are in `kentropy.outcomes`)."""
+"""Fictional knowledge: load and validate, generate, plan injections, probe (A and F are in `kentropy.evaluation.outcomes`)."""
 
 from kentropy.knowledge.generate import generate_knowledge
 from kentropy.knowledge.plan import check_plan_entries, group_of, item_text, items_at, load_plan, make_plan, validate_plan

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kentropy.config import option, require, to_dict
+from kentropy.runtime.options import option, require, to_dict
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file, read_text, write_json
 from kentropy.knowledge.generate import MIN_FACTS, generate_knowledge
 from kentropy.knowledge.plan import check_plan_entries, load_plan, make_plan
 from kentropy.knowledge.probe import probe
 from kentropy.knowledge.schema import load_knowledge
-from kentropy.models import load_series, pick_device, pick_dtype
+from kentropy.models.loading import load_series, pick_device, pick_dtype
 
 
 @dataclass
@@ -36,10 +36,10 @@ class ProbeConfig:
 def probe_series(cfg: ProbeConfig, progress: bool = True, series=None) -> dict:
     """Probe every checkpoint of `cfg.models` in order; the JSON payload of `kentropy probe`.
 
-    `series` (a `kentropy.partial.Partial`) keeps each result as it finishes and skips those it holds.
+    `series` (a `kentropy.runtime.series.Partial`) keeps each result as it finishes and skips those it holds.
     """
-    from kentropy.models import parse_checkpoints
-    from kentropy.partial import progress_line, series_config
+    from kentropy.models.loading import parse_checkpoints
+    from kentropy.runtime.series import progress_line, series_config
 
     n = len(parse_checkpoints(cfg.models))
     entries = load_knowledge(cfg.knowledge)

@@ -8,7 +8,7 @@ As the official code runs it (kaistAI/Knowledge-Entropy, `olmo/train.py`: inject
 1-indexed global step is a multiple of the interval), round r = 1..R is in the batch of the
 0-indexed optimizer step `interval * r - 1`: steps 159, 319, ..., 1599 in the paper, so the
 last round lands on the final step, right before the probes. Each passage, followed by eos,
-is prepended to one batch row (the row shifted right and truncated; `kentropy.corpus.inject`).
+is prepended to one batch row (the row shifted right and truncated; `kentropy.training.corpus.inject`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Score fictional-knowledge probes with a causal LM (P, the input of acquisition A in `kentropy.outcomes`).
+"""Score fictional-knowledge probes with a causal LM (P, the input of acquisition A in `kentropy.evaluation.outcomes`).
 
 A probe's score (Chang et al. 2024; docs/definitions.md) is the mean log-probability per
 token of the target, where the model reads `input + " " + target` and only target tokens
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from kentropy.errors import KentropyError
 from kentropy.knowledge.plan import GROUPS, group_of
 from kentropy.knowledge.schema import KINDS, PROBES_PER_KIND
-from kentropy.models import max_positions, model_inputs
+from kentropy.models.loading import max_positions, model_inputs
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-from kentropy.console import is_verbose, line
+from kentropy.runtime.console import is_verbose, line
 from kentropy.io import write_json
 from kentropy.lab.labdir import LabDir
 

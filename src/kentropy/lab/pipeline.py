@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from kentropy.config import option
-from kentropy.console import line
+from kentropy.runtime.options import option
+from kentropy.runtime.console import line
 from kentropy.errors import KentropyError
 from kentropy.io import write_json
 from kentropy.lab.cache import Stages
@@ -32,7 +32,7 @@ from kentropy.lab.studies.core import run_core
 from kentropy.lab.studies.decay import decay_study, print_plan
 from kentropy.lab.studies.interventions import decay_lab_arms, interventions_study
 from kentropy.lab.studies.ladder import ladder_lab
-from kentropy.models import pick_device
+from kentropy.models.loading import pick_device
 
 
 @dataclass
@@ -50,7 +50,7 @@ class LabRunConfig:
                                          "`decayed` also start every plasticity method (a preset with an interventions section).")
 
     def __post_init__(self) -> None:
-        from kentropy.trackers import check_tracker
+        from kentropy.training.trackers import check_tracker
 
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise KentropyError(f"--device {self.device}: choose auto, cpu, cuda or cuda:N")

@@ -159,7 +159,7 @@ def run_circuits(conf: dict, series: list[tuple[str, str, int]], summary: dict |
     from kentropy.circuits.trace import graph_of
     from kentropy.knowledge.schema import load_knowledge
     from kentropy.lab.text.world import build_world
-    from kentropy.models import Checkpoint, load_model, pick_device
+    from kentropy.models.loading import Checkpoint, load_model, pick_device
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
     world = build_world(conf["entities"], conf["world_seed"])

@@ -15,13 +15,13 @@ from pathlib import Path
 from kentropy.errors import KentropyError
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import LabConfig
-from kentropy.rundir import RunDir
+from kentropy.training.rundir import RunDir
 
 
 def knowledge_fit(entries: list[dict], plan: dict, tok, seq_len: int) -> dict:
     """How the planned passages fit rows of `seq_len` tokens: their lengths (+ eos) and every
     (entry, variant, probe target) whose target is not in the passage text."""
-    from kentropy.corpus import item_ids
+    from kentropy.training.corpus import item_ids
     from kentropy.knowledge import item_text
 
     lengths, missing = {}, []
@@ -62,8 +62,8 @@ def continual_stage(stages: Stages, cfg: LabConfig, start: str, start_hash: str,
                     world: Done, corpora: Done, device: str, train_options: dict | None = None) -> Done:
     """`kentropy train` from `start` on the continual corpus with injected knowledge; A and F from its summary.
     train_options: extra TrainConfig fields (a plasticity method: replay, freeze_half, recycle_every, ...)."""
-    from kentropy.console import is_verbose
-    from kentropy.train import TrainConfig, train
+    from kentropy.runtime.console import is_verbose
+    from kentropy.training.loop import TrainConfig, train
 
     conf = {"start": start_hash, "world": world.hash, "corpora": corpora.hash, "seed": seed, **{k: getattr(cfg, k) for k in (
         "continual_steps", "continual_batch", "continual_lr", "continual_seq_len", "injection_rounds")}}
@@ -86,5 +86,5 @@ def continual_stage(stages: Stages, cfg: LabConfig, start: str, start_hash: str,
         ckpts = [str(p) for _, p in run.saved_checkpoints()]
         return {"label": label, "seed": seed, "start": start, "summary": summary, "probe_curve": curve, "checkpoints": ckpts}
 
-    code = ("kentropy.train", "kentropy.corpus", "kentropy.evaluate") + (("kentropy.plasticity",) if train_options else ())
+    code = ("kentropy.training.loop", "kentropy.training.corpus", "kentropy.evaluation.downstream") + (("kentropy.training.plasticity",) if train_options else ())
     return stages.run(f"continual-{label}-seed{seed}", conf, fn, code=code)

@@ -5,9 +5,9 @@ Series: `held_out` (world documents outside the pretraining text, the corpora st
 `measure.jsonl`, truncated to `seq_len` tokens) and, where the pretraining stage kept them, `seen`
 (the rows of the run's first batches, which every trained checkpoint has seen: the paper's
 measuring data). With `bootstrap` > 0 the same forward keeps each document's coefficients, and H
-gets a 95% interval from a paired bootstrap over documents (`kentropy.bootstrap`): the draws of every
+gets a 95% interval from a paired bootstrap over documents (`kentropy.measurement.bootstrap`): the draws of every
 checkpoint are saved (`draws-SERIES.safetensors`, [checkpoints, bootstrap]). With `diagnostics`, each
-checkpoint also gets the mechanism diagnostics of `kentropy.diagnostics` on the first series: per layer
+checkpoint also gets the mechanism diagnostics of `kentropy.measurement.diagnostics` on the first series: per layer
 KL to uniform, the top-1 and top-5 share of Cbar, the dormant fraction, and the summary of the
 per-neuron weight norms ‖w_in,i‖·‖w_out,i‖ (mean, coefficient of variation, min / max), and from the
 capture hook the max/median of |c| and the share of Σ|c| at the first position (`CoefficientSums`).
@@ -46,12 +46,12 @@ def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: s
     def fn(d: Path) -> dict:
         from safetensors.torch import load_file, save_file
 
-        from kentropy.bootstrap import bootstrap_entropy, percentile_interval
-        from kentropy.data import load_texts
-        from kentropy.diagnostics import cbar_diagnostics, neuron_weight_norms, weight_norm_summary
+        from kentropy.measurement.bootstrap import bootstrap_entropy, percentile_interval
+        from kentropy.measurement.documents import load_texts
+        from kentropy.measurement.diagnostics import cbar_diagnostics, neuron_weight_norms, weight_norm_summary
         from kentropy.io import write_atomic
-        from kentropy.measure import measure_ids, save_coefficients, tokenize
-        from kentropy.models import Checkpoint, load_model, load_tokenizer, pick_device
+        from kentropy.measurement.workflow import measure_ids, save_coefficients, tokenize
+        from kentropy.models.loading import Checkpoint, load_model, load_tokenizer, pick_device
 
         ckpts = pre.result["checkpoints"]
         tok = load_tokenizer(Checkpoint(ckpts[0]["path"]))
@@ -88,5 +88,5 @@ def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: s
             out["series"][k] = entry
         return out
 
-    code = ("kentropy.measure", "kentropy.capture", "kentropy.bootstrap", "kentropy.entropy")
-    return stages.run(name, conf, fn, code=code + (("kentropy.diagnostics",) if diagnostics else ()))
+    code = ("kentropy.measurement.workflow", "kentropy.measurement.capture", "kentropy.measurement.bootstrap", "kentropy.measurement.entropy")
+    return stages.run(name, conf, fn, code=code + (("kentropy.measurement.diagnostics",) if diagnostics else ()))

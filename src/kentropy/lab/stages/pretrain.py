@@ -1,7 +1,7 @@
 """The pretraining stage: a model of the lab's families (`lab/architectures.py`) trained from its
 initialization, saving checkpoints named by step (HF model directories).
 
-It trains through the lean loop (`kentropy.lean.fit.pretrain`: the same rows, order, schedule, AdamW and
+It trains through the lean loop (`kentropy.lab.lean.pretrain.pretrain`: the same rows, order, schedule, AdamW and
 clipping as `kentropy train`, per-step losses equal to 1e-5, a faster step) for every family the lean
 model implements and every run it supports (pretraining only), compiled where the run's `compile` asks;
 otherwise (replay, half fine-tuning, ReDo) through `kentropy train`'s setup / fit / finish.
@@ -20,20 +20,20 @@ import json
 import time
 from pathlib import Path
 
-from kentropy.console import is_verbose
-from kentropy.corpus import epochs_needed, pack_rows, row_order
-from kentropy.data import load_texts
+from kentropy.runtime.console import is_verbose
+from kentropy.training.corpus import epochs_needed, pack_rows, row_order
+from kentropy.measurement.documents import load_texts
 from kentropy.errors import KentropyError
 from kentropy.io import write_atomic, write_dir_atomic
 from kentropy.lab.architectures import build_model
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import family
-from kentropy.lean.fit import pretrain
-from kentropy.lean.model import FAMILIES as LEAN_FAMILIES
-from kentropy.models import Checkpoint, load_tokenizer
-from kentropy.rundir import RunDir
-from kentropy.train import TrainConfig
-from kentropy.train import train as run_training  # `train` names the stage's TrainConfig here
+from kentropy.lab.lean.pretrain import pretrain
+from kentropy.lab.lean.model import FAMILIES as LEAN_FAMILIES
+from kentropy.models.loading import Checkpoint, load_tokenizer
+from kentropy.training.rundir import RunDir
+from kentropy.training.loop import TrainConfig
+from kentropy.training.loop import train as run_training  # `train` names the stage's TrainConfig here
 
 INIT = f"step-{0:06d}"  # the initialization, named as every checkpoint is (RunDir.checkpoint)
 PER_RUN = ("model", "out", "device", "resume", "overwrite", "report_to")  # TrainConfig fields set here, not part of the stage's identity
@@ -60,7 +60,7 @@ def rows_stage(stages: Stages, name: str, data: str, tok_done: Done, seq_len: in
         write_atomic(path, lambda tmp: save_file({"ids": rows.to(torch.int32)}, str(tmp)))
         return {"path": str(path), "rows": len(rows), "data": data, "seq_len": seq_len}
 
-    return stages.run(name, conf, fn, code=("kentropy.corpus",))
+    return stages.run(name, conf, fn, code=("kentropy.training.corpus",))
 
 
 def load_rows(rows: Done):
@@ -134,5 +134,5 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
                 "final_loss": log[-1]["loss"], "loss": [(x["step"], x["loss"]) for x in log],
                 "first_rows": str(kept) if kept else None}
 
-    return stages.run(name, conf, fn, code=("kentropy.lab.architectures", "kentropy.train", "kentropy.corpus", "kentropy.lean.model",
-                                             "kentropy.lean.fit"))
+    return stages.run(name, conf, fn, code=("kentropy.lab.architectures", "kentropy.training.loop", "kentropy.training.corpus", "kentropy.lab.lean.model",
+                                             "kentropy.lab.lean.pretrain"))

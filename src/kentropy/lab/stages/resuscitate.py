@@ -14,7 +14,7 @@ def resuscitate_stage(stages: Stages, cfg: LabConfig, final: str, pre: Done, cor
     """Algorithm 1 on the final checkpoint (Cbar and entropy before/after on the held-out world text: whether
     H rose decides whether its outcome is judged, `judge/manipulation.py`); name: the stage's, default
     `resuscitate-PP`."""
-    from kentropy.resuscitate import ResuscitateConfig, run_resuscitate
+    from kentropy.edits.resuscitate import ResuscitateConfig, run_resuscitate
 
     conf = {"pretrain": pre.hash, "corpora": corpora.hash, "ratio": cfg.resuscitate_ratio, "amplify": amplify, "seq_len": cfg.seq_len}
 
@@ -24,4 +24,4 @@ def resuscitate_stage(stages: Stages, cfg: LabConfig, final: str, pre: Done, cor
                                                    batch_size=16, overwrite=True, device=device))
         return {"path": str(d / "model"), "report": report}
 
-    return stages.run(name or f"resuscitate-P{amplify:g}", conf, fn, code=("kentropy.resuscitate", "kentropy.measure"))
+    return stages.run(name or f"resuscitate-P{amplify:g}", conf, fn, code=("kentropy.edits.resuscitate", "kentropy.measurement.workflow"))

@@ -11,7 +11,7 @@ from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import LabConfig, SeedOffset
 from kentropy.lab.text.render import new_domain_documents, stream_documents
 from kentropy.lab.text.world import build_world
-from kentropy.tokenizer import train_bpe
+from kentropy.lab.text.bpe import train_bpe
 
 
 def tokenizer_stage(stages: Stages, cfg: LabConfig, vocab: int | None = None, name: str = "tokenizer") -> Done:
@@ -29,4 +29,4 @@ def tokenizer_stage(stages: Stages, cfg: LabConfig, vocab: int | None = None, na
         write_dir_atomic(d / "tokenizer", tok.save_pretrained)
         return {"path": str(d / "tokenizer"), "vocab": len(tok)}
 
-    return stages.run(name, conf, fn, code=("kentropy.lab.text.render", "kentropy.tokenizer"))
+    return stages.run(name, conf, fn, code=("kentropy.lab.text.render", "kentropy.lab.text.bpe"))

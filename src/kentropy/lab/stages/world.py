@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kentropy.evaluate import write_task
+from kentropy.evaluation.downstream import write_task
 from kentropy.io import write_json
 from kentropy.knowledge import generate_knowledge, make_plan
 from kentropy.lab.cache import Done, Stages

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from kentropy.bootstrap import percentile_interval
+from kentropy.measurement.bootstrap import percentile_interval
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import Arm, DecayConfig, LabConfig, arm_changes, changes_text
 from kentropy.lab.judge.plan import checkpoint_steps, fraction_step

@@ -39,7 +39,7 @@ from kentropy.lab.results import Context, Section
 from kentropy.lab.stages.continual import check_knowledge_fits, continual_stage
 from kentropy.lab.stages.resuscitate import resuscitate_stage
 from kentropy.lab.studies.decay import run_decay_study
-from kentropy.rundir import RunDir
+from kentropy.training.rundir import RunDir
 
 NONE, ALGORITHM_1 = "none", "Algorithm 1"
 EDITS = ("ReDo", "shrink-perturb")
@@ -80,9 +80,9 @@ def entropy_stage(stages: Stages, name: str, path: str, path_hash: str, corpora:
     conf = {"model": path_hash, "corpora": corpora.hash, "seq_len": cfg.seq_len, "batch_size": MEASURE_BATCH}
 
     def fn(d: Path) -> dict:
-        from kentropy.data import load_texts
-        from kentropy.measure import measure_ids, tokenize
-        from kentropy.models import Checkpoint, load_model, load_tokenizer, pick_device
+        from kentropy.measurement.documents import load_texts
+        from kentropy.measurement.workflow import measure_ids, tokenize
+        from kentropy.models.loading import Checkpoint, load_model, load_tokenizer, pick_device
 
         tok = load_tokenizer(Checkpoint(path))
         ids = tokenize(tok, load_texts(corpora.result["measure"]), cfg.seq_len)
@@ -91,14 +91,14 @@ def entropy_stage(stages: Stages, name: str, path: str, path_hash: str, corpora:
                         name=path, progress=False)
         return {"path": path, "knowledge_entropy": m.knowledge_entropy, "knowledge_entropy_per_layer": m.knowledge_entropy_per_layer}
 
-    return stages.run(name, conf, fn, code=("kentropy.measure", "kentropy.capture", "kentropy.entropy"))
+    return stages.run(name, conf, fn, code=("kentropy.measurement.workflow", "kentropy.measurement.capture", "kentropy.measurement.entropy"))
 
 
 def edit_stage(stages: Stages, start: Start, method: str, params: dict, seed: int, corpora: Done, cfg: LabConfig,
                device: str) -> Done:
     """`kentropy intervene` on the start (H before and after on the held-out world documents). A threshold that selects
     no neuron (or a whole layer) is not an error of the lab: the result says so ("error"), and no model is written."""
-    from kentropy.intervene import InterveneConfig, run_intervene
+    from kentropy.edits.intervene import InterveneConfig, run_intervene
 
     conf = {"start": start.hash, "corpora": corpora.hash, "params": params, "seed": seed, "seq_len": cfg.seq_len}
 
@@ -114,7 +114,7 @@ def edit_stage(stages: Stages, start: Start, method: str, params: dict, seed: in
         return {"path": str(d / "model"), "report": report, "error": None}
 
     return stages.run(f"intervene-{slug(method)}-{start.prefix}step{start.step}", conf, fn,
-                      code=("kentropy.intervene", "kentropy.redo", "kentropy.shrink_perturb", "kentropy.edit", "kentropy.measure"))
+                      code=("kentropy.edits.intervene", "kentropy.edits.redo", "kentropy.edits.shrink_perturb", "kentropy.edits.session", "kentropy.measurement.workflow"))
 
 
 def run_start(stages: Stages, cfg: LabConfig, start: Start, world: Done, corpora: Done, replay: str, device: str) -> dict:

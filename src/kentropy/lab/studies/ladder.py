@@ -5,7 +5,7 @@ growing widths, sized for one GPU (bf16 autocast and torch.compile on CUDA; fp32
 
 Every width trains 150 tokens per non-embedding parameter with the same cumulative weight decay
 (sum over steps of lr_t x wd: wd is set per width from the schedule), its seeds stacked into one
-model (`kentropy.lean.stacked`: each member its own init, row order and AdamW state). Each member's
+model (`kentropy.lab.lean.stacked`: each member its own init, row order and AdamW state). Each member's
 checkpoints (at the preregistered plan's fractions, plus log-spaced early and linear late ones) are
 measured on the rows of its first batches, and every checkpoint's Cbar is saved (the measure stage's
 coefficient files), so that the analysis can be redone on a CPU. The plan's contrasts are judged
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from kentropy.corpus import epochs_needed
+from kentropy.training.corpus import epochs_needed
 from kentropy.io import write_atomic, write_dir_atomic, write_json
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import Arm, LabConfig, LadderConfig, config_json
@@ -117,19 +117,19 @@ def ladder_pretrain_stage(stages: Stages, arm: Arm, seeds: list[int], lcfg: Ladd
             "first_rows": lcfg.measure_docs, "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in PER_RUN}}
     return stages.run(f"ladder-d{arm.hidden}-pretrain", conf,
                       lambda d: _train_width(d, arm, seeds, train, tok, rows, device, lcfg.measure_docs),
-                      code=("kentropy.lab.architectures", "kentropy.lean.model", "kentropy.lean.fit", "kentropy.lean.stacked",
-                            "kentropy.corpus"))
+                      code=("kentropy.lab.architectures", "kentropy.lab.lean.model", "kentropy.lab.lean.pretrain", "kentropy.lab.lean.stacked",
+                            "kentropy.training.corpus"))
 
 
 def _train_width(d: Path, arm: Arm, seeds: list[int], train, tok_done: Done, rows_done: Done, device: str, first: int) -> dict:
     from safetensors.torch import save_file
     from transformers import AutoTokenizer
 
-    from kentropy.corpus import row_order
+    from kentropy.training.corpus import row_order
     from kentropy.lab.architectures import build_model
-    from kentropy.lean.stacked import pretrain_stacked
-    from kentropy.models import pick_device
-    from kentropy.rundir import RunDir
+    from kentropy.lab.lean.stacked import pretrain_stacked
+    from kentropy.models.loading import pick_device
+    from kentropy.training.rundir import RunDir
 
     dev = pick_device(device)
     tok = AutoTokenizer.from_pretrained(tok_done.result["path"])
@@ -171,7 +171,7 @@ def still_learning(loss: list) -> bool:
 
 def run_ladder(stages: Stages, lab: LabConfig, lcfg: LadderConfig, device: str) -> dict:
     """Every width: pretrain its seeds stacked, measure each member's checkpoints; the plan's contrasts over seeds."""
-    from kentropy.models import pick_device
+    from kentropy.models.loading import pick_device
 
     plan = lcfg.analysis_plan()
     tok = tokenizer_stage(stages, lab, vocab=lcfg.tokenizer_vocab, name="ladder-tokenizer")

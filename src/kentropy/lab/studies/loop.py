@@ -49,7 +49,7 @@ from kentropy.lab.stages.continual import check_knowledge_fits, continual_stage
 from kentropy.lab.stages.resuscitate import resuscitate_stage
 from kentropy.lab.stages.world import world_stage
 from kentropy.lab.text.tasks import downstream_floor
-from kentropy.resuscitate import EXACT_ACTIVATIONS
+from kentropy.edits.resuscitate import EXACT_ACTIVATIONS
 
 MIN_SEEDS = 3  # pretraining seeds below which the slopes are not judged
 ALPHA = 0.05  # two-sided level of the slope tests and of the resuscitation intervals (95%)

@@ -1,8 +1,8 @@
 """K pretraining runs of equal shape trained as one stacked model: each member keeps its own init, data
 and row order (seed), lr schedule, weight decay, AdamW state and gradient clipping, and its own run
-directory, exactly as if it had run alone with `kentropy.lean.fit.pretrain`.
+directory, exactly as if it had run alone with `kentropy.lab.lean.pretrain.pretrain`.
 
-    from kentropy.lean.stacked import pretrain_stacked
+    from kentropy.lab.lean.stacked import pretrain_stacked
     cfgs = [TrainConfig(model=f"init-{s}", data="corpus.txt", out=f"runs/seed{s}", seed=s, lr=lr, ...) for s, lr in ...]
     pretrain_stacked(cfgs, compile=True)        # checkpoints at each member's --save-at / --save-every
 
@@ -26,9 +26,9 @@ import torch
 
 from kentropy.errors import KentropyError
 from kentropy.io import append_jsonl
-from kentropy.lean.fit import autocast, check_pretraining, compiled, load_data, open_run, save_steps
-from kentropy.lean.model import LeanLM, save_member
-from kentropy.train import TrainConfig, lr_at
+from kentropy.lab.lean.pretrain import autocast, check_pretraining, compiled, load_data, open_run, save_steps
+from kentropy.lab.lean.model import LeanLM, save_member
+from kentropy.training.loop import TrainConfig, lr_at
 
 SHARED = ("steps", "batch_size", "micro_batch", "seq_len", "beta1", "beta2", "device", "dtype")
 EPS = 1e-8  # torch.optim.AdamW's default, as `make_optimizer` uses
@@ -103,7 +103,7 @@ def pretrain_stacked(cfgs: list[TrainConfig], *, compile: bool | None = None, ro
     its run's metrics.jsonl) and saves each member's checkpoints as HF directories in its run directory.
     compile: torch.compile the loss and its backward (default: member 0's --compile). rows: the corpus
     every member reads, already packed [N, seq_len] (else each member's --data is read and packed here)."""
-    from kentropy.models import Checkpoint, load_model, load_tokenizer, pick_device
+    from kentropy.models.loading import Checkpoint, load_model, load_tokenizer, pick_device
 
     check_members(cfgs)
     c0 = cfgs[0]

@@ -15,15 +15,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from kentropy import entropy as E
-from kentropy.capture import AttentionEntropySums, CoefficientSums
-from kentropy.config import option
-from kentropy.data import load_texts
-from kentropy.distributed import rank_world
+from kentropy.measurement import entropy as E
+from kentropy.measurement.capture import AttentionEntropySums, CoefficientSums
+from kentropy.runtime.options import option
+from kentropy.measurement.documents import load_texts
+from kentropy.runtime.distributed import rank_world
 from kentropy.errors import KentropyError
-from kentropy.ffn import find_layout
+from kentropy.models.registry import find_layout
 from kentropy.io import check_out_dir, check_out_file, json_text
-from kentropy.models import load_series, max_positions, model_inputs, pick_device, pick_dtype
+from kentropy.models.loading import load_series, max_positions, model_inputs, pick_device, pick_dtype
 
 METRICS = ("knowledge", "attention", "next-token")
 
@@ -105,7 +105,7 @@ def check_metrics(metrics) -> tuple[str, ...]:
 
 def tokenize(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
     """Token ids per document: tokenizer defaults (special tokens included), truncated to seq_len."""
-    from kentropy.fit import check_specials_truncate
+    from kentropy.models.compat import check_specials_truncate
 
     if seq_len <= 0:
         raise KentropyError(f"--seq-len {seq_len}: must be positive")
@@ -387,8 +387,8 @@ class MeasureConfig:
 
 def _measure_each(cfg: MeasureConfig, progress: bool = True, skip=None):
     """(index, checkpoint, Measurement) for every checkpoint of `cfg.models` not skipped, in order."""
-    from kentropy.models import parse_checkpoints
-    from kentropy.partial import progress_line
+    from kentropy.models.loading import parse_checkpoints
+    from kentropy.runtime.series import progress_line
 
     n = len(parse_checkpoints(cfg.models))
     texts = load_texts(cfg.data, cfg.max_instances)
@@ -397,7 +397,7 @@ def _measure_each(cfg: MeasureConfig, progress: bool = True, skip=None):
     ids = {}
 
     def tokenize_first(ckpt, tok) -> None:  # bad documents, or documents too long for the model, fail before any weights load
-        from kentropy.fit import check_positions, read_config
+        from kentropy.models.compat import check_positions, read_config
 
         ids[ckpt] = tokenize(tok, texts, cfg.seq_len)
         check_positions(ckpt, tok, max(len(x) for x in ids[ckpt]), read_config(ckpt, cfg.trust_remote_code), cfg.seq_len)
@@ -419,13 +419,13 @@ def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measuremen
 
 
 def measure_file(cfg: MeasureConfig, progress: bool = True) -> dict:
-    """`kentropy measure`: the series with each checkpoint's result saved as it finishes (`kentropy.partial`:
+    """`kentropy measure`: the series with each checkpoint's result saved as it finishes (`kentropy.runtime.series`:
     `--resume` continues it), Cbar files written as they come; the payload written to `--out` at the end."""
-    from kentropy.models import parse_checkpoints
-    from kentropy.partial import open_series
+    from kentropy.models.loading import parse_checkpoints
+    from kentropy.runtime.series import open_series
 
     ckpts = parse_checkpoints(cfg.models)
-    series = open_series(cfg)
+    series = open_series(cfg, ckpts)
     coefficients = [coefficients_path(cfg.coefficients_out, i, c.name, c.revision) for i, c in enumerate(ckpts)] if cfg.coefficients_out else None
     for i, ckpt, m in _measure_each(cfg, progress, skip=series.done):
         record = m.to_json()
@@ -475,7 +475,7 @@ def load_coefficients(path: str) -> torch.Tensor | list[torch.Tensor]:
     """
     from safetensors import safe_open
 
-    from kentropy.models import check_safetensors
+    from kentropy.models.loading import check_safetensors
 
     p = Path(path)
     if p.is_dir():

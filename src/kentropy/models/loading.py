@@ -154,11 +154,11 @@ def _load_error(ckpt: Checkpoint, e: Exception) -> KentropyError:
 
 
 def load_tokenizer(ckpt: Checkpoint, trust_remote_code: bool = False):
-    """The checkpoint's tokenizer, checked against the model's config (`kentropy.fit`: ids within
+    """The checkpoint's tokenizer, checked against the model's config (`kentropy.models.compat`: ids within
     vocab_size, a pad or eos token) before any weights load; a missing pad token becomes eos (said on stderr)."""
     from transformers import AutoTokenizer
 
-    from kentropy.fit import check_pad, check_vocab, read_config
+    from kentropy.models.compat import check_pad, check_vocab, read_config
 
     _check_local(ckpt)
     try:

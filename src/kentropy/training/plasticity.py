@@ -20,7 +20,7 @@
 - Continual recycling (`--recycle-every N --threshold τ`, Dohare et al. 2024 with ReDo's score):
   after the update of every step s with (s + 1) % N == 0 (never after the final step), Cbar is
   measured (no gradient, dropout off) on the global batch that step trained on, the τ-dormant
-  neurons are recycled (`kentropy.redo`, init from the model's initializer_range, a generator
+  neurons are recycled (`kentropy.edits.redo`, init from the model's initializer_range, a generator
   seeded by (--seed, s)), and their AdamW moments (exp_avg, exp_avg_sq) are set to 0 for exactly
   the recycled rows, bias entries and columns. torch's AdamW keeps one step count per tensor: it
   is left as it is. With --freeze-half as well, recycling also edits frozen matrices (freezing
@@ -100,7 +100,7 @@ def hft_frozen(blocks: list[list[tuple[str, torch.nn.Parameter]]], seed: int, ro
 
 def block_matrices(model) -> list[list[tuple[str, torch.nn.Parameter]]]:
     """Per block of the model's layer stack(s): (name, parameter) of its weight matrices (dim >= 2)."""
-    from kentropy.ffn import find_stacks
+    from kentropy.models.registry import find_stacks
 
     found = find_stacks(model)
     if found is None:
@@ -156,8 +156,8 @@ class Plasticity:
         cfg = self.cfg
         if not cfg.recycle_every or (step + 1) % cfg.recycle_every or step + 1 >= cfg.steps:
             return {}
-        from kentropy.measure import measure_ids
-        from kentropy.redo import dormant_per_layer, redo
+        from kentropy.measurement.workflow import measure_ids
+        from kentropy.edits.redo import dormant_per_layer, redo
 
         # full rows, no padding (the pad id is never used)
         cbar = measure_ids(self.model, trained.tolist(), 0, batch_size=cfg.micro_batch, progress=False).coefficients
@@ -168,7 +168,7 @@ class Plasticity:
 
     def attach(self, model, opt) -> None:
         """Bind to the model and optimizer of the run (after they exist; before the first step)."""
-        from kentropy.redo import init_std_of
+        from kentropy.edits.redo import init_std_of
 
         self.model, self.opt = model, opt
         if self.cfg.freeze_half:
@@ -198,8 +198,8 @@ def prepare(cfg, tok, schedule: dict[int, list[dict]]) -> Plasticity | None:
         return None
     p = Plasticity(cfg, sorted(schedule))
     if cfg.replay:
-        from kentropy.corpus import epochs_needed, pack_rows
-        from kentropy.data import load_texts
+        from kentropy.training.corpus import epochs_needed, pack_rows
+        from kentropy.measurement.documents import load_texts
 
         n = replay_rows_per_step(cfg)
         if n == 0:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from kentropy.entropy import knowledge_entropy
+from kentropy.measurement.entropy import knowledge_entropy
 
 
 def bootstrap_entropy(instances: list[torch.Tensor], n_boot: int = 1000, seed: int = 0) -> torch.Tensor:

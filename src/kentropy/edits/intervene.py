@@ -10,8 +10,8 @@ DIR is an HF model directory (tokenizer included) plus `intervention.json`:
 both times; without --data (shrink-perturb, or Cbar from --coefficients) both are null: an
 "after" is never estimated from coefficients measured on other documents.
 
-The edits are plain functions a caller (a lab stage) can use directly: `kentropy.resuscitate`,
-`kentropy.redo.redo`, `kentropy.shrink_perturb.shrink_perturb`.
+The edits are plain functions a caller (a lab stage) can use directly: `kentropy.edits.resuscitate`,
+`kentropy.edits.redo.redo`, `kentropy.edits.shrink_perturb.shrink_perturb`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kentropy.config import option, require, to_dict
+from kentropy.runtime.options import option, require, to_dict
 from kentropy.errors import KentropyError
 
 METHODS = ("resuscitate", "redo", "shrink-perturb")
@@ -71,15 +71,15 @@ class InterveneConfig:
         if self.method == "shrink-perturb" and self.coefficients is not None:
             raise KentropyError("--coefficients: shrink-perturb uses no Cbar (give --data to measure H before and after)")
         if self.method == "resuscitate":
-            from kentropy.resuscitate import check_args
+            from kentropy.edits.resuscitate import check_args
 
             check_args(self.ratio, self.amplify)
         elif self.method == "redo":
-            from kentropy.redo import check_threshold
+            from kentropy.edits.redo import check_threshold
 
             check_threshold(self.threshold)
         else:
-            from kentropy.shrink_perturb import check_args
+            from kentropy.edits.shrink_perturb import check_args
 
             check_args(self.shrink, self.perturb)
         require(self, "init_std", low=0, low_open=True)
@@ -103,16 +103,16 @@ def apply(model, cfg: InterveneConfig, cbar) -> tuple[dict, list[dict]]:
     """Edit `model` in place by cfg.method: (params as resolved, per-layer changes)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.method == "resuscitate":
-        from kentropy.resuscitate import resuscitate
+        from kentropy.edits.resuscitate import resuscitate
 
         done = resuscitate(model, cbar, cfg.ratio, cfg.amplify)
         return cfg.params | {"exact": done.exact, "note": done.note}, _resuscitation_layers(done)
     if cfg.method == "redo":
-        from kentropy.redo import redo
+        from kentropy.edits.redo import redo
 
         done = redo(model, cbar, cfg.threshold, cfg.init_std, gen)
         return cfg.params | {"init_std": done.init_std, "seed": cfg.seed, "recycled": done.total}, done.to_json()
-    from kentropy.shrink_perturb import shrink_perturb
+    from kentropy.edits.shrink_perturb import shrink_perturb
 
     rep = shrink_perturb(model, cfg.shrink, cfg.perturb, gen, cfg.init_std)
     return cfg.params | {"init_std": rep["init_std"], "epsilon": rep["epsilon"], "seed": cfg.seed}, rep["layers"]
@@ -120,15 +120,15 @@ def apply(model, cfg: InterveneConfig, cbar) -> tuple[dict, list[dict]]:
 
 def run_intervene(cfg: InterveneConfig) -> dict:
     """Cbar (read, or measured on --data), the edit, H after on the same documents; model + intervention.json atomically."""
-    from kentropy.edit import check_out_free, entropy_fields, open_edit
-    from kentropy.measure import load_coefficients
+    from kentropy.edits.session import check_out_free, entropy_fields, open_edit
+    from kentropy.measurement.workflow import load_coefficients
 
     check_out_free(cfg.out, cfg.overwrite)
     cbar = load_coefficients(cfg.coefficients) if cfg.coefficients else None  # a bad file fails before any model loads
     e = open_edit(cfg.model, command="intervene", data=cfg.data, max_instances=cfg.max_instances, seq_len=cfg.seq_len,
                   batch_size=cfg.batch_size, activation=cfg.activation, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
     if cfg.method == "redo" and cbar is not None:  # τ selecting nothing (or a whole layer) fails before measuring
-        from kentropy.redo import select
+        from kentropy.edits.redo import select
 
         select(e.model, cbar, cfg.threshold)
     before = e.measure()

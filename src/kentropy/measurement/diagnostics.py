@@ -16,8 +16,8 @@ import math
 
 import torch
 
-from kentropy import entropy as E
-from kentropy.ffn import DenseFFN, Layer, find_layout
+from kentropy.measurement import entropy as E
+from kentropy.models.registry import DenseFFN, Layer, find_layout
 
 DORMANT = 0.1  # neuron i is dormant when Cbar_i < DORMANT * mean(Cbar) (ReDo's score s_i = Cbar_i / mean)
 

@@ -12,9 +12,9 @@ made (inference mode), and the Python, NumPy, torch and CUDA RNG states are put 
 
 from __future__ import annotations
 
-from kentropy import rng
+from kentropy.runtime import rng
 from kentropy.errors import KentropyError
-from kentropy.measure import Measurement, measure_ids, tokenize
+from kentropy.measurement.workflow import Measurement, measure_ids, tokenize
 
 
 class EntropyMonitor:

@@ -37,8 +37,8 @@ class Shape:
 
 def model_shape(model) -> Shape:
     """The `Shape` of a model (a meta-device model will do: nothing is read from the weights)."""
-    from kentropy.ffn import find_layout
-    from kentropy.sharding import blocks
+    from kentropy.models.registry import find_layout
+    from kentropy.training.sharding import blocks
 
     stack = blocks(model)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731

@@ -26,7 +26,7 @@ def check_out_free(out: str, overwrite: bool) -> Path:
 
 @dataclass
 class Edit:
-    ckpt: object  # kentropy.models.Checkpoint
+    ckpt: object  # kentropy.models.loading.Checkpoint
     tok: object
     model: object
     ids: list[list[int]] | None  # the documents H is measured on (None: no --data)
@@ -35,7 +35,7 @@ class Edit:
 
     def measure(self):
         """H (a `Measurement`, Cbar included) of the model as it is now, on the documents; None without them."""
-        from kentropy.measure import measure_ids
+        from kentropy.measurement.workflow import measure_ids
 
         if self.ids is None:
             return None
@@ -57,9 +57,9 @@ class Edit:
 def open_edit(model: str, *, command: str, data: str | None, max_instances: int | None, seq_len: int, batch_size: int,
               activation: str, device: str, trust_remote_code: bool) -> Edit:
     """Tokenizer, documents (tokenized: bad ones fail before any weights load), then the model."""
-    from kentropy.data import load_texts
-    from kentropy.measure import tokenize
-    from kentropy.models import load_model, load_tokenizer, parse_checkpoints, pick_device
+    from kentropy.measurement.documents import load_texts
+    from kentropy.measurement.workflow import tokenize
+    from kentropy.models.loading import load_model, load_tokenizer, parse_checkpoints, pick_device
 
     ckpts = parse_checkpoints([model])
     if len(ckpts) != 1:

@@ -22,8 +22,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from kentropy.config import option, require
-from kentropy import rng
+from kentropy.runtime.options import option, require
+from kentropy.runtime import rng
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file, write_jsonl, write_atomic
 
@@ -243,7 +243,7 @@ def load_tasks(tasks: list[str], task_dir: str | None = None) -> dict:
 
 
 def _check_causal_lm(model) -> None:
-    from kentropy.models import is_causal_lm
+    from kentropy.models.loading import is_causal_lm
 
     head = getattr(model, "get_output_embeddings", lambda: None)()
     if head is None or not is_causal_lm(model.config):
@@ -343,7 +343,7 @@ class EvaluateConfig:
     tasks: str = option(help=f"Comma-separated lm-eval task names, or local tasks in --task-dir; 'paper' = the paper's "
                              f"{','.join(PAPER_TASKS)} (acc_norm for piqa, hellaswag, openbookqa; acc for the others).")
     out: str = option(help="Where to write the JSON results (atomically).")
-    task_dir: str | None = option(None, "Directory of local task YAMLs (lm-eval format, e.g. written by kentropy.evaluate.write_task).")
+    task_dir: str | None = option(None, "Directory of local task YAMLs (lm-eval format, e.g. written by kentropy.evaluation.downstream.write_task).")
     batch_size: int = option(16, "Requests per forward pass.")
     limit: int | None = option(None, "Evaluate only the first N documents of each task (for quick checks).")
     seed: int = option(0, "Seed for lm-eval's random, numpy and torch generators.")
@@ -372,10 +372,10 @@ class EvaluateConfig:
 def evaluate_series(cfg: EvaluateConfig, series=None) -> list[dict]:
     """Evaluate every checkpoint of `cfg.models` in order (one load at a time): one result each.
 
-    `series` (a `kentropy.partial.Partial`) keeps each result as it finishes and skips those it holds.
+    `series` (a `kentropy.runtime.series.Partial`) keeps each result as it finishes and skips those it holds.
     """
-    from kentropy.models import load_series, parse_checkpoints, pick_device, pick_dtype
-    from kentropy.partial import progress_line
+    from kentropy.models.loading import load_series, parse_checkpoints, pick_device, pick_dtype
+    from kentropy.runtime.series import progress_line
 
     n = len(parse_checkpoints(cfg.models))  # a malformed MODEL fails before the tasks load
     device = pick_device(cfg.device)

@@ -7,7 +7,7 @@ of V) is set to 0, so the network's function is unchanged at the moment of recyc
 
     redo(model, cbar, threshold=0.1)               # in place; returns a `Recycling`
 
-Where the rows are, per layout (`kentropy.ffn`):
+Where the rows are, per layout (`kentropy.models.registry`):
 - gated: row i of the gate and of the up projection (T5: wi_0 and wi_1);
 - fused gate_up (Phi-3, ModernBERT): row i of both halves;
 - plain: row i of the input projection and its bias entry (GPT-2's Conv1D: column i);
@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 
 from kentropy.errors import KentropyError
-from kentropy.ffn import DenseFFN, Layer, find_layout
+from kentropy.models.registry import DenseFFN, Layer, find_layout
 
 
 def check_threshold(threshold: float) -> None:

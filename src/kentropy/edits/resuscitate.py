@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kentropy.config import option, require
+from kentropy.runtime.options import option, require
 from kentropy.errors import KentropyError
-from kentropy.ffn import Layer, Layout, find_layout
+from kentropy.models.registry import Layer, Layout, find_layout
 
 EXACT_ACTIVATIONS = {"relu"}  # plain FFNs: act(s*z) = s*act(z) only for positively homogeneous activations
 
@@ -208,9 +208,9 @@ class ResuscitateConfig:
 
 def run_resuscitate(cfg: ResuscitateConfig) -> dict:
     """Measure (or read) Cbar, apply Algorithm 1, measure again, save model + resuscitation.json atomically."""
-    from kentropy.config import to_dict
-    from kentropy.edit import check_out_free, entropy_fields, open_edit
-    from kentropy.measure import load_coefficients
+    from kentropy.runtime.options import to_dict
+    from kentropy.edits.session import check_out_free, entropy_fields, open_edit
+    from kentropy.measurement.workflow import load_coefficients
 
     check_out_free(cfg.out, cfg.overwrite)
     e = open_edit(cfg.model, command="resuscitate", data=cfg.data, max_instances=cfg.max_instances, seq_len=cfg.seq_len,

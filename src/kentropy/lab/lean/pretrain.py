@@ -3,7 +3,7 @@ packed rows in the same order for the same seed, `lr_at`'s schedule, AdamW with 
 (fused), the global gradient norm clipped, the mean next-token loss of each step logged; checkpoints
 are HF model directories in the run directory's layout (`RunDir`).
 
-    from kentropy.lean.fit import pretrain
+    from kentropy.lab.lean.pretrain import pretrain
     pretrain(TrainConfig(model="init", data="corpus.txt", out="runs/x", steps=3000, ...), compile=True)
 
 It refuses what only `kentropy train` does: --knowledge/--plan, --tasks, --resume, --fsdp, torchrun.
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 import torch
 
-from kentropy.distributed import rank_world
+from kentropy.runtime.distributed import rank_world
 from kentropy.errors import KentropyError
 from kentropy.io import append_jsonl, make_dir, write_json
-from kentropy.lean.model import LeanLM, save_member
-from kentropy.rundir import RunDir
-from kentropy.train import TrainConfig, lr_at, make_optimizer, prepare_run_dir, saved_config, training_rows
+from kentropy.lab.lean.model import LeanLM, save_member
+from kentropy.training.rundir import RunDir
+from kentropy.training.loop import TrainConfig, lr_at, make_optimizer, prepare_run_dir, saved_config, training_rows
 
-TRAINER = "kentropy.lean"  # written into the run's config.json: which loop trained it
+TRAINER = "kentropy.lab.lean"  # written into the run's config.json: which loop trained it
 
 
 def check_pretraining(cfg: TrainConfig, where: str = "") -> None:
@@ -93,7 +93,7 @@ def pretrain(cfg: TrainConfig, *, compile: bool | None = None, rows: torch.Tenso
 
     compile: torch.compile the loss and its backward (default: cfg.compile). rows: the corpus already
     packed [N, seq_len] (else cfg.data is read and packed here)."""
-    from kentropy.models import Checkpoint, load_model, load_tokenizer, pick_device
+    from kentropy.models.loading import Checkpoint, load_model, load_tokenizer, pick_device
 
     check_pretraining(cfg)
     ckpt = Checkpoint(cfg.model)

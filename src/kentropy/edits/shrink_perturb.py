@@ -55,7 +55,7 @@ def shrink_perturb(model, shrink: float, perturb: float, generator: torch.Genera
                    init_std: float | None = None) -> dict:
     """Apply θ ← λθ + σε in place (λ = shrink, σ = perturb). Returns per block the matrices changed and
     their Frobenius norm before and after; `init_std` overrides the model's initializer_range."""
-    from kentropy.redo import init_std_of
+    from kentropy.edits.redo import init_std_of
 
     check_args(shrink, perturb)
     std = init_std_of(model, init_std) if perturb else None  # σ = 0 draws nothing and needs no init std

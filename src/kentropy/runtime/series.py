@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kentropy.distributed import rank_world
+from kentropy.runtime.console import line
+from kentropy.runtime.distributed import rank_world
+from kentropy.runtime.options import to_dict
 from kentropy.errors import KentropyError
 from kentropy.io import clean_stale_temps, read_json, write_json
 
@@ -88,17 +90,13 @@ class Partial:
         return self.out
 
 
-def open_series(cfg) -> Partial:
-    """The `Partial` of a series command's config (its `out`, `models` and `resume`): checked before any work."""
-    from kentropy.config import to_dict
-    from kentropy.models import parse_checkpoints
-
-    return Partial(cfg.out, to_dict(cfg), resume=cfg.resume, checkpoints=[str(c) for c in parse_checkpoints(cfg.models)])
+def open_series(cfg, checkpoints: list) -> Partial:
+    """The `Partial` of a series command's config (its `out` and `resume`) over `checkpoints` (each named by its
+    `str`): checked before any work."""
+    return Partial(cfg.out, to_dict(cfg), resume=cfg.resume, checkpoints=[str(c) for c in checkpoints])
 
 
 def progress_line(command: str, i: int, n: int, checkpoint: str) -> None:
     """One stderr line as each checkpoint of a series starts (rank 0)."""
-    from kentropy.console import line
-
     if rank_world()[0] == 0:
         line(f"{command} {checkpoint} ({i + 1}/{n})")

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from kentropy.distributed import barrier, rank_world
+from kentropy.runtime.distributed import barrier, rank_world
 from kentropy.io import write_dir_atomic
 
 DCP_DIR = "dcp"

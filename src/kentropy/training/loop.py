@@ -30,17 +30,17 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from kentropy import plasticity
-from kentropy.config import option, require, to_dict
-from kentropy.corpus import epochs_needed, inject, injected_lengths, injection_schedule, item_ids, pack_rows, row_order
-from kentropy.distributed import barrier, rank_world
+from kentropy.training import plasticity
+from kentropy.runtime.options import option, require, to_dict
+from kentropy.training.corpus import epochs_needed, inject, injected_lengths, injection_schedule, item_ids, pack_rows, row_order
+from kentropy.runtime.distributed import barrier, rank_world
 from kentropy.errors import KentropyError
 from kentropy.io import (append_jsonl, check_out_dir, clean_stale_temps, make_dir, read_json, read_jsonl, write_dir_atomic,
                          write_json, write_jsonl)
-from kentropy.memory import GiB
-from kentropy.models import Checkpoint, load_model, load_tokenizer, parse_checkpoints, pick_device
-from kentropy.rundir import RunDir
-from kentropy.sharding import clip_grad_norm
+from kentropy.training.memory import GiB
+from kentropy.models.loading import Checkpoint, load_model, load_tokenizer, parse_checkpoints, pick_device
+from kentropy.training.rundir import RunDir
+from kentropy.training.sharding import clip_grad_norm
 
 
 SCHEDULES = ("cosine", "constant", "wsd")
@@ -129,7 +129,7 @@ class TrainConfig:
         require(self, "eval_limit", low=0, low_open=True)
         plasticity.check_options(self)
         check_out_dir(self.out)
-        from kentropy.trackers import check_tracker
+        from kentropy.training.trackers import check_tracker
 
         check_tracker(self.report_to)
 
@@ -197,7 +197,7 @@ def task_names(cfg: TrainConfig) -> list[str]:
 def downstream(model, tok, cfg: TrainConfig, built: dict | None = None) -> dict | None:
     """D on --tasks, with each task's per-document `rows` (F's standard error pairs before and after over them);
     `built`: the tasks as `setup` loaded them (checked before the run directory), else loaded here."""
-    from kentropy.evaluate import _evaluate_loaded, evaluate
+    from kentropy.evaluation.downstream import _evaluate_loaded, evaluate
 
     if not cfg.tasks:
         return None
@@ -232,7 +232,7 @@ def save_checkpoint(run: RunDir, steps_done: int, model, tok, opt) -> Path:
 
 def save_sharded_checkpoint(run: RunDir, steps_done: int, model, tok, opt) -> Path:
     """--fsdp: the HF model gathered on rank 0, and model + optimizer as a sharded DCP checkpoint (every rank)."""
-    from kentropy import checkpoint
+    from kentropy.training import dcp as checkpoint
 
     return checkpoint.save(run.checkpoint(steps_done), model, opt, tok, {"steps_done": steps_done, **rng_state()})
 
@@ -254,7 +254,7 @@ def set_rng_state(state: dict) -> None:
 def load_trainer_state(path: Path, model, opt, sharded_checkpoint: bool) -> int:
     """Restore optimizer (and for a sharded checkpoint the model, resharded to this run) and RNG; steps done."""
     if sharded_checkpoint:
-        from kentropy import checkpoint
+        from kentropy.training import dcp as checkpoint
 
         state = checkpoint.load(path, model, opt)
     else:
@@ -394,7 +394,7 @@ def check_memory(cfg: TrainConfig, ckpt: Checkpoint, device: torch.device, world
     """Print the estimated memory per rank (rank 0, if `show`) and refuse a run that clearly cannot fit, before any weight loads."""
     from transformers import AutoConfig
 
-    from kentropy.memory import available, check_fits, estimate, shape_of_checkpoint
+    from kentropy.training.memory import available, check_fits, estimate, shape_of_checkpoint
 
     rank, _ = rank_world()
     try:
@@ -416,7 +416,7 @@ def check_memory(cfg: TrainConfig, ckpt: Checkpoint, device: torch.device, world
 def training_rows(cfg: TrainConfig, tok, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cfg.data packed into rows of cfg.seq_len tokens (or `rows`, already packed) and the order they are read in:
     `rows[order[step * B : (step + 1) * B]]` is step's batch. Refuses data too short for cfg.steps in cfg.epochs."""
-    from kentropy.data import load_texts
+    from kentropy.measurement.documents import load_texts
 
     if rows is None:
         rows = pack_rows(tok, load_texts(cfg.data), cfg.seq_len)
@@ -449,7 +449,7 @@ def setup(cfg: TrainConfig, show_memory: bool = True) -> Run:
     check_inputs_unchanged(cfg, run, inputs)
     entries, plan = load_knowledge_and_plan(cfg, run)
     tok = load_tokenizer(ckpts[0])  # checked against the model's vocab_size
-    from kentropy.fit import check_positions, read_config
+    from kentropy.models.compat import check_positions, read_config
 
     check_positions(ckpts[0], tok, cfg.seq_len, read_config(ckpts[0]), cfg.seq_len)  # rows are exactly --seq-len tokens
     rows, order = training_rows(cfg, tok)
@@ -460,7 +460,7 @@ def setup(cfg: TrainConfig, show_memory: bool = True) -> Run:
     plast = plasticity.prepare(cfg, tok, schedule)
     tasks = None
     if cfg.tasks and (rank == 0 or (cfg.fsdp and world_size > 1)):  # who evaluates: rank 0, or every rank under FSDP
-        from kentropy.evaluate import expand_tasks, load_tasks
+        from kentropy.evaluation.downstream import expand_tasks, load_tasks
 
         tasks = load_tasks(expand_tasks(task_names(cfg)), cfg.task_dir)
 
@@ -488,7 +488,7 @@ def setup(cfg: TrainConfig, show_memory: bool = True) -> Run:
 
     model.train()
     if sharded:
-        from kentropy.sharding import shard
+        from kentropy.training.sharding import shard
 
         shard(model, device, cfg.dtype)
     opt = make_optimizer(model, cfg)
@@ -560,7 +560,7 @@ def train_step(r: Run, cfg: TrainConfig, mine: torch.Tensor) -> tuple[float, flo
 def fit(r: Run, cfg: TrainConfig, tracker=None, monitor=None) -> None:
     """The optimizer steps from `r.start` to `cfg.steps`: probes every --eval-every steps, checkpoints every --save-every.
 
-    `tracker` (`kentropy.trackers`, rank 0) gets every metrics record; `monitor` (an `EntropyMonitor`) measures
+    `tracker` (`kentropy.training.trackers`, rank 0) gets every metrics record; `monitor` (an `EntropyMonitor`) measures
     knowledge entropy after the steps it chooses, logged as the record's `knowledge_entropy`.
     """
     rank, _ = rank_world()
@@ -636,7 +636,7 @@ def train(cfg: TrainConfig, *, monitor=None, show_memory: bool = True) -> dict |
     `monitor`: an `EntropyMonitor` measuring knowledge entropy during the run (into metrics.jsonl and --report-to);
     `show_memory` False: no memory estimate on stderr (the check that the run fits is still made).
     """
-    from kentropy.trackers import open_tracker
+    from kentropy.training.trackers import open_tracker
 
     r = setup(cfg, show_memory=show_memory)
     tracker = open_tracker(cfg.report_to, r.run.root, saved_config(cfg), first_step=r.start) if rank_world()[0] == 0 else None
@@ -653,7 +653,7 @@ def train(cfg: TrainConfig, *, monitor=None, show_memory: bool = True) -> dict |
 
 def summarize(before: dict, after: dict, cfg: TrainConfig, run: RunDir) -> dict:
     """P and D before and after, A = (P_after - P_before)/|P_before|*100, F = (D_before - D_after)/D_before*100."""
-    from kentropy.outcomes import acquisition_from, forgetting
+    from kentropy.evaluation.outcomes import acquisition_from, forgetting
 
     pb, pa = before["probes"], after["probes"]
     db, da = before["downstream"], after["downstream"]

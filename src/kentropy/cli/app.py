@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 import typer
 
-from kentropy import distributed
-from kentropy.config import flag, option, typer_command
-from kentropy.console import line, quiet, track_stderr
+from kentropy.runtime import distributed
+from kentropy.runtime.options import flag, option, typer_command
+from kentropy.runtime.console import line, quiet, track_stderr
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file
-from kentropy.lock import locked
-from kentropy.partial import open_series
+from kentropy.runtime.locks import locked
+from kentropy.runtime.series import open_series
+from kentropy.models.loading import parse_checkpoints
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Knowledge entropy of language models, and how it governs what they can still learn.")
@@ -73,7 +74,7 @@ def command(name: str, cfg_cls: type, app=app):
 
 
 # ---- measure -----------------------------------------------------------------------------
-from kentropy.measure import MeasureConfig, measure_file  # noqa: E402
+from kentropy.measurement.workflow import MeasureConfig, measure_file  # noqa: E402
 
 
 @command("measure", MeasureConfig)
@@ -100,7 +101,7 @@ class PlotConfig:
     out: str = option(help="Figure to write: .png, .pdf or .svg (the suffix sets the format).")
 
     def __post_init__(self) -> None:
-        from kentropy.plot import figure_format
+        from kentropy.measurement.plot import figure_format
 
         check_out_file(self.out)
         figure_format(self.out)
@@ -108,18 +109,18 @@ class PlotConfig:
 
 @command("plot", PlotConfig)
 def plot_cmd(cfg: PlotConfig) -> None:
-    from kentropy.plot import plot_file
+    from kentropy.measurement.plot import plot_file
 
     print(f"wrote {plot_file(cfg.result, cfg.out)}")
 
 
 # ---- evaluate ----------------------------------------------------------------------------
-from kentropy.evaluate import EvaluateConfig, evaluate_series  # noqa: E402
+from kentropy.evaluation.downstream import EvaluateConfig, evaluate_series  # noqa: E402
 
 
 @command("evaluate", EvaluateConfig)
 def evaluate_cmd(cfg: EvaluateConfig) -> None:
-    series = open_series(cfg)
+    series = open_series(cfg, parse_checkpoints(cfg.models))
     results = evaluate_series(cfg, series=series)
     series.promote({"results": results, "config": series.config})
     names = cfg.task_list
@@ -131,7 +132,7 @@ def evaluate_cmd(cfg: EvaluateConfig) -> None:
 
 
 # ---- resuscitate ------------------------------------------------------------------------
-from kentropy.resuscitate import ResuscitateConfig, run_resuscitate  # noqa: E402
+from kentropy.edits.resuscitate import ResuscitateConfig, run_resuscitate  # noqa: E402
 
 
 @command("resuscitate", ResuscitateConfig)
@@ -149,7 +150,7 @@ def resuscitate_cmd(cfg: ResuscitateConfig) -> None:
 
 
 # ---- intervene ---------------------------------------------------------------------------
-from kentropy.intervene import InterveneConfig, run_intervene  # noqa: E402
+from kentropy.edits.intervene import InterveneConfig, run_intervene  # noqa: E402
 
 
 @command("intervene", InterveneConfig)
@@ -173,7 +174,7 @@ from kentropy.knowledge.commands import GenerateConfig, PlanConfig, ProbeConfig,
 
 @command("probe", ProbeConfig)
 def probe_cmd(cfg: ProbeConfig) -> None:
-    series = open_series(cfg)
+    series = open_series(cfg, parse_checkpoints(cfg.models))
     payload = probe_series(cfg, series=series)
     series.promote(payload)
     groups = [g for g in ("paraphrase", "once") if any(g in r.get("groups", {}) for r in payload["results"])]
@@ -214,7 +215,7 @@ from kentropy.circuits.series import CircuitsConfig, circuits_series  # noqa: E4
 
 @command("circuits", CircuitsConfig)
 def circuits_cmd(cfg: CircuitsConfig) -> None:
-    series = open_series(cfg)
+    series = open_series(cfg, parse_checkpoints(cfg.models))
     results = circuits_series(cfg, series=series)
     series.promote({"results": results, "config": series.config})
     if cfg.plot:
@@ -235,7 +236,7 @@ def circuits_cmd(cfg: CircuitsConfig) -> None:
     print(f"wrote {cfg.out}" + (f" and {cfg.plot}" if cfg.plot else ""))
 
 # ---- train --------------------------------------------------------------------------------
-from kentropy.train import TrainConfig, train  # noqa: E402
+from kentropy.training.loop import TrainConfig, train  # noqa: E402
 
 
 @command("train", TrainConfig)
@@ -281,7 +282,7 @@ RESUME_HINT = {"train": "resume with --resume", "lab": "rerun the same command t
 
 def _series_hint(argv: list[str]) -> str | None:
     """For a series command stopped with checkpoints saved in OUT.partial: how to continue it."""
-    from kentropy.partial import partial_path
+    from kentropy.runtime.series import partial_path
 
     out = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--out"), None)
     if out is None or not partial_path(out).is_file():

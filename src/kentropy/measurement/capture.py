@@ -42,8 +42,8 @@ from types import MethodType
 import torch
 import torch.nn.functional as F
 
-from kentropy.entropy import attention_entropy_per_query, coefficient_magnitude
-from kentropy.ffn import Layer, Layout
+from kentropy.measurement.entropy import attention_entropy_per_query, coefficient_magnitude
+from kentropy.models.registry import Layer, Layout
 
 OWN_ROWS = ("grouped_mm", "batched_mm")  # implementations whose own kernels we read (row order known)
 

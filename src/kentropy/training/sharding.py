@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from kentropy.errors import KentropyError
-from kentropy.ffn import find_layout, find_stacks
+from kentropy.models.registry import find_layout, find_stacks
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:

@@ -1,0 +1,7 @@
+"""Models: the one family registry, loading, tokenizer-fit checks, and the one neuron map.
+
+    registry.py  every family's FFN (dense, fused, Conv1D, mixture-of-experts), attention and norms,
+                 matched by module structure; `find_layers(model)`
+    loading.py   hub ids with `@rev1,rev2` series, local directories, safetensors checks, devices, dtypes
+    compat.py    does a tokenizer fit its model (vocabulary, positions, pad), from the config alone
+"""

@@ -167,7 +167,7 @@ def test_a_skipped_split_and_a_failed_task_do_not_crash(lab, monkeypatch, tmp_pa
             raise KentropyError("example 0: corrupted prompt does not align")
         return real(model, tok, task, **kw)
 
-    from kentropy.models.loading import loading as models
+    from kentropy.models import loading as models
 
     real_load = models.load_model
 

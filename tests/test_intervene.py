@@ -173,15 +173,19 @@ def test_redo_leaves_outputs_of_the_rest_unchanged():
 def test_redo_threshold_selecting_none_or_every_neuron_is_refused():
     model = tiny_model("llama")
     cbar = torch.rand(2, 24, dtype=torch.float64) + 0.5
-    with pytest.raises(KentropyError, match="selects no neuron"):
+    with pytest.raises(KentropyError, match="^threshold 0.0: selects no neuron"):
         select(model, cbar, 0.0)
-    with pytest.raises(KentropyError, match="selects every neuron of layer 0"):
+    with pytest.raises(KentropyError, match="^threshold 100.0: selects every neuron of layer 0"):
         select(model, cbar, 100.0)
     for bad in (-0.1, float("nan"), float("inf")):
-        with pytest.raises(KentropyError, match="--threshold"):
+        with pytest.raises(KentropyError, match=f"^threshold {bad}: must be a finite number >= 0"):
             select(model, cbar, bad)
-    with pytest.raises(KentropyError, match="shape"):
+    with pytest.raises(KentropyError, match=r"^coefficients: shape \(3, 24\)"):
         select(model, torch.rand(3, 24), 0.5)
+    nan = cbar.clone()
+    nan[1, 2] = float("inf")
+    with pytest.raises(KentropyError, match="^coefficients: layer 1 holds NaN or infinite values"):
+        redo(model, nan, 0.5)
 
 
 def test_redo_undefined_cases_are_one_line_errors():
@@ -190,15 +194,18 @@ def test_redo_undefined_cases_are_one_line_errors():
     mlp = model.model.layers[1].mlp
     mlp.up_proj.weight = torch.nn.Parameter(mlp.up_proj.weight.detach().round().to(torch.int8), requires_grad=False)  # quantized
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(KentropyError, match="layer 1: torch.int8 weights; ReDo re-initialises floating-point weights only"):
+    with pytest.raises(KentropyError, match="^model: layer 1 has torch.int8 weights; ReDo re-initialises floating-point weights only"):
         redo(model, cbar, 0.6)
     assert all(torch.equal(t, before[k]) for k, t in model.state_dict().items())  # refused before any edit
     from types import SimpleNamespace
 
     from kentropy.edits.redo import init_std_of
 
-    with pytest.raises(KentropyError, match="no initializer_range; pass --init-std"):  # a config without one (remote code)
-        init_std_of(SimpleNamespace(config=SimpleNamespace()), None)
+    with pytest.raises(KentropyError, match="^init_std: not given, and SimpleNamespace's config has no initializer_range"):
+        init_std_of(SimpleNamespace(config=SimpleNamespace()), None)  # a config without one (remote code)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(KentropyError, match=f"^init_std {bad}: must be a finite number > 0"):
+            redo(model, cbar, 0.6, init_std=bad)
     assert init_std_of(SimpleNamespace(config=SimpleNamespace()), 0.01) == 0.01
 
 
@@ -302,7 +309,8 @@ def test_cli_shrink_perturb_without_data_and_resuscitate(model_dir, docs, tmp_pa
 def env(model_dir, docs, tmp_path_factory):
     d = tmp_path_factory.mktemp("iv-bad")
     save_file({f"layers.{l}": torch.rand(24, dtype=torch.float64) + 0.5 for l in range(2)}, str(d / "coef.safetensors"))
-    return {"model": model_dir("llama"), "docs": docs, "coef": d / "coef.safetensors"}
+    save_file({f"layers.{l}": torch.rand(20, dtype=torch.float64) + 0.5 for l in range(2)}, str(d / "coef20.safetensors"))
+    return {"model": model_dir("llama"), "docs": docs, "coef": d / "coef.safetensors", "coef20": d / "coef20.safetensors"}
 
 
 def iv(e, out, method, *extra, src=None):
@@ -322,23 +330,27 @@ def _full_dir(w):
 
 
 CASES = {
-    "threshold-selects-none": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0), "selects no neuron"),
-    "threshold-selects-all": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 50), "selects every neuron"),
-    "threshold-negative": (lambda e, w: iv(e, w / "o", "redo", "--threshold", -0.5), "--threshold -0.5"),
-    "threshold-nan": (lambda e, w: iv(e, w / "o", "redo", "--threshold", "nan"), "--threshold nan"),
+    "threshold-selects-none": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0), "error: --threshold 0.0: selects no neuron"),
+    "threshold-selects-all": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 50), "error: --threshold 50.0: selects every neuron"),
+    "coefficients-of-another-model": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0.5, src=["--coefficients", e["coef20"]]),
+                                      "error: --coefficients: shape (2, 20); the model needs 2 layers of [24, 24]"),
+    "resuscitate-coefficients-of-another-model": (lambda e, w: iv(e, w / "o", "resuscitate", "--ratio", 0.5, "--amplify", 1,
+                                                                  src=["--coefficients", e["coef20"]]), "error: --coefficients: shape (2, 20)"),
+    "threshold-negative": (lambda e, w: iv(e, w / "o", "redo", "--threshold", -0.5), "error: --threshold -0.5: must be"),
+    "threshold-nan": (lambda e, w: iv(e, w / "o", "redo", "--threshold", "nan"), "error: --threshold nan: must be"),
     "threshold-missing": (lambda e, w: iv(e, w / "o", "redo"), "needs --threshold"),
     "redo-no-cbar": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0.5, src=[]), "give --data DATA or --coefficients"),
     "init-std-negative": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0.5, "--init-std", -1), "--init-std -1"),
     "init-std-0": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0.5, "--init-std", 0), "--init-std 0"),
     "seed-negative": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0.5, "--seed", -1), "--seed -1"),
-    "shrink-0": (lambda e, w: iv(e, w / "o", "shrink-perturb", "--shrink", 0, "--perturb", 0.1, src=[]), "--shrink 0"),
+    "shrink-0": (lambda e, w: iv(e, w / "o", "shrink-perturb", "--shrink", 0, "--perturb", 0.1, src=[]), "error: --shrink 0.0: must be"),
     "shrink-above-1": (lambda e, w: iv(e, w / "o", "shrink-perturb", "--shrink", 1.5, "--perturb", 0.1, src=[]), "--shrink 1.5"),
     "shrink-nan": (lambda e, w: iv(e, w / "o", "shrink-perturb", "--shrink", "nan", "--perturb", 0.1, src=[]), "--shrink nan"),
-    "perturb-negative": (lambda e, w: iv(e, w / "o", "shrink-perturb", "--shrink", 0.5, "--perturb", -0.1, src=[]), "--perturb -0.1"),
+    "perturb-negative": (lambda e, w: iv(e, w / "o", "shrink-perturb", "--shrink", 0.5, "--perturb", -0.1, src=[]), "error: --perturb -0.1: must be"),
     "shrink-perturb-coefficients": (lambda e, w: iv(e, w / "o", "shrink-perturb", "--shrink", 0.5, "--perturb", 0), "--coefficients"),
     "option-of-another-method": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0.5, "--shrink", 0.5), "--shrink is an option of"),
     "unknown-method": (lambda e, w: iv(e, w / "o", "prune"), "--method prune"),
-    "ratio-out-of-range": (lambda e, w: iv(e, w / "o", "resuscitate", "--ratio", 1.5, "--amplify", 1), "--ratio 1.5"),
+    "ratio-out-of-range": (lambda e, w: iv(e, w / "o", "resuscitate", "--ratio", 1.5, "--amplify", 1), "error: --ratio 1.5: must be"),
     "out-is-a-file": (lambda e, w: iv(e, _file_at(w), "redo", "--threshold", 0.5), "exists and is not a directory"),
     "out-not-empty": (lambda e, w: iv(e, _full_dir(w), "redo", "--threshold", 0.5), "use --overwrite"),
     "data-missing": (lambda e, w: iv(e, w / "o", "redo", "--threshold", 0.5, src=["--data", w / "none.txt"]), "none.txt"),

@@ -133,17 +133,41 @@ def test_entropy_goes_down_with_amplify_half(family, tokenizer, sample_texts):
         assert (h > m0.knowledge_entropy) is up, (p, h, m0.knowledge_entropy)
 
 
-def test_bad_arguments(tokenizer, sample_texts):
+def test_bad_arguments_are_named_as_the_caller_wrote_them():
+    """The Python API refuses what the CLI refuses, naming its own arguments (the CLI names flags), and
+    changes nothing: all-zero, non-finite, negative or misshapen coefficients, ratio and amplify out of range."""
     model = tiny_model("llama")
+    before = copy.deepcopy(model.state_dict())
     cbar = torch.rand(2, 24, dtype=torch.float64) + 0.1
-    for q in (0.0, 1.0, -0.2, 1.5):
-        with pytest.raises(KentropyError, match="--ratio"):
+    for q in (0.0, 1.0, -0.2, 1.5, float("nan"), "0.5"):
+        with pytest.raises(KentropyError, match=rf"^ratio {q}: must be in \(0, 1\)$"):
             resuscitate(model, cbar, q, 1.0)
-    for p in (0.0, -1.0):
-        with pytest.raises(KentropyError, match="--amplify"):
+    for p in (0.0, -1.0, float("inf")):
+        with pytest.raises(KentropyError, match=rf"^amplify {p}: must be a finite number > 0$"):
             resuscitate(model, cbar, 0.5, p)
-    with pytest.raises(KentropyError, match="shape"):
-        resuscitate(model, torch.rand(3, 24), 0.5, 1.0)
+    zero, nan, neg = cbar.clone(), cbar.clone(), cbar.clone()
+    zero[1] = 0.0
+    nan[0, 3] = float("nan")
+    neg[1, 7] = -0.5
+    for bad, says in [(torch.zeros(2, 24), "layer 0 is all zero"), (zero, "layer 1 is all zero"),
+                      (nan, "layer 0 holds NaN or infinite values"), (neg, "layer 1 holds negative values"),
+                      (torch.rand(3, 24), r"shape \(3, 24\); the model needs 2 layers of \[24, 24\] memory vectors"),
+                      ([torch.rand(24), torch.rand(20)], r"shape \[24, 20\]"), (torch.ones(2, 24, dtype=torch.long), "layer 0 is torch.int64, not a float vector"),
+                      ([[0.5] * 24] * 2, "a list; expected a tensor")]:
+        with pytest.raises(KentropyError, match=rf"^coefficients: {says}"):
+            resuscitate(model, bad, 0.5, 1.0)
+    assert all(torch.equal(t, before[k]) for k, t in model.state_dict().items())
+
+
+def test_overflowing_multipliers_are_refused_and_undone():
+    """A Cbar entry so small that mean/Cbar[i] * P overflows bf16: an error naming coefficients, the model as it was."""
+    model = tiny_model("llama").to(torch.bfloat16)
+    before = copy.deepcopy(model.state_dict())
+    cbar = torch.rand(2, 24, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.1
+    cbar[1, 4] = 1e-60  # layer 0 is scaled first (and undone), layer 1 overflows
+    with pytest.raises(KentropyError, match=r"^coefficients: layer 1: multipliers up to .* overflow torch.bfloat16 weights"):
+        resuscitate(model, cbar, 0.5, 1.0)
+    assert all(torch.equal(t, before[k]) for k, t in model.state_dict().items())
 
 
 def test_cli_writes_loadable_model(model_dir, sample_texts, tmp_path, capsys):

@@ -18,14 +18,15 @@ import re
 
 import torch
 
+from kentropy.edits.redo import init_std_of
 from kentropy.errors import KentropyError
 
 
 def check_args(shrink: float, perturb: float) -> None:
-    if not (math.isfinite(shrink) and 0 < shrink <= 1):  # NaN fails both
-        raise KentropyError(f"--shrink {shrink}: must be in (0, 1]")
-    if not (math.isfinite(perturb) and perturb >= 0):
-        raise KentropyError(f"--perturb {perturb}: must be a finite number >= 0")
+    if not (isinstance(shrink, (int, float)) and math.isfinite(shrink) and 0 < shrink <= 1):  # NaN fails both
+        raise KentropyError(f"shrink {shrink}: must be in (0, 1]")
+    if not (isinstance(perturb, (int, float)) and math.isfinite(perturb) and perturb >= 0):
+        raise KentropyError(f"perturb {perturb}: must be a finite number >= 0")
 
 
 def weight_matrices(model) -> list[tuple[str, torch.nn.Parameter]]:
@@ -55,8 +56,6 @@ def shrink_perturb(model, shrink: float, perturb: float, generator: torch.Genera
                    init_std: float | None = None) -> dict:
     """Apply θ ← λθ + σε in place (λ = shrink, σ = perturb). Returns per block the matrices changed and
     their Frobenius norm before and after; `init_std` overrides the model's initializer_range."""
-    from kentropy.edits.redo import init_std_of
-
     check_args(shrink, perturb)
     std = init_std_of(model, init_std) if perturb else None  # σ = 0 draws nothing and needs no init std
     gen = generator if generator is not None else torch.Generator().manual_seed(0)

@@ -1,6 +1,6 @@
 """Mechanism diagnostics of knowledge entropy, per layer: how far each layer's coefficient
 distribution is from uniform and where its mass sits (from Cbar), and how evenly the FFN's
-weights are spread over its neurons (from the weights, through the FFN registry).
+weights are spread over its neurons (from the weights, through the neuron map of `kentropy.models`).
 
     cbar = measure(...).coefficients           # [L, m], or a list of [m_l]
     diag = cbar_diagnostics(cbar)              # {"kl_to_uniform": [L], "top1_share": [L], ...}
@@ -17,7 +17,8 @@ import math
 import torch
 
 from kentropy.measurement import entropy as E
-from kentropy.models.registry import DenseFFN, Layer, find_layout
+from kentropy.models.neurons import parts
+from kentropy.models.registry import Layer, find_layout
 
 DORMANT = 0.1  # neuron i is dormant when Cbar_i < DORMANT * mean(Cbar) (ReDo's score s_i = Cbar_i / mean)
 
@@ -50,45 +51,20 @@ def cbar_diagnostics(cbar: torch.Tensor | list[torch.Tensor]) -> dict[str, list[
     return {k: [float(r[i]) for r in rows] for i, k in enumerate(keys)}
 
 
-def _column_norms(w: torch.Tensor) -> torch.Tensor:
-    """‖w[:, i]‖ for each column i of a [out, m] matrix -> [m]."""
-    return w.detach().double().norm(dim=0)
-
-
 def _row_norms(w: torch.Tensor) -> torch.Tensor:
-    """‖w[i]‖ for each row i of a [m, in] matrix -> [m]."""
+    """‖w[..., i, :]‖ for each row of a neuron-major view ([m, d] or [E, m, d]) -> [m] or [E, m]."""
     return w.detach().double().norm(dim=-1)
 
 
-def _dense_norms(ffn: DenseFFN) -> torch.Tensor:
-    """‖w_in,i‖ · ‖w_out,i‖ for each neuron of one dense FFN -> [m]."""
-    m = ffn.size
-    up, _ = ffn.rows()  # [m, d]
-    norm_in = _row_norms(up)
-    if ffn.gate is not None:
-        norm_in = torch.hypot(norm_in, _row_norms(ffn.gate.weight))
-    elif ffn.spec.up_half is not None:  # fused [gate | up]: the gate is the other half
-        w = ffn.up.weight.t() if ffn.spec.transposed else ffn.up.weight
-        g = 1 - ffn.spec.up_half
-        norm_in = torch.hypot(norm_in, _row_norms(w[g * m : (g + 1) * m]))
-    down = ffn.down.weight  # Linear [h, m]; GPT-2's Conv1D [m, h]
-    norm_out = _row_norms(down) if ffn.spec.transposed else _column_norms(down)
-    return norm_in * norm_out
-
-
 def _layer_norms(layer: Layer) -> torch.Tensor:
-    """Per memory vector of the layer, in Cbar's order (routed experts' neurons, then the shared expert's)."""
-    if not layer.moe:
-        return _dense_norms(layer.dense)
-    ex = layer.experts
-    norm_in = _row_norms(layer.expert_up_rows())  # [E, m]
-    if ex.has_gate:
-        norm_in = torch.hypot(norm_in, _row_norms(ex.gate_up_proj[:, : layer.expert_dim, :]))
-    norm_out = ex.down_proj.detach().double().norm(dim=1)  # down_proj [E, h, m] -> [E, m]
-    parts = [(norm_in * norm_out).reshape(-1)]
-    if layer.shared is not None:
-        parts.append(_dense_norms(layer.shared))
-    return torch.cat(parts)
+    """‖w_in,i‖ · ‖w_out,i‖ per neuron of the layer, in Cbar's order (routed experts' neurons, then the shared expert's)."""
+    out = []
+    for part in parts(layer):
+        norm_in = _row_norms(part.up.rows())
+        if part.gate is not None:
+            norm_in = torch.hypot(norm_in, _row_norms(part.gate.rows()))
+        out.append((norm_in * _row_norms(part.out.rows())).reshape(-1))
+    return torch.cat(out)
 
 
 def neuron_weight_norms(model: torch.nn.Module) -> list[torch.Tensor]:

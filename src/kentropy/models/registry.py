@@ -3,9 +3,9 @@ its attention, and what circuit tracing needs. Matched by module structure, not 
 
 An FFN computes `FFN(x) = f(x K^T) V`. For every block we need
 - the down projection `V` (its *input* is the memory coefficient vector c, size m),
-- the input-side rows that produce coefficient i: the up projection of a gated FFN (never
-  the gate), the up half of a fused `gate_up` projection, or the single input projection of
-  a plain FFN,
+- the input projections that produce c: gate and up of a gated FFN, a fused `gate_up`
+  projection, or the single input projection of a plain FFN (where neuron i's rows, bias
+  entries and output column sit in each of them is the neuron map's, `neurons.py`),
 - for mixture-of-experts blocks: the experts (3-D weights `gate_up_proj [E, 2m, h]` or
   `up_proj [E, m, h]`, `down_proj [E, h, m]`), the router, and a shared expert (with its
   sigmoid gate) where the model has one,
@@ -202,20 +202,6 @@ class DenseFFN:
         w = self.down.weight
         return w.shape[0] if self.spec.transposed else w.shape[1]
 
-    def rows(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The weight whose row i produces coefficient i, as a [m, d] view of the parameter, and its bias [m] or None.
-
-        GPT-2's Conv1D (weight [d, m]) is viewed transposed; a fused [gate | up] projection by its up half.
-        """
-        w = self.up.weight
-        rows = w.t() if self.spec.transposed else w
-        bias = getattr(self.up, "bias", None)
-        if self.spec.up_half is not None:
-            m = self.size
-            h = self.spec.up_half
-            rows = rows[h * m : (h + 1) * m]
-            bias = bias[h * m : (h + 1) * m] if bias is not None else None
-        return rows, bias
 
 
 @dataclass
@@ -256,12 +242,6 @@ class Layer:
         if self.moe:
             return bool(self.experts.has_gate)
         return self.dense.gate is not None or self.dense.spec.up_half is not None
-
-    def expert_up_rows(self) -> torch.Tensor:
-        """[E, m, h] view of the rows that produce each expert's coefficients (the up half of gate_up_proj)."""
-        if self.experts.has_gate:
-            return self.experts.gate_up_proj[:, self.expert_dim :, :]
-        return self.experts.up_proj
 
     @property
     def points(self) -> dict[str, nn.Module]:

@@ -90,6 +90,28 @@ def test_weight_norms_olmoe():
         torch.testing.assert_close(g, want)  # experts in order, as Cbar lists them
 
 
+def test_weight_norms_shared_and_ungated_experts():
+    """Routed experts then the shared expert, as Cbar lists them: Qwen2-MoE (gated experts, gated shared expert) and
+    NemotronH (relu² experts with up_proj only, a plain shared expert): ‖w_in‖ is then the up row alone."""
+    from test_ffn_layouts import build
+
+    model = build("qwen2_moe")
+    got = neuron_weight_norms(model)
+    mlp = model.model.layers[1].mlp
+    ex, sh = mlp.experts, mlp.shared_expert  # gate_up_proj [4, 24, 16], down_proj [4, 16, 12]; shared [20, 16], [16, 20]
+    routed = [torch.sqrt(norms(ex.gate_up_proj[e, :12], 1) ** 2 + norms(ex.gate_up_proj[e, 12:], 1) ** 2) * norms(ex.down_proj[e], 0)
+              for e in range(4)]
+    shared = torch.sqrt(norms(sh.gate_proj.weight, 1) ** 2 + norms(sh.up_proj.weight, 1) ** 2) * norms(sh.down_proj.weight, 0)
+    torch.testing.assert_close(got[1], torch.cat(routed + [shared]))
+    assert got[0].shape == (24,)  # layer 0 is dense (mlp_only_layers)
+    model = build("nemotron_h")
+    mixer = model.model.layers[3].mixer
+    ex, sh = mixer.experts, mixer.shared_experts  # up_proj [4, 12, 16], down_proj [4, 16, 12]; shared up [20, 16], down [16, 20]
+    want = torch.cat([norms(ex.up_proj[e], 1) * norms(ex.down_proj[e], 0) for e in range(4)]
+                     + [norms(sh.up_proj.weight, 1) * norms(sh.down_proj.weight, 0)])
+    torch.testing.assert_close(neuron_weight_norms(model)[1], want)
+
+
 def test_weight_norm_summary():
     s = weight_norm_summary([torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.full((3,), 2.0)])
     assert s["mean"] == pytest.approx([2.5, 2.0])

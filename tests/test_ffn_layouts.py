@@ -93,9 +93,12 @@ def bloom_gelu(x):
     return x * 0.5 * (1.0 + torch.tanh(0.79788456 * x * (1 + 0.044715 * x * x)))
 
 
-def build(family: str, seed: int = 0, **kw):
+def build(family: str, seed: int = 0, over: dict | None = None, **kw):
+    """A tiny `family` model in eval mode; `over`: config fields to set (hidden_act="relu"), `kw`: for from_config."""
     torch.manual_seed(seed)
     cfg = CONFIGS[family]()
+    for k, v in (over or {}).items():
+        setattr(cfg, k, v)
     cls = T.AutoModel if family in ENCODERS else T.AutoModelForSeq2SeqLM if family in SEQ2SEQ else T.AutoModelForCausalLM
     model = cls.from_config(cfg, attn_implementation="eager", **kw)
     with torch.no_grad():  # larger-than-default weights so that coefficients are far from uniform

@@ -209,6 +209,28 @@ def test_redo_undefined_cases_are_one_line_errors():
     assert init_std_of(SimpleNamespace(config=SimpleNamespace()), 0.01) == 0.01
 
 
+def test_library_errors_name_the_flags_on_the_command_path():
+    """The edits name their arguments; on the command path the same error names the flag (or the argument)."""
+    from dataclasses import dataclass
+
+    from kentropy.edits.session import in_flags
+    from kentropy.runtime.options import option
+
+    @dataclass
+    class Cfg:
+        model: str = option(help="", argument=True)
+        init_std: float | None = option(None, "")
+
+    cases = [("init_std: not given, and X's config has no initializer_range", "--init-std: not given, and X's config has no initializer_range"),
+             ("init_std -1.0: must be a finite number > 0", "--init-std -1.0: must be a finite number > 0"),
+             ("model: layer 1 has torch.int8 weights", "MODEL: layer 1 has torch.int8 weights"),
+             ("--seq-len 0: must be > 0", "--seq-len 0: must be > 0"), ("init_stdx: not a field", "init_stdx: not a field")]
+    for raised, said in cases:
+        with pytest.raises(KentropyError) as e, in_flags(Cfg("m")):
+            raise KentropyError(raised)
+        assert str(e.value) == said
+
+
 # ---- shrink and perturb ------------------------------------------------------------------------
 EMBEDDINGS = ("embed_tokens", "wte", "wpe")
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import run_cli, tiny_model
+from test_ffn_layouts import build
 
 from kentropy.errors import KentropyError
 from kentropy.measurement.workflow import measure
@@ -76,13 +77,15 @@ def test_exact_rows_changed_and_nothing_else(family, tokenizer, sample_texts):
     assert done.exact is (family in {"llama", "qwen2"})
 
 
-def test_gated_coefficients_scale_exactly(tokenizer, sample_texts):
-    """Gated FFN: after scaling up-rows, layer 0's Cbar of the selected neurons is mean*P exactly."""
-    model = tiny_model("llama")
+@pytest.mark.parametrize("family", ["llama", "mixtral"])
+def test_selected_coefficients_become_mean_times_p(family, tokenizer, sample_texts):
+    """Gated FFN (up rows), or gated experts (rows of expert e's up half, scaling g_e * c_{e,i} exactly: the router
+    reads the FFN input, unchanged): layer 0's Cbar of the selected neurons is mean(Cbar) * P after the edit."""
+    model = tiny_model(family) if family == "llama" else build(family)
     texts = sample_texts[:6]
-    cbar = measure(model, tokenizer, texts, seq_len=32, progress=False).coefficients
+    cbar = measure(model, tokenizer, texts, seq_len=24, progress=False).coefficients
     done = resuscitate(model, cbar, 0.5, 1.0)
-    after = measure(model, tokenizer, texts, seq_len=32, progress=False).coefficients
+    after = measure(model, tokenizer, texts, seq_len=24, progress=False).coefficients
     idx = done.edits[0].neurons
     assert torch.allclose(after[0, idx], torch.full((len(idx),), float(cbar[0].mean()), dtype=torch.float64), rtol=1e-5)
 
@@ -202,6 +205,33 @@ def test_cli_writes_loadable_model(model_dir, sample_texts, tmp_path, capsys):
         assert e.value.code == 2 and needle in capsys.readouterr().err
 
 
+def test_resuscitate_is_intervene_method_resuscitate(model_dir, sample_texts, tmp_path, capsys):
+    """The two commands run one implementation: the same weights, numbers and checks; each its own report."""
+    from safetensors.torch import load_file, save_file
+
+    src = model_dir("llama", 3)
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join(sample_texts[:6]))
+    common = [src, "--data", data, "--ratio", 0.4, "--amplify", 1.5, "--seq-len", 24]
+    assert run_cli(capsys, "resuscitate", *common, "--out", tmp_path / "a")[0] == 0
+    assert run_cli(capsys, "intervene", *common, "--method", "resuscitate", "--out", tmp_path / "b")[0] == 0
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ra = json.loads((tmp_path / "a" / "resuscitation.json").read_text())
+    rb = json.loads((tmp_path / "b" / "intervention.json").read_text())
+    assert rb["params"] == {"ratio": 0.4, "amplify": 1.5, "exact": ra["exact"], "note": ra["note"]}
+    assert [{k: v for k, v in x.items() if k != "neurons"} for x in rb["layers"]] == ra["layers"]
+    for k in ("knowledge_entropy_before", "knowledge_entropy_after", "model", "coefficients_from", "measured_on"):
+        assert ra[k] == rb[k], k
+    # a Cbar file of another model: the same one-line error from both, naming the flag, before anything is written
+    save_file({f"layers.{l}": torch.rand(20, dtype=torch.float64) + 0.5 for l in range(2)}, str(tmp_path / "c20.safetensors"))
+    for argv in (["resuscitate"], ["intervene", "--method", "resuscitate"]):
+        code, _, err = run_cli(capsys, *argv, src, "--coefficients", tmp_path / "c20.safetensors", "--ratio", 0.5, "--amplify", 1,
+                               "--out", tmp_path / "c")
+        assert code == 2 and "error: --coefficients: shape (2, 20); the model needs 2 layers of [24, 24] memory vectors" in err
+        assert not (tmp_path / "c").exists()
+
+
 # ---- fused gate_up and mixture-of-experts layouts -------------------------------------------------
 def _flat_reference(cbar_l, q, p):
     return reference_multipliers(cbar_l, q, p)
@@ -209,8 +239,6 @@ def _flat_reference(cbar_l, q, p):
 
 @pytest.mark.parametrize("family", ["phi3", "modernbert"])
 def test_fused_gate_up_scales_only_the_up_half(family, tokenizer, sample_texts):
-    from test_ffn_layouts import build
-
     model = build(family)
     original = copy.deepcopy(model.state_dict())
     cbar = measure(model, tokenizer, sample_texts[:6], seq_len=24, progress=False).coefficients
@@ -232,8 +260,6 @@ def test_fused_gate_up_scales_only_the_up_half(family, tokenizer, sample_texts):
 
 @pytest.mark.parametrize("family", ["qwen2_moe", "deepseek_v3", "olmoe"])
 def test_moe_scales_expert_up_halves_and_shared_up(family, tokenizer, sample_texts):
-    from test_ffn_layouts import build
-
     model = build(family)
     original = copy.deepcopy(model.state_dict())
     texts = sample_texts[:6]
@@ -273,22 +299,6 @@ def test_moe_scales_expert_up_halves_and_shared_up(family, tokenizer, sample_tex
     assert all(torch.equal(t, original[k]) for k, t in model.state_dict().items())
 
 
-def test_moe_resuscitated_coefficients_scale_exactly(tokenizer, sample_texts):
-    """Gated experts: scaling row i of expert e's up half scales g_e * c_{e,i} exactly, so Cbar of the
-    selected memories becomes mean(Cbar) * P (routing is unchanged: the router reads the FFN input)."""
-    from test_ffn_layouts import build
-
-    model = build("mixtral")
-    texts = sample_texts[:6]
-    cbar = measure(model, tokenizer, texts, seq_len=24, progress=False).coefficients
-    done = resuscitate(model, cbar, 0.5, 1.0)
-    after = measure(model, tokenizer, texts, seq_len=24, progress=False).coefficients
-    idx = done.edits[0].neurons
-    assert torch.allclose(after[0, idx], torch.full((len(idx),), float(cbar[0].mean()), dtype=torch.float64), rtol=1e-5)
-
-
 def test_coefficient_shape_mismatch_is_a_clear_error():
-    from test_ffn_layouts import build
-
     with pytest.raises(KentropyError, match=r"model needs 2 layers of \[24, 68\] memory vectors"):
         resuscitate(build("qwen2_moe"), torch.ones(2, 24), 0.5, 1.0)

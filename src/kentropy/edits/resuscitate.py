@@ -29,7 +29,7 @@ from kentropy.runtime.options import option
 
 EXACT_ACTIVATIONS = {"relu"}  # plain FFNs: act(s*z) = s*act(z) only for positively homogeneous activations
 RATIO = "Q: neurons at or below this quantile of each layer's Cbar are scaled, in (0, 1)."
-AMPLIFY = "P: multiplier mean(Cbar)/Cbar[i] * P, > 0."
+AMPLIFY = "P: neuron i's multiplier is mean(Cbar) / Cbar_i * P, > 0."
 
 
 def check_args(ratio: float, amplify: float) -> None:

@@ -52,17 +52,18 @@ class EditConfig:
 
 @contextmanager
 def in_flags(cfg):
-    """An error raised inside that opens with the name of one of cfg's options (`threshold 0: ...`, the
-    library's words) is raised again naming its flag (`--threshold 0: ...`, the command's)."""
+    """An error raised inside that opens with the name of one of cfg's fields (`threshold 0: ...`, the
+    library's words) is raised again naming its flag (`--threshold 0: ...`) or argument (`MODEL: ...`),
+    the command's words."""
     try:
         yield
     except KentropyError as e:
         text = str(e)
         name = re.match(r"\w*", text).group()
-        options = {f.name for f in dataclasses.fields(cfg) if not f.metadata.get("argument")}
-        if name not in options:
+        field = next((f for f in dataclasses.fields(cfg) if f.name == name), None)
+        if field is None:
             raise
-        raise KentropyError(flag(name) + text[len(name):]) from None
+        raise KentropyError((name.upper() if field.metadata.get("argument") else flag(name)) + text[len(name):]) from None
 
 
 def check_out_free(out: str, overwrite: bool) -> Path:

@@ -6,7 +6,7 @@ import transformers as T
 from conftest import family_config, tiny_model
 from scipy.stats import spearmanr
 
-from kentropy.circuits import Tracer, eap_ig, encode_task, evaluate, exact_edge_effects, head_attribution, tasks_from_triples
+from kentropy.circuits import Tracer, eap_ig, encode_task, exact_edge_effects, head_attribution, score_circuit, tasks_from_triples
 from kentropy.circuits.eap import embed, logits_of, record, target_logits
 from kentropy.circuits.trace import Pass
 from kentropy.errors import KentropyError
@@ -58,7 +58,7 @@ def test_full_graph_is_clean_and_empty_graph_is_corrupted(family, enc):
     assert (full - plain).abs().max() <= 1e-5 * scale
     assert (empty - plain_corr).abs().max() <= 1e-5 * scale
     valid = Tracer(model).graph.valid()
-    ev_full, ev_empty = evaluate(model, enc, valid), evaluate(model, enc, torch.zeros_like(valid))
+    ev_full, ev_empty = score_circuit(model, enc, valid), score_circuit(model, enc, torch.zeros_like(valid))
     assert abs(ev_full.clean - ev_full.corrupted) > 1e-3  # the faithfulness ratio is well defined
     assert ev_full.faithfulness == pytest.approx(1.0, abs=1e-4) and ev_empty.faithfulness == pytest.approx(0.0, abs=1e-4)
     assert ev_full.hit_at_k == ev_full.hit_at_k_clean

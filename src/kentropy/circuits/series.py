@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from kentropy.circuits import metrics as M
 from kentropy.circuits.agreement import exact_check
 from kentropy.circuits.conventions import CONVENTIONS, Convention, convention
-from kentropy.circuits.eap import eap_ig, evaluate, exact_edge_effects
+from kentropy.circuits.eap import eap_ig, exact_edge_effects, score_circuit
 from kentropy.circuits.graph import Circuit, select_circuit
 from kentropy.circuits.roles import head_attribution, head_roles
 from kentropy.circuits.tasks import Task, check_corrupted_targets, encode_task, read_tasks, tasks_from_knowledge
@@ -137,7 +137,7 @@ def analyze(model, tokenizer, task: Task, *, top_n: int, ig_steps: int, batch_si
     else:
         scores = eap_ig(model, enc, steps=ig_steps, ig_range=conv.ig_range, **kw).scores
     circuit = select_circuit(scores, g, top_n)
-    ev = evaluate(model, enc, circuit.edges, k=HIT_K, **kw)
+    ev = score_circuit(model, enc, circuit.edges, k=HIT_K, **kw)
     check = None
     if method == "eap-ig" and check_exact > 0:
         check = exact_check(model, enc, scores, g, k=check_exact, seed=seed, top_n=top_n, **kw)

@@ -12,7 +12,7 @@ from kentropy.circuits.trace import Pass
 from kentropy.errors import KentropyError
 
 SUBJECTS = ["Ostrel", "Sable", "Carran", "Emrik", "Holt", "Vethan", "Alda", "Voss"]  # 4 tokens each under the test tokenizer
-SUPPORTED = ["llama", "olmo", "qwen2", "mistral", "gemma", "gpt2", "gpt_neox", "phi", "opt"]
+SUPPORTED = ["llama", "olmo", "olmo2", "qwen2", "mistral", "gemma", "gpt2", "gpt_neox", "phi", "opt"]
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +64,13 @@ def test_full_graph_is_clean_and_empty_graph_is_corrupted(family, enc):
     assert ev_full.hit_at_k == ev_full.hit_at_k_clean
 
 
-@pytest.mark.parametrize("family", ["olmo2", "bert"])
-def test_unsupported_families_are_refused(family):
+def test_unsupported_families_are_refused():
     with pytest.raises(KentropyError, match="circuits"):
-        Tracer(tiny_model(family))
+        Tracer(tiny_model("bert"))
+    torch.manual_seed(0)  # OPT-350m's post-norm blocks: LayerNorm after each block, not an RMSNorm of each node's output
+    post_ln = T.AutoModelForCausalLM.from_config(family_config("opt", do_layer_norm_before=False))
+    with pytest.raises(KentropyError, match=r"OPTForCausalLM: post-norm blocks with LayerNorm .* not supported for circuits"):
+        Tracer(post_ln)
 
 
 def test_gqa_attribute_is_restored():

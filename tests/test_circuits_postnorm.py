@@ -12,7 +12,6 @@ from kentropy.circuits import CONVENTIONS, Tracer, eap_ig, encode_task, exact_ed
 from kentropy.circuits.agreement import check_exact_edges
 from kentropy.circuits.arch import wire
 from kentropy.circuits.eap import embed, logits_of, metric_values, record
-from kentropy.circuits.graph import select_circuit
 from kentropy.circuits.tasks import Example, Task
 from kentropy.circuits.trace import Pass
 from kentropy.errors import KentropyError
@@ -198,20 +197,21 @@ class Reference:
                 scores[u, v] = float(((zc[u] - z[u]) * grads[v]).sum()) / (steps * len(enc))
         return scores
 
-    def exact(self, enc, metric, split):
-        """m(only edge u -> v patched) - m(clean), edge by edge."""
+    def patched(self, enc, metric, split, t=1.0):
+        """m(edge u -> v alone carries z_u + t (z'_u - z_u)) - m(clean), edge by edge (t = 1: exact patching)."""
         e, ec = (self.model.get_input_embeddings()(ids).double() for ids in (enc.clean, enc.corrupted))
         with torch.no_grad():
             logits, z = self.run(e, enc.mask, split)
             clean = self.metric(logits, enc, metric).mean()
             _, zc = self.run(ec, enc.mask, split)
+            toward = [a + t * (b - a) for a, b in zip(z, zc)]
             n_up, n_down, _ = self.sizes(split)
             out = torch.zeros(n_up, n_down, dtype=torch.float64)
             for v in range(n_down):
                 for u in range(self.avail(v, split)):
                     keep = torch.ones(n_up, n_down, dtype=torch.bool)
                     keep[u, v] = False
-                    out[u, v] = self.metric(self.run(e, enc.mask, split, keep, zc)[0], enc, metric).mean() - clean
+                    out[u, v] = self.metric(self.run(e, enc.mask, split, keep, toward)[0], enc, metric).mean() - clean
         return out
 
 
@@ -297,7 +297,7 @@ def test_exact_patching_is_the_float64_reference(family, conv, encs):
     post-norm with the corrupted run's scale (the norm is not recomputed on a mixture of clean and corrupted heads)."""
     c = CONVENTIONS[conv]
     model, enc = build(family, double=True), encs[conv]
-    want = Reference(model, family).exact(enc, c.metric, c.qkv_split)
+    want = Reference(model, family).patched(enc, c.metric, c.qkv_split)
     got = exact_edge_effects(model, enc, metric=c.metric, qkv_split=c.qkv_split).double()
     assert want.abs().max() > 1e-2
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6 * float(want.abs().max()))
@@ -358,19 +358,7 @@ def test_one_step_score_is_the_first_order_effect_of_the_frozen_scale_patch(fami
     ref = Reference(model, family)
     got = eap_ig(model, enc, steps=1).scores.double()
     eps = 1e-6
-    with torch.no_grad():
-        e, ec = embed(model, enc.clean), embed(model, enc.corrupted)
-        _, z = ref.run(e, enc.mask, False)
-        _, zc = ref.run(ec, enc.mask, False)
-        n_up, n_down, _ = ref.sizes(False)
-        fd = torch.zeros(n_up, n_down, dtype=torch.float64)
-        for v in range(n_down):
-            for u in range(ref.avail(v, False)):
-                keep = torch.ones(n_up, n_down, dtype=torch.bool)
-                keep[u, v] = False
-                m = [ref.metric(ref.run(e, enc.mask, False, keep, [a + s * eps * (b - a) for a, b in zip(z, zc)])[0], enc,
-                                "logit").mean() for s in (1, -1)]
-                fd[u, v] = (m[0] - m[1]) / (2 * eps)
+    fd = (ref.patched(enc, "logit", False, eps) - ref.patched(enc, "logit", False, -eps)) / (2 * eps)
     assert fd.abs().max() > 1e-2
     torch.testing.assert_close(got, fd, rtol=1e-4, atol=1e-6 * float(fd.abs().max()))
 
@@ -386,3 +374,12 @@ def test_a_norm_the_layout_leaves_out_is_refused():
     model.model.layers[1].post_feedforward_layernorm = torch.nn.LayerNorm(16)
     with pytest.raises(KentropyError, match="layer 1: post-norm post_feedforward_layernorm is not an RMSNorm"):
         wire(model)
+
+
+def test_the_input_node_is_gemmas_scaled_embedding(encs):
+    """Gemma multiplies the token embeddings by sqrt(d) in its embedding module: the input node is the scaled vector."""
+    model, enc = build("gemma3"), encs["kentropy"]
+    with torch.no_grad(), Tracer(model) as tr:
+        rec, _ = record(tr, model, embed(model, enc.clean), enc.mask)
+    want = model.model.embed_tokens.weight[enc.clean] * model.config.hidden_size ** 0.5
+    torch.testing.assert_close(rec[0], want, rtol=1e-6, atol=1e-6)

@@ -4,7 +4,9 @@ import json
 import re
 
 import pytest
-from conftest import run_cli
+import torch
+import transformers as T
+from conftest import V, run_cli
 
 from kentropy.circuits import tasks_from_triples, write_tasks
 
@@ -30,7 +32,7 @@ def test_circuits_series_end_to_end(capsys, model_dir, task_file, tmp_path):
     assert data["config"]["top_n"] == 12 and data["config"]["ig_steps"] == 2
     assert [r["model"] for r in data["results"]] == [str(first), str(final)]
     for r in data["results"]:
-        assert r["graph"] == {"layers": 2, "heads": 2, "parallel": False, "qkv_split": False, "edges": 26}
+        assert r["graph"] == {"layers": 2, "heads": 2, "parallel": False, "norms": "pre", "qkv_split": False, "edges": 26}
         assert [t["task"] for t in r["tasks"]] == ["born/new", "born/related"]
         for t in r["tasks"]:
             assert t["examples"] == 3 and 0 < t["n_edges"] <= 12 and len(t["edges"]) == t["n_edges"]
@@ -76,8 +78,13 @@ def test_bad_input_is_a_one_line_error(capsys, model_dir, task_file, tokenizer, 
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     code, _, err = run_cli(capsys, "circuits", d, "--task", tmp_path / "bad.json", "--out", tmp_path / "o.json")
     assert code == 2 and "'born/new': example 1: corrupted prompt 'Faela Quint was born in'" in err
-    code, _, err = run_cli(capsys, "circuits", model_dir("olmo2", 0), "--task", task_file, "--out", tmp_path / "o.json")
-    assert code == 2 and "unsupported model family" in err
+    torch.manual_seed(0)
+    phi3 = tmp_path / "phi3"  # a family without circuit wiring in the registry
+    T.AutoModelForCausalLM.from_config(T.Phi3Config(vocab_size=V, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                                                    num_attention_heads=2, pad_token_id=2)).save_pretrained(phi3)
+    tokenizer.save_pretrained(phi3)
+    code, _, err = run_cli(capsys, "circuits", phi3, "--task", task_file, "--out", tmp_path / "o.json")
+    assert code == 2 and "unsupported model family Phi3ForCausalLM for circuits" in err
     assert not (tmp_path / "o.json").exists()
 
 
@@ -93,7 +100,7 @@ def test_ou2025_convention_from_the_cli(capsys, model_dir, task_file, tmp_path, 
     c = data["config"]
     assert (c["convention"], c["metric"], c["qkv"], c["bos"], c["ig_range"]) == ("ou2025", "logit-diff", "split", "always", "1..m")
     (r,) = data["results"]
-    assert r["graph"] == {"layers": 2, "heads": 2, "parallel": False, "qkv_split": True, "edges": 46}
+    assert r["graph"] == {"layers": 2, "heads": 2, "parallel": False, "norms": "pre", "qkv_split": True, "edges": 46}
     for t in r["tasks"]:
         targets = {e["to"] for e in t["edges"]}
         assert targets and all(re.fullmatch(r"a[01]\.h[01]<[qkv]>|m[01]|logits", x) for x in targets)

@@ -6,13 +6,13 @@ import transformers as T
 from conftest import family_config, tiny_model
 from scipy.stats import spearmanr
 
-from kentropy.circuits import Tracer, eap_ig, encode_task, evaluate, exact_edge_effects, head_attribution, tasks_from_triples
+from kentropy.circuits import Tracer, eap_ig, encode_task, exact_edge_effects, head_attribution, score_circuit, tasks_from_triples
 from kentropy.circuits.eap import embed, logits_of, record, target_logits
 from kentropy.circuits.trace import Pass
 from kentropy.errors import KentropyError
 
 SUBJECTS = ["Ostrel", "Sable", "Carran", "Emrik", "Holt", "Vethan", "Alda", "Voss"]  # 4 tokens each under the test tokenizer
-SUPPORTED = ["llama", "olmo", "qwen2", "mistral", "gemma", "gpt2", "gpt_neox", "phi", "opt"]
+SUPPORTED = ["llama", "olmo", "olmo2", "qwen2", "mistral", "gemma", "gpt2", "gpt_neox", "phi", "opt"]
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +58,19 @@ def test_full_graph_is_clean_and_empty_graph_is_corrupted(family, enc):
     assert (full - plain).abs().max() <= 1e-5 * scale
     assert (empty - plain_corr).abs().max() <= 1e-5 * scale
     valid = Tracer(model).graph.valid()
-    ev_full, ev_empty = evaluate(model, enc, valid), evaluate(model, enc, torch.zeros_like(valid))
+    ev_full, ev_empty = score_circuit(model, enc, valid), score_circuit(model, enc, torch.zeros_like(valid))
     assert abs(ev_full.clean - ev_full.corrupted) > 1e-3  # the faithfulness ratio is well defined
     assert ev_full.faithfulness == pytest.approx(1.0, abs=1e-4) and ev_empty.faithfulness == pytest.approx(0.0, abs=1e-4)
     assert ev_full.hit_at_k == ev_full.hit_at_k_clean
 
 
-@pytest.mark.parametrize("family", ["olmo2", "bert"])
-def test_unsupported_families_are_refused(family):
+def test_unsupported_families_are_refused():
     with pytest.raises(KentropyError, match="circuits"):
-        Tracer(tiny_model(family))
+        Tracer(tiny_model("bert"))
+    torch.manual_seed(0)  # OPT-350m's post-norm blocks: LayerNorm after each block, not an RMSNorm of each node's output
+    post_ln = T.AutoModelForCausalLM.from_config(family_config("opt", do_layer_norm_before=False))
+    with pytest.raises(KentropyError, match=r"OPTForCausalLM: post-norm blocks with LayerNorm .* not supported for circuits"):
+        Tracer(post_ln)
 
 
 def test_gqa_attribute_is_restored():

@@ -415,11 +415,11 @@ def test_coefficients_out_round_trip_for_mixed_layers(tmp_path, tokenizer, sampl
     resuscitate(model, back, 0.5, 1.0).undo()
 
 
-def test_circuits_refuse_moe_from_the_registry():
+def test_circuits_wiring_from_the_registry():
     from kentropy.circuits.arch import wire
 
-    with pytest.raises(KentropyError, match="for circuits: mixture-of-experts layers"):
-        wire(build("olmoe"))
+    assert wire(build("olmoe")).norms == "pre"  # a mixture-of-experts FFN is one MLP node
+    assert wire(build("olmo2")).norms == "post" and wire(build("gemma3")).norms == "sandwich"
     with pytest.raises(KentropyError, match="unsupported model family Phi3ForCausalLM for circuits; supported: gated"):
         wire(build("phi3"))
     assert wire(build("llama")).family.name.startswith("gated")

@@ -1,4 +1,4 @@
-"""EAP-IG edge scores, circuit evaluation (patched runs) and exact single-edge patching.
+"""EAP-IG edge scores, a circuit's score (patched runs: faithfulness, Hit@k) and exact single-edge patching.
 
 Metric m(run), a mean over examples at each prompt's last token (`metric`):
 - "logit": the logit of the target's first token;
@@ -145,7 +145,7 @@ def eap_ig(model, enc: Encoded, *, steps: int = 5, batch_size: int = 16, progres
 
 
 @dataclass
-class Evaluation:
+class CircuitScore:
     clean: float  # m(clean)
     corrupted: float  # m(corrupted)
     circuit: float  # m(circuit run)
@@ -164,8 +164,8 @@ def _tracer(model, edges_shape, qkv_split: bool) -> Tracer:
     return tr
 
 
-def evaluate(model, enc: Encoded, edges: torch.Tensor, *, k: int = 10, batch_size: int = 16, metric: str = "logit",
-             qkv_split: bool = False) -> Evaluation:
+def score_circuit(model, enc: Encoded, edges: torch.Tensor, *, k: int = 10, batch_size: int = 16, metric: str = "logit",
+                  qkv_split: bool = False) -> CircuitScore:
     """Run with every edge outside `edges` ([n_up, n_down] bool) patched to its corrupted value.
 
     A node reads the residual of this run plus, for each of its in-edges not in the circuit,
@@ -194,7 +194,7 @@ def evaluate(model, enc: Encoded, edges: torch.Tensor, *, k: int = 10, batch_siz
                 float(M.hits_at_k(logits_clean[rows, e.last], e.target, k).sum()),
             ], dtype=torch.float64)
     c, r, m, h, hc = (sums / len(enc)).tolist()
-    return Evaluation(c, r, m, M.faithfulness(m, c, r), h, hc, k)
+    return CircuitScore(c, r, m, M.faithfulness(m, c, r), h, hc, k)
 
 
 def exact_edge_effects(model, enc: Encoded, *, edges: torch.Tensor | None = None, batch_size: int = 16,

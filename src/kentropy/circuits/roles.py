@@ -8,7 +8,9 @@ source position j:
 
 m is the circuit metric (the target logit, or target minus corrupted-target logit), x_final
 the residual stream entering the final norm: dla_j is the direct effect of c_j on the metric
-with the final norm linearized at the clean run (its Jacobian). The
+with the final norm linearized at the clean run (its Jacobian). In post-norm and sandwich
+blocks c_j is also multiplied by the attention post-norm's factor at t on the clean run
+(gain / rms of the attention output), as the head's recorded output is. The
 head's subject (relation) attribution is the sum of dla_j over the subject's (relation
 phrase's) tokens, averaged over examples; `metrics.classify_role` turns the two into
 mover / relation / mixed (ratio of magnitudes >= 10). Needs eager attention.
@@ -54,7 +56,8 @@ def head_attribution(model, enc: Encoded, *, batch_size: int = 16, metric: str =
             for l in range(L):
                 probs = p.probs[l].detach()[rows, :, e.last, :].float()  # [B, H, T]
                 vo = torch.einsum("bthk,hdk->bthd", p.values[l].detach().float(), w.blocks[l].w_out.float())
-                dla = torch.einsum("bthd,bd->bht", vo, g_last) * probs  # [B, H, T]
+                g_l = g_last * p.post_scale[l][rows, e.last].detach() if l in p.post_scale else g_last
+                dla = torch.einsum("bthd,bd->bht", vo, g_l) * probs  # [B, H, T]
                 sums[0, l] += (dla * e.subject[:, None, :]).sum((0, 2)).double().cpu()
                 sums[1, l] += (dla * e.relation[:, None, :]).sum((0, 2)).double().cpu()
                 sums[2, l] += dla.sum((0, 2)).double().cpu()

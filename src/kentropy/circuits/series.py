@@ -18,9 +18,10 @@ from tqdm.auto import tqdm
 
 from kentropy.circuits import metrics as M
 from kentropy.circuits.agreement import exact_check
+from kentropy.circuits.arch import wire
 from kentropy.circuits.conventions import CONVENTIONS, Convention, convention
-from kentropy.circuits.eap import eap_ig, evaluate, exact_edge_effects
-from kentropy.circuits.graph import Circuit, select_circuit
+from kentropy.circuits.eap import eap_ig, exact_edge_effects, score_circuit
+from kentropy.circuits.graph import Circuit, Graph, select_circuit
 from kentropy.circuits.roles import head_attribution, head_roles
 from kentropy.circuits.tasks import Task, check_corrupted_targets, encode_task, read_tasks, tasks_from_knowledge
 from kentropy.circuits.trace import graph_of
@@ -137,7 +138,7 @@ def analyze(model, tokenizer, task: Task, *, top_n: int, ig_steps: int, batch_si
     else:
         scores = eap_ig(model, enc, steps=ig_steps, ig_range=conv.ig_range, **kw).scores
     circuit = select_circuit(scores, g, top_n)
-    ev = evaluate(model, enc, circuit.edges, k=HIT_K, **kw)
+    ev = score_circuit(model, enc, circuit.edges, k=HIT_K, **kw)
     check = None
     if method == "eap-ig" and check_exact > 0:
         check = exact_check(model, enc, scores, g, k=check_exact, seed=seed, top_n=top_n, **kw)
@@ -179,7 +180,8 @@ def circuits_series(cfg: CircuitsConfig, progress: bool = True, series=None) -> 
         ckpt, tok, model = item.checkpoint, item.tokenizer, item.model
         if progress:
             progress_line("circuits", item.index, n, str(ckpt))
-        g = graph_of(model, cfg.conventions.qkv_split)
+        wiring = wire(model)
+        g = Graph(wiring.layers, wiring.heads, wiring.parallel, cfg.conventions.qkv_split)
         records = []
         for task in tqdm(tasks, desc=f"circuits {ckpt}", disable=not progress, leave=False):
             records.append(analyze(model, tok, task, top_n=cfg.top_n, ig_steps=cfg.ig_steps, batch_size=cfg.batch_size,
@@ -187,8 +189,8 @@ def circuits_series(cfg: CircuitsConfig, progress: bool = True, series=None) -> 
                                    seed=cfg.seed)[0])
         label = ckpt.revision or ckpt.name
         results.append({"model": ckpt.name, "revision": ckpt.revision, "step": step_of(label),
-                        "graph": {"layers": g.layers, "heads": g.heads, "parallel": g.parallel, "qkv_split": g.qkv_split,
-                                  "edges": int(g.valid().sum())},
+                        "graph": {"layers": g.layers, "heads": g.heads, "parallel": g.parallel, "norms": wiring.norms,
+                                  "qkv_split": g.qkv_split, "edges": int(g.valid().sum())},
                         "tasks": records})
         if series is not None:
             series.add(item.index, results[-1])

@@ -4,6 +4,10 @@ Inside `Tracer(model)` every forward pass (set up with `begin`) can
 - record the output of every upstream node ([n_up, B, T, d]): the embeddings entering
   block 0, each head's output (its slice of the attention output times its slice of
   o_proj, bias left out: it is the same in every run), each MLP's output;
+- in post-norm and sandwich blocks record what a node adds to the residual: the MLP's
+  normalized output, and per head its output times this run's post-norm factor
+  gain / rms(attention output) (plus 1/H of the o_proj bias, whose normalized value changes
+  between runs), so that the heads of a layer sum to its normalized attention output;
 - patch edges: each downstream node reads `residual + sum over patched edges u -> v of
   (corrupted_u - current_u)`, so a node whose every in-edge is kept reads the clean
   residual, and one whose every in-edge is patched reads the corrupted one;
@@ -12,6 +16,9 @@ Inside `Tracer(model)` every forward pass (set up with `begin`) can
 
 Heads get separate inputs by recomputing q, k and v per head from the (per-head patched)
 residual: the attention norm runs on [B, T, H, d] and the projection outputs are replaced.
+A norm over a whole q or k projection (OLMo 2, OLMoE) is applied by the projection's hook, to
+the full projection of each head's input, before the head's rows are taken; an identity
+stands in its place while traced.
 With `qkv_split` the q, k and v of each head are computed from three separately patched
 residuals (one per downstream node `a{l}.h{h}<q>`, `<k>`, `<v>`). For grouped-query
 attention every query head gets its own copy of its key/value head (the module's
@@ -23,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from kentropy.circuits.arch import Wiring, wire
 from kentropy.circuits.graph import Graph
@@ -44,6 +52,7 @@ class Pass:
     resid_attn: dict = field(default_factory=dict)
     resid_mlp: dict = field(default_factory=dict)
     normed: dict = field(default_factory=dict)  # (layer, part) -> attn_norm(per-head input), [B, T, H, d]
+    post_scale: dict = field(default_factory=dict)  # layer -> attention post-norm factor gain / rms, [B, T, d] (with attention)
 
 
 class Tracer:
@@ -63,15 +72,26 @@ class Tracer:
         w = self.wiring
         try:
             for l, b in enumerate(w.blocks):
-                self._handles.append(b.attn_norm.register_forward_pre_hook(self._resid_hook(l, b.attn_norm is b.mlp_norm)))
-                if b.mlp_norm is not b.attn_norm:
+                shared = b.attn_norm is not None and b.attn_norm is b.mlp_norm
+                if b.attn_norm is not None:
+                    self._handles.append(b.attn_norm.register_forward_pre_hook(self._resid_hook(l, shared)))
+                else:  # the heads read the block input itself
+                    self._handles.append(b.attention.register_forward_pre_hook(self._resid_hook(l, False), with_kwargs=True))
+                if b.mlp_norm is not None and not shared:
                     self._handles.append(b.mlp_norm.register_forward_pre_hook(self._mlp_resid_hook(l)))
                 for p in b.projections:
                     self._handles.append(p.module.register_forward_hook(self._proj_hook(l, p)))
+                    if p.norm_site is not None:
+                        owner, name = p.norm_site
+                        self._restore.append((owner, name, p.norm))
+                        setattr(owner, name, nn.Identity())
                 self._handles.append(b.o_proj.register_forward_pre_hook(self._heads_out_hook(l)))
+                if b.attn_post is not None:
+                    self._handles.append(b.attn_post.module.register_forward_pre_hook(self._attn_post_hook(l)))
                 self._handles.append(b.attention.register_forward_hook(self._probs_hook(l)))
                 self._handles.append(b.mlp_in.register_forward_pre_hook(self._mlp_in_hook(l)))
-                self._handles.append(b.mlp_out.register_forward_hook(self._mlp_out_hook(l)))
+                mlp_written = b.mlp_post.module if b.mlp_post is not None else b.mlp_out
+                self._handles.append(mlp_written.register_forward_hook(self._mlp_out_hook(l)))
                 if getattr(b.attention, "num_key_value_groups", 1) != 1:
                     self._restore.append((b.attention, "num_key_value_groups", b.attention.num_key_value_groups))
                     b.attention.num_key_value_groups = 1
@@ -85,7 +105,7 @@ class Tracer:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        for obj, name, value in self._restore:
+        for obj, name, value in reversed(self._restore):
             setattr(obj, name, value)
         self._restore.clear()
         self.current = Pass()
@@ -121,9 +141,9 @@ class Tracer:
 
     # ---- hooks ------------------------------------------------------------------------------
     def _resid_hook(self, l: int, shared_with_mlp: bool):
-        def hook(module, args):
+        def hook(module, args, kwargs=None):  # kwargs: registered on the attention module itself
             p = self.current
-            x = args[0]
+            x = args[0] if args else kwargs["hidden_states"]
             p.resid_attn[l] = x
             for key in [k for k in p.normed if k[0] == l]:
                 del p.normed[key]
@@ -157,7 +177,8 @@ class Tracer:
             if p.grad:
                 p.inputs.append((downs, xh))
             # .forward: the norm's own pre-hook must not fire on this per-head input
-            p.normed[(l, part)] = self.wiring.blocks[l].attn_norm.forward(xh)
+            norm = self.wiring.blocks[l].attn_norm
+            p.normed[(l, part)] = norm.forward(xh) if norm is not None else xh
         return p.normed[(l, part)]
 
     def _proj_hook(self, l: int, proj):
@@ -167,20 +188,28 @@ class Tracer:
         def hook(module, args, output):
             p = self.current
             if p.keep is None and not p.grad and not p.attention and not proj.expands:
-                return None  # a plain pass: the module's own output is the per-head one
+                # a plain pass: the module's own output is the per-head one
+                return proj.norm(output) if proj.norm is not None else None
             rows, bias = proj.rows()  # [H, r, d], [H, r]
 
             def project(part, w):  # [B, T, H, d] per-head normed input of `part` times w [H, r', d]
                 y = self._per_head_normed(l, part)
                 return torch.einsum("bthd,hrd->bthr", y, w.to(y.dtype))
 
-            if not split:
+            if proj.norm is not None:  # each head's input projected in full and normalized, then the head's rows
+                y = self._per_head_normed(l, proj.parts if split else None)
+                full = torch.einsum("bthd,od->btho", y, proj.weight.to(y.dtype))
+                if proj.bias is not None:
+                    full = full + proj.bias.to(full.dtype)
+                full = proj.norm(full)
+                out = full.gather(-1, proj.idx.to(full.device).expand(full.shape[:2] + proj.idx.shape))
+            elif not split:
                 out = project(None, rows)
             elif proj.parts == "qkv":  # fused: head h's r = 3 dh rows are its q, k, v, each read from its own input
                 out = torch.cat([project(part, rows[:, i * dh:(i + 1) * dh]) for i, part in enumerate("qkv")], -1)
             else:
                 out = project(proj.parts, rows)
-            if bias is not None:
+            if bias is not None and proj.norm is None:
                 out = out + bias.to(out.dtype)
             if p.attention and proj.v_offset is not None:
                 p.values[l] = out[..., proj.v_offset : proj.v_offset + dh]
@@ -208,6 +237,27 @@ class Tracer:
 
         return hook
 
+    def _attn_post_hook(self, l: int):
+        """Scale the recorded head outputs by this run's post-norm factor: they then sum to the norm's output."""
+        block, H = self.wiring.blocks[l], self.wiring.heads
+        start = self.graph.head_up(l, 0)
+
+        def hook(module, args):
+            p = self.current
+            if p.record is None and not p.attention:
+                return None
+            scale = block.attn_post.scale(args[0])  # [B, T, d]
+            if p.attention:
+                p.post_scale[l] = scale
+            if p.record is not None:
+                heads = p.record[start : start + H].float()
+                if block.o_bias is not None:
+                    heads = heads + block.o_bias.float() / H
+                p.record[start : start + H] = (heads * scale.detach()).to(p.record.dtype)
+            return None
+
+        return hook
+
     def _probs_hook(self, l: int):
         def hook(module, args, output):
             p = self.current
@@ -225,7 +275,8 @@ class Tracer:
             p = self.current
             if p.keep is None and not p.grad:
                 return None
-            x = p.resid_mlp[l]
+            norm = self.wiring.blocks[l].mlp_norm
+            x = p.resid_mlp[l] if norm is not None else args[0]  # no norm: the MLP reads the residual itself
             flat = x.shape  # OPT runs its MLP on [B * T, d]
             x = x.reshape(p.resid_attn[l].shape)
             down = self.graph.mlp_down(l)
@@ -233,7 +284,8 @@ class Tracer:
             xin = x + delta[:, :, 0, :] if delta is not None else x.clone()
             if p.grad:
                 p.inputs.append(([down], xin))
-            return (self.wiring.blocks[l].mlp_norm.forward(xin.reshape(flat)),) + tuple(args[1:])
+            xin = xin.reshape(flat)
+            return (norm.forward(xin) if norm is not None else xin,) + tuple(args[1:])
 
         return hook
 

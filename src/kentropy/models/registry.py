@@ -54,18 +54,25 @@ class MoE:
 
 @dataclass(frozen=True)
 class Circuits:
-    """Where a circuit graph reads and writes the residual stream (pre-norm blocks only)."""
+    """Where a circuit graph reads and writes the residual stream; paths relative to the block.
 
-    attn_norm: str  # norm whose input is the residual stream read by the heads
-    mlp_norm: str  # norm whose input is the residual stream read by the MLP (Phi: the same norm)
+    Pre-norm blocks normalize what a node reads (`attn_norm`, `mlp_norm`), post-norm blocks what
+    it writes (`attn_post`, `mlp_post`: OLMo 2, no pre-norms), sandwich blocks both (Gemma 2/3).
+    """
+
+    attn_norm: str | None  # norm whose input is the residual stream read by the heads (None: they read it raw)
+    mlp_norm: str | None  # norm whose input is the residual stream read by the MLP (Phi: the same norm; None: raw)
     projections: tuple[tuple[str, str], ...]  # (path, parts): parts "q", "k", "v" or fused "qkv"
     o_proj: str  # input: the heads' outputs concatenated, [B, T, H * dh]
-    mlp_in: str  # module whose input is mlp_norm(residual)
-    mlp_out: str  # module whose output is the MLP's contribution to the residual
+    mlp_in: str  # module whose input is mlp_norm(residual); a mixture-of-experts block, router included, is one MLP
+    mlp_out: str  # module whose output is the MLP's output (before `mlp_post`)
     final_norm: tuple[str, ...]  # candidate paths inside model.base_model
     parallel: bool | None = False  # MLP reads the block input (None: config.use_parallel_residual)
     transposed: bool = False  # GPT-2's Conv1D stores weights as [in, out]
     interleaved: bool = False  # fused qkv laid out per head [q_h k_h v_h] (NeoX), else [q | k | v]
+    attn_post: str | None = None  # RMSNorm of the attention output before it joins the residual
+    mlp_post: str | None = None  # RMSNorm of the MLP output before it joins the residual
+    projection_norms: tuple[tuple[str, str], ...] = ()  # (projection, norm of its output), where the block has one
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class Family:
     attention: str | None  # self-attention module (absent in some blocks of hybrids: then None)
     probs_at: int = 1  # index of the probabilities in the attention module's output tuple
     skip: tuple[str, tuple[str, ...]] | None = None  # hybrids: (path, class-name markers) of blocks without FFN
-    circuits: Circuits | None = None  # None: circuits refuse this family
+    circuits: tuple[Circuits, ...] = ()  # most specific first: a block takes the first whose paths exist; (): refused
 
 
 def _gated(prefix: str) -> Dense:
@@ -84,6 +91,14 @@ def _gated(prefix: str) -> Dense:
 
 
 _QKV = (("self_attn.q_proj", "q"), ("self_attn.k_proj", "k"), ("self_attn.v_proj", "v"))
+_QK_NORMS = (("self_attn.q_proj", "self_attn.q_norm"), ("self_attn.k_proj", "self_attn.k_norm"))  # OLMo 2, OLMoE, Gemma 3, Qwen 3
+_POST = dict(attn_post="post_attention_layernorm", mlp_post="post_feedforward_layernorm", projection_norms=_QK_NORMS)
+_GATED_CIRCUITS = (
+    Circuits("input_layernorm", "pre_feedforward_layernorm", _QKV, "self_attn.o_proj", "mlp", "mlp", ("norm",), **_POST),  # Gemma 2/3
+    Circuits(None, None, _QKV, "self_attn.o_proj", "mlp", "mlp", ("norm",), **_POST),  # OLMo 2
+    Circuits("input_layernorm", "post_attention_layernorm", _QKV, "self_attn.o_proj", "mlp", "mlp", ("norm",),
+             projection_norms=_QK_NORMS),  # pre-norm: Llama's post_attention_layernorm is the MLP's input norm
+)
 _T5 = "DenseReluDense"
 
 # One table. Order matters only where one layout is a subset of another (gated before plain up/down).
@@ -96,23 +111,23 @@ FAMILIES: tuple[Family, ...] = (
             MoE("mlp.experts", "mlp.gate"),
             _gated("mlp")),
            "self_attn",
-           circuits=Circuits("input_layernorm", "post_attention_layernorm", _QKV, "self_attn.o_proj", "mlp", "mlp", ("norm",))),
+           circuits=_GATED_CIRCUITS),
     Family("gated feed_forward", "llama4_text (dense layers), jamba (dense and MoE)",
            (MoE("feed_forward.experts", "feed_forward.router"), _gated("feed_forward")), "self_attn"),
     Family("fused gate_up", "phi3 (Phi-3, Phi-4-mini)", (Dense("mlp.down_proj", "mlp.gate_up_proj", up_half=1),), "self_attn"),
     Family("GPT-2", "gpt2", (Dense("mlp.c_proj", "mlp.c_fc", transposed=True),), "attn",
-           circuits=Circuits("ln_1", "ln_2", (("attn.c_attn", "qkv"),), "attn.c_proj", "mlp", "mlp", ("ln_f",), transposed=True)),
+           circuits=(Circuits("ln_1", "ln_2", (("attn.c_attn", "qkv"),), "attn.c_proj", "mlp", "mlp", ("ln_f",), transposed=True),)),
     Family("GPT-NeoX/Pythia", "gpt_neox", (Dense("mlp.dense_4h_to_h", "mlp.dense_h_to_4h"),), "attention",
-           circuits=Circuits("input_layernorm", "post_attention_layernorm", (("attention.query_key_value", "qkv"),),
-                             "attention.dense", "mlp", "mlp", ("final_layer_norm",), parallel=None, interleaved=True)),
+           circuits=(Circuits("input_layernorm", "post_attention_layernorm", (("attention.query_key_value", "qkv"),),
+                              "attention.dense", "mlp", "mlp", ("final_layer_norm",), parallel=None, interleaved=True),)),
     Family("BLOOM, Falcon", "bloom, falcon", (Dense("mlp.dense_4h_to_h", "mlp.dense_h_to_4h"),), "self_attention"),
     Family("GPT-J", "gptj", (Dense("mlp.fc_out", "mlp.fc_in"),), "attn"),
     Family("Phi", "phi", (Dense("mlp.fc2", "mlp.fc1"),), "self_attn",
-           circuits=Circuits("input_layernorm", "input_layernorm", _QKV, "self_attn.dense", "mlp", "mlp", ("final_layernorm",),
-                             parallel=True)),
+           circuits=(Circuits("input_layernorm", "input_layernorm", _QKV, "self_attn.dense", "mlp", "mlp", ("final_layernorm",),
+                              parallel=True),)),
     Family("OPT", "opt", (Dense("fc2", "fc1"),), "self_attn",
-           circuits=Circuits("self_attn_layer_norm", "final_layer_norm", _QKV, "self_attn.out_proj", "fc1", "fc2",
-                             ("decoder.final_layer_norm",))),
+           circuits=(Circuits("self_attn_layer_norm", "final_layer_norm", _QKV, "self_attn.out_proj", "fc1", "fc2",
+                              ("decoder.final_layer_norm",)),)),
     Family("plain up/down (no gate)", "nemotron (relu²), arcee", (Dense("mlp.down_proj", "mlp.up_proj"),), "self_attn"),
     Family("BERT-style encoders", "bert, roberta, electra", (Dense("output.dense", "intermediate.dense"),), "attention.self"),
     Family("ModernBERT", "modernbert (fused Wi)", (Dense("mlp.Wo", "mlp.Wi", up_half=1),), "attn"),

@@ -57,7 +57,7 @@ def env(tokenizer, sample_texts):
     zero = T.AutoModelForCausalLM.from_config(family_config("llama", num_hidden_layers=0)).eval()
     return {"model": model, "tok": tokenizer, "texts": sample_texts[:4], "entries": entries, "forwards": forwards,
             "plan": kentropy.make_plan(entries, paraphrase=1, once=1, rounds=2, interval=1), "zero": zero,
-            "bert": tiny_model("bert")}
+            "bert": tiny_model("bert"), "gpt2": tiny_model("gpt2")}
 
 
 def measure(e, **kw):
@@ -115,6 +115,8 @@ case("measure", "argument", "seq-len-str", lambda e: measure(e, seq_len="32"), r
 case("measure", "argument", "seq-len-0", lambda e: measure(e, seq_len=0), r"^seq_len=0: must be >= 1$")
 case("measure", "argument", "max-instances-0", lambda e: measure(e, max_instances=0), r"^max_instances=0: must be >= 1$")
 case("measure", "argument", "max-instances-negative", lambda e: measure(e, max_instances=-1), r"^max_instances=-1: must be >= 1$")
+case("measure", "argument", "longer-than-the-positions", lambda e: measure(e, model=e["gpt2"], texts=[" ".join(e["texts"] * 10)], seq_len=1024),
+     r"^seq_len: documents of \d+ tokens exceed the model's 128 positions \(use at most 128\)$")
 case("measure", "argument", "model-and-tokenizer-swapped", lambda e: measure(e, model=e["tok"], tokenizer=e["model"]),
      r"^model: expected a transformers model, got")
 case("measure", "argument", "tokenizer-not-one", lambda e: measure(e, tokenizer=e["model"]), r"^tokenizer: expected a transformers tokenizer")

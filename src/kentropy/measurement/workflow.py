@@ -175,7 +175,7 @@ def measure_ids(
     L, sizes = len(layout.layers), layout.sizes
     longest, limit = max(len(x) for x in ids), max_positions(model)
     if limit is not None and longest > limit:
-        raise KentropyError(f"--seq-len: documents of {longest} tokens exceed the model's {limit} positions (use --seq-len {limit})")
+        raise ArgumentError("seq_len", f"documents of {longest} tokens exceed the model's {limit} positions (use at most {limit})")
     causal = hasattr(model, "get_output_embeddings") and model.get_output_embeddings() is not None
     if "next-token" in metrics and not causal:
         metrics = tuple(x for x in metrics if x != "next-token")  # encoders: reported as null

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from kentropy.errors import KentropyError, reason
+from kentropy.errors import ArgumentError, KentropyError, reason
 from kentropy.io import read_json
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -51,9 +51,9 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise KentropyError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
+        raise ArgumentError("device", "choose auto, cpu, cuda or cuda:N", device)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise KentropyError(f"--device {device}: CUDA is not available")
+        raise ArgumentError("device", "CUDA is not available", device)
     return torch.device(device)
 
 
@@ -61,9 +61,9 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """float32 by default; bfloat16 where the device supports it and it is asked for."""
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in table:
-        raise KentropyError(f"--dtype {dtype}: choose one of {', '.join(table)}")
+        raise ArgumentError("dtype", f"choose one of {', '.join(table)}", dtype)
     if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise KentropyError("--dtype bfloat16: this GPU does not support bf16")
+        raise ArgumentError("dtype", "this GPU does not support bf16", dtype)
     return table[dtype]
 
 

@@ -191,7 +191,6 @@ def probe(model, tokenizer, entries: list[dict], *, plan: dict | None = None, ba
         check_plan_entries(validate_plan(plan, source="plan"), entries, source="plan")
         if not group_of(plan):
             raise ArgumentError("plan", "both groups are empty: no per-group scores to give")
-    integer("batch_size", batch_size, low=1)
     probes = [(e[f"{kind}_input"][j], e[f"{kind}_target"][j]) for e in entries for kind in KINDS
               for j in range(PROBES_PER_KIND)]
     labels = [f"entry {i}: {kind} probe {j}" for i in range(len(entries)) for kind in KINDS for j in range(PROBES_PER_KIND)]

@@ -143,7 +143,7 @@ def test_truncation_to_seq_len(tokenizer, sample_texts):
 
 def test_bad_input(tokenizer, sample_texts):
     model = tiny_model("llama")
-    with pytest.raises(KentropyError, match="seq-len"):
+    with pytest.raises(KentropyError, match="seq_len=0"):
         measure(model, tokenizer, sample_texts[:2], seq_len=0, progress=False)
     with pytest.raises(KentropyError, match="document 1: no tokens"):
         measure(model, tokenizer, ["hello", ""], progress=False)

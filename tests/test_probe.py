@@ -171,7 +171,7 @@ def test_bad_model_and_mode(tokenizer, pairs):
     assert model.training  # the caller's mode is restored
     with pytest.raises(KentropyError, match="causal LM"):
         score_probes(tiny_model("bert"), tokenizer, pairs[:2])
-    with pytest.raises(KentropyError, match="--batch-size"):
+    with pytest.raises(KentropyError, match=r"^batch_size=0: must be >= 1$"):
         score_probes(model, tokenizer, pairs[:2], batch_size=0)
 
 

@@ -11,7 +11,7 @@ from kentropy.knowledge.generate import MIN_FACTS, generate_knowledge
 from kentropy.knowledge.plan import check_plan_entries, load_plan, make_plan
 from kentropy.knowledge.probe import probe
 from kentropy.knowledge.schema import load_knowledge
-from kentropy.models.loading import load_series, pick_device, pick_dtype
+from kentropy.models.loading import is_causal_lm, load_series, pick_device, pick_dtype
 
 
 @dataclass
@@ -49,7 +49,7 @@ def probe_series(cfg: ProbeConfig, progress: bool = True, series=None) -> dict:
         check_plan_entries(plan, entries, source=cfg.plan)
     device = pick_device(cfg.device)
     results = []
-    for item in load_series(cfg.models, skip=series.done if series else None, device=device,
+    for item in load_series(cfg.models, skip=series.done if series else None, check=check_causal, device=device,
                             dtype=pick_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code):
         if progress:
             progress_line("probe", item.index, n, str(item.checkpoint))
@@ -58,6 +58,13 @@ def probe_series(cfg: ProbeConfig, progress: bool = True, series=None) -> dict:
         if series is not None:
             series.add(item.index, results[-1])
     return {"results": series.ordered() if series is not None else results, "config": series_config(to_dict(cfg))}
+
+
+def check_causal(ckpt, config) -> None:
+    """Probing scores next tokens: every checkpoint of a series is a causal LM, as its config shows."""
+    if not is_causal_lm(config):
+        kind = ", ".join(getattr(config, "architectures", None) or []) or config.model_type
+        raise KentropyError(f"MODEL {ckpt}: probing needs a causal LM with a language-model head; its config is {kind}")
 
 
 @dataclass

@@ -17,11 +17,12 @@ import random
 import re
 from typing import Iterable
 
-from kentropy.errors import KentropyError
+from kentropy.errors import ArgumentError
 from kentropy.knowledge.kinds import BUILDERS
 from kentropy.knowledge.names import Namer
 from kentropy.knowledge.schema import PROBES_PER_KIND
 from kentropy.knowledge.templates import COMPOSITIONS, DESCRIPTORS, RELATIONS, UNNAMED
+from kentropy.runtime.arguments import integer, strings
 
 KINDS = tuple(BUILDERS)  # person, place, organization, species, artifact, event
 MIN_FACTS = 1 + PROBES_PER_KIND  # the introduction and five probed facts, at the least
@@ -32,17 +33,17 @@ def generate_knowledge(n_entries: int, n_paraphrases: int = 9, seed: int = 0, av
                        facts: int | None = None) -> list[dict]:
     """`n_entries` entries (kinds in equal shares, shuffled), deterministic for `seed`.
 
-    `avoid`: names and words that no coined name, nor any word of one, may equal (case-insensitive).
+    `avoid`: a list of names and words that no coined name, nor any word of one, may equal (case-insensitive).
     `facts`: at most this many facts (sentences) per paragraph, the probes' facts among them
     (see `short_selection`); None: every fact of the entity (the default, hundreds of tokens).
     Besides the format's fields each entry carries `name` (the entity) and `kind`.
     """
-    if n_entries < 1:
-        raise KentropyError(f"--entries {n_entries}: must be at least 1")
-    if n_paraphrases < 0:
-        raise KentropyError(f"--paraphrases {n_paraphrases}: must be non-negative")
-    if facts is not None and facts < MIN_FACTS:
-        raise KentropyError(f"facts {facts}: must be at least {MIN_FACTS} (the introduction and the probes' facts)")
+    integer("n_entries", n_entries, low=1)
+    integer("n_paraphrases", n_paraphrases, low=0)
+    integer("seed", seed, low=0)
+    avoid = strings("avoid", avoid, empty=True)
+    if facts is not None and integer("facts", facts) < MIN_FACTS:
+        raise ArgumentError("facts", f"must be at least {MIN_FACTS} (the introduction and the probes' facts)", facts)
     rng = random.Random(seed)
     namer = Namer(rng, avoid)
     kinds = [KINDS[i % len(KINDS)] for i in range(n_entries)]
@@ -123,7 +124,7 @@ def short_selection(kind: str, rng: random.Random, facts: int) -> tuple[list[int
         if len(need) <= facts:
             rest = [k for k in range(len(RELATIONS[kind])) if k not in need]
             return picked, composed, need | set(rng.sample(rest, min(len(rest), facts - len(need))))
-    raise KentropyError(f"facts {facts}: too few for the probes of a {kind} entry (its compositions need more facts)")
+    raise ArgumentError("facts", f"too few for the probes of a {kind} entry (its compositions need more facts)", facts)
 
 
 def make_entry(kind: str, values: dict, rng: random.Random, n_paraphrases: int, facts: int | None = None) -> dict:

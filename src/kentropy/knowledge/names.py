@@ -11,7 +11,7 @@ import random
 import re
 from typing import Iterable
 
-from kentropy.errors import KentropyError
+from kentropy.errors import ArgumentError, KentropyError
 
 ONSETS = ("b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "pr", "r", "s",
           "st", "t", "tr", "v", "z", "th", "sk", "vr", "j")
@@ -69,7 +69,7 @@ class Namer:
         """One of `options` (common nouns), chosen at random among those not in the avoid vocabulary."""
         allowed = [o for o in options if self.allowed(o)]
         if not allowed:
-            raise KentropyError(f"--avoid: every one of {', '.join(options)} is avoided; cannot name this entity")
+            raise ArgumentError("avoid", f"every one of {', '.join(options)} is avoided; cannot name this entity")
         return self.rng.choice(allowed)
 
     def named(self, heads: tuple[str, ...]) -> str:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import sys
 
-from kentropy.errors import KentropyError
+from kentropy.errors import ArgumentError, KentropyError
 from kentropy.io import read_json
+from kentropy.knowledge.schema import check_strings, entry_list
+from kentropy.runtime.arguments import integer
 
 VERSION = 2  # 2: rounds numbered from 1, at step interval * round - 1 (the official timing)
 PLACEMENT = "prepend"  # passage + eos, then the row shifted right and truncated to its length
@@ -25,8 +27,9 @@ GROUPS = ("paraphrase", "once")
 
 def split_groups(n_entries: int, paraphrase: int, once: int, source: str = "knowledge") -> tuple[int, int]:
     """Group sizes for a file of `n_entries`: as asked, or scaled down in proportion (said on stderr)."""
-    if paraphrase < 0 or once < 0 or paraphrase + once == 0:
-        raise KentropyError(f"--paraphrase {paraphrase} --once {once}: need non-negative sizes, not both 0")
+    integer("paraphrase", paraphrase, low=0)
+    if integer("once", once, low=0) + paraphrase == 0:
+        raise ArgumentError("once", "no entry would be injected (paraphrase is 0 too)", once)
     if n_entries >= paraphrase + once:
         return paraphrase, once
     p = min(n_entries, int(n_entries * paraphrase / (paraphrase + once) + 0.5))
@@ -44,13 +47,14 @@ def make_plan(entries: list[dict], *, paraphrase: int = 70, once: int = 60, roun
     Entries 0..P-1 form the paraphrase group, the next O the once group; later entries are not
     injected (a held-out control). Each paraphrase-group entry needs `rounds - 1` paraphrases.
     """
-    if rounds < 1:
-        raise KentropyError(f"--rounds {rounds}: must be at least 1")
-    if interval < 1:
-        raise KentropyError(f"--interval {interval}: must be at least 1")
+    entries = entry_list("entries", entries)
+    integer("rounds", rounds, low=1)
+    integer("interval", interval, low=1)
     p, o = split_groups(len(entries), paraphrase, once, source)
     para, single = list(range(p)), list(range(p, p + o))
     for i in para:
+        if "paraphrases" in entries[i]:
+            check_strings(entries[i], "paraphrases", f"{source}: entry {i}")
         have = len(entries[i].get("paraphrases", []))
         if have < rounds - 1:
             raise KentropyError(f"{source}: entry {i}: the paraphrase group needs {rounds - 1} paraphrases "
@@ -108,14 +112,14 @@ def check_plan_entries(plan: dict, entries: list[dict], source: str = "plan") ->
             i, v = item["entry"], item["variant"]
             field = f"schedule[{k}].items[{j}]"
             if i >= len(entries):
-                raise KentropyError(f"{source}: field '{field}.entry' is {i}, but the knowledge file has {len(entries)} entries")
+                raise KentropyError(f"{source}: field '{field}.entry' is {i}, but there are {len(entries)} entries")
             if v > len(entries[i].get("paraphrases", [])):
                 raise KentropyError(f"{source}: field '{field}.variant' is {v}, but entry {i} has "
                                     f"{len(entries[i].get('paraphrases', []))} paraphrases")
     for g in GROUPS:
         for i in plan["groups"][g]:
             if i >= len(entries):
-                raise KentropyError(f"{source}: field 'groups.{g}' names entry {i}, but the knowledge file has {len(entries)} entries")
+                raise KentropyError(f"{source}: field 'groups.{g}' names entry {i}, but there are {len(entries)} entries")
 
 
 def validate_plan(plan, source: str = "plan") -> dict:

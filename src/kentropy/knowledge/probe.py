@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from kentropy.errors import KentropyError
-from kentropy.knowledge.plan import GROUPS, group_of
-from kentropy.knowledge.schema import KINDS, PROBES_PER_KIND
-from kentropy.models.loading import max_positions, model_inputs
+from kentropy.errors import ArgumentError, KentropyError
+from kentropy.knowledge.plan import GROUPS, check_plan_entries, group_of, validate_plan
+from kentropy.knowledge.schema import KINDS, PROBES_PER_KIND, entry_list, validate_knowledge
+from kentropy.models.loading import check_layers, max_positions, model_inputs
+from kentropy.runtime.arguments import integer, transformers_model, transformers_tokenizer
 
 
 @dataclass(frozen=True)
@@ -135,10 +136,11 @@ def score_probes(model, tokenizer, probes: list[tuple[str, str]], *, batch_size:
 
     `labels` name the probes in error messages (e.g. "entry 3: mem 2").
     """
-    if batch_size <= 0:
-        raise KentropyError(f"--batch-size {batch_size}: must be positive")
+    integer("batch_size", batch_size, low=1)
+    check_layers(transformers_model("model", model).config, "model")
     if model.get_output_embeddings() is None:
-        raise KentropyError("probing needs a causal LM with a language-model head")
+        raise ArgumentError("model", "probing needs a causal LM with a language-model head")
+    transformers_tokenizer("tokenizer", tokenizer)
     limit = max_positions(model)
     encoded = []
     for k, (text, target) in enumerate(probes):
@@ -181,10 +183,14 @@ def probe(model, tokenizer, entries: list[dict], *, plan: dict | None = None, ba
 
     Returns `mem`, `gen`, `hard_gen`, `overall` and per-entry scores (5 per kind). With a
     `plan`, also per-group results, and every top-level mean is the entry-count-weighted
-    mean of the group means (entries outside both groups are left out of it).
+    mean of the group means (entries outside both groups are left out of it). Every argument is checked
+    (the entries down to the field, the plan against them) before the model runs.
     """
-    if not entries:
-        raise KentropyError("no knowledge entries to probe")
+    entries = validate_knowledge(entry_list("entries", entries), source="entries")
+    if plan is not None:
+        check_plan_entries(validate_plan(plan, source="plan"), entries, source="plan")
+        if not group_of(plan):
+            raise ArgumentError("plan", "both groups are empty: no per-group scores to give")
     probes = [(e[f"{kind}_input"][j], e[f"{kind}_target"][j]) for e in entries for kind in KINDS
               for j in range(PROBES_PER_KIND)]
     labels = [f"entry {i}: {kind} probe {j}" for i in range(len(entries)) for kind in KINDS for j in range(PROBES_PER_KIND)]
@@ -198,16 +204,11 @@ def probe(model, tokenizer, entries: list[dict], *, plan: dict | None = None, ba
         return {**_summary(rows), "entries": rows}
 
     groups_of = group_of(plan)
-    for i in groups_of:
-        if i >= len(entries):
-            raise KentropyError(f"plan: entry {i} is in group {groups_of[i]!r}, but there are only {len(entries)} entries")
     groups = {}
     for g in GROUPS:
         members = [rows[i] for i in sorted(i for i, gi in groups_of.items() if gi == g)]
         if members:
             groups[g] = {**_summary(members), "entries": len(members)}
-    if not groups:
-        raise KentropyError("plan: both groups are empty")
     total = sum(v["entries"] for v in groups.values())
     top = {k: sum(v[k] * v["entries"] for v in groups.values()) / total for k in (*KINDS, "overall")}
     for r in rows:

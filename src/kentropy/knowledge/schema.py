@@ -7,8 +7,9 @@ pairs `mem_input`/`mem_target`, `gen_input`/`gen_target`, `hard_gen_input`/`hard
 
 from __future__ import annotations
 
-from kentropy.errors import KentropyError
+from kentropy.errors import ArgumentError, KentropyError
 from kentropy.io import read_json
+from kentropy.runtime.arguments import sequence
 
 KINDS = ("mem", "gen", "hard_gen")  # memorization, semantic and compositional generalization
 PROBES_PER_KIND = 5
@@ -34,13 +35,23 @@ def validate_knowledge(entries, source: str = "knowledge") -> list[dict]:
         if not isinstance(context, str) or not context.strip():
             raise KentropyError(f"{where}: field 'train_context' must be a non-empty string")
         for field in PROBE_FIELDS:
-            _check_strings(entry, field, where, exactly=PROBES_PER_KIND)
+            check_strings(entry, field, where, exactly=PROBES_PER_KIND)
         if "paraphrases" in entry:
-            _check_strings(entry, "paraphrases", where)
+            check_strings(entry, "paraphrases", where)
     return entries
 
 
-def _check_strings(entry: dict, field: str, where: str, exactly: int | None = None) -> None:
+def entry_list(name: str, entries) -> list[dict]:
+    """The Python API's `entries` argument: a list of entry dicts (one entry alone, or a str, is refused)."""
+    entries = sequence(name, entries, "entry dicts")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ArgumentError(f"{name}[{i}]", f"expected an entry dict, got {type(entry).__name__}")
+    return entries
+
+
+def check_strings(entry: dict, field: str, where: str, exactly: int | None = None) -> None:
+    """`entry[field]` is a list of non-empty strings (`exactly` of them where given); errors say `where`."""
     value = entry.get(field)
     shape = f"a list of {exactly} strings" if exactly is not None else "a list of strings"
     if field not in entry:

@@ -42,10 +42,18 @@ from types import MethodType
 import torch
 import torch.nn.functional as F
 
+from kentropy.errors import ArgumentError, KentropyError
 from kentropy.measurement.entropy import attention_entropy_per_query, coefficient_magnitude
 from kentropy.models.registry import Layer, Layout
+from kentropy.runtime.arguments import choice
 
 OWN_ROWS = ("grouped_mm", "batched_mm")  # implementations whose own kernels we read (row order known)
+ACTIVATIONS = ("abs", "relu")  # the coefficient magnitudes of `coefficient_magnitude`
+
+
+def check_activation(activation) -> str:
+    """`activation` is one of ACTIVATIONS (the error names the argument)."""
+    return choice("activation", activation, ACTIVATIONS)
 
 
 class _Hooks:
@@ -70,7 +78,7 @@ class _Hooks:
     @property
     def weights(self) -> torch.Tensor:
         if self._weights is None:
-            raise RuntimeError("a capture hook ran outside `with capture.batch(weights):`")
+            raise KentropyError("a capture hook ran outside `with capture.batch(weights):`")
         return self._weights
 
     def __enter__(self):
@@ -86,7 +94,7 @@ class _Hooks:
 
     def _patch(self, obj, attr: str, value) -> None:
         if attr in vars(obj):
-            raise RuntimeError(f"{type(obj).__name__}.{attr} is already patched on this instance")
+            raise KentropyError(f"{type(obj).__name__}.{attr} is already patched on this instance")
         setattr(obj, attr, value)
         self._patched.append((obj, attr))
 
@@ -129,11 +137,11 @@ class CoefficientSums(_Hooks):
 
     def __init__(self, layout: Layout, activation: str = "abs", *, instances: bool = False, positions: bool = False) -> None:
         super().__init__()
-        coefficient_magnitude(torch.zeros(1), activation)  # validate early
+        check_activation(activation)
         if instances and (layout.moe or len(set(layout.sizes)) != 1):
-            raise ValueError("per-instance coefficients need dense FFN layers of one size")
+            raise ArgumentError("instances", "per-instance coefficients need dense FFN layers of one size")
         if positions and layout.moe:
-            raise ValueError("position statistics need dense FFN layers")
+            raise ArgumentError("positions", "position statistics need dense FFN layers")
         self._positions = torch.zeros(len(layout.layers), 2, dtype=torch.float64) if positions else None
         self.activation = activation
         self.sizes = layout.sizes
@@ -195,7 +203,7 @@ class CoefficientSums(_Hooks):
     def position_stats(self, n: int) -> dict[str, list[float]]:
         """Per layer, averaged over the `n` documents: `max_over_median` and `first_position_share` of |c|."""
         if self._positions is None:
-            raise RuntimeError("CoefficientSums(positions=True) keeps position statistics")
+            raise KentropyError("CoefficientSums(positions=True) keeps position statistics")
         mean = self._positions / n
         return {"max_over_median": mean[:, 0].tolist(), "first_position_share": mean[:, 1].tolist()}
 
@@ -207,7 +215,7 @@ class CoefficientSums(_Hooks):
     def instances(self) -> torch.Tensor:
         """Every instance's mean |c_l|: [N, L, m] float64, in the order of the batches."""
         if not self._keep:
-            raise RuntimeError("CoefficientSums(instances=True) keeps per-instance coefficients")
+            raise KentropyError("CoefficientSums(instances=True) keeps per-instance coefficients")
         return torch.cat(self._done)
 
     # ---- shared expert ------------------------------------------------------------------------
@@ -339,9 +347,7 @@ class AttentionEntropySums(_Hooks):
         super().__init__()
         missing = [layer.name for layer in layout.layers if layer.attention is None]
         if missing:
-            from kentropy.errors import KentropyError
-
-            raise KentropyError(f"--metrics attention: blocks {', '.join(missing)} have an FFN but no self-attention")
+            raise ArgumentError("metrics", f"attention: blocks {', '.join(missing)} have an FFN but no self-attention")
         self.layers = len(layout.layers)
         self.at = layout.family.probs_at
         self.sums: torch.Tensor | None = None  # [L] float64
@@ -352,9 +358,8 @@ class AttentionEntropySums(_Hooks):
         def hook(module, args, output):
             probs = output[self.at] if isinstance(output, tuple) and len(output) > self.at else None
             if probs is None or probs.dim() != 4:
-                raise RuntimeError(
-                    "attention entropy needs attention probabilities: load the model with attn_implementation='eager'"
-                )
+                raise KentropyError("attention entropy needs attention probabilities: load the model with "
+                                    "attn_implementation='eager'")
             h = attention_entropy_per_query(probs)  # [B, T]
             w = self.weights.to(device=h.device, dtype=h.dtype)
             if self.sums is None:

@@ -13,24 +13,28 @@ made (inference mode), and the Python, NumPy, torch and CUDA RNG states are put 
 from __future__ import annotations
 
 from kentropy.runtime import rng
-from kentropy.errors import KentropyError
-from kentropy.measurement.workflow import Measurement, measure_ids, tokenize
+from kentropy.runtime.arguments import integer, strings, transformers_tokenizer
+from kentropy.measurement.capture import check_activation
+from kentropy.measurement.workflow import Measurement, check_metrics, measure_ids, tokenize
 
 
 class EntropyMonitor:
-    """Measure a fixed probe set every `every` steps; results accumulate in `history`."""
+    """Measure a fixed probe set every `every` steps; results accumulate in `history`.
+
+    Every argument is checked here, before training starts (texts: a list of str)."""
 
     def __init__(self, tokenizer, texts: list[str], every: int, *, seq_len: int = 1024, batch_size: int = 8,
                  metrics=("knowledge",), activation: str = "abs") -> None:
-        if every <= 0:
-            raise KentropyError(f"every={every}: must be positive")
-        self.ids = tokenize(tokenizer, list(texts), seq_len)  # tokenized once
+        integer("every", every, low=1)
+        integer("batch_size", batch_size, low=1)
+        metrics, activation = check_metrics(metrics), check_activation(activation)
+        self.ids = tokenize(transformers_tokenizer("tokenizer", tokenizer), strings("texts", texts), seq_len)  # tokenized once
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.every, self.batch_size, self.metrics, self.activation = every, batch_size, metrics, activation
         self.history: list[tuple[int, Measurement]] = []
 
     def __call__(self, model, step: int) -> Measurement | None:
-        if step % self.every:
+        if integer("step", step, low=0) % self.every:
             return None
         with rng.kept():  # measure_ids itself runs in eval mode and restores the model's mode
             m = measure_ids(model, self.ids, self.pad_id, metrics=self.metrics, activation=self.activation,

@@ -3,12 +3,14 @@ for mixture-of-experts models, an expert-usage panel (expert masses, and H_l spl
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from kentropy.errors import KentropyError  # noqa: E402
 from kentropy.io import read_json, write_atomic  # noqa: E402
@@ -58,15 +60,42 @@ def check_measure_results(data, path: str) -> list[dict]:
     return results
 
 
-def checkpoint_label(r: dict) -> str:
-    return r["revision"] if r.get("revision") else r["model"].rstrip("/").split("/")[-1]
+def checkpoint_labels(results: list[dict]) -> list[str]:
+    """One label per result that tells every checkpoint apart: the revision alone for revisions of one model,
+    else the shortest ending of each model path that no other result shares (`a/llama`, `b/llama`), with
+    `@revision` where there is one; a checkpoint measured twice, or without a name, gets its position (`#2`)."""
+    if len({r["model"] for r in results}) == 1 and all(r.get("revision") for r in results):
+        labels = [r["revision"] for r in results]
+    else:
+        parts = [[p for p in r["model"].split("/") if p] or [r["model"]] for r in results]
+        depth = [1] * len(results)
+        while True:
+            labels = ["/".join(p[-d:]) + (f"@{r['revision']}" if r.get("revision") else "") for p, d, r in zip(parts, depth, results)]
+            clash = [i for i, x in enumerate(labels) if depth[i] < len(parts[i])
+                     and any(y == x and (parts[j], results[j].get("revision")) != (parts[i], results[i].get("revision"))
+                             for j, y in enumerate(labels))]
+            if not clash:
+                break
+            for i in clash:
+                depth[i] += 1
+    return [f"{x} #{i + 1}".strip() if labels.count(x) > 1 or not x else x for i, x in enumerate(labels)]
 
 
 def plot_measurements(results: list[dict], out: str) -> str:
+    """Write `measurement_figure(results)` to `out` (atomically; the suffix sets the format)."""
+    fig = measurement_figure(results)
+    try:
+        write_atomic(out, lambda tmp: fig.savefig(tmp, dpi=120, format=figure_format(out)))
+    finally:
+        plt.close(fig)
+    return out
+
+
+def measurement_figure(results: list[dict]):
     """Two panels per measured metric family: total per checkpoint, and per layer per checkpoint."""
     if not results:
         raise KentropyError("no results to plot")
-    labels = [checkpoint_label(r) for r in results]
+    labels = checkpoint_labels(results)
     metrics = [("knowledge_entropy", "Knowledge entropy")]
     if results[0].get("attention_entropy") is not None:
         metrics.append(("attention_entropy", "Attention entropy"))
@@ -80,20 +109,34 @@ def plot_measurements(results: list[dict], out: str) -> str:
         ax.set_xticks(range(len(results)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{title} (sum over layers)")
         ax.set_xlabel("checkpoint")
+        ax.set_ylabel(f"{title.lower()} (nats)")
         ax = axes[row][1]
         for i, r in enumerate(results):
             ax.plot(r[f"{key}_per_layer"], color=cmap(i / max(1, len(results) - 1)), label=labels[i], marker=".")
         ax.set_title(f"{title} per layer")
         ax.set_xlabel("layer")
+        ax.set_ylabel(f"{title.lower()} (nats)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
         ax.legend(fontsize=7, ncol=2)
     if moe:
         expert_usage(axes[-1], results, labels)
     if results[0].get("next_token_entropy") is not None:
-        axes[0][0].twinx().plot(range(len(results)), [r["next_token_entropy"] for r in results], "r--", marker="x", label="next-token")
+        next_token(axes[0][0], [r.get("next_token_entropy") for r in results])
     fig.tight_layout()
-    write_atomic(out, lambda tmp: fig.savefig(tmp, dpi=120, format=figure_format(out)))
-    plt.close(fig)
-    return out
+    return fig
+
+
+def next_token(ax, values: list[float | None]) -> None:
+    """Next-token entropy per checkpoint on a second y axis of `ax` (its own scale, labelled, in red),
+    with one legend for both lines."""
+    twin = ax.twinx()
+    twin.plot(range(len(values)), [math.nan if v is None else v for v in values], "r--", marker="x",
+              label="next-token entropy")  # an encoder in the series has none: a gap
+    twin.set_ylabel("next-token entropy (nats)", color="r")
+    twin.tick_params(axis="y", colors="r")
+    ax.lines[0].set_label("knowledge entropy")
+    lines = ax.lines[:1] + twin.lines
+    ax.legend(lines, [x.get_label() for x in lines], fontsize=7, loc="best")
 
 
 def expert_usage(axes, results: list[dict], labels: list[str]) -> None:
@@ -119,6 +162,7 @@ def expert_usage(axes, results: list[dict], labels: list[str]) -> None:
         ax.plot([x[0] for x in split], [x[2] for x in split], color=color, marker="x", ls="--", label=f"{labels[i]} within")
     ax.set_title("H_l = expert-mass entropy + within-expert entropy")
     ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=7, ncol=2)
 
 

@@ -16,11 +16,13 @@ import torch
 from tqdm.auto import tqdm
 
 from kentropy.measurement import entropy as E
-from kentropy.measurement.capture import AttentionEntropySums, CoefficientSums
-from kentropy.runtime.options import option
+from kentropy.measurement.capture import AttentionEntropySums, CoefficientSums, check_activation
+from kentropy.runtime.options import option, require
 from kentropy.measurement.documents import load_texts
 from kentropy.runtime.distributed import rank_world
-from kentropy.errors import KentropyError
+from kentropy.errors import ArgumentError, KentropyError, reason
+from kentropy.runtime.arguments import integer, strings, transformers_model, transformers_tokenizer
+from kentropy.models.loading import check_layers
 from kentropy.models.registry import find_layout
 from kentropy.io import check_out_dir, check_out_file, json_text
 from kentropy.models.loading import load_series, max_positions, model_inputs, pick_device, pick_dtype
@@ -94,28 +96,29 @@ OPTIONAL_FIELDS = ("ffn_dim_per_layer", "experts", "expert_entropy_per_layer", "
 
 
 def check_metrics(metrics) -> tuple[str, ...]:
-    metrics = tuple(metrics)
-    bad = [m for m in metrics if m not in METRICS]
-    if bad or not metrics:
-        raise KentropyError(f"--metrics {','.join(metrics)}: choose from {','.join(METRICS)}")
+    """`metrics` (names of METRICS), knowledge first added where it is missing."""
+    metrics = tuple(strings("metrics", metrics, empty=True))
+    if not metrics or any(m not in METRICS for m in metrics):
+        raise ArgumentError("metrics", f"choose from {', '.join(METRICS)}", metrics)
     if "knowledge" not in metrics:
         metrics = ("knowledge",) + metrics  # Cbar is always measured: it is the point
     return metrics
 
 
-def tokenize(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
-    """Token ids per document: tokenizer defaults (special tokens included), truncated to seq_len."""
+def tokenize(tokenizer, texts: list[str], seq_len: int, source: str = "texts") -> list[list[int]]:
+    """Token ids per document: tokenizer defaults (special tokens included), truncated to seq_len.
+
+    `source` names the argument the documents came by, in the error for a document without tokens."""
     from kentropy.models.compat import check_specials_truncate
 
-    if seq_len <= 0:
-        raise KentropyError(f"--seq-len {seq_len}: must be positive")
+    integer("seq_len", seq_len, low=1)
     check_specials_truncate(tokenizer, seq_len)
     ids = tokenizer(list(texts), truncation=True, max_length=seq_len)["input_ids"]
     n_special = tokenizer.num_special_tokens_to_add()
     for i, (t, x) in enumerate(zip(texts, ids)):
         # only documents no longer than their special tokens can be empty of content
         if len(x) <= n_special and not tokenizer(t, add_special_tokens=False)["input_ids"]:
-            raise KentropyError(f"document {i}: no tokens (empty text {t[:40]!r})")
+            raise ArgumentError(source, f"document {i}: no tokens (empty text {t[:40]!r})")
     return ids
 
 
@@ -125,8 +128,7 @@ def length_batches(ids: list[list[int]], batch_size: int, rank: int = 0, world: 
     Ranks take whole batches of the single-process order, so every forward is the same as in one
     process and only the float64 summation order differs.
     """
-    if batch_size <= 0:
-        raise KentropyError(f"--batch-size {batch_size}: must be positive")
+    integer("batch_size", batch_size, low=1)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)][rank::world]
 
@@ -168,11 +170,12 @@ def measure_ids(
     metrics = check_metrics(metrics)
     if not ids:
         raise KentropyError("no documents to measure")
+    check_layers(transformers_model("model", model).config, "model")
     layout = find_layout(model)
     L, sizes = len(layout.layers), layout.sizes
     longest, limit = max(len(x) for x in ids), max_positions(model)
     if limit is not None and longest > limit:
-        raise KentropyError(f"--seq-len: documents of {longest} tokens exceed the model's {limit} positions (use --seq-len {limit})")
+        raise ArgumentError("seq_len", f"documents of {longest} tokens exceed the model's {limit} positions (use at most {limit})")
     causal = hasattr(model, "get_output_embeddings") and model.get_output_embeddings() is not None
     if "next-token" in metrics and not causal:
         metrics = tuple(x for x in metrics if x != "next-token")  # encoders: reported as null
@@ -192,6 +195,8 @@ def measure_ids(
     was_training = model.training
     model.eval()  # dropout off: a measurement is deterministic; the caller's mode comes back below
     with contextlib.ExitStack() as hooks, torch.inference_mode():
+        if "attention" in metrics:
+            hooks.enter_context(eager_attention(model))
         coef = hooks.enter_context(CoefficientSums(layout, activation, instances=instances, positions=positions))
         attn = hooks.enter_context(AttentionEntropySums(layout)) if "attention" in metrics else None
         hooks.callback(model.train, was_training)
@@ -246,6 +251,28 @@ def measure_ids(
         **_moe_fields(layout, cbar),
         **_structure_fields(layout, per_layer.tolist(), att_layers),
     )
+
+
+@contextlib.contextmanager
+def eager_attention(model):
+    """Attention entropy reads the attention probabilities, which only eager attention materializes: a model
+    loaded with another implementation (sdpa, transformers' default) runs eager inside, its own after."""
+    before = model.config._attn_implementation
+    if before == "eager":
+        yield
+        return
+    try:
+        model.set_attn_implementation("eager")
+    except Exception as e:  # noqa: BLE001 - a model that cannot switch raises or warns, by its kind
+        raise ArgumentError("metrics", f"attention entropy needs eager attention; {type(model).__name__} cannot switch "
+                                       f"from {before} ({reason(e)}): load it with attn_implementation='eager'") from None
+    if model.config._attn_implementation != "eager":
+        raise ArgumentError("metrics", f"attention entropy needs eager attention; {type(model).__name__} cannot switch "
+                                       f"from {before}: load it with attn_implementation='eager'")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
 
 
 def _inputs(model, input_ids: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -320,13 +347,20 @@ def measure(
     revision: str | None = None,
     progress: bool = True,
 ) -> Measurement:
-    """Knowledge (and optionally attention / next-token) entropy of `model` on `texts`.
+    """Knowledge (and optionally attention / next-token) entropy of `model` on `texts` (a list of str).
 
-    Runs in eval mode (the model's mode is restored after); attention entropy needs eager attention.
+    Runs in eval mode (the model's mode is restored after); attention entropy runs the model with eager
+    attention (switched for the measurement and back). Every argument is checked before any work.
     """
-    texts = list(texts)[:max_instances] if max_instances is not None else list(texts)
+    transformers_model("model", model)
+    transformers_tokenizer("tokenizer", tokenizer)
+    texts = strings("texts", texts, empty=True)
+    if max_instances is not None:
+        texts = texts[: integer("max_instances", max_instances, low=1)]
     if not texts:
-        raise KentropyError("no documents to measure")
+        raise ArgumentError("texts", "no documents to measure")
+    metrics, activation = check_metrics(metrics), check_activation(activation)
+    integer("batch_size", batch_size, low=1)
     ids = tokenize(tokenizer, texts, seq_len)
     return measure_ids(
         model,
@@ -361,14 +395,8 @@ class MeasureConfig:
     resume: bool = option(False, "Continue an interrupted series from OUT.partial (its finished checkpoints are kept).")
 
     def __post_init__(self) -> None:
-        if self.activation not in ("abs", "relu"):
-            raise KentropyError(f"--activation {self.activation}: choose abs or relu")
-        if self.seq_len <= 0:
-            raise KentropyError(f"--seq-len {self.seq_len}: must be positive")
-        if self.batch_size <= 0:
-            raise KentropyError(f"--batch-size {self.batch_size}: must be positive")
-        if self.max_instances is not None and self.max_instances <= 0:
-            raise KentropyError(f"--max-instances {self.max_instances}: must be positive")
+        check_activation(self.activation)
+        require(self, "seq_len", "batch_size", "max_instances", low=0, low_open=True)
         check_metrics(self.metric_list)
         check_out_file(self.out)
         check_out_dir(self.coefficients_out, "--coefficients-out")
@@ -399,7 +427,7 @@ def _measure_each(cfg: MeasureConfig, progress: bool = True, skip=None):
     def tokenize_first(ckpt, tok) -> None:  # bad documents, or documents too long for the model, fail before any weights load
         from kentropy.models.compat import check_positions, read_config
 
-        ids[ckpt] = tokenize(tok, texts, cfg.seq_len)
+        ids[ckpt] = tokenize(tok, texts, cfg.seq_len, source="data")
         check_positions(ckpt, tok, max(len(x) for x in ids[ckpt]), read_config(ckpt, cfg.trust_remote_code), cfg.seq_len)
 
     for item in load_series(cfg.models, before_load=tokenize_first, skip=skip, device=device, dtype=pick_dtype(cfg.dtype, device),

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from kentropy.errors import KentropyError
+from kentropy.errors import ArgumentError, KentropyError, reason
+from kentropy.io import read_json
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -50,9 +51,9 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise KentropyError(f"--device {device}: choose auto, cpu, cuda or cuda:N")
+        raise ArgumentError("device", "choose auto, cpu, cuda or cuda:N", device)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise KentropyError(f"--device {device}: CUDA is not available")
+        raise ArgumentError("device", "CUDA is not available", device)
     return torch.device(device)
 
 
@@ -60,9 +61,9 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """float32 by default; bfloat16 where the device supports it and it is asked for."""
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in table:
-        raise KentropyError(f"--dtype {dtype}: choose one of {', '.join(table)}")
+        raise ArgumentError("dtype", f"choose one of {', '.join(table)}", dtype)
     if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise KentropyError("--dtype bfloat16: this GPU does not support bf16")
+        raise ArgumentError("dtype", "this GPU does not support bf16", dtype)
     return table[dtype]
 
 
@@ -147,10 +148,84 @@ def _load_report_handled():
         hf_logging.set_verbosity(level)
 
 
+def check_weights_index(index: Path, what: str) -> None:
+    """A sharded checkpoint's index: JSON whose `weight_map` maps tensor names to shard files, every one of
+    them present next to it (safetensors shards whole: `check_safetensors`). Errors name the file."""
+    try:
+        data = read_json(index, what)
+    except KentropyError as e:
+        raise KentropyError(f"{what} {e}") from None
+    shards = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(shards, dict) or not shards or not all(isinstance(f, str) for f in shards.values()):
+        raise KentropyError(f"{what} {index}: no 'weight_map' of tensor names to shard files")
+    for shard in sorted(set(shards.values())):
+        path = index.parent / shard
+        if not path.is_file():
+            raise KentropyError(f"{what} {index}: its weight_map names {shard}, which is not in {index.parent}")
+        if path.suffix == ".safetensors":
+            check_safetensors(path, what)
+
+
+def check_layers(config, what: str) -> None:
+    """A model needs at least one layer: with none there is no FFN to measure, nothing to probe but the
+    embeddings, nothing to learn into. `what` names where the config came from."""
+    get = getattr(config, "get_text_config", None)
+    n = getattr(get() if callable(get) else config, "num_hidden_layers", None)
+    if isinstance(n, int) and n < 1:
+        raise KentropyError(f"{what}: num_hidden_layers is {n}: a model without layers has no FFN to measure, probe or train")
+
+
+def check_checkpoint(ckpt: Checkpoint, trust_remote_code: bool = False, check=None):
+    """What a checkpoint's files show before any weights load, in one-line errors naming the file: a local
+    directory with config.json and weights, a config transformers accepts (its whole reason when not), at
+    least one layer, sharded weights whose index names only shards that are there, safetensors files whole.
+    `check(ckpt, config)` adds a command's own demands (a causal LM for probing). Returns the config."""
+    from transformers import AutoConfig
+
+    _check_local(ckpt)
+    path = Path(ckpt.name)
+    where = f"MODEL {ckpt}: {path / 'config.json'}" if path.is_dir() else f"MODEL {ckpt}"
+    try:
+        config = AutoConfig.from_pretrained(ckpt.name, revision=ckpt.revision, trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - transformers and huggingface_hub raise many types for one bad config
+        if not path.is_dir():
+            raise _load_error(ckpt, e) from None
+        raise KentropyError(f"{where}: {reason(e)}") from None
+    check_layers(config, where)
+    if path.is_dir():
+        for index in (f for f in WEIGHT_FILES if f.endswith(".index.json")):
+            if (path / index).is_file():
+                check_weights_index(path / index, f"MODEL {ckpt}:")
+        for f in sorted(path.glob("*.safetensors")):
+            check_safetensors(f, f"MODEL {ckpt}:")
+    if check is not None:
+        check(ckpt, config)
+    return config
+
+
 def _load_error(ckpt: Checkpoint, e: Exception) -> KentropyError:
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    """A failed load in one line with the library's whole reason. For a local directory, the file at fault
+    where its files show one (`check_checkpoint`, its config read as transformers reads it unless it asks for
+    remote code, which is never run here); "offline or not found" only for a hub id that could not be fetched."""
+    path = Path(ckpt.name)
+    if path.is_dir():
+        try:
+            if "auto_map" not in _raw_config(path):
+                check_checkpoint(ckpt)
+        except KentropyError as found:
+            return found
+        return KentropyError(f"MODEL {ckpt}: cannot load {path}: {reason(e)}")
     where = f"revision {ckpt.revision!r} of {ckpt.name}" if ckpt.revision else ckpt.name
-    return KentropyError(f"MODEL {ckpt}: cannot load {where} (offline or not found): {first}")
+    return KentropyError(f"MODEL {ckpt}: cannot load {where}{' (offline or not found)' if isinstance(e, OSError) else ''}: "
+                         f"{reason(e)}")
+
+
+def _raw_config(path: Path) -> dict:
+    """config.json of a local directory as plain JSON (an error naming it when it is not a JSON object)."""
+    data = read_json(path / "config.json", "MODEL")
+    if not isinstance(data, dict):
+        raise KentropyError(f"MODEL {path / 'config.json'}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def load_tokenizer(ckpt: Checkpoint, trust_remote_code: bool = False):
@@ -224,19 +299,22 @@ class Loaded:
     index: int = 0  # position in the series
 
 
-def load_series(specs: list[str], *, before_load=None, skip=None, **load_kw):
+def load_series(specs: list[str], *, before_load=None, skip=None, check=None, **load_kw):
     """Each checkpoint of `specs` (`NAME@rev1,rev2`, directories) in order, one model in memory at a time:
     yields a `Loaded` whose `.model` is dropped before the next load (use `item.model`, not a copy of it).
 
-    `before_load(checkpoint, tokenizer)` runs before the weights load (e.g. tokenizing the data), so that
-    bad input fails before the heavy part; `skip(index)` true leaves a checkpoint out entirely (a resumed
-    series' finished ones); `load_kw` go to `load_model` (device, dtype, eager_attention, ...).
+    Every checkpoint's files are checked before the first one loads (`check_checkpoint`; `check(checkpoint,
+    config)` adds the command's own demands), so a series never stops at a checkpoint whose config showed
+    the problem all along. `before_load(checkpoint, tokenizer)` runs before the weights load (e.g. tokenizing
+    the data), so that bad input fails before the heavy part; `skip(index)` true leaves a checkpoint out
+    entirely (a resumed series' finished ones); `load_kw` go to `load_model` (device, dtype, eager_attention, ...).
     Shared by measure, probe, evaluate and circuits.
     """
     trust = load_kw.get("trust_remote_code", False)
-    for i, ckpt in enumerate(parse_checkpoints(specs)):
-        if skip is not None and skip(i):
-            continue
+    todo = [(i, ckpt) for i, ckpt in enumerate(parse_checkpoints(specs)) if skip is None or not skip(i)]
+    for _, ckpt in todo:
+        check_checkpoint(ckpt, trust, check)
+    for i, ckpt in todo:
         item = Loaded(ckpt, load_tokenizer(ckpt, trust), index=i)
         if before_load is not None:
             before_load(ckpt, item.tokenizer)

@@ -2,18 +2,22 @@
 
 `option(...)` declares a field; `typer_command(cls, run)` turns a config dataclass into a
 typer command whose parameters are exactly the fields (dashes for underscores), so the CLI
-and the Python API cannot drift apart.
+and the Python API cannot drift apart. An `ArgumentError` naming a field (`batch_size=0: ...`,
+raised by the config or by any function the command calls) reaches the user as that field's flag
+(`--batch-size 0: ...`): errors are raised in the caller's terms and shown in the user's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 import typing
 from typing import Any, Callable
 
 import typer
+
+from kentropy.errors import UNSET, ArgumentError, KentropyError
+from kentropy.runtime.arguments import number
 
 REQUIRED = dataclasses.MISSING
 
@@ -30,30 +34,30 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _number_error(cfg, name: str, why: str):
-    from kentropy.errors import KentropyError
-
-    return KentropyError(f"{flag(name)} {getattr(cfg, name)}: {why}")
-
-
 def require(cfg, *names: str, low: float | None = None, high: float | None = None,
             low_open: bool = False, high_open: bool = False) -> None:
     """Each named field (None is skipped: an unset option) is a finite number within the bounds.
 
-    `low=0, low_open=True` is "positive"; `low=0` alone is "non-negative". The error names the flag.
+    `low=0, low_open=True` is "positive"; `low=0` alone is "non-negative". The error names the field
+    (the CLI shows it as the flag).
     """
     for name in names:
-        v = getattr(cfg, name)
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise _number_error(cfg, name, "must be a finite number")
-        if low is not None and (v <= low if low_open else v < low):
-            raise _number_error(cfg, name, f"must be {'>' if low_open else '>='} {low:g}"
-                                + (f" and {'<' if high_open else '<='} {high:g}" if high is not None else ""))
-        if high is not None and (v >= high if high_open else v > high):
-            raise _number_error(cfg, name, f"must be {'<' if high_open else '<='} {high:g}"
-                                + (f" and {'>' if low_open else '>='} {low:g}" if low is not None else ""))
+        if getattr(cfg, name) is not None:
+            number(name, getattr(cfg, name), low=low, high=high, low_open=low_open, high_open=high_open)
+
+
+def as_flag(e: ArgumentError, cls: type, given: dict) -> KentropyError:
+    """`e` as the CLI user sees it: the field `e.name` of `cls` as its flag (or its positional name), with
+    the value the error names, else the value given on the command line. A name that is no field of `cls`
+    (an argument the command set itself) stays as it is."""
+    field = next((f for f in dataclasses.fields(cls) if f.name == e.name), None)
+    if field is None:
+        return e
+    label = e.name.upper() if field.metadata.get("argument") else flag(e.name)
+    value = e.value if e.value is not UNSET else given.get(e.name)
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value))
+    return KentropyError(f"{label} {value}: {e.why}" if value not in (None, "") else f"{label}: {e.why}")
 
 
 def to_dict(cfg) -> dict:
@@ -84,7 +88,10 @@ def typer_command(cls: type, run: Callable[[Any], None]) -> Callable[..., None]:
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=hints[f.name]))
 
     def command(**kwargs):
-        run(cls(**kwargs))
+        try:
+            run(cls(**kwargs))
+        except ArgumentError as e:
+            raise as_flag(e, cls, kwargs) from None
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__doc__ = inspect.getdoc(cls)

@@ -26,7 +26,7 @@ from kentropy.edits.resuscitate import AMPLIFY, RATIO, check_cbar, resuscitate
 from kentropy.edits.resuscitate import check_args as check_resuscitate
 from kentropy.edits.shrink_perturb import check_args as check_shrink_perturb
 from kentropy.edits.shrink_perturb import shrink_perturb
-from kentropy.edits.session import EditConfig, edit_checkpoint, in_flags
+from kentropy.edits.session import EditConfig, edit_checkpoint
 from kentropy.errors import KentropyError
 from kentropy.runtime.options import option, require
 
@@ -66,8 +66,7 @@ class InterveneConfig(EditConfig):
             raise KentropyError(f"--method {self.method}: give --data DATA or --coefficients DIR (Cbar)")
         if self.method == "shrink-perturb" and self.coefficients is not None:
             raise KentropyError("--coefficients: shrink-perturb uses no Cbar (give --data to measure H before and after)")
-        with in_flags(self):
-            CHECKS[self.method](self)
+        CHECKS[self.method](self)
         require(self, "init_std", low=0, low_open=True)
         require(self, "seed", low=0)
         super().__post_init__()

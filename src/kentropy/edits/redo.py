@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kentropy.errors import KentropyError
+from kentropy.errors import ArgumentError, KentropyError
 from kentropy.models.neurons import Part, check_coefficients, parts, split
 from kentropy.models.registry import Layer, find_layout
 
 
 def check_threshold(threshold: float) -> None:
     if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold >= 0):
-        raise KentropyError(f"threshold {threshold}: must be a finite number >= 0 (s_i = Cbar_i / mean(Cbar) is >= 0)")
+        raise ArgumentError("threshold", "must be a finite number >= 0 (s_i = Cbar_i / mean(Cbar) is >= 0)", threshold)
 
 
 def groups_of(layer: Layer) -> list[tuple[int, int]]:
@@ -74,14 +74,14 @@ def init_std_of(model, init_std: float | None) -> float:
     """init_std, else the model's `initializer_range` (HF's std for linear weights)."""
     if init_std is not None:
         if not (isinstance(init_std, (int, float)) and math.isfinite(init_std) and init_std > 0):  # 0 would leave recycled neurons dead for good
-            raise KentropyError(f"init_std {init_std}: must be a finite number > 0")
+            raise ArgumentError("init_std", "must be a finite number > 0", init_std)
         return float(init_std)
     cfg = model.config
     std = getattr(cfg, "initializer_range", None)
     if std is None and hasattr(cfg, "get_text_config"):
         std = getattr(cfg.get_text_config(), "initializer_range", None)
     if not isinstance(std, (int, float)):
-        raise KentropyError(f"init_std: not given, and {type(model).__name__}'s config has no initializer_range")
+        raise ArgumentError("init_std", f"not given, and {type(model).__name__}'s config has no initializer_range")
     return float(std)
 
 
@@ -145,9 +145,9 @@ def select(model, coefficients, threshold: float) -> list[torch.Tensor]:
     chosen = dormant_per_layer(model, coefficients, threshold)
     full = [l for l, (idx, layer) in enumerate(zip(chosen, layout.layers)) if idx.numel() == layer.size]
     if full:
-        raise KentropyError(f"threshold {threshold}: selects every neuron of layer {full[0]} (lower it)")
+        raise ArgumentError("threshold", f"selects every neuron of layer {full[0]} (lower it)", threshold)
     if not any(idx.numel() for idx in chosen):
-        raise KentropyError(f"threshold {threshold}: selects no neuron (no s_i = Cbar_i / mean(Cbar) is <= {threshold})")
+        raise ArgumentError("threshold", f"selects no neuron (no s_i = Cbar_i / mean(Cbar) is <= {threshold})", threshold)
     return chosen
 
 

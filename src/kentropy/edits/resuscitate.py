@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kentropy.edits.session import EditConfig, edit_checkpoint, in_flags
-from kentropy.errors import KentropyError
+from kentropy.edits.session import EditConfig, edit_checkpoint
+from kentropy.errors import ArgumentError, KentropyError
 from kentropy.models.neurons import Site, check_coefficients, split
 from kentropy.models.registry import Layout, find_layout
 from kentropy.runtime.options import option
@@ -34,9 +34,9 @@ AMPLIFY = "P: neuron i's multiplier is mean(Cbar) / Cbar_i * P, > 0."
 
 def check_args(ratio: float, amplify: float) -> None:
     if not (isinstance(ratio, (int, float)) and 0 < ratio < 1):  # also refuses NaN
-        raise KentropyError(f"ratio {ratio}: must be in (0, 1)")
+        raise ArgumentError("ratio", "must be in (0, 1)", ratio)
     if not (isinstance(amplify, (int, float)) and 0 < amplify < math.inf):
-        raise KentropyError(f"amplify {amplify}: must be a finite number > 0")
+        raise ArgumentError("amplify", "must be a finite number > 0", amplify)
 
 
 def select_and_scale(cbar: torch.Tensor, ratio: float, amplify: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +143,7 @@ def resuscitate(model, coefficients, ratio: float, amplify: float) -> Resuscitat
                 for site in (part.up, part.up_bias):
                     if site is not None and not _scale(site, where, scale, edit):
                         done.undo()  # a Cbar entry so small that the multiplier overflows the dtype
-                        raise KentropyError(f"coefficients: layer {l}: multipliers up to {float(mult.max()):.3g} overflow "
+                        raise ArgumentError("coefficients", f"layer {l}: multipliers up to {float(mult.max()):.3g} overflow "
                                             f"{site.param.dtype} weights (entries too close to 0)")
     return done
 
@@ -171,8 +171,7 @@ class ResuscitateConfig(EditConfig):
     amplify: float = option(help=AMPLIFY)
 
     def __post_init__(self) -> None:
-        with in_flags(self):
-            check_args(self.ratio, self.amplify)
+        check_args(self.ratio, self.amplify)
         if self.data is None and self.coefficients is None:
             raise KentropyError("give --data DATA or --coefficients DIR")
         super().__post_init__()

@@ -5,14 +5,12 @@ report (atomically). `kentropy resuscitate` and `kentropy intervene` are this pa
     e, done, fields = edit_checkpoint(cfg, "resuscitate", lambda model, cbar: resuscitate(model, cbar, ...))
     e.save(cfg.out, "resuscitation.json", done.to_json() | fields)
 
-The edits speak of their arguments (`threshold 0: selects no neuron`); on this path their errors name
-the command's flags instead (`--threshold 0: ...`, `in_flags`).
+The edits name their arguments (`ArgumentError`: `threshold=0: selects no neuron`); the CLI shows the
+field of the command's config as its flag (`--threshold 0: ...`, `kentropy.runtime.options`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from kentropy.io import check_out_dir, write_dir_atomic, write_json
 from kentropy.measurement.documents import load_texts
 from kentropy.measurement.workflow import load_coefficients, measure_ids, tokenize
 from kentropy.models.loading import load_model, load_tokenizer, parse_checkpoints, pick_device
-from kentropy.runtime.options import flag, option, require, to_dict
+from kentropy.runtime.options import option, require, to_dict
 
 
 @dataclass
@@ -51,21 +49,6 @@ class EditConfig:
 
 
 @contextmanager
-def in_flags(cfg):
-    """An error raised inside that opens with the name of one of cfg's fields (`threshold 0: ...`, the
-    library's words) is raised again naming its flag (`--threshold 0: ...`) or argument (`MODEL: ...`),
-    the command's words."""
-    try:
-        yield
-    except KentropyError as e:
-        text = str(e)
-        name = re.match(r"\w*", text).group()
-        field = next((f for f in dataclasses.fields(cfg) if f.name == name), None)
-        if field is None:
-            raise
-        raise KentropyError((name.upper() if field.metadata.get("argument") else flag(name)) + text[len(name):]) from None
-
-
 def check_out_free(out: str, overwrite: bool) -> Path:
     path = Path(out)
     if path.exists() and any(path.iterdir()) and not overwrite:
@@ -136,13 +119,12 @@ def edit_checkpoint(cfg: EditConfig, command: str, edit: Callable, *, check: Cal
     check_out_free(cfg.out, cfg.overwrite)
     cbar = load_coefficients(cfg.coefficients) if cfg.coefficients else None
     e = open_edit(cfg, command)
-    with in_flags(cfg):
-        if check is not None and cbar is not None:
-            check(e.model, cbar)
-        before = e.measure()
-        if cbar is None and before is not None and uses_cbar:
-            cbar = before.coefficients
-        result = edit(e.model, cbar)
+    if check is not None and cbar is not None:
+        check(e.model, cbar)
+    before = e.measure()
+    if cbar is None and before is not None and uses_cbar:
+        cbar = before.coefficients
+    result = edit(e.model, cbar)
     after = e.measure()
     fields = {"model": e.ckpt.name, "revision": e.ckpt.revision,
               "coefficients_from": cfg.coefficients or (cfg.data if uses_cbar else None),

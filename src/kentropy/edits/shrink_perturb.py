@@ -19,14 +19,14 @@ import re
 import torch
 
 from kentropy.edits.redo import init_std_of
-from kentropy.errors import KentropyError
+from kentropy.errors import ArgumentError
 
 
 def check_args(shrink: float, perturb: float) -> None:
     if not (isinstance(shrink, (int, float)) and math.isfinite(shrink) and 0 < shrink <= 1):  # NaN fails both
-        raise KentropyError(f"shrink {shrink}: must be in (0, 1]")
+        raise ArgumentError("shrink", "must be in (0, 1]", shrink)
     if not (isinstance(perturb, (int, float)) and math.isfinite(perturb) and perturb >= 0):
-        raise KentropyError(f"perturb {perturb}: must be a finite number >= 0")
+        raise ArgumentError("perturb", "must be a finite number >= 0", perturb)
 
 
 def weight_matrices(model) -> list[tuple[str, torch.nn.Parameter]]:

@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from kentropy.errors import KentropyError
+from kentropy.errors import ArgumentError
 from kentropy.models.registry import DenseFFN, Layer, Layout
 
 
@@ -128,17 +128,17 @@ def check_coefficients(layout: Layout, coefficients, name: str = "coefficients",
     Errors name `name`."""
     want = layout.sizes
     if not (isinstance(coefficients, (torch.Tensor, list, tuple)) and all(isinstance(c, torch.Tensor) for c in coefficients)):
-        raise KentropyError(f"{name}: a {type(coefficients).__name__}; expected a tensor [L, m] or a list of [m_l] tensors")
+        raise ArgumentError(name, f"a {type(coefficients).__name__}; expected a tensor [L, m] or a list of [m_l] tensors")
     got = [int(c.numel()) for c in coefficients]
     if got != want:
         shape = tuple(coefficients.shape) if isinstance(coefficients, torch.Tensor) else got
-        raise KentropyError(f"{name}: shape {shape}; the model needs {len(want)} layers of {want} memory vectors")
+        raise ArgumentError(name, f"shape {shape}; the model needs {len(want)} layers of {want} memory vectors")
     for l, c in enumerate(coefficients):
         if not c.is_floating_point():
-            raise KentropyError(f"{name}: layer {l} is {c.dtype}, not a float vector")
+            raise ArgumentError(name, f"layer {l} is {c.dtype}, not a float vector")
         if not torch.isfinite(c).all():
-            raise KentropyError(f"{name}: layer {l} holds NaN or infinite values")
+            raise ArgumentError(name, f"layer {l} holds NaN or infinite values")
         if (c < 0).any():
-            raise KentropyError(f"{name}: layer {l} holds negative values (Cbar is a mean magnitude)")
+            raise ArgumentError(name, f"layer {l} holds negative values (Cbar is a mean magnitude)")
         if nonzero and not (c > 0).any():
-            raise KentropyError(f"{name}: layer {l} is all zero")
+            raise ArgumentError(name, f"layer {l} is all zero")

@@ -278,7 +278,7 @@ def test_decay_study_smoke_end_to_end(tmp_path):
     report = (out / "report.md").read_text()
     assert "## The decay study" in report and "analysis plan" in report and "OLMo-1B" in report
     assert "**Changed after a run was seen** (the plan above was not): a change made after a run was seen" in report
-    assert report.index("## What this design can test") < report.index("## Findings")
+    assert report.index("## What this design can test") < report.index("The decay study (its gates") < report.index("## Findings")
     assert "Closing the loop" in report
     assert (out / "figures" / "decay_study.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "figures" / "decay_diagnostics.png").read_bytes()[:4] == b"\x89PNG"
@@ -325,8 +325,9 @@ def test_lab_summary_prints_what_could_be_tested_first():
     decay = {"arms": [arm], "testable": [dict(rows[1], finding="2c")]}
     text = lab_summary({"testable": rows, "decay_study": decay, "timings": {"a": {"seconds": 2.0}}}, "lab", "decay")
     lines = text.splitlines()
-    assert lines[1].startswith("  1   Knowledge entropy decays") and "testable: no (not in the paper's regime); not measurable" in lines[1]
-    assert "testable: yes; inconclusive" in lines[2]
+    assert lines[1] == "  decay study:" and lines[2].startswith("    2c ") and "testable: yes; inconclusive" in lines[2]
+    assert lines[4] == "  core study (the decay study's scaffolding):"
+    assert lines[5].startswith("  1   Knowledge entropy decays") and "testable: no (not in the paper's regime); not measurable" in lines[5]
     line = next(x for x in lines if "arm reference" in x)
     assert "600 tokens/param: decayed (ΔKL +0.0078 nats per layer" in line and "within OLMo-1B's whole-run range" in line
     assert lines[-1] == "  total stage time 2 s; report: lab/report.md"

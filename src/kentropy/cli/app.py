@@ -257,15 +257,16 @@ from kentropy.lab.report.gates import DEMO, testable_lines  # noqa: E402
 
 
 def lab_summary(r: dict, out: str, preset: str) -> str:
-    """The lines `kentropy lab` prints at the end, from its results: first what the design could test, with each
-    finding's verdict (the demo names `make decay` for what it cannot test), then the decay study's arms."""
-    lines = [f"lab {out} (preset {preset}): what this design could test, and the verdicts",
-             *testable_lines(r["testable"], preset == DEMO, prefix="  ")]
-    if "decay_study" in r:
+    """The lines `kentropy lab` prints at the end, from its results: what the design could test, with each finding's
+    verdict (the demo names `make decay` for what it cannot test); with a decay study, its table and arms first."""
+    lines = [f"lab {out} (preset {preset}): what this design could test, and the verdicts"]
+    if "decay_study" in r:  # the study for the findings first; the core study is its scaffolding
         lines += ["  decay study:", *testable_lines(r["decay_study"]["testable"], False, prefix="    ")]
         for a in r["decay_study"]["arms"]:
             lines.append(f"    arm {a['name']:<28} {a['tokens_per_parameter']:6.0f} tokens/param: {a['verdict']} "
                          f"({a['effect']['text']})")
+        lines.append("  core study (the decay study's scaffolding):")
+    lines += testable_lines(r["testable"], preset == DEMO, prefix="  ")
     lines.append(f"  total stage time {sum(t['seconds'] for t in r['timings'].values()):.0f} s; report: {out}/report.md")
     return "\n".join(lines)
 

@@ -298,6 +298,11 @@ def _markdown(run: LabRun, seeds, cont, resus, results, figs, sections, timings)
     add("Each finding's gates (below) were computed before any verdict: where one failed, the finding is not judged. "
         + ("The demo is sized for ten minutes; the findings it cannot test are tested by `make decay`, the lab's design for "
            "them (as far as its own gates pass).\n" if demo else "\n"))
+    study = next((x.results for x in sections if x.key == "decay_study"), None)
+    if study is not None:  # the study this lab runs for the findings comes first; the core study is its scaffolding
+        add("The decay study (its gates and numbers in its section below):\n")
+        L.extend(testable_markdown(study["testable"], False))
+        add(f"\nThe core study ({n} pretraining seed(s), the decay study's scaffolding):\n")
     L.extend(testable_markdown(results["testable"], demo))
     add("")
     add(f"{n} pretraining seed(s) ({', '.join(str(s) for s in cfg.pretrain_seeds)}), the study's unit: each a "

@@ -89,6 +89,9 @@ def test_finding_3_counts_a_p_only_where_h_rose_and_needs_p_and_d_after():
     assert gates["3a"]["manipulation"]["per_amplify"]["2"]["seeds"]["0"]["passed"] is False
     assert gates["3a"]["power"]["per_amplify"]["1"]["seeds"] == 5 and gates["3a"]["power"]["passed"]
     assert f3["grid"] == [1.0, 2.0] and not f3["covers_paper_grid"]
+    # no resuscitation at all: not measurable, its design gate failed
+    gates, none = finding_3([], layers=2, pilot=PILOT, knowledge=PASSED)
+    assert none["verdict"] == NOT_MEASURABLE and not gates["3a"]["design"]["passed"] and "empty grid" in none["why_A"]
     # no p raised H: not tested
     _, f3 = finding_3([r for r in rows if r["amplify"] == 2.0], layers=2, pilot=PILOT, knowledge=PASSED)
     assert f3["verdict_A"] == f3["verdict_F"] == NOT_TESTED and f3["why_A"]

@@ -151,6 +151,13 @@ def finding_3(records: Sequence[Mapping], *, layers: int, pilot: Pilot | None, k
     "delta_A", "delta_F", "delta_P_after", "delta_D_after"} (Δ = resuscitated − plain final checkpoint, after continual
     learning). Per p (`by_amplify`): the seeds where H rose (`counted_seeds`), the mean rise in KL nats per layer, and 3a
     and 3b over the counted seeds; `verdict_A`, `verdict_F` (with `why_A`, `why_F`) over the grid, `verdict` the weaker."""
+    if not records:
+        why = "no resuscitation was run (an empty grid of p)"
+        failed = {"applies": True, "passed": False, "why": why}
+        gates = {k: {"design": failed, "knowledge": not_applicable(why), "power": not_applicable(why),
+                     "manipulation": not_applicable(why)} for k in PARTS}
+        return gates, {"resuscitation": [], "by_amplify": [], "grid": [], "paper_grid": list(AMPLIFY_GRID), "covers_paper_grid": False,
+                       "verdict_A": NOT_MEASURABLE, "why_A": why, "verdict_F": NOT_MEASURABLE, "why_F": why, "verdict": NOT_MEASURABLE}
     manip = manipulation_gate(records)
     by_p: dict[float, list[Mapping]] = {}
     for r in records:

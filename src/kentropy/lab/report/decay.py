@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kentropy.lab.config import changes_text
-from kentropy.lab.judge.paper import last_layer_text
+from kentropy.lab.judge.paper import last_layer_text, scale_text
 from kentropy.lab.report.figures import cmap, save, subplots
 from kentropy.lab.report.fmt import fmt
 from kentropy.lab.report.gates import gates_markdown, testable_markdown
@@ -132,7 +132,8 @@ def decay_section(result: dict, fig_dir: Path) -> str:
         lines.append(f"| {a['name']} | {last('kl_to_uniform')} | {last('top1_share')} | {last('top5_share')} | "
                      f"{last('dormant_fraction')} | {last('max_over_median')} | {last('first_position_share')} | "
                      f"{last('weight_norm_cv')} | {last('loss')} |")
-    lines += ["", f"![decay study]({_trajectories(result, fig_dir)})\n",
+    lines += ["", f"KL to uniform per layer, for scale: {scale_text()}.",
+              "", f"![decay study]({_trajectories(result, fig_dir)})\n",
               "Bands: 95% bootstrap intervals over the measuring documents, measurement noise only (no part of a verdict).\n",
               f"![decay diagnostics]({_diagnostics(result, fig_dir)})\n"]
     return "\n".join(lines) + "\n"

@@ -7,6 +7,8 @@ import scipy.stats
 
 from kentropy.errors import KentropyError
 from kentropy.lab.judge import stats as an
+from kentropy.lab.judge.findings import core_plan, finding_1, finding_3, findings_2
+from kentropy.lab.judge.plan import Pilot
 
 
 def test_mean_ci_matches_t_interval_by_hand():
@@ -19,59 +21,14 @@ def test_mean_ci_matches_t_interval_by_hand():
     assert an.mean_ci([5.0]) == {"mean": 5.0, "lo": None, "hi": None, "n": 1}
 
 
-def test_pearson_by_hand():
-    x, y = [1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 4.0, 3.0]
-    mx, my = 2.5, 2.5
-    r = sum((a - mx) * (b - my) for a, b in zip(x, y)) / math.sqrt(sum((a - mx) ** 2 for a in x) * sum((b - my) ** 2 for b in y))
-    assert an.pearson(x, y)["r"] == pytest.approx(r) == pytest.approx(0.6)
-    assert an.pearson([1.0, 2.0], [3.0, 4.0])["r"] is None  # n < 3
-
-
-def test_entropy_decay_verdicts():
+def test_a_seeds_entropy_trend_is_described_not_judged():
     steps = [0, 10, 20, 30, 40, 50, 60]
-    held = an.entropy_decay(steps, [9.0, 8.5, 8.3, 8.0, 7.9, 7.7, 7.5])
-    assert held["verdict"] == "held" and held["monotone"] and held["spearman"]["rho"] == pytest.approx(-1.0)
-    assert held["first"] == 8.5  # step 0 (the initialization) is not a pretrained checkpoint
-    dip = an.entropy_decay(steps, [9.0, 8.0, 7.2, 6.8, 6.9, 7.0, 7.1])  # falls, then creeps back up
-    assert dip["verdict"] == "direction only" and not dip["monotone"] and dip["max_rise"] == pytest.approx(0.1)
-    rebound = an.entropy_decay(steps, [9.0, 8.0, 7.0, 7.5, 7.6, 7.7, 7.9])  # the small-scale first trial: down, then up
-    assert rebound["verdict"] == "did not hold" and rebound["max_rise"] == pytest.approx(0.5)
-    assert an.entropy_decay(steps, [9.0, 7.0, 7.2, 7.4, 7.6, 7.8, 8.0])["verdict"] == "did not hold"
-    assert an.entropy_decay([0, 10, 20], [9.0, 8.0, 7.0])["verdict"] == "not measurable"
-
-
-def test_acquisition_forgetting_verdicts():
-    steps, h = [100, 200, 300, 400, 500], [9.0, 8.0, 7.0, 6.0, 5.0]
-    out = an.acquisition_forgetting(steps, h, [10.0, 8.0, 6.5, 4.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.5])
-    assert out["verdict_A"] == out["verdict_F"] == out["verdict_step_A"] == out["verdict_step_F"] == "held"
-    # entropy rising with steps: the correlation with entropy can hold while the step trend does not
-    out = an.acquisition_forgetting(steps, h[::-1], [2.0, 4.0, 6.0, 8.0, 10.0], [None] * 5)
-    assert out["verdict_A"] == "held" and out["verdict_step_A"] == "did not hold" and out["verdict_F"] == "not measured"
-    assert an.acquisition_forgetting(steps[:2], h[:2], [1.0, 2.0], [1.0, 2.0])["verdict_A"] == "not measurable"
-
-
-def test_resuscitation_verdicts_on_A_and_on_F():
-    base = [1.0, 1.2, 0.9]
-    out = an.resuscitation_helps(base, {0.5: [0.9, 1.1, 0.8], 1.0: [1.5, 1.8, 1.4], 2.0: [2.0, 2.1, 1.9]})
-    assert out["verdict_A"] == "held" and out["verdict_F"] == "not measured" and out["verdict"] == "not measured"
-    assert out["by_amplify"]["1.0"]["delta"]["mean"] == pytest.approx((0.5 + 0.6 + 0.5) / 3)
-    assert an.resuscitation_helps([1.0], {1.0: [1.3]})["verdict_A"] == "direction only"  # one seed: no test
-    assert an.resuscitation_helps([1.0], {1.0: [0.7], 2.0: [1.4]})["verdict_A"] == "did not hold"
-    # F: resuscitation helps when it forgets *less* (F down); judged apart from A
-    base_F = [5.0, 6.0, 4.0]
-    less = {1.0: [3.0, 3.9, 2.1], 2.0: [2.0, 3.1, 1.2]}  # differences -2, -2.1, -1.9 and -3, -2.9, -2.8
-    out = an.resuscitation_helps(base, {1.0: [1.5, 1.8, 1.4], 2.0: [2.0, 2.1, 1.9]}, base_F, less)
-    assert out["verdict_A"] == out["verdict_F"] == out["verdict"] == "held"
-    diffs = [-2.0, -2.1, -1.9]
-    m, sd = -2.0, math.sqrt((0 + 0.01 + 0.01) / 2)
-    t = m / (sd / math.sqrt(3))
-    assert out["by_amplify"]["1.0"]["delta_F"]["mean"] == pytest.approx(sum(diffs) / 3)
-    assert out["by_amplify"]["1.0"]["p_F"] == pytest.approx(2 * scipy.stats.t.sf(abs(t), 2))
-    more = {1.0: [6.0, 7.0, 5.0], 2.0: [7.0, 8.0, 6.0]}  # forgets more: A held, F did not
-    out = an.resuscitation_helps(base, {1.0: [1.5, 1.8, 1.4], 2.0: [2.0, 2.1, 1.9]}, base_F, more)
-    assert (out["verdict_A"], out["verdict_F"], out["verdict"]) == ("held", "did not hold", "did not hold")
-    out = an.resuscitation_helps([1.0], {1.0: [0.7]}, [5.0], {1.0: [4.0]})  # A down, F down, one seed
-    assert (out["verdict_A"], out["verdict_F"]) == ("did not hold", "direction only")
+    down = an.entropy_trend(steps, [9.0, 8.5, 8.3, 8.0, 7.9, 7.7, 7.5])
+    assert "verdict" not in down and down["monotone"] and down["spearman"]["rho"] == pytest.approx(-1.0)
+    assert down["first"] == 8.5 and down["change"] == pytest.approx(-1.0)  # step 0 (the initialization) is not a pretrained checkpoint
+    dip = an.entropy_trend(steps, [9.0, 8.0, 7.2, 6.8, 6.9, 7.0, 7.1])  # falls, then creeps back up
+    assert not dip["monotone"] and dip["max_rise"] == pytest.approx(0.1)
+    assert an.entropy_trend([0, 10, 20], [9.0, 8.0, 7.0])["spearman"]["rho"] is None  # fewer than 3 trained checkpoints
 
 
 # ---- the core study: pretraining seeds as the unit --------------------------------------------
@@ -80,13 +37,16 @@ def _slope(x, y):
     return sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
 
 
+PASSED = {"passed": True, "why": None}
+
+
 def test_one_seed_is_inconclusive_however_strong_its_trend():
     h, A = [9.0, 8.0, 7.0, 6.0], [10.0, 8.0, 6.0, 4.0]  # r = 1 over the checkpoints of one run
-    out = an.seed_slopes([h], [A], +1)
-    assert out["verdict"] == "inconclusive" and out["per_seed"] == [pytest.approx(2.0)]
-    assert out["ci"] is None and out["p"] is None and out["seeds"] == 1
-    assert an.findings_2([{"step": [1, 2, 3, 4], "knowledge_entropy": h, "A": A, "F": [1.0] * 4, "dP": A}])[
-        "slope_A_on_H"]["verdict"] == "inconclusive"
+    _, out = findings_2([{"step": [1, 2, 3, 4], "H": h, "A": A, "F": [1.0] * 4, "dP": A}], ["2c", "2e"], layers=4, steps=4,
+                        pilot=None, knowledge=PASSED)
+    assert out["2e"]["verdict"] == "inconclusive" and out["2e"]["per_seed"] == [pytest.approx(2.0)]
+    assert out["2e"]["ci"] is None and out["2e"]["p"] is None and out["2e"]["seeds"] == 1 and out["2e"]["why"].startswith("one seed")
+    assert out["2c"]["verdict"] == "not measurable"  # its power cannot be known from one seed
 
 
 def test_slopes_across_seeds_by_hand():
@@ -96,47 +56,54 @@ def test_slopes_across_seeds_by_hand():
     m = sum(slopes) / 3
     sd = math.sqrt(sum((b - m) ** 2 for b in slopes) / 2)
     t = m / (sd / math.sqrt(3))
-    out = an.seed_slopes(xs, ys, +1)
+    per_seed = [{"step": [1, 2, 3], "H": x, "A": y, "F": y, "dP": y} for x, y in zip(xs, ys)]
+    _, out = findings_2(per_seed, ["2e"], layers=2, steps=3, pilot=None, knowledge=PASSED)
+    out = out["2e"]
     assert out["per_seed"] == pytest.approx(slopes) and out["mean"] == pytest.approx(m)
     assert out["p"] == pytest.approx(2 * scipy.stats.t.sf(abs(t), 2))
     half = 4.302652729911275 * sd / math.sqrt(3)
     assert out["ci"] == pytest.approx([m - half, m + half])
-    assert out["verdict"] == ("held" if out["p"] < 0.05 else "direction only")
-    assert an.seed_slopes(xs, ys, -1)["verdict"] == "did not hold"  # the other sign
-    assert an.seed_slopes(xs, [[1.0, None, 2.0]] * 3, +1)["verdict"] == "not measured"  # F without downstream tasks
-    assert an.seed_slopes([[7.0], [7.0]], [[1.0], [2.0]], +1)["verdict"] == "not measurable"  # one start per seed
-    strong = an.seed_slopes(xs, [[2 * a + 0.01 * k for a in x] for k, x in enumerate(xs)], +1)
-    assert strong["verdict"] == "held" and strong["p"] < 1e-6
+    assert out["verdict"] == ("held" if out["p"] < 0.05 else "inconclusive")
 
 
-def test_decay_across_seeds_planted_decay_and_one_seed():
-    plan = an.AnalysisPlan((an.Contrast("late half", 0.5, 1.0),), "late half", 0.005, 0.05)
+def test_finding_1_across_seeds_planted_decay_and_one_seed():
+    plan = core_plan(0.005)
     steps = [0, 25, 50, 75, 100]
     seeds = [{"seed": s, "steps": steps, "knowledge_entropy": [20.0, 19.0, 18.9 + 0.01 * s, 18.7, 18.5 - 0.01 * s]}
              for s in range(3)]
-    out = an.decay_across_seeds(seeds, 4, 344, 100, plan)
+    _, out = finding_1(seeds, layers=4, ffn_dim=344, steps=100, plan=plan, pilot=None, regime=None)
     per = [((18.9 + 0.01 * s) - (18.5 - 0.01 * s)) / 4 for s in range(3)]
     assert out["per_seed"] == pytest.approx(per) and (out["from_step"], out["to_step"]) == (50, 100)
-    assert out["verdict"] == "decayed" and out["paper"]["relation"] == "larger than"
-    one = an.decay_across_seeds(seeds[:1], 4, 344, 100, plan)
-    assert one["verdict"] == "inconclusive" and one["ci"] is None and one["p_decay"] is None
+    assert out["verdict"] == "decayed, at least the SESOI" and out["paper"]["relation"] == "beyond OLMo-1B's whole-run bound"
+    assert out["last_layer"] is None  # no per-layer entropy in these records
+    _, one = finding_1(seeds[:1], layers=4, ffn_dim=344, steps=100, plan=plan, pilot=None, regime=None)
+    assert one["verdict"] == "inconclusive" and one["ci"] is None and one["p_direction"] is None and one["why"].startswith("one seed")
 
 
 def test_resuscitation_is_not_tested_where_entropy_fell():
-    rec = lambda s, p, hb, ha, dA, dF: {"seed": s, "amplify": p, "H_before": hb, "H_after": ha, "delta_A": dA, "delta_F": dF}  # noqa: E731
-    fell = [rec(0, 2.0, 20.0, 19.5, 5.0, -2.0), rec(1, 2.0, 20.1, 20.3, 6.0, -1.0)]
-    out = an.resuscitation_findings(fell)
+    def rec(s, p, hb, ha, dA, dF):
+        return {"seed": s, "amplify": p, "H_before": hb, "H_after": ha, "delta_A": dA, "delta_F": dF, "delta_P_after": dA / 10,
+                "delta_D_after": -dF / 100}
+
+    pilot = Pilot("p", (9, 10), {"3a": 0.1, "3b": 0.1})
+    fell = [rec(0, 2.0, 20.0, 19.5, 5.0, -2.0), rec(1, 2.0, 20.1, 20.0, 6.0, -1.0)]
+    _, out = finding_3(fell, layers=4, pilot=pilot, knowledge=PASSED)
     assert out["verdict_A"] == out["verdict_F"] == out["verdict"] == "not tested"
-    assert [r["tested"] for r in out["resuscitation"]] == [False, True]
-    assert out["by_amplify"][0]["untested_seeds"] == [0] and out["resuscitation"][0]["delta_A"] == 5.0  # the numbers stay
-    rose = [rec(s, 2.0, 20.0, 20.5, a, f) for s, a, f in ((0, 5.0, -2.0), (1, 6.0, -1.5), (2, 5.5, -2.5))]
-    out = an.resuscitation_findings(rose)
+    assert [r["counted"] for r in out["resuscitation"]] == [False, False]
+    assert out["by_amplify"][0]["uncounted_seeds"] == [0, 1] and out["resuscitation"][0]["delta_A"] == 5.0  # the numbers stay
+    # H up by 0.02 nats over 4 layers: the paper implies ΔA ≥ 204.8 × 0.005 = 1.02 and ΔF ≤ −1.44
+    rose = [rec(s, 2.0, 20.0, 20.02, a, f) for s, a, f in ((0, 5.0, -2.0), (1, 6.0, -1.5), (2, 5.5, -2.5))]
+    _, out = finding_3(rose, layers=4, pilot=pilot, knowledge=PASSED)
     d = [5.0, 6.0, 5.5]
     t = 5.5 / (math.sqrt(sum((x - 5.5) ** 2 for x in d) / 2) / math.sqrt(3))
-    assert out["by_amplify"][0]["delta_A"]["p"] == pytest.approx(2 * scipy.stats.t.sf(t, 2))
+    assert out["by_amplify"][0]["3a"]["A"]["p"] == pytest.approx(2 * scipy.stats.t.sf(t, 2))
     assert out["verdict_A"] == out["verdict_F"] == "held"
-    assert an.resuscitation_findings(rose[:1])["verdict_A"] == "inconclusive"  # one seed
-    assert an.resuscitation_findings([rec(0, 2.0, 20.0, 20.0, 5.0, -2.0)])["verdict"] == "not tested"  # H unchanged
+    big = [dict(r, H_after=20.5) for r in rose]  # a rise of 0.125 per layer implies ΔA ≥ 25.6: these gains fall short of it
+    assert finding_3(big, layers=4, pilot=pilot, knowledge=PASSED)[1]["verdict_A"] == "direction only"
+    _, one = finding_3(rose[:1], layers=4, pilot=pilot, knowledge=PASSED)
+    assert one["verdict_A"] == "not measurable" and "no test" in one["why_A"]  # one seed: no test, so no power
+    _, flat = finding_3([rec(0, 2.0, 20.0, 20.0, 5.0, -2.0)], layers=4, pilot=pilot, knowledge=PASSED)
+    assert flat["verdict"] == "not tested"  # H unchanged
 
 
 def test_forgetting_standard_error_by_hand():

@@ -1,4 +1,5 @@
-"""The lab's circuits stage on a tiny fake lab (world, tokenizer, three Llama checkpoints), and its verdict rules."""
+"""The lab's circuits stage on a tiny fake lab (world, tokenizer, three Llama checkpoints), its per-run statistics and
+their judgement over pretraining seeds."""
 
 import itertools
 import json
@@ -14,7 +15,7 @@ from kentropy.knowledge import generate_knowledge
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import LabConfig
 from kentropy.lab.judge import circuits as JC
-from kentropy.lab.judge.verdicts import DID_NOT_HOLD, HELD, NOT_MEASURABLE
+from kentropy.lab.judge.verdicts import DID_NOT_HOLD, HELD, INCONCLUSIVE, NOT_MEASURABLE
 from kentropy.lab.report.circuits import circuits_section
 from kentropy.lab.stages import circuits as CS
 from kentropy.lab.text.render import stream_documents
@@ -109,17 +110,19 @@ def test_findings_follow_from_the_numbers(lab):
     f = r["findings"]
     assert set(f) == {"relevance", "formation_to_optimization", "deep_to_shallow"}
     final = r["checkpoints"][-1]["splits"]
-    assert f["relevance"] == {"finding": JC.FINDINGS["relevance"], **f["relevance"]}
-    expected = JC.relevance_verdict(final["related"], final["new"])["verdict"]
-    assert f["relevance"]["verdict"] == expected and f["relevance"]["numbers"]["new_probe_P"] == [-5.0, -3.0]
+    assert f["relevance"] == {"finding": JC.FINDINGS["relevance"], **f["relevance"]} and "verdict" not in f["relevance"]
+    assert f["relevance"]["statistics"] == JC.relevance_numbers(final["related"], final["new"])["statistics"]
+    assert f["relevance"]["numbers"]["new_probe_P"] == [-5.0, -3.0]
     lower = [(c["splits"]["related"]["lower_half_share"] + c["splits"]["new"]["lower_half_share"]) / 2 for c in r["checkpoints"]]
     assert f["deep_to_shallow"]["numbers"]["series"] == pytest.approx(lower)
-    assert f["deep_to_shallow"]["verdict"] == (HELD if lower[-1] > lower[0] else DID_NOT_HOLD)
+    assert f["deep_to_shallow"]["statistics"]["delta"] == pytest.approx(lower[-1] - lower[0])
     jf = [(c["splits"]["related"]["edge_jaccard"] + c["splits"]["new"]["edge_jaccard"]) / 2 for c in r["checkpoints"]]
     ch = [None] + [1 - (c["splits"]["related"]["edge_jaccard_prev"] + c["splits"]["new"]["edge_jaccard_prev"]) / 2
                    for c in r["checkpoints"][1:]]
-    assert f["formation_to_optimization"]["verdict"] == JC.formation_verdict(list(STEPS), jf, ch)["verdict"]
-    assert all(x["verdict"] in (HELD, DID_NOT_HOLD, NOT_MEASURABLE) for x in f.values())
+    assert f["formation_to_optimization"]["statistics"] == JC.formation_numbers(list(STEPS), jf, ch)["statistics"]
+    # one run: no test across pretraining seeds
+    judged = JC.judge_runs([f])
+    assert all(x["verdict"] == INCONCLUSIVE and x["why"] == JC.ONE_RUN for x in judged.values())
 
 
 def test_second_call_is_cached(lab, monkeypatch):
@@ -132,7 +135,7 @@ def test_second_call_is_cached(lab, monkeypatch):
 
 
 def test_report_section(lab, tmp_path):
-    r = lab["done"].result
+    r = {**lab["done"].result, "seeds": [0], "findings": JC.judge_runs([lab["done"].result["findings"]])}
     md = circuits_section(r, tmp_path / "figures")
     assert md.startswith("## Knowledge circuits (Ou et al. 2025)")
     assert "| step | checkpoint | split |" in md and "| Finding (Ou et al. 2025) | Verdict here | Numbers |" in md
@@ -140,9 +143,8 @@ def test_report_section(lab, tmp_path):
         for split in JC.SPLITS:
             assert f"| {c['step']} | {c['label']} | {split} |" in md
     for f in r["findings"].values():
-        assert f"| {f['finding']} | **{f['verdict']}** |" in md
-        if f["verdict"] == DID_NOT_HOLD:
-            assert f"\"{f['finding']}\" did not reproduce" in md
+        assert f"| {f['finding']} | **inconclusive** (one run: no test across pretraining seeds) |" in md
+    assert "this study ran 1 run(s), and one run is inconclusive" in md
     for name in ("circuits.png", "circuits_shift.png"):
         assert f"](figures/{name})" in md
         assert (tmp_path / "figures" / name).stat().st_size > 10_000
@@ -186,47 +188,68 @@ def test_a_skipped_split_and_a_failed_task_do_not_crash(lab, monkeypatch, tmp_pa
     assert mid["tasks"] == 0 and mid["faithfulness"] is None and mid["per_task"][0]["error"].startswith("example 0")
     assert r["checkpoints"][0]["splits"]["new"]["edge_jaccard"] is not None
     assert r["checkpoints"][2]["splits"]["new"]["edge_jaccard_prev"] is None  # nothing to compare with at step 5
-    md = circuits_section(r, tmp_path / "figures")
+    md = circuits_section({**r, "seeds": [0], "findings": JC.judge_runs([r["findings"]])}, tmp_path / "figures")
     assert "- step-000005, task knowledge-mem/new: not analysed (example 0: corrupted prompt does not align)." in md
 
 
-# ---- verdict rules on hand-made numbers -------------------------------------------------------
-def test_relevance_verdict():
-    assert JC.relevance_verdict({"hit_at_10": 0.8, "faithfulness": 0.9}, {"hit_at_10": 0.2, "faithfulness": 0.5})["verdict"] == HELD
-    v = JC.relevance_verdict({"hit_at_10": 0.8, "faithfulness": 0.4}, {"hit_at_10": 0.2, "faithfulness": 0.5})
-    assert v["verdict"] == DID_NOT_HOLD and v["numbers"] == {"related_hit_at_10": 0.8, "related_faithfulness": 0.4,
-                                                             "new_hit_at_10": 0.2, "new_faithfulness": 0.5}
-    assert JC.relevance_verdict({"hit_at_10": 0.5, "faithfulness": 0.9}, {"hit_at_10": 0.5, "faithfulness": 0.1})["verdict"] == DID_NOT_HOLD
-    assert JC.relevance_verdict(None, {"hit_at_10": 0.2, "faithfulness": 0.5})["verdict"] == NOT_MEASURABLE
-    assert JC.relevance_verdict({"hit_at_10": 0.8, "faithfulness": None}, {"hit_at_10": 0.2, "faithfulness": 0.5})["verdict"] == NOT_MEASURABLE
+# ---- statistics and verdicts on hand-made numbers ------------------------------------------------
+def test_relevance_numbers():
+    r = JC.relevance_numbers({"hit_at_10": 0.8, "faithfulness": 0.9}, {"hit_at_10": 0.2, "faithfulness": 0.5})
+    assert r["statistics"] == pytest.approx({"hit_at_10": 0.6, "faithfulness": 0.4})
+    v = JC.relevance_numbers({"hit_at_10": 0.8, "faithfulness": 0.4}, {"hit_at_10": 0.2, "faithfulness": 0.5})
+    assert v["numbers"] == {"related_hit_at_10": 0.8, "related_faithfulness": 0.4, "new_hit_at_10": 0.2, "new_faithfulness": 0.5}
+    assert JC.relevance_numbers(None, {"hit_at_10": 0.2, "faithfulness": 0.5})["statistics"] is None
+    assert JC.relevance_numbers({"hit_at_10": 0.8, "faithfulness": None}, {"hit_at_10": 0.2, "faithfulness": 0.5})["statistics"] is None
 
 
-def test_formation_verdict():
+def test_formation_numbers():
     steps = [0, 25, 50, 75, 100]
     # changes 0.6, 0.4 early, 0.2, 0.1 late (per 25 steps); Jaccard with final 0.1 -> 0.7
-    v = JC.formation_verdict(steps, [0.1, 0.3, 0.5, 0.7, 1.0], [None, 0.6, 0.4, 0.2, 0.1])
-    assert v["verdict"] == HELD
+    v = JC.formation_numbers(steps, [0.1, 0.3, 0.5, 0.7, 1.0], [None, 0.6, 0.4, 0.2, 0.1])
     assert v["numbers"]["early_change_per_step"] == pytest.approx((0.6 + 0.4) / 2 / 25)
     assert v["numbers"]["late_change_per_step"] == pytest.approx((0.2 + 0.1) / 2 / 25)
-    assert v["numbers"]["rise"] == pytest.approx(0.6)
-    assert JC.formation_verdict(steps, [0.1, 0.3, 0.5, 0.7, 1.0], [None, 0.1, 0.2, 0.4, 0.6])["verdict"] == DID_NOT_HOLD  # late change larger
-    assert JC.formation_verdict(steps, [0.5, 0.3, 0.3, 0.2, 1.0], [None, 0.6, 0.4, 0.2, 0.1])["verdict"] == DID_NOT_HOLD  # no rise
+    assert v["statistics"] == pytest.approx({"rise": 0.6, "early_minus_late": (0.5 - 0.15) / 25})
     # per step: 0.3 over 10 steps (0.03) early vs 0.4 over 40 steps (0.01) late, odd count: the middle interval left out
-    v = JC.formation_verdict([0, 10, 20, 60], [0.2, 0.4, 0.6, 1.0], [None, 0.3, 0.9, 0.4])
-    assert v["verdict"] == HELD and v["numbers"]["late_change_per_step"] == pytest.approx(0.01)
-    assert JC.formation_verdict([0, 10], [0.2, 1.0], [None, 0.3])["verdict"] == NOT_MEASURABLE
-    assert JC.formation_verdict([0, 10, 20], [0.2, None, 1.0], [None, 0.3, 0.2])["verdict"] == NOT_MEASURABLE
-    assert JC.formation_verdict([0, 10, 10], [0.2, 0.4, 1.0], [None, 0.3, 0.2])["verdict"] == NOT_MEASURABLE
+    v = JC.formation_numbers([0, 10, 20, 60], [0.2, 0.4, 0.6, 1.0], [None, 0.3, 0.9, 0.4])
+    assert v["numbers"]["late_change_per_step"] == pytest.approx(0.01) and v["statistics"]["early_minus_late"] == pytest.approx(0.02)
+    assert JC.formation_numbers([0, 10], [0.2, 1.0], [None, 0.3])["statistics"] is None
+    assert JC.formation_numbers([0, 10, 20], [0.2, None, 1.0], [None, 0.3, 0.2])["statistics"] is None
+    assert JC.formation_numbers([0, 10, 10], [0.2, 0.4, 1.0], [None, 0.3, 0.2])["statistics"] is None
 
 
-def test_shallow_verdict_and_lower_half():
-    assert JC.shallow_verdict(0.2, 0.35)["verdict"] == HELD
-    assert JC.shallow_verdict(0.35, 0.2)["numbers"]["delta"] == pytest.approx(-0.15)
-    assert JC.shallow_verdict(0.35, 0.35)["verdict"] == DID_NOT_HOLD
-    assert JC.shallow_verdict(None, 0.35)["verdict"] == NOT_MEASURABLE
+def test_shallow_numbers_and_lower_half():
+    assert JC.shallow_numbers(0.2, 0.35)["statistics"]["delta"] == pytest.approx(0.15)
+    assert JC.shallow_numbers(0.35, 0.2)["numbers"]["delta"] == pytest.approx(-0.15)
+    assert JC.shallow_numbers(None, 0.35)["statistics"] is None
     assert CS.lower_half_share([0.1, 0.2, 0.3, 0.25, 0.15]) == pytest.approx(0.3)  # 4 layers + logits: layers 0, 1
     assert CS.lower_half_share([0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.1)  # 3 layers: layer 0
     assert CS.lower_half_share([0.4, 0.6]) is None  # 1 layer: no lower half
+
+
+def run_with(related_minus_new: tuple[float, float], rise: float, early_minus_late: float, delta: float) -> dict:
+    """One run's findings with these statistics (numbers and details as the stage gives them)."""
+    def rec(stats):
+        return {"numbers": {}, "detail": "d", "statistics": stats}
+    return {"relevance": rec({"hit_at_10": related_minus_new[0], "faithfulness": related_minus_new[1]}),
+            "formation_to_optimization": rec({"rise": rise, "early_minus_late": early_minus_late}),
+            "deep_to_shallow": rec({"delta": delta})}
+
+
+def test_the_findings_are_judged_over_runs():
+    # faithfulness from −1.9 to +1.7 over the runs: no single run's sign is a finding
+    runs = [run_with((0.3 + 0.01 * k, f), 0.2 + 0.01 * k, 0.01, -0.1 - 0.01 * k) for k, f in enumerate((-1.9, 1.7, 0.4, -0.6, 1.2, 0.1))]
+    j = JC.judge_runs(runs)
+    assert j["relevance"]["statistics"]["hit_at_10"]["verdict"] == HELD
+    assert j["relevance"]["statistics"]["faithfulness"]["verdict"] == INCONCLUSIVE
+    assert j["relevance"]["verdict"] == INCONCLUSIVE and j["relevance"]["why"] is None  # the weaker of the two
+    assert j["formation_to_optimization"]["verdict"] == HELD  # every run: closer to the final, and faster early
+    assert j["deep_to_shallow"]["verdict"] == DID_NOT_HOLD  # significantly the other way
+    one = JC.judge_runs(runs[:1])
+    assert all(x["verdict"] == INCONCLUSIVE and x["why"] == JC.ONE_RUN for x in one.values())
+    missing = dict(runs[0], deep_to_shallow={"numbers": {}, "detail": "no lower-half share", "statistics": None})
+    assert JC.judge_runs([missing, runs[1]])["deep_to_shallow"] == {
+        "finding": JC.FINDINGS["deep_to_shallow"], "runs": [missing["deep_to_shallow"], runs[1]["deep_to_shallow"]],
+        "detail": "no lower-half share | d", "statistics": None, "verdict": NOT_MEASURABLE, "why": "no lower-half share"}
 
 
 def test_aggregate_pools_tasks_by_examples():

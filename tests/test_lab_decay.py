@@ -157,6 +157,7 @@ def test_no_weight_decay_arm_is_exempt_from_the_decay_floor():
 
 def test_presets_parse_and_the_decay_preset_holds_the_plan():
     from kentropy.lab.config import config_from_yaml, load_preset
+    from kentropy.lab.judge.deviations import RULES
     from kentropy.lab.studies.decay import estimate_seconds, plan_text
 
     cfg = load_preset("decay")
@@ -174,7 +175,9 @@ def test_presets_parse_and_the_decay_preset_holds_the_plan():
     assert estimate_seconds(d) < 45 * 60  # training at today's speed leaves room for measuring and the loop
     text = plan_text(d)
     assert text.index("analysis plan") < text.index("reference") and "estimate" in text and "OLMo-1B" in text
-    assert d.deviations and all(f"[lab] changed after a run was seen: {x}" in text for x in d.deviations)
+    assert d.deviations and all(f"[lab] changed after a run was seen: {x}" in text for x in (*RULES, *d.deviations))
+    assert any("7 -> 8" in x for x in d.deviations) and any("weight decay x4" in x for x in d.deviations)
+    assert any("against_floor" in x and "shift of preferences" in x for x in RULES)
     with pytest.raises(KentropyError, match="x.yaml: decay: deviations must list non-empty strings"):
         config_from_yaml("version: 1\ndecay: {deviations: ['']}\n", "x.yaml")
     assert load_preset("quick").decay is None
@@ -222,7 +225,14 @@ def test_decay_study_smoke_end_to_end(tmp_path):
     study = results["decay_study"]
     assert study["plan"] == cfg.decay.analysis_plan().to_json() and study["plan"]["primary"] == "end vs half"
     assert study["deviations"] == ["a change made after a run was seen"]
-    assert set(study["paper_reference"]) == {"model", "delta_kl_per_layer", "fraction_of_max", "source"}
+    assert results["deviations"][-1] == "a change made after a run was seen" and len(results["deviations"]) > 1
+    assert study["paper_reference"]["delta_kl_per_layer"] == pytest.approx(0.03125) and study["paper_reference"]["second_half_share"] is None
+    # the gates, per finding, before any verdict; the loop did not run, so its findings are not measurable
+    assert set(study["gates"]) == {"1", "2c", "2d", "2e", "3a", "3b"}
+    assert all({"knowledge", "power", "manipulation"} <= set(g) for g in study["gates"].values())
+    assert all(isinstance(x["passed"], bool) for g in study["gates"].values() for x in g.values())
+    assert [r["finding"] for r in study["testable"]] == ["1", "2c", "2d", "2e", "3a", "3b"]
+    assert study["testable"][0]["testable"] and not any(r["testable"] for r in study["testable"][1:])
     assert [a["name"] for a in study["arms"]] == ["reference", "GELU"]
     for a in study["arms"]:
         assert {"name", "changes", "layers", "ffn_dim", "seeds", "contrasts", "verdict", "diagnostics", "effect",
@@ -240,10 +250,13 @@ def test_decay_study_smoke_end_to_end(tmp_path):
                     / a["layers"] for s in a["seeds"]]
             assert c["per_seed"] == pytest.approx(want, abs=1e-12) and c["to_step"] == a["steps"][-1]
             assert c["mean"] == pytest.approx(sum(want) / 2) and c["ci"][0] <= c["mean"] <= c["ci"][1]
-            assert c["verdict"] in ("decayed", "no decay", "rose", "inconclusive")
-            assert c["p_decay_adjusted"] >= c["p_decay"] and c["p_equivalence_adjusted"] >= c["p_equivalence"]
+            assert c["verdict"] in ("decayed", "decayed, at least the SESOI", "no decay", "rose", "inconclusive")
+            assert all(c[t + "_adjusted"] >= c[t] for t in ("p_direction", "p_minimum_effect", "p_equivalence"))
+            last = [s["knowledge_entropy_per_layer"][s["steps"].index(c["from_step"])][-1]
+                    - s["knowledge_entropy_per_layer"][s["steps"].index(c["to_step"])][-1] for s in a["seeds"]]
+            assert c["last_layer"]["per_seed"] == pytest.approx(last, abs=1e-12)
         assert a["verdict"] == a["contrasts"][0]["verdict"]
-        assert a["effect"]["relation"] in ("larger than", "smaller than")
+        assert a["effect"]["relation"] in ("a rise or no change", "within OLMo-1B's whole-run range", "beyond OLMo-1B's whole-run bound")
         d = a["diagnostics"]
         assert d["steps"] == a["steps"] and len(d["per_seed"]) == 2
         for k in ("kl_to_uniform", "top1_share", "top5_share", "dormant_fraction", "max_over_median", "first_position_share",
@@ -265,6 +278,7 @@ def test_decay_study_smoke_end_to_end(tmp_path):
     report = (out / "report.md").read_text()
     assert "## The decay study" in report and "analysis plan" in report and "OLMo-1B" in report
     assert "**Changed after a run was seen** (the plan above was not): a change made after a run was seen" in report
+    assert report.index("## What this design can test") < report.index("The decay study (its gates") < report.index("## Findings")
     assert "Closing the loop" in report
     assert (out / "figures" / "decay_study.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "figures" / "decay_diagnostics.png").read_bytes()[:4] == b"\x89PNG"
@@ -299,16 +313,23 @@ def test_the_loops_knowledge_is_generated_before_any_pretraining(tmp_path, monke
     assert any(n.startswith("decay-corpora") for n in made) and not any("pretrain" in n for n in made)
 
 
-def test_lab_summary_prints_each_arms_verdict_and_effect():
+def test_lab_summary_prints_what_could_be_tested_first():
     from kentropy.cli.app import lab_summary
-    from kentropy.lab.judge.seeds import compare_to_paper
+    from kentropy.lab.judge.paper import compare_to_paper
 
-    findings = {"entropy_decay": {"verdict": "decayed"},
-                "acquisition_forgetting": {"verdict_step_A": "held", "verdict_step_F": "inconclusive", "verdict_A": "held",
-                                           "verdict_F": "did not hold"},
-                "resuscitation": {"verdict_A": "not tested", "verdict_F": "not tested"}}
+    rows = [{"finding": "1", "title": "Knowledge entropy decays during pretraining", "testable": False,
+             "why": "not in the paper's regime", "verdict": "not measurable"},
+            {"finding": "2e", "title": "The raw probe gain follows it (slope of ΔP on H)", "testable": True, "why": None,
+             "verdict": "inconclusive"}]
     arm = {"name": "reference", "tokens_per_parameter": 600.0, "verdict": "decayed", "effect": compare_to_paper(0.0078, 2, 86)}
-    text = lab_summary({"findings": findings, "decay_study": {"arms": [arm]}, "timings": {"a": {"seconds": 2.0}}}, "lab", "decay")
-    line = next(x for x in text.splitlines() if "decay study, reference" in x)
-    assert "600 tokens/param: decayed (ΔKL +0.0078 nats per layer" in line and "smaller than OLMo-1B's 0.0312" in line
-    assert text.splitlines()[-1] == "  total stage time 2 s; report: lab/report.md"
+    decay = {"arms": [arm], "testable": [dict(rows[1], finding="2c")]}
+    text = lab_summary({"testable": rows, "decay_study": decay, "timings": {"a": {"seconds": 2.0}}}, "lab", "decay")
+    lines = text.splitlines()
+    assert lines[1] == "  decay study:" and lines[2].startswith("    2c ") and "testable: yes; inconclusive" in lines[2]
+    assert lines[4] == "  core study (the decay study's scaffolding):"
+    assert lines[5].startswith("  1   Knowledge entropy decays") and "testable: no (not in the paper's regime); not measurable" in lines[5]
+    line = next(x for x in lines if "arm reference" in x)
+    assert "600 tokens/param: decayed (ΔKL +0.0078 nats per layer" in line and "within OLMo-1B's whole-run range" in line
+    assert lines[-1] == "  total stage time 2 s; report: lab/report.md"
+    demo = lab_summary({"testable": rows, "timings": {}}, "demo", "quick")
+    assert "testable: no (not in the paper's regime); not measurable in the demo (make decay)" in demo

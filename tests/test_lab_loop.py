@@ -13,13 +13,12 @@ import pytest
 from kentropy.errors import KentropyError
 from kentropy.lab.cache import Done
 from kentropy.lab.config import Arm, DecayConfig, decay_config, load_preset
-from kentropy.lab.judge.manipulation import raised_entropy
+from kentropy.lab.judge.findings import slope_finding
 from kentropy.lab.judge.plan import fraction_step
-from kentropy.lab.judge.verdicts import DIRECTION_ONLY, HELD, NOT_MEASURABLE, NOT_TESTED, VERDICTS
+from kentropy.lab.judge.verdicts import DID_NOT_HOLD, HELD, INCONCLUSIVE, NOT_MEASURABLE, NOT_TESTED, VERDICTS
 from kentropy.lab.report.loop import floor_text, loop_section
 from kentropy.lab.studies import loop as loop_mod
-from kentropy.lab.studies.loop import (close_the_loop, continual_config, forgetting_se, loop_plan_text, resuscitation_row,
-                                       slope_finding)
+from kentropy.lab.studies.loop import close_the_loop, continual_config, forgetting_se, loop_plan_text
 
 STEPS = {"reference": 40, "GELU": 30}  # pretraining steps of the stand-in runs
 SEQ = {"reference": 64, "GELU": 32}
@@ -46,13 +45,16 @@ def study(d: DecayConfig) -> tuple[dict, dict]:
     return {"arms": arms}, pretrains
 
 
+TASKS = ("lab_fact_recall", "lab_entity_typing")
+
+
 def downstream(scores: list[float], n: int = 101) -> dict:
-    return {"tasks": {f"t{k}": {"score": x, "n": n} for k, x in enumerate(scores)}, "D": sum(scores) / len(scores)}
+    return {"tasks": {TASKS[k]: {"score": x, "n": n} for k, x in enumerate(scores)}, "D": sum(scores) / len(scores)}
 
 
 def with_rows(*rows: list[float]) -> dict:
-    """`evaluate(rows=True)`'s result: tasks t0, t1, ... of these per-document rows."""
-    tasks = {f"t{k}": {"score": sum(x) / len(x), "n": len(x), "rows": x} for k, x in enumerate(rows)}
+    """`evaluate(rows=True)`'s result: the lab's tasks, of these per-document rows."""
+    tasks = {TASKS[k]: {"score": sum(x) / len(x), "n": len(x), "rows": x} for k, x in enumerate(rows)}
     return {"tasks": tasks, "D": sum(t["score"] for t in tasks.values()) / len(tasks)}
 
 
@@ -62,7 +64,8 @@ PAIRED = (with_rows([1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0, 1.0]), with_rows(
 
 @pytest.fixture
 def stand_ins(monkeypatch):
-    """Stand-in stages: each continual run records (cfg, start); resuscitation lowers H (5.0 -> 4.9)."""
+    """Stand-in stages: each continual run records (cfg, start); resuscitation lowers H (5.0 -> 4.9), or raises it
+    (5.0 -> 5.1) where `calls["raise"]`."""
     calls = {"continual": [], "resuscitate": [], "fits": []}
 
     def continual(stages, cfg, start, start_hash, label, seed, world, corpora, device):
@@ -70,12 +73,13 @@ def stand_ins(monkeypatch):
         step = int(start.rsplit("/", 1)[-1]) if start.startswith("/ckpt") else 99
         db, da = PAIRED if calls.get("rows") else (downstream([0.5, 0.3]), downstream([0.4, 0.2]))
         summary = {"A": 50.0 - step / 2, "F": step / 4, "P_before": -5.0, "P_after": -5.0 + (100 - step) / 100,
-                   "D_before": db["D"], "downstream_before": db, "downstream_after": da}
+                   "D_before": db["D"], "D_after": da["D"], "downstream_before": db, "downstream_after": da}
         return Done({"summary": summary}, Path("/x"), "c")
 
     def resuscitate(stages, cfg, final, pre, corpora, amplify, device):
         calls["resuscitate"].append({"cfg": cfg, "final": final})
-        return Done({"path": "/resus", "report": {"knowledge_entropy_before": 5.0, "knowledge_entropy_after": 4.9}}, Path("/x"), "r")
+        after = 5.1 if calls.get("raise") else 4.9
+        return Done({"path": "/resus", "report": {"knowledge_entropy_before": 5.0, "knowledge_entropy_after": after}}, Path("/x"), "r")
 
     def fits(cfg, world, tok):
         calls["fits"].append(cfg.continual_seq_len)
@@ -86,7 +90,9 @@ def stand_ins(monkeypatch):
     monkeypatch.setattr(loop_mod, "continual_stage", continual)
     monkeypatch.setattr(loop_mod, "resuscitate_stage", resuscitate)
     monkeypatch.setattr(loop_mod, "check_knowledge_fits", fits)
-    tasks = {"task_metadata": {"fact_recall": {"rows": 100, "prior_guess": 0.25}, "entity_typing": {"rows": 40, "prior_guess": 0.35}}}
+    band = {"of_entities": 300}
+    tasks = {"task_metadata": {"fact_recall": {"rows": 100, "prior_guess": 0.25, "popularity_band": band},
+                               "entity_typing": {"rows": 40, "prior_guess": 0.35, "popularity_band": band}}}
     monkeypatch.setattr(loop_mod, "world_stage", lambda stages, cfg: Done(tasks, Path("/x"), "w"))
     return calls
 
@@ -113,27 +119,43 @@ def test_every_continual_run_fits_its_pretraining_rows_at_its_peak_lr(stand_ins)
     assert d.loop_tasks_per_kind == 100 and out["continual"]["rows_per_task"] == {"fact_recall": 100, "entity_typing": 40}
     assert out["continual"]["prior_guess_D"] == pytest.approx(0.3)
     assert [p["D_before"] for p in out["points"]] == pytest.approx([0.4] * len(out["points"]))
-    # the contract of `loop`
+    # the contract of `loop`, gates first: D before (0.40) is 0.10 above the floor (0.30) but not 5 SE: no knowledge to forget
     for key in ("slope_A_on_H", "slope_F_on_H", "slope_dP_on_H"):
-        assert {"per_seed", "mean", "ci", "p"} <= set(out[key]) and len(out[key]["per_seed"]) == 3
+        assert {"per_seed", "mean", "ci", "p", "verdict", "why"} <= set(out[key]) and len(out[key]["per_seed"]) == 3
         assert out[key]["verdict"] in VERDICTS
-    assert [set(r) >= {"amplify", "H_before", "H_after", "tested", "delta_A", "delta_F"} for r in out["resuscitation"]] == [True]
-    # resuscitation lowered H in the stand-in: not judged, with its numbers
-    r = out["resuscitation"][0]
-    assert (r["H_before"], r["H_after"], r["tested"]) == (5.0, 4.9, False)
-    assert r["verdict_A"] == r["verdict_F"] == NOT_TESTED and r["delta_A"]["per_seed"] == [-29.5] * 3  # A = 50 - 99/2 vs 50 - 40/2
+    assert out["slope_dP_on_H"]["verdict"] == NOT_MEASURABLE and out["slope_dP_on_H"]["why"].startswith("no knowledge to forget")
+    assert out["slope_A_on_H"]["verdict"] == NOT_MEASURABLE and "no pilot" in out["slope_A_on_H"]["why"]  # the design first
+    assert not out["gates"]["2c"]["knowledge"]["passed"] and len(out["gates"]["2c"]["knowledge"]["whole"]) == 3 * 5
+    # resuscitation lowered H in the stand-in: the p counts in no seed, its numbers kept
+    res = out["resuscitation"]
+    assert [r["counted"] for r in res["resuscitation"]] == [False] * 3 and res["by_amplify"][0]["counted_seeds"] == []
+    assert res["verdict_A"] == NOT_TESTED and [r["delta_A"] for r in res["resuscitation"]] == [-29.5] * 3  # A = 50 - 99/2 vs 50 - 40/2
+    assert out["gates"]["3a"]["manipulation"]["per_amplify"]["2"]["seeds"]["0"] == {"H_before": 5.0, "H_after": 4.9, "passed": False}
     assert out["F_se"]["max"] == pytest.approx(10.145426925467454) and out["F_se"]["estimate"] == "independent upper bound"
     assert out["resuscitation_skipped"] == [{"arm": "GELU", "reason": "only the reference arm is resuscitated"}]
+    assert "downstream_before" not in out["points"][0]  # the rows stay in the stages, not in results.json
     md = loop_section(out)
     assert "F's standard error (independent upper bound): at most 10.15 points" in md
     assert "Continual rows of 64 tokens (pretrained on 64); continual lr 0.003 (the arm's pretraining peak lr 0.003)" in md
     assert "plus the final checkpoints of GELU" in md and "**not tested**" in md and "NOT below the target of 2" in md
     assert f"{d.loop_tasks_per_kind} rows per downstream task (all the world gives: entity_typing 40)" in md
+    assert "H rose in seed(s) none" in md and "at least +102 % per nat of H" in md
     assert out["downstream_knowledge"] == {"median": 0.4, "floor": 0.3, "margin": pytest.approx(0.1), "above": True}
     assert "D before continual learning: median 0.400, against 0.300 for a guess that knows no fact" in md
-    assert "+0.100, above it: the models know more than the priors" in md
+    assert "+0.100, above it; whether that is knowledge enough to forget is the knowledge gate's to say" in md
     below = floor_text({"median": 0.255, "floor": 0.26, "margin": -0.005, "above": False})
     assert "-0.005, at or below it: these models show no downstream knowledge beyond the answer priors" in below
+
+
+def test_a_p_that_raised_h_counts_in_its_seeds(stand_ins):
+    stand_ins["raise"] = True
+    d = dcfg(loop_amplify=[2.0])
+    result, pretrains = study(d)
+    out = close_the_loop(None, load_preset("smoke"), d, result, pretrains, None, None, "cpu")
+    e = out["resuscitation"]["by_amplify"][0]
+    assert e["counted_seeds"] == [0, 1, 2] and e["kl_rise_per_layer"] == pytest.approx(0.05)  # 0.1 over the reference's 2 layers
+    assert e["3a"]["paper_effect"] == pytest.approx(204.8 * 0.05) and e["3a"]["verdict"] == NOT_MEASURABLE  # no pilot
+    assert out["pilot_estimates"]["seeds"] == [0, 1, 2] and "2e" in out["pilot_estimates"]["sd"]
 
 
 def test_runs_with_rows_get_the_paired_standard_error(stand_ins):
@@ -166,7 +188,9 @@ def test_passages_that_do_not_fit_stop_the_loop_before_training(stand_ins):
     out = close_the_loop(None, load_preset("smoke"), d, result, pretrains, None, None, "cpu")
     assert stand_ins["continual"] == []
     assert out["note"].startswith("not run: decay loop: arm GELU's injected knowledge does not fit its 32-token")
-    assert "decay.loop_knowledge_facts" in out["note"] and out["slope_A_on_H"]["per_seed"] == []
+    assert "decay.loop_knowledge_facts" in out["note"] and out["slope_A_on_H"]["per_seed"] is None
+    assert out["slope_A_on_H"]["verdict"] == out["resuscitation"]["verdict"] == NOT_MEASURABLE
+    assert out["slope_A_on_H"]["why"] == out["note"] and not out["gates"]["3b"]["design"]["passed"]
     assert "not run" in loop_section(out)
 
 
@@ -179,6 +203,7 @@ def test_continual_config_and_loop_lr():
     plan = loop_plan_text(dcfg(loop_arms=["GELU"]))
     assert "seeds 0, 1, 2, from 0.25, 0.5, 0.75, 1 of training, plus the final checkpoints of GELU" in plan
     assert "lr each arm's pretraining peak (0.003 for the reference)" in plan and "rows = each arm's pretraining seq_len (64" in plan
+    assert "power gate (pilot: none" in plan and "vs paper-implied +102.4" in plan and "testable by design" in plan
 
 
 def test_resuscitation_only_where_algorithm_1_scales_c_exactly(stand_ins):
@@ -188,40 +213,26 @@ def test_resuscitation_only_where_algorithm_1_scales_c_exactly(stand_ins):
     d.reference = Arm(arch="gelu", seq_len=SEQ["reference"], lr=LR["reference"])
     result, pretrains = study(d)
     out = close_the_loop(None, load_preset("smoke"), d, result, pretrains, None, None, "cpu")
-    assert stand_ins["resuscitate"] == [] and out["resuscitation"] == []
+    assert stand_ins["resuscitate"] == [] and out["resuscitation"]["by_amplify"] == []
+    assert out["resuscitation"]["verdict_A"] == NOT_MEASURABLE and loop_mod.INEXACT in out["resuscitation"]["why_A"]
     assert out["resuscitation_skipped"] == [{"arm": "reference", "reason": loop_mod.INEXACT}]
-
-
-def test_manipulation_check():
-    """Resuscitation is judged only where H rose: H fell -> tested False and `not tested`, the numbers kept."""
-    assert raised_entropy(1.0, 1.1) and not raised_entropy(1.0, 1.0) and not raised_entropy(1.1, 1.0)
-    fell = resuscitation_row(3.0, [5.0, 5.2, 5.1], [4.9, 5.1, 5.0], [20.0, 22.0, 21.0], [25.0, 26.0, 27.0],
-                             [10.0, 11.0, 12.0], [8.0, 9.0, 10.0])
-    assert fell["tested"] is False and fell["verdict_A"] == fell["verdict_F"] == NOT_TESTED
-    assert fell["H_before"] == pytest.approx(5.1) and fell["H_after"] == pytest.approx(5.0)
-    assert fell["delta_A"]["per_seed"] == [5.0, 4.0, 6.0] and fell["delta_A"]["mean"] == pytest.approx(5.0)
-    # mean 5, sd 1, t_{0.975,2} = 4.302653: 5 ± 4.302653 / sqrt(3)
-    assert fell["delta_A"]["ci"] == pytest.approx([5 - 2.484138, 5 + 2.484138], rel=1e-6)
-    rose = resuscitation_row(3.0, [5.0, 5.2, 5.1], [5.3, 5.4, 5.5], [20.0, 22.0, 21.0], [25.0, 26.0, 27.0],
-                             [10.0, 11.0, 12.0], [8.0, 9.0, 10.0])
-    assert rose["tested"] is True and rose["verdict_A"] == HELD and rose["verdict_F"] == HELD  # ΔF = -2 exactly each seed
-    assert rose["delta_F"]["ci"] == [-2.0, -2.0]
 
 
 def test_slopes_from_a_hand_made_table():
     """Per seed the OLS slope over H = 10, 9, 8, 7; across seeds mean, t-interval and two-sided p (values by hand)."""
     h = [[10.0, 9.0, 8.0, 7.0]] * 3
-    a = slope_finding(h, [[40, 30, 25, 15], [20, 18, 16, 14], [11, 12, 9, 8]], +1)
+    passed = {"power": {"passed": True}}
+    a = slope_finding("2e", h, [[40, 30, 25, 15], [20, 18, 16, 14], [11, 12, 9, 8]], passed, None)
     assert a["per_seed"] == pytest.approx([8.0, 2.0, 1.2])  # Sxy / Sxx = 40/5, 10/5, 6/5
     assert a["mean"] == pytest.approx(3.733333333)
     # sd = 3.716559, se = 2.145756, t = 1.739869 on 2 df: p = 1 - t / sqrt(2 + t^2) = 0.224016
     assert a["ci"] == pytest.approx([-5.4992857, 12.9659523], rel=1e-6) and a["p"] == pytest.approx(0.2240164, rel=1e-5)
-    assert a["verdict"] == DIRECTION_ONLY
-    f = slope_finding(h, [[0, 2, 4, 6], [0, 2.1, 4.2, 6.3], [0, 1.9, 3.8, 5.7]], -1)
+    assert a["verdict"] == INCONCLUSIVE  # the paper's sign, not significant: an underpowered null
+    f = slope_finding("2d", h, [[0, 2, 4, 6], [0, 2.1, 4.2, 6.3], [0, 1.9, 3.8, 5.7]], passed, None)
     assert f["per_seed"] == pytest.approx([-2.0, -2.1, -1.9]) and f["p"] == pytest.approx(0.000832293, rel=1e-5)
     assert f["verdict"] == HELD
-    assert slope_finding(h, [[0, 2, 4, 6], [0, 2.1, 4.2, 6.3], [0, 1.9, 3.8, 5.7]], +1)["verdict"] == "did not hold"
-    assert slope_finding(h[:2], [[0, 2, 4, 6], [0, 2.1, 4.2, 6.3]], -1)["verdict"] == NOT_MEASURABLE  # below 3 seeds
+    assert slope_finding("2d", h, [[0, 2, 4, 6], [0, 2.1, 4.2, 6.3], [0, 1.9, 3.8, 5.7]], passed, -144.0)["verdict"] == "direction only"
+    assert slope_finding("2e", h, [[0, 2, 4, 6], [0, 2.1, 4.2, 6.3], [0, 1.9, 3.8, 5.7]], passed, None)["verdict"] == DID_NOT_HOLD
 
 
 def test_forgetting_standard_error():
@@ -239,3 +250,13 @@ def test_loop_config_is_checked():
         decay_config({"loop_fractions": [0.5, 1.5], "min_reference_tokens_per_parameter": 0})
     d = load_preset("decay").decay
     assert d.loop_fractions == [0.25, 0.5, 0.75, 1.0] and d.loop_tasks_per_kind > 1875
+    assert d.loop_amplify == [1.0, 1.5, 2.0] and d.pilot is None
+    free = {"min_reference_tokens_per_parameter": 0, "min_tokens_per_parameter": 0, "min_cumulative_weight_decay": 0}
+    with pytest.raises(KentropyError, match="loop_amplify must hold the grid 1, 1.5, 2 at least .* missing 1, 1.5"):
+        decay_config({"loop_amplify": [2.0], **free})
+    pilot = {"source": "pilot run", "seeds": [1, 7], "sd": {"2c": 100.0}}
+    with pytest.raises(KentropyError, match="decay: seeds: seed\\(s\\) 1 were the pilot's"):
+        decay_config({"pilot": pilot, "seeds": [0, 1], **free}, "decay")
+    with pytest.raises(KentropyError, match="decay: pilot: sd: unknown finding"):
+        decay_config({"pilot": {**pilot, "sd": {"4": 1.0}}, "seeds": [0, 2], **free}, "decay")
+    assert decay_config({"pilot": pilot, "seeds": [0, 2], **free}).pilot_plan().sd == {"2c": 100.0}

@@ -253,21 +253,20 @@ def train_cmd(cfg: TrainConfig) -> None:
 
 # ---- lab ----------------------------------------------------------------------------------
 from kentropy.lab.pipeline import LabRunConfig, run_lab_command  # noqa: E402
+from kentropy.lab.report.gates import DEMO, testable_lines  # noqa: E402
 
 
 def lab_summary(r: dict, out: str, preset: str) -> str:
-    """The lines `kentropy lab` prints at the end, from its results."""
-    f = r["findings"]
-    af = f["acquisition_forgetting"]
-    lines = [f"lab {out} (preset {preset}):",
-             f"  1. knowledge entropy decays:                    {f['entropy_decay']['verdict']}",
-             f"  2. later checkpoints acquire less / forget more: {af['verdict_step_A']} / {af['verdict_step_F']}",
-             f"     A and F follow knowledge entropy:            {af['verdict_A']} / {af['verdict_F']}",
-             f"  3. resuscitation (where H rose) raises A / lowers F: {f['resuscitation']['verdict_A']} / {f['resuscitation']['verdict_F']}"]
-    if "decay_study" in r:
+    """The lines `kentropy lab` prints at the end, from its results: what the design could test, with each finding's
+    verdict (the demo names `make decay` for what it cannot test); with a decay study, its table and arms first."""
+    lines = [f"lab {out} (preset {preset}): what this design could test, and the verdicts"]
+    if "decay_study" in r:  # the study for the findings first; the core study is its scaffolding
+        lines += ["  decay study:", *testable_lines(r["decay_study"]["testable"], False, prefix="    ")]
         for a in r["decay_study"]["arms"]:
-            lines.append(f"     decay study, {a['name']:<28} {a['tokens_per_parameter']:6.0f} tokens/param: {a['verdict']} "
+            lines.append(f"    arm {a['name']:<28} {a['tokens_per_parameter']:6.0f} tokens/param: {a['verdict']} "
                          f"({a['effect']['text']})")
+        lines.append("  core study (the decay study's scaffolding):")
+    lines += testable_lines(r["testable"], preset == DEMO, prefix="  ")
     lines.append(f"  total stage time {sum(t['seconds'] for t in r['timings'].values()):.0f} s; report: {out}/report.md")
     return "\n".join(lines)
 

@@ -18,7 +18,7 @@ import yaml
 from kentropy.errors import KentropyError
 from kentropy.knowledge.generate import MIN_FACTS
 from kentropy.lab import regime
-from kentropy.lab.judge.plan import AnalysisPlan, contrast_steps, plan_from_dict
+from kentropy.lab.judge.plan import AMPLIFY_GRID, AnalysisPlan, Pilot, check_pilot_seeds, contrast_steps, pilot_from_dict, plan_from_dict
 from kentropy.training.loop import SCHEDULES
 
 PRESETS = ("smoke", "quick", "decay", "paper", "interventions", "ladder")
@@ -176,7 +176,12 @@ class DecayConfig:
     loop_lr: float | None = None  # continual lr; null: the arm's pretraining peak lr (the paper continued OLMo-1B at its own)
     loop_knowledge_facts: int = 7  # facts per injected passage (fewer: shorter passages, to fit the arm's pretraining rows)
     loop_tasks_per_kind: int = 100  # downstream rows per task of the loop's F (more rows: a smaller standard error of F)
-    loop_amplify: list[float] = field(default_factory=lambda: [2.0])  # resuscitation's p (Algorithm 1) on the reference's final checkpoints
+    # resuscitation's p (Algorithm 1) on the reference's final checkpoints: the preregistered grid, at least 1, 1.5 and 2
+    loop_amplify: list[float] = field(default_factory=lambda: list(AMPLIFY_GRID))
+    # the power gate's pilot (`judge.plan.pilot_from_dict`): the between-seed standard deviations a pilot of this design
+    # measured per finding (its results.json's `decay_study.pilot_estimates`), fixed before the main runs; null: no pilot,
+    # so the power of findings 2 and 3 is unknown and they read `not measurable`
+    pilot: dict | None = None
     min_reference_tokens_per_parameter: float = 1000.0  # the regime the study promises (checked)
     min_tokens_per_parameter: float = 300.0
     min_cumulative_weight_decay: float = 5.0
@@ -200,6 +205,7 @@ class DecayConfig:
         self.check_loop(where)
         if not self.seeds or (self.reference_seeds is not None and not self.reference_seeds):
             raise KentropyError(f"{where}: seeds must list at least one seed")
+        check_pilot_seeds(self.pilot_plan(where), set(self.seeds) | set(self.reference_seeds or []), f"{where}: seeds")
         self.analysis_plan(where)
         if not isinstance(self.deviations, list) or any(not isinstance(d, str) or not d.strip() for d in self.deviations):
             raise KentropyError(f"{where}: deviations must list non-empty strings")
@@ -228,6 +234,10 @@ class DecayConfig:
         """The preregistered plan, parsed and checked (`plan_from_dict`)."""
         return plan_from_dict(self.plan, f"{where}: plan")
 
+    def pilot_plan(self, where: str = "decay config") -> Pilot | None:
+        """The power gate's pilot, parsed and checked (`pilot_from_dict`)."""
+        return pilot_from_dict(self.pilot, f"{where}: pilot")
+
     def check_loop(self, where: str) -> None:
         """The loop's fields: fractions in (0, 1], known arm names, a positive lr, facts and task rows, amplify > 0."""
         if not self.loop_fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
@@ -242,6 +252,10 @@ class DecayConfig:
             raise KentropyError(f"{where}: loop_knowledge_facts must be >= {MIN_FACTS} and loop_tasks_per_kind positive")
         if any(not 0 < p < math.inf for p in self.loop_amplify):
             raise KentropyError(f"{where}: loop_amplify must list finite numbers > 0, got {self.loop_amplify}")
+        missing = [p for p in AMPLIFY_GRID if p not in self.loop_amplify]
+        if missing:
+            raise KentropyError(f"{where}: loop_amplify must hold the grid {', '.join(f'{p:g}' for p in AMPLIFY_GRID)} at least "
+                                f"(Algorithm 1 over a preregistered grid of p); missing {', '.join(f'{p:g}' for p in missing)}")
 
 
 def decay_config(data: dict | None, where: str = "decay") -> DecayConfig:
@@ -343,6 +357,12 @@ class LabConfig:
     min_lr_ratio: float = 0.1  # final lr / lr for cosine and wsd (OLMo's alpha_f)
     checkpoints: int = 8  # saved evenly over the schedule (plus the initialization, step 0, and the decay contrast's steps)
     decay_sesoi: float = 0.005  # finding 1's smallest effect of interest, KL nats per layer (OLMo-1B's fall: <= 0.03)
+    # the gates (lab/judge/gates.py), fixed before any run: the head band of the knowledge gate (the most-written
+    # fraction of the world's entities, whose rows are scored apart), and the power gate's pilot (`judge.plan.Pilot`:
+    # the between-seed standard deviations a pilot of this design measured, its results.json's `pilot_estimates`;
+    # null: no pilot, so the power of findings 2 and 3 is unknown and they read `not measurable`)
+    head_band: float = 0.1
+    pilot: dict | None = None
     # measurement on held-out world text
     measure_docs: int = 128
     # continual knowledge learning (paper §4) on the new-domain corpus, the official protocol
@@ -407,6 +427,9 @@ class LabConfig:
                                 f"the positions the model was pretrained on")
         if not 0 < self.decay_sesoi < float("inf"):
             raise KentropyError(f"lab config: decay_sesoi must be a positive number, got {self.decay_sesoi}")
+        if not 0 < self.head_band <= 1:
+            raise KentropyError(f"lab config: head_band must be a fraction of the entities in (0, 1], got {self.head_band}")
+        check_pilot_seeds(self.pilot_plan(), self.pretrain_seeds, "lab config: pretrain_seeds")
         if self.continual_steps % self.injection_rounds:
             raise KentropyError(f"lab config: continual_steps {self.continual_steps} must be a multiple of injection_rounds "
                                 f"{self.injection_rounds} (round r in step interval x r - 1, the last on the final step)")
@@ -419,6 +442,10 @@ class LabConfig:
                                 f"{self.continual_batch} rows")
         if self.pretrain_steps < self.checkpoints:
             raise KentropyError(f"lab config: {self.pretrain_steps} pretraining steps cannot hold {self.checkpoints} checkpoints")
+
+    def pilot_plan(self) -> Pilot | None:
+        """The power gate's pilot, parsed and checked (`pilot_from_dict`)."""
+        return pilot_from_dict(self.pilot, "lab config: pilot")
 
     @property
     def injected_rows(self) -> int:

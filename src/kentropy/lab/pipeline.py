@@ -28,7 +28,7 @@ from kentropy.lab.labdir import LabDir
 from kentropy.lab.report.core import write_report
 from kentropy.lab.results import Context, Section
 from kentropy.lab.studies.circuits import circuits_study
-from kentropy.lab.studies.core import run_core
+from kentropy.lab.studies.core import core_plan_text, run_core
 from kentropy.lab.studies.decay import decay_study, print_plan
 from kentropy.lab.studies.interventions import decay_lab_arms, interventions_study
 from kentropy.lab.studies.ladder import ladder_lab
@@ -98,7 +98,8 @@ def run_lab(cfg: LabConfig, out: str, device: str = "auto", preset: str = "custo
     stages = Stages(lab.root, report_to=report_to)
     if cfg.ladder is not None:  # the ladder stands alone: no core study (its path needs neither datasets nor lm-eval)
         return ladder_lab(stages, cfg, preset, device)
-    if cfg.decay is not None:  # the preregistered plan, before anything runs
+    line(core_plan_text(cfg, preset))  # what the design can test, before anything runs
+    if cfg.decay is not None:  # the preregistered plan and its power gates, before anything runs
         print_plan(cfg.decay)
     run, done = run_core(stages, cfg, preset, device)
     ctx = Context(stages, done, run, device)

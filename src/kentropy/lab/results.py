@@ -89,6 +89,7 @@ class SeedRun:
     starts: list[StepCheckpoint]  # the checkpoints continual learning starts from
     continual: dict[tuple[int, int], ContinualRun]  # (start step, continual seed) -> run
     resuscitated: dict[float, Resuscitated]  # amplify -> resuscitation and its runs
+    pretrain: Done  # its pretraining stage (a later study's runs from its checkpoints share its cache key)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class LabRun:
     world: dict  # the world stage's result: tasks, knowledge, plan, the world's summary
     seeds: dict[int, SeedRun]  # pretraining seed -> its runs, in the config's order
     continual_config: dict  # the TrainConfig of the continual runs (schedule, warmup, ...), as saved
+    regime: dict  # the pretraining beside the paper's: tokens_per_parameter, cumulative_weight_decay (`studies.core.core_regime`)
 
     # the first pretraining seed's runs: what a study of one model (circuits, interventions) reads
     @property

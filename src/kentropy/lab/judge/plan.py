@@ -1,5 +1,7 @@
-"""A decay study's preregistered analysis plan: contrasts at fixed fractions of training, the
-unit (the pretraining seed), the smallest effect of interest and α with Holm's correction.
+"""A lab study's preregistered analysis plan: contrasts at fixed fractions of training, the unit (the
+pretraining seed), the smallest effect of interest and α with Holm's correction; and the gates' fixed parts:
+the thresholds every study uses (`KNOWLEDGE_MARGIN`, `KNOWLEDGE_SE`, `POWER_TARGET`, `AMPLIFY_GRID`, `REGIME`)
+and a preset's `pilot` (`Pilot`: the between-seed standard deviations a pilot measured, per finding).
 
 The plan is fixed before anything runs: `plan_text` is printed first, `to_json` is stored in
 `results.json`, and `checkpoint_steps` saves a checkpoint exactly at every fraction it names.
@@ -17,6 +19,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kentropy.errors import KentropyError
+
+# the findings of Kim et al. (ICLR 2025) the lab tests, by the keys of `gates` and `testable` in results.json
+FINDINGS = {"1": "Knowledge entropy decays during pretraining",
+            "2a": "Later checkpoints acquire less (slope of A on step)",
+            "2b": "Later checkpoints forget more (slope of F on step)",
+            "2c": "Acquisition follows knowledge entropy (slope of A on H)",
+            "2d": "Forgetting follows it inversely (slope of F on H)",
+            "2e": "The raw probe gain follows it (slope of ΔP on H)",
+            "3a": "Resuscitation raises acquisition A",
+            "3b": "Resuscitation lowers forgetting F"}
+KNOWLEDGE_MARGIN = 0.10  # D before continual learning must exceed the prior-only floor by this much ...
+KNOWLEDGE_SE = 5.0  # ... and by this many standard errors of D, per seed and start
+POWER_TARGET = 0.8  # the power a test across seeds must have against the paper-implied effect
+AMPLIFY_GRID = (1.0, 1.5, 2.0)  # Algorithm 1's p that a study testing finding 3 runs, at least
+REGIME = {"tokens_per_parameter": 300.0, "cumulative_weight_decay": 5.0}  # the paper's regime, at least (OLMo-1B: ~2,500, ~16)
 
 
 def _number(value, field: str) -> float:
@@ -193,3 +210,58 @@ def checkpoint_steps(plan: AnalysisPlan, steps: int, warmup_steps: int, n_early:
     if n_early and lo < steps / 2:
         out |= {int(round(x)) for x in np.geomspace(lo, steps / 2, n_early)}
     return sorted(s for s in out if s >= 1)
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """What a pilot of a design measured, fixed in the preset before the main runs: per finding (`FINDINGS`) the
+    between-seed standard deviation of its per-seed statistic, in the finding's units (`judge.paper.UNITS`), from
+    the pretraining seeds `seeds` (which the main runs must not reuse), and where (`source`: run, commit, design)."""
+
+    source: str
+    seeds: tuple[int, ...]
+    sd: dict[str, float]
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "seeds": list(self.seeds), "sd": dict(self.sd)}
+
+
+_PILOT_KEYS = {"source", "seeds", "sd"}
+
+
+def pilot_from_dict(data, where: str) -> Pilot | None:
+    """A Pilot from a preset's mapping (the shape `Pilot.to_json` writes, and `pilot_estimates` in results.json);
+    None for null. Unknown or missing keys, a finding not in FINDINGS, a standard deviation that is not a positive
+    number, or fewer than 2 distinct seeds are an error naming `where`."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise KentropyError(f"{where}: must be a mapping with {', '.join(sorted(_PILOT_KEYS))}, or null; got {type(data).__name__}")
+    _check_keys(data, _PILOT_KEYS, _PILOT_KEYS, where)
+    if not isinstance(data["source"], str) or not data["source"].strip():
+        raise KentropyError(f"{where}: source must say where the pilot was run, got {data['source']!r}")
+    seeds = data["seeds"]
+    if (not isinstance(seeds, list) or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds)
+            or len(set(seeds)) != len(seeds) or len(seeds) < 2):
+        raise KentropyError(f"{where}: seeds must list at least 2 distinct integer seeds, got {seeds!r}")
+    sd = data["sd"]
+    if not isinstance(sd, Mapping) or not sd:
+        raise KentropyError(f"{where}: sd must map findings ({', '.join(FINDINGS)}) to standard deviations, got {sd!r}")
+    unknown = sorted(set(map(str, sd)) - set(FINDINGS))
+    if unknown:
+        raise KentropyError(f"{where}: sd: unknown finding(s) {', '.join(unknown)}; known: {', '.join(FINDINGS)}")
+    out = {}
+    for k, v in sd.items():
+        x = _number(v, f"{where}: sd.{k}")
+        if not x > 0:
+            raise KentropyError(f"{where}: sd.{k} must be > 0, got {x}")
+        out[str(k)] = x
+    return Pilot(data["source"].strip(), tuple(seeds), out)
+
+
+def check_pilot_seeds(pilot: Pilot | None, seeds, where: str) -> None:
+    """The main runs' `seeds` share none with the pilot's: the power was fixed on other runs than those it judges."""
+    shared = sorted(set(seeds) & set(pilot.seeds)) if pilot else []
+    if shared:
+        raise KentropyError(f"{where}: seed(s) {', '.join(map(str, shared))} were the pilot's (pilot.seeds); the main runs "
+                            f"need fresh seeds")

@@ -1,5 +1,6 @@
-"""Seed-level inference for a decay study: per-seed ΔKL, per-arm t-interval, one-sided t-test for
-decay, TOST for equivalence, Holm across arms, and the verdict; effect sizes beside the paper's.
+"""Seed-level inference for a change between two points of training (finding 1, a decay-study arm, a ladder
+width): per-seed ΔKL, per-arm t-interval, a two-sided t-test for its direction, a minimum-effect test against
+the SESOI, TOST for equivalence, Holm across arms, and the verdict (`verdicts.contrast_verdict`).
 
 The pretraining seed is the unit. Per seed s of an arm with L layers, a contrast's change is
 ΔKL_s = (H_s[from] − H_s[to]) / L = mean over layers of (KL_l[to] − KL_l[from]), KL_l = ln m − H_l,
@@ -7,13 +8,15 @@ in nats per layer (comparable across widths). Over the n seeds, with mean d̄, s
 s (n − 1 in the denominator) and se = s/√n, using Student's t with n − 1 degrees of freedom:
 
 - 95% interval: d̄ ± t_{0.975, n−1} · se;
-- decay (H0: Δ ≤ 0, H1: Δ > 0): p = P(T > d̄/se);
+- direction (H0: Δ = 0): p = 2 P(T > |d̄|/se);
+- minimum effect (H0: Δ ≤ SESOI, H1: Δ > SESOI): p = P(T > (d̄ − SESOI)/se);
 - equivalence (TOST, H0: |Δ| ≥ SESOI): p = max(P(T > (d̄ + SESOI)/se), P(T < (d̄ − SESOI)/se)).
 
 With one seed neither the interval nor a p-value exists: those fields are None and the verdict is
 `inconclusive`. With zero spread (se = 0, every seed the same Δ) the tests are taken at their limit:
 t = ±∞ gives p = 0 or 1, and 0/0 (the mean exactly on H0's boundary) gives p = 1; the interval is
-[d̄, d̄].
+[d̄, d̄]. Each contrast also gives the same change in the last layer alone (`last_layer`), where the
+paper's fall is largest.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 from kentropy.errors import KentropyError
 from kentropy.lab.judge.plan import AnalysisPlan, contrast_steps
-from kentropy.lab.judge.verdicts import DECAYED, INCONCLUSIVE, NO_DECAY, ROSE
+from kentropy.lab.judge.verdicts import contrast_verdict
 
 LEVEL = 0.95  # the t-interval's coverage
 
@@ -66,10 +69,11 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> list[float] | N
     return [mean - half, mean + half]
 
 
-def p_decay(values: Sequence[float]) -> float | None:
-    """One-sided one-sample t-test of H1: mean > 0; None for one value."""
+def p_minimum_effect(values: Sequence[float], sesoi: float) -> float | None:
+    """One-sided one-sample t-test of H1: mean > sesoi (the change is at least the smallest effect of interest);
+    None for one value."""
     n, mean, se = _moments(values)
-    return None if n < 2 else _p_greater(_t_stat(mean, se), n - 1)
+    return None if n < 2 else _p_greater(_t_stat(mean - sesoi, se), n - 1)
 
 
 def p_equivalence(values: Sequence[float], sesoi: float) -> float | None:
@@ -105,18 +109,6 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     return out
 
 
-def verdict(p_decay_adjusted: float | None, p_equivalence_adjusted: float | None, ci: Sequence[float] | None,
-            alpha: float) -> str:
-    """The first that holds: decayed, no decay, rose (interval wholly below 0), inconclusive."""
-    if p_decay_adjusted is not None and p_decay_adjusted < alpha:
-        return DECAYED
-    if p_equivalence_adjusted is not None and p_equivalence_adjusted < alpha:
-        return NO_DECAY
-    if ci is not None and ci[1] < 0:
-        return ROSE
-    return INCONCLUSIVE
-
-
 def seed_delta(seed: Mapping, from_step: int, to_step: int, layers: int) -> float:
     """(H[from_step] − H[to_step]) / layers from one seed's record {"seed", "steps", "knowledge_entropy"}."""
     steps, h = list(seed["steps"]), list(seed["knowledge_entropy"])
@@ -126,6 +118,16 @@ def seed_delta(seed: Mapping, from_step: int, to_step: int, layers: int) -> floa
         if s not in steps:
             raise KentropyError(f"seed {seed.get('seed')!r}: no checkpoint at step {s} (the plan's contrast step)")
     return (h[steps.index(from_step)] - h[steps.index(to_step)]) / layers
+
+
+def last_layer_delta(seed: Mapping, from_step: int, to_step: int) -> float | None:
+    """H_L[from_step] − H_L[to_step] of the last layer (= ΔKL of that layer) from a seed's `knowledge_entropy_per_layer`;
+    None where the record has none."""
+    per_layer = seed.get("knowledge_entropy_per_layer")
+    if not per_layer:
+        return None
+    steps = list(seed["steps"])
+    return per_layer[steps.index(from_step)][-1] - per_layer[steps.index(to_step)][-1]
 
 
 @dataclass(frozen=True)
@@ -138,10 +140,11 @@ class ArmSeeds:
 
 
 def contrast_records(arms: Mapping[str, ArmSeeds], plan: AnalysisPlan) -> dict[str, list[dict]]:
-    """Every arm's `contrasts` records, in the plan's order, with Holm applied across arms within each
-    contrast, separately to the decay and the equivalence p-values. Returns {arm: [record per contrast]},
-    each record {"name", "from_step", "to_step", "per_seed", "mean", "ci", "p_decay", "p_equivalence",
-    "p_decay_adjusted", "p_equivalence_adjusted", "verdict"}."""
+    """Every arm's `contrasts` records, in the plan's order, with Holm applied across arms within each contrast,
+    separately to the direction, the minimum-effect and the equivalence p-values. Returns {arm: [record per
+    contrast]}, each record {"name", "from_step", "to_step", "per_seed", "mean", "ci", "p_direction",
+    "p_minimum_effect", "p_equivalence", the three "*_adjusted", "verdict", "last_layer"} (`last_layer`: the last
+    layer's ΔKL {"per_seed", "mean", "ci"}, null where the seeds carry no per-layer entropy)."""
     names = list(arms)
     for name in names:
         if not arms[name].seeds:
@@ -149,6 +152,7 @@ def contrast_records(arms: Mapping[str, ArmSeeds], plan: AnalysisPlan) -> dict[s
         if arms[name].layers < 1:
             raise KentropyError(f"arm {name}: layers must be positive, got {arms[name].layers}")
     out: dict[str, list[dict]] = {name: [] for name in names}
+    tests = ("p_direction", "p_minimum_effect", "p_equivalence")
     for c in plan.contrasts:
         rows = []
         for name in names:
@@ -158,44 +162,20 @@ def contrast_records(arms: Mapping[str, ArmSeeds], plan: AnalysisPlan) -> dict[s
                 d = [seed_delta(s, a, b, arm.layers) for s in arm.seeds]
             except KentropyError as e:
                 raise KentropyError(f"arm {name}: {e}") from None
+            last = [last_layer_delta(s, a, b) for s in arm.seeds]
             rows.append({"name": c.name, "from_step": a, "to_step": b, "per_seed": d, "mean": math.fsum(d) / len(d),
-                         "ci": t_interval(d), "p_decay": p_decay(d), "p_equivalence": p_equivalence(d, plan.sesoi)})
-        for row, pd, pe in zip(rows, holm([r["p_decay"] for r in rows]), holm([r["p_equivalence"] for r in rows])):
-            row["p_decay_adjusted"], row["p_equivalence_adjusted"] = pd, pe
-            row["verdict"] = verdict(pd, pe, row["ci"], plan.alpha)
+                         "ci": t_interval(d), "p_direction": p_two_sided(d), "p_minimum_effect": p_minimum_effect(d, plan.sesoi),
+                         "p_equivalence": p_equivalence(d, plan.sesoi),
+                         "last_layer": None if None in last else {"per_seed": last, "mean": math.fsum(last) / len(last),
+                                                                  "ci": t_interval(last)}})
+        for t in tests:
+            for row, adj in zip(rows, holm([r[t] for r in rows])):
+                row[t + "_adjusted"] = adj
+        for row in rows:
+            row["verdict"] = contrast_verdict(row["mean"], *(row[t + "_adjusted"] for t in tests), plan.alpha)
         for name, row in zip(names, rows):
             out[name].append(row)
     return out
-
-
-def _paper_reference() -> dict:
-    """OLMo-1B's effect from Kim et al. (ICLR 2025), Fig. 7: H within [143.3, 143.8] nats over its run."""
-    lo, hi = 143.3, 143.8  # the figure's y-axis range, nats (read to 0.1)
-    layers, ffn_dim = 16, 8192  # OLMo-1B: 16 blocks, m = 8192
-    fall = round(hi - lo, 1)  # at most this much over the whole run
-    return {"model": "OLMo-1B", "delta_kl_per_layer": fall / layers,
-            "fraction_of_max": fall / (layers * math.log(ffn_dim)),
-            "source": f"Kim et al. (ICLR 2025), Fig. 7: OLMo-1B's knowledge entropy lies between {lo} and {hi} nats "
-                      f"over its pretraining (the y-axis range), a fall of at most {fall} nats; L = {layers}, "
-                      f"m = {ffn_dim}, maximum L ln m = {layers * math.log(ffn_dim):.2f}"}
-
-
-PAPER_REFERENCE = _paper_reference()
-
-
-def compare_to_paper(delta_kl_per_layer: float, layers: int, ffn_dim: int) -> dict:
-    """An arm's ΔKL (nats per layer, positive = decay) beside OLMo-1B's: the same Δ in % of L ln m
-    (= 100 Δ / ln m), and `relation`, "larger than" or "smaller than" the paper's ΔKL per layer
-    (signed: a rise is smaller than the paper's fall; "equal to" only at exact equality)."""
-    if layers < 1 or ffn_dim < 2:
-        raise KentropyError(f"layers must be ≥ 1 and ffn_dim ≥ 2, got {layers} and {ffn_dim}")
-    percent = 100 * delta_kl_per_layer * layers / (layers * math.log(ffn_dim))
-    ref = PAPER_REFERENCE["delta_kl_per_layer"]
-    ref_percent = 100 * PAPER_REFERENCE["fraction_of_max"]
-    relation = "larger than" if delta_kl_per_layer > ref else "smaller than" if delta_kl_per_layer < ref else "equal to"
-    return {"delta_kl_per_layer": delta_kl_per_layer, "percent_of_max": percent, "relation": relation,
-            "text": f"ΔKL {delta_kl_per_layer:+.4f} nats per layer ({percent:+.3f}% of L ln m): {relation} "
-                    f"OLMo-1B's {ref:.4f} ({ref_percent:.2f}%; {PAPER_REFERENCE['source'].split(':')[0]})"}
 
 
 def ols_slope(x: Sequence[float], y: Sequence[float]) -> float:

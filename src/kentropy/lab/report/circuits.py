@@ -83,16 +83,22 @@ def circuits_section(result: dict, figures_dir: Path) -> str:
     add("\n| Finding (Ou et al. 2025) | Verdict here | Numbers |")
     add("|---|---|---|")
     for f in result["findings"].values():
-        add(f"| {f['finding']} | **{f['verdict']}** | {f['detail']} |")
-    add("\nVerdict rules: (1) held if at the final checkpoint the related split's circuit beats the new split's on both "
-        "Hit@10 and faithfulness; (2) held if the last checkpoint before final is closer (edge Jaccard) to the final circuit "
-        "than the start is, and the circuit changes more per step in the first half of the run than in the second; (3) held "
-        f"if the share of circuit edges into the lower half of layers (0-{result['layers'] // 2 - 1}) is larger at the final checkpoint than at "
-        "the start. Findings 2 and 3 average the measured splits; one run, no significance test.\n")
+        why = f" ({f['why']})" if f["why"] else ""
+        stats = "; ".join(f"{k} {s['mean']:+.3g} [{s['ci'][0]:+.3g}, {s['ci'][1]:+.3g}], p = {s['p']:.3g}"
+                          for k, s in (f["statistics"] or {}).items() if s["ci"])
+        add(f"| {f['finding']} | **{f['verdict']}**{why} | {f['detail']}{'; across runs: ' + stats if stats else ''} |")
+    add("\nEach run (a pretraining seed's continual run) gives per finding statistics that are positive in the paper's "
+        "direction: (1) at the final checkpoint, the related split's Hit@10 and faithfulness minus the new split's; (2) the "
+        "rise of the edge Jaccard with the final circuit from the start to the last checkpoint before the final, and the "
+        "circuit's change per step in the first half of the run minus that in the second; (3) the share of circuit edges "
+        f"into the lower half of layers (0-{result['layers'] // 2 - 1}) at the final checkpoint minus at the start. Findings 2 "
+        "and 3 average the measured splits. Across runs each statistic is tested (two-sided t-test): **held** where all of "
+        "a finding's are significant in the paper's direction, **did not hold** where one is significant the other way, "
+        f"else **inconclusive**; this study ran {len(result['seeds'])} run(s), and one run is inconclusive.\n")
     for f in result["findings"].values():
         if f["verdict"] == DID_NOT_HOLD:
             add(f"- \"{f['finding']}\" did not reproduce in this lab run ({f['detail']}).")
         elif f["verdict"] == NOT_MEASURABLE:
-            add(f"- \"{f['finding']}\" could not be measured here ({f['detail']}).")
+            add(f"- \"{f['finding']}\" could not be measured here ({f['why']}).")
     add("")
     return "\n".join(L) + "\n"

@@ -1,19 +1,25 @@
-"""The decay study's section of the lab report: the preregistered plan first, then per arm what it
-changes, its Δ over seeds with the 95% interval, the p-values, the verdict and the effect beside
-OLMo-1B's; the trajectories (measurement-noise bands) and the mechanism diagnostics as figures.
-Every number comes from `run_decay_study`."""
+"""The decay study's section of the lab report: what the study can test and its gates first, the preregistered
+plan, then per arm what it changes, its Δ over seeds with the 95% interval, the p-values, the verdict and the
+effect beside OLMo-1B's range (and the last layer's); the trajectories (measurement-noise bands) and the
+mechanism diagnostics as figures. Every number comes from `run_decay_study` and the loop."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from kentropy.lab.config import changes_text
+from kentropy.lab.judge.paper import last_layer_text, scale_text
 from kentropy.lab.report.figures import cmap, save, subplots
 from kentropy.lab.report.fmt import fmt
-from kentropy.lab.config import changes_text
+from kentropy.lab.report.gates import gates_markdown, testable_markdown
 
 
 def _p(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
+
+
+def _interval(ci: list[float] | None) -> str:
+    return "[-]" if ci is None else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
 
 
 def _trajectories(result: dict, fig_dir: Path) -> str:
@@ -72,17 +78,19 @@ def decay_section(result: dict, fig_dir: Path) -> str:
     plan, ref, o = result["plan"], result["paper_reference"], result["olmo_1b"]
     primary = plan["primary"]
     lines = ["## The decay study: does knowledge entropy decay in the paper's regime?\n",
+             "What this study can test (finding 1: the reference arm's verdict; every arm's below), each finding's gates computed "
+             "before any verdict:\n", *testable_markdown(result["testable"], False), "",
+             *gates_markdown(result["gates"]), "",
              "**The analysis plan** (preregistered: part of the preset, printed before the run, never adjusted by it):\n"]
     for c in plan["contrasts"]:
         tag = " (primary: the arm's verdict)" if c["name"] == primary else ""
         lines.append(f"- `{c['name']}`: ΔKL = (H at {c['from']:.0%} − H at {c['to']:.0%} of training) / L{tag}")
-    lines += [f"- unit: the pretraining seed; per arm the mean ΔKL over seeds with its 95% t-interval; decay: one-sided "
-              f"one-sample t-test (ΔKL > 0); equivalence: TOST against ±{plan['sesoi']:g} KL nats per layer (the SESOI); "
-              f"α = {plan['alpha']:g}, Holm across arms, separately for each test and contrast",
-              "- verdict, the first that holds: `decayed` (adjusted decay p < α), `no decay` (adjusted TOST p < α), "
-              "`rose` (interval wholly below 0), `inconclusive`",
-              f"- yardstick: {ref['model']}'s ΔKL ≤ {ref['delta_kl_per_layer']:.4f} nats per layer "
-              f"({100 * ref['fraction_of_max']:.2f}% of L ln m); {ref['source']}\n",
+    lines += [f"- unit: the pretraining seed; per arm the mean ΔKL over seeds with its 95% t-interval; direction: two-sided "
+              f"one-sample t-test; size: a minimum-effect test (ΔKL > SESOI) and TOST against ±{plan['sesoi']:g} KL nats per "
+              f"layer (the SESOI); α = {plan['alpha']:g}, Holm across arms, separately for each test and contrast",
+              "- verdict, the first that holds: `rose` or `decayed` (adjusted direction p < α; `decayed, at least the SESOI` "
+              "where the adjusted minimum-effect p < α too), `no decay` (adjusted TOST p < α), `inconclusive`",
+              f"- yardstick, a range: {ref['source']}\n",
               *([f"**Changed after a run was seen** (the plan above was not): {d}\n" for d in result.get("deviations", [])]),
               "| arm | changes from the reference | seeds | non-emb. params | tokens / param | Σ lr·wd | epochs | wall (s) "
               "| tokens/s per run |",
@@ -94,19 +102,23 @@ def decay_section(result: dict, fig_dir: Path) -> str:
         lines.append(f"| {a['name']} | {changes_text(a['changes'])} | {len(a['seeds'])} | {r['non_embedding_parameters']:,} | "
                      f"{a['tokens_per_parameter']:.0f} | {a['cumulative_weight_decay']:.1f} | {r['epochs']:.0f} | "
                      f"{a['wall_seconds']:.0f} | {', '.join(f'{x:,.0f}' for x in a['tokens_per_s'])} |")
-    lines += ["", "ΔKL in nats per layer (positive: H fell, the paper's direction), over seeds; p-values one-sided for decay, "
-              "TOST for equivalence, raw and Holm-adjusted.\n",
-              "| arm | contrast | steps | ΔKL per seed | mean [95% CI] | p decay (adj.) | p equiv. (adj.) | verdict |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "ΔKL in nats per layer (positive: H fell, the paper's direction), over seeds; p-values two-sided for the "
+              "direction, one-sided for the minimum effect (Δ > SESOI), TOST for equivalence, raw and Holm-adjusted; the last "
+              "layer's ΔKL beside it.\n",
+              "| arm | contrast | steps | ΔKL per seed | mean [95% CI] | p direction (adj.) | p ≥ SESOI (adj.) | p equiv. (adj.) "
+              "| last layer [95% CI] | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for a in result["arms"]:
         for c in a["contrasts"]:
-            ci = "[-]" if c["ci"] is None else f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]"
             v = f"**{c['verdict']}**" if c["name"] == primary else c["verdict"]
+            last = "-" if c.get("last_layer") is None else f"{c['last_layer']['mean']:+.4f} {_interval(c['last_layer']['ci'])}"
             lines.append(f"| {a['name']} | {c['name']} | {c['from_step']} → {c['to_step']} | "
-                         f"{', '.join(f'{d:+.4f}' for d in c['per_seed'])} | {c['mean']:+.4f} {ci} | "
-                         f"{_p(c['p_decay'])} ({_p(c['p_decay_adjusted'])}) | {_p(c['p_equivalence'])} "
-                         f"({_p(c['p_equivalence_adjusted'])}) | {v} |")
-    lines += ["", f"Effect sizes beside the paper's (primary contrast `{primary}`):\n"]
+                         f"{', '.join(f'{d:+.4f}' for d in c['per_seed'])} | {c['mean']:+.4f} {_interval(c['ci'])} | "
+                         f"{_p(c['p_direction'])} ({_p(c['p_direction_adjusted'])}) | {_p(c['p_minimum_effect'])} "
+                         f"({_p(c['p_minimum_effect_adjusted'])}) | {_p(c['p_equivalence'])} ({_p(c['p_equivalence_adjusted'])}) | "
+                         f"{last} | {v} |")
+    lines += ["", f"Effect sizes beside the paper's range (primary contrast `{primary}`); "
+                  f"{last_layer_text(result['arms'][0]['layers'])}:\n"]
     lines += [f"- {a['name']}: **{a['verdict']}**; {a['effect']['text']}" for a in result["arms"]]
     lines += ["", "Leading diagnostics at the end of training (means over seeds and layers; `seen` series): "
               "KL to uniform, top-1 / top-5 share of Cbar, dormant fraction, max/median of |c|, share of Σ|c| at the first "
@@ -120,7 +132,8 @@ def decay_section(result: dict, fig_dir: Path) -> str:
         lines.append(f"| {a['name']} | {last('kl_to_uniform')} | {last('top1_share')} | {last('top5_share')} | "
                      f"{last('dormant_fraction')} | {last('max_over_median')} | {last('first_position_share')} | "
                      f"{last('weight_norm_cv')} | {last('loss')} |")
-    lines += ["", f"![decay study]({_trajectories(result, fig_dir)})\n",
+    lines += ["", f"KL to uniform per layer, for scale: {scale_text()}.",
+              "", f"![decay study]({_trajectories(result, fig_dir)})\n",
               "Bands: 95% bootstrap intervals over the measuring documents, measurement noise only (no part of a verdict).\n",
               f"![decay diagnostics]({_diagnostics(result, fig_dir)})\n"]
     return "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
-"""The report's section on plasticity interventions: per start, one table of H, A and F with intervals per
-method, the paired differences from no intervention and from Algorithm 1, and which methods beat them."""
+"""The report's section on plasticity interventions: per start (the core model, a decayed arm), over its pretraining
+seeds, one table of H, A, F, P after and D after with intervals per method, the paired differences from no
+intervention and from Algorithm 1 with their verdicts, each method's gates, and which methods gained."""
 
 from __future__ import annotations
 
@@ -10,25 +11,29 @@ def _ci(c: dict) -> str:
     return "-" if c["mean"] is None else fmt_ci(c)
 
 
+def _mean(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
 def _diff(d: dict | None) -> str:
     """`mean [lo, hi], p_Holm = x (verdict)` of a paired difference."""
     if d is None:
         return "-"
     if "mean" not in d:
         return d["verdict"]
-    ci = "" if d["ci"] is None else f" [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]"
+    ci = "" if d["ci"] is None else f" [{d['ci'][0]:.3g}, {d['ci'][1]:.3g}]"
     p = "" if d.get("p_holm") is None else f", p_Holm = {d['p_holm']:.3g}"
-    return f"{d['mean']:+.2f}{ci}{p} ({d['verdict']})"
+    return f"{d['mean']:+.3g}{ci}{p} ({d['verdict']})"
 
 
-def _edit_cell(m: dict) -> str:
-    check = m["manipulation"]
-    if check is None:
-        return "-"
-    if m["knowledge_entropy_after_edit"] is None:
-        return f"not applied: {check['note']}"
-    word = "raised H" if check["raised_entropy"] else "did NOT raise H: not tested"
-    return f"{fmt(m['knowledge_entropy_after_edit'])} ({word})"
+def _manipulation_cell(m: dict) -> str:
+    g = m["manipulation"]
+    if not g["applies"]:
+        return "n/a"
+    per = "; ".join(f"seed {s}: {'passed' if c['passed'] else 'failed (' + c['why'] + ')'}" for s, c in g["per_seed"].items())
+    after = [x for x in m["knowledge_entropy_after_edit"] if x is not None]
+    return (f"H after the edit {fmt(_mean(after))}; " if after else "") + per
 
 
 def _list(names: list[str]) -> str:
@@ -36,29 +41,33 @@ def _list(names: list[str]) -> str:
 
 
 def start_table(s: dict) -> list[str]:
-    lines = [f"### From the {s['name']}'s final checkpoint (step {s['step']}, H = {fmt(s['knowledge_entropy'])})", "",
-             "| method | H after the edit | H at the end (mean over seeds) | A (%) [95% CI] | F (%) [95% CI] "
-             "| ΔA vs none | ΔF vs none | ΔA vs Algorithm 1 | ΔF vs Algorithm 1 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    k = s["knowledge"]
+    lines = [f"### From the {s['name']}'s final checkpoints (pretraining seeds {', '.join(map(str, s['seeds']))}, step {s['step']}, "
+             f"H = {fmt(_mean(s['knowledge_entropy']))} on average)", "",
+             f"Knowledge gate (for F and D after): {'passed' if k['passed'] else 'failed: ' + k['why']}.", "",
+             "| method | manipulation (per pretraining seed) | H at the end | A (%) | F (%) | P after | D after "
+             "| vs none: A, P after → acquisition | vs none: F, D after → retention | vs Algorithm 1: acquisition / retention |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for m in s["methods"]:
-        hf = m["knowledge_entropy_final"]
-        h_end = fmt(sum(hf) / len(hf)) if hf else "-"
-        vs_none, vs_a1 = m.get("vs_none", {}), m.get("vs_algorithm_1", {})
-        lines.append(f"| {m['method']} | {_edit_cell(m)} | {h_end} | {_ci(m['A'])} | {_ci(m['F'])} | {_diff(vs_none.get('A'))} "
-                     f"| {_diff(vs_none.get('F'))} | {_diff(vs_a1.get('A'))} | {_diff(vs_a1.get('F'))} |")
+        vn, va = m.get("vs_none", {}), m.get("vs_algorithm_1", {})
+        acq = "-" if not vn else f"{_diff(vn['A'])}; {_diff(vn['P_after'])} → **{vn['acquisition']}**"
+        ret = "-" if not vn else f"{_diff(vn['F'])}; {_diff(vn['D_after'])} → **{vn['retention']}**"
+        a1 = "-" if not va else f"**{va['acquisition']}** / **{va['retention']}**"
+        lines.append(f"| {m['method']} | {_manipulation_cell(m)} | {fmt(_mean(m['knowledge_entropy_final']))} | {_ci(m['A'])} | "
+                     f"{_ci(m['F'])} | {_ci(m['P_after'])} | {_ci(m['D_after'])} | {acq} | {ret} | {a1} |")
     b = s["beat"]
     lines += ["",
-              f"- Beat no intervention: on A (more acquisition) {_list(b['vs_none']['A'])}; "
-              f"on F (less forgetting) {_list(b['vs_none']['F'])}.",
-              f"- Beat Algorithm 1: on A {_list(b['vs_algorithm_1']['A'])}; on F {_list(b['vs_algorithm_1']['F'])}.",
-              ""]
+              f"- Gained over no intervention: in acquisition (A and P after) {_list(b['vs_none']['acquisition'])}; "
+              f"in retention (F and D after) {_list(b['vs_none']['retention'])}.",
+              f"- Gained over Algorithm 1: in acquisition {_list(b['vs_algorithm_1']['acquisition'])}; in retention "
+              f"{_list(b['vs_algorithm_1']['retention'])}.", ""]
     for m in s["methods"]:
-        counts = [n for n in m.get("recycled_neurons", []) if n is not None]
+        counts = [n for seed in m.get("recycled_neurons", []) for n in seed if n is not None]
         if counts:
-            lines += [f"- {m['method']} recycled {', '.join(map(str, counts))} neurons in all (per seed).", ""]
-    not_tested = [m["method"] for m in s["methods"] if m["manipulation"] is not None and not m["manipulation"]["raised_entropy"]]
+            lines += [f"- {m['method']} recycled {', '.join(map(str, counts))} neurons in all (per run).", ""]
+    not_tested = [m["method"] for m in s["methods"] if m["manipulation"]["applies"] and not m["manipulation"]["passed"]]
     if not_tested:
-        lines += [f"- Not tested (the edit did not raise H as intended, so its outcome is shown but not judged): "
+        lines += [f"- Not tested (the manipulation passed in no pretraining seed, so the outcome is shown but not judged): "
                   f"{', '.join(not_tested)}.", ""]
     return lines
 
@@ -66,16 +75,19 @@ def start_table(s: dict) -> list[str]:
 def interventions_section(result: dict) -> str:
     p, seeds = result["params"], result["seeds"]
     lines = ["## Plasticity interventions", "",
-             f"Every method starts from the same final checkpoint and then runs the lab's continual learning (the same "
-             f"protocol and seeds {seeds}). Parameters, fixed in the preset before any run: Algorithm 1 ratio "
-             f"{result['algorithm_1']['ratio']:g}, P = {p['amplify']:g}; ReDo τ = {p['redo_threshold']:g}; shrink and perturb "
-             f"λ = {p['shrink']:g}, σ = {p['perturb']:g}; rehearsal {p['replay_fraction']:g} of every batch's rows from the "
-             f"world's pretraining stream (never injected rows); HFT freezes a seeded half of each block's matrices per "
-             f"injection round; continual ReDo every {p['recycle_every']} steps at τ = {p['redo_threshold']:g}. "
-             f"H is measured on the held-out world documents. A difference is the paired one over seeds (method − reference) "
-             f"with a 95% t-interval and a two-sided paired t-test, Holm-adjusted across the methods compared; a method "
-             f"beats the reference (`held`) when it is better (A higher, F lower) at adjusted p < {result['alpha']:g}. "
-             f"An edit must raise H first: one that did not is `not tested`.", ""]
+             f"Every method starts from the same final checkpoint of each pretraining seed (the unit) and then runs the lab's "
+             f"continual learning (the same protocol; continual seeds {seeds}, averaged within a pretraining seed). Parameters, "
+             f"fixed in the preset before any run: Algorithm 1 ratio {result['algorithm_1']['ratio']:g}, P = {p['amplify']:g}; "
+             f"ReDo τ = {p['redo_threshold']:g}; shrink and perturb λ = {p['shrink']:g}, σ = {p['perturb']:g}; rehearsal "
+             f"{p['replay_fraction']:g} of every batch's rows from the world's pretraining stream (never injected rows); HFT "
+             f"freezes a seeded half of each block's matrices per injection round; continual ReDo every {p['recycle_every']} "
+             f"steps at τ = {p['redo_threshold']:g}. H is measured on the held-out world documents. Gates first: an edit counts "
+             "only in the seeds where it raised H, continual ReDo where it recycled neurons; F and D after need the knowledge "
+             "gate. A difference is paired by pretraining seed (method − reference) over the counted seeds, with a 95% "
+             "t-interval and a two-sided paired t-test, Holm-adjusted across the methods compared; `held` = better (A, P after, "
+             f"D after higher; F lower) at adjusted p < {result['alpha']:g}, `did not hold` = significantly worse, else "
+             "`inconclusive`. A gain needs the relative and the absolute measure both: an edit that lowers P after and D "
+             "after is no gain however it moves A and F.", ""]
     for s in result["starts"]:
         lines += start_table(s)
     if result["decay_arms_note"]:

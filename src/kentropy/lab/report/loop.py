@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kentropy.lab.judge.plan import KNOWLEDGE_MARGIN, KNOWLEDGE_SE
+
 
 def num(x: float | None, fmt: str = ".2f") -> str:
     return "-" if x is None else format(x, fmt)
@@ -11,11 +13,36 @@ def interval(ci: list[float] | None, fmt: str = ".2f") -> str:
     return "-" if ci is None else f"[{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
 
 
+def verdict_text(v: str, why: str | None) -> str:
+    return f"**{v}**" + (f" ({why})" if why else "")
+
+
 def slope_line(name: str, s: dict, paper: str) -> str:
-    """One slope across seeds (`judge.seeds.slopes_across_seeds` + verdict) in words."""
-    per = ", ".join(f"{x:+.3g}" for x in s["per_seed"]) or "-"
+    """One slope across seeds (`judge.findings.slope_finding`) in words, beside the paper-implied slope."""
+    per = ", ".join(f"{x:+.3g}" for x in s["per_seed"] or []) or "-"
+    implied = "" if s.get("paper_effect") is None else f", at least {s['paper_effect']:+.3g} {s['units']}"
     return (f"- {name}: mean {num(s['mean'], '+.3g')}, 95% CI {interval(s['ci'], '+.3g')}, p = {num(s['p'], '.3f')} "
-            f"(per seed: {per}); paper: {paper}; verdict **{s['verdict']}**")
+            f"(per seed: {per}); paper: {paper}{implied}; verdict {verdict_text(s['verdict'], s.get('why'))}")
+
+
+def resuscitation_lines(f3: dict) -> list[str]:
+    """Finding 3 per p of the grid: the seeds where H rose, ΔA and ΔP after (3a), ΔF and ΔD after (3b), each with
+    its interval over those seeds and its verdict."""
+    out = []
+    for e in f3["by_amplify"]:
+        def part(key: str, rel: str, absolute: str) -> str:
+            x = e[key]
+            a, b = x.get(rel), x.get(absolute)
+            nums = (f"Δ{rel} {num(a['mean'], '+.3g')} {interval(a['ci'], '+.3g')}, Δ{absolute} {num(b['mean'], '+.3g')} "
+                    f"{interval(b['ci'], '+.3g')}" if a and b else "-")
+            implied = "" if x["paper_effect"] is None else f" (paper-implied Δ{rel} at least {x['paper_effect']:+.3g})"
+            return f"{key} {nums}{implied}: {verdict_text(x['verdict'], x['why'])}"
+
+        rise = "-" if e["kl_rise_per_layer"] is None else f"{e['kl_rise_per_layer']:+.4f}"
+        out.append(f"- resuscitation p = {e['amplify']:g}: H rose in seed(s) {', '.join(map(str, e['counted_seeds'])) or 'none'} "
+                   f"(not in {', '.join(map(str, e['uncounted_seeds'])) or 'none'}; mean rise {rise} nats per layer); "
+                   f"{part('3a', 'A', 'P_after')}; {part('3b', 'F', 'D_after')}")
+    return out
 
 
 def rows_note(c: dict) -> str:
@@ -26,7 +53,8 @@ def rows_note(c: dict) -> str:
 
 def floor_text(k: dict) -> str:
     """D before continual learning against the prior-only guess (`judge.stats.against_floor`), in words."""
-    where = ("above it: the models know more than the priors, and F measures the loss of that" if k["above"] else
+    where = ("above it; whether that is knowledge enough to forget is the knowledge gate's to say (at least "
+             f"{KNOWLEDGE_MARGIN} and {KNOWLEDGE_SE:g} standard errors above the floor, per seed and start)" if k["above"] else
              "at or below it: these models show no downstream knowledge beyond the answer priors, so F measures a shift "
              "of their preferences, not a loss of knowledge")
     return (f"D before continual learning: median {k['median']:.3f}, against {k['floor']:.3f} for a guess that knows no "
@@ -59,7 +87,7 @@ def loop_section(loop: dict) -> str:
         if loop.get("downstream_knowledge"):
             lines.append(floor_text(loop["downstream_knowledge"]) + "\n")
     lines += ["Per pretraining seed, the OLS slope over the starting points; across seeds, the mean, its 95% t-interval "
-              f"and a two-sided t-test (α = {loop['alpha']}; not judged below {loop['min_seeds']} seeds):",
+              f"and a two-sided t-test (α = {loop['alpha']}), beside the paper-implied slope (`judge.paper`):",
               slope_line("slope of A on H", loop["slope_A_on_H"], "> 0 (lower H, less acquisition)"),
               slope_line("slope of raw ΔP on H", loop["slope_dP_on_H"], "> 0"),
               slope_line("slope of F on H", loop["slope_F_on_H"], "< 0 (lower H, more forgetting)")]
@@ -69,13 +97,10 @@ def loop_section(loop: dict) -> str:
         lines.append(f"- F's standard error ({se['estimate']}): at most {se['max']:.2f} points (median {se['median']:.2f}), {ok} "
                      f"the target of {se['target']:g}; {se['method']}.")
     lines.append("")
-    for r in loop["resuscitation"]:
-        dA, dF = r["delta_A"], r["delta_F"]
-        nums = (f"H {r['H_before']:.4f} → {r['H_after']:.4f} (held-out documents, mean over seeds); "
-                f"ΔA = {num(dA and dA['mean'], '+.2f')} {interval(dA and dA['ci'], '+.2f')}, "
-                f"ΔF = {num(dF and dF['mean'], '+.2f')} {interval(dF and dF['ci'], '+.2f')}")
-        lines.append(f"- resuscitation p = {r['amplify']:g}: {nums}; finding 3 on A **{r['verdict_A']}**, on F **{r['verdict_F']}**"
-                     + ("" if r["tested"] else " (H did not rise: the outcome is not judged)"))
+    lines += resuscitation_lines(loop["resuscitation"])
+    res = loop["resuscitation"]
+    lines.append(f"- finding 3 over the grid: on A {verdict_text(res['verdict_A'], res['why_A'])}; on F "
+                 f"{verdict_text(res['verdict_F'], res['why_F'])}")
     for s in loop.get("resuscitation_skipped", []):
         lines.append(f"- resuscitation skipped on {s['arm']}: {s['reason']}.")
     return "\n".join(lines) + "\n\n"

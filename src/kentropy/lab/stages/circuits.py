@@ -15,8 +15,8 @@ checkpoint's, per-layer edge shares, head roles. Splits:
   types: the `RELATED_RELATIONS` entity relations whose subjects are the most popular
   (the facts read most often), each on its most popular subjects.
 
-From the numbers, a verdict on each of the paper's three findings (`lab/judge/circuits.py`); the
-report section is `lab/report/circuits.py`.
+From the numbers, the statistics of the paper's three findings for this run (`lab/judge/circuits.py`, which
+judges them across runs); the report section is `lab/report/circuits.py`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from kentropy.lab.config import LabConfig
 def resuscitate_stage(stages: Stages, cfg: LabConfig, final: str, pre: Done, corpora: Done, amplify: float, device: str,
                       name: str | None = None) -> Done:
     """Algorithm 1 on the final checkpoint (Cbar and entropy before/after on the held-out world text: whether
-    H rose decides whether its outcome is judged, `judge/manipulation.py`); name: the stage's, default
+    H rose decides whether its outcome is judged, `judge/gates.py`); name: the stage's, default
     `resuscitate-PP`."""
     from kentropy.edits.resuscitate import ResuscitateConfig, run_resuscitate
 

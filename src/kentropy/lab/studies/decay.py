@@ -32,9 +32,13 @@ import torch
 from kentropy.measurement.bootstrap import percentile_interval
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import Arm, DecayConfig, LabConfig, arm_changes, changes_text
+from kentropy.lab.judge.deviations import RULES
+from kentropy.lab.judge.findings import finding_1_power, can_test
+from kentropy.lab.judge.gates import not_applicable
+from kentropy.lab.judge.paper import PAPER_REFERENCE, compare_to_paper
 from kentropy.lab.judge.plan import checkpoint_steps, fraction_step
 from kentropy.lab.judge.plan import plan_text as analysis_plan_text
-from kentropy.lab.judge.seeds import PAPER_REFERENCE, ArmSeeds, compare_to_paper, contrast_records
+from kentropy.lab.judge.seeds import ArmSeeds, contrast_records
 from kentropy.lab.labdir import slug
 from kentropy.lab.regime import olmo_1b_regime, regime, train_config
 from kentropy.lab.report.decay import decay_section
@@ -83,7 +87,7 @@ def plan_text(cfg: DecayConfig) -> str:
                  f"{cfg.measure_docs} documents per series, {cfg.bootstrap} bootstrap resamples (measurement noise only)")
     lines.append(f"[lab]   estimate: training ~{estimate_seconds(cfg) / 60:.0f} min at {cfg.tokens_per_second:,.0f} tokens/s per "
                  f"run, {cfg.workers} side by side (measuring and the loop come on top)")
-    lines += [f"[lab] changed after a run was seen: {d}" for d in cfg.deviations]
+    lines += [f"[lab] changed after a run was seen: {d}" for d in (*RULES, *cfg.deviations)]
     return "\n".join(lines)
 
 
@@ -201,7 +205,12 @@ def run_decay_study(stages: Stages, lab: LabConfig, dcfg: DecayConfig, device: s
     wall = time.perf_counter() - t0
     if wall > 30 or "decay-runs" not in stages.timings:
         stages.record("decay-runs", wall, f"{len(jobs)} runs, {dcfg.workers} side by side")
-    result = {"plan": plan.to_json(), "deviations": list(dcfg.deviations), "paper_reference": dict(PAPER_REFERENCE),
+    pilot = dcfg.pilot_plan()
+    gate_1 = {"knowledge": not_applicable("finding 1 is about pretraining alone"),
+              "power": finding_1_power(pilot, len(dcfg.seeds_of("reference")), plan.sesoi, plan.alpha),
+              "manipulation": not_applicable("no manipulation: nothing is edited before this finding's outcome")}
+    result = {"plan": plan.to_json(), "gates": {"1": gate_1}, "pilot": dcfg.pilot, "deviations": list(dcfg.deviations),
+              "paper_reference": dict(PAPER_REFERENCE),
               "olmo_1b": olmo_1b_regime(), "arms": [], "workers": dcfg.workers, "measuring_data": MEASURING_DATA, "headline_series": HEADLINE,
               "estimate_seconds": estimate_seconds(dcfg)}
     entries = {}
@@ -292,5 +301,12 @@ def decay_study(ctx: Context) -> Section:
     cfg, dcfg = ctx.run.cfg, ctx.run.cfg.decay
     study, pretrains = run_decay_study(ctx.stages, cfg, dcfg, ctx.device)
     loop = close_the_loop(ctx.stages, cfg, dcfg, study, pretrains, ctx.done["world"], ctx.done["corpora"], ctx.device)
-    result = {**study, "loop": loop}
+    gates = {**study["gates"], **loop.pop("gates")}
+    ref = next(a for a in study["arms"] if a["name"] == "reference")
+    res = loop["resuscitation"]
+    verdicts = {"1": (ref["verdict"], None), "2c": (loop["slope_A_on_H"]["verdict"], loop["slope_A_on_H"]["why"]),
+                "2d": (loop["slope_F_on_H"]["verdict"], loop["slope_F_on_H"]["why"]),
+                "2e": (loop["slope_dP_on_H"]["verdict"], loop["slope_dP_on_H"]["why"]),
+                "3a": (res["verdict_A"], res["why_A"]), "3b": (res["verdict_F"], res["why_F"])}
+    result = {**study, "gates": gates, "testable": can_test(gates, verdicts), "loop": loop}
     return Section("decay_study", decay_section(result, ctx.run.dir.figures) + loop_section(loop), result)

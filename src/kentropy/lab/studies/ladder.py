@@ -32,6 +32,9 @@ from kentropy.training.corpus import epochs_needed
 from kentropy.io import write_atomic, write_dir_atomic, write_json
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import Arm, LabConfig, LadderConfig, config_json
+from kentropy.lab.judge.deviations import RULES
+from kentropy.lab.judge.findings import finding_1_power
+from kentropy.lab.judge.gates import not_applicable
 from kentropy.lab.judge.plan import checkpoint_steps
 from kentropy.lab.judge.plan import plan_text as analysis_plan_text
 from kentropy.lab.judge.seeds import ArmSeeds, contrast_records
@@ -225,9 +228,14 @@ def len_vocab(tok: Done) -> int:
 
 def ladder_lab(stages: Stages, cfg: LabConfig, preset: str, device: str) -> dict:
     """The ladder alone (no core study): results.json {"preset", "config", "timings", "ladder"} and report.md."""
-    print(plan_text(cfg.ladder), file=sys.stderr)
+    print(plan_text(cfg.ladder) + "".join(f"\n[lab] changed after a run was seen: {d}" for d in RULES), file=sys.stderr)
     result = run_ladder(stages, cfg, cfg.ladder, device)
-    results = {"preset": preset, "config": config_json(cfg), "timings": stages.timings, "ladder": result}
+    plan = cfg.ladder.analysis_plan()
+    gates = {"1": {"knowledge": not_applicable("finding 1 is about pretraining alone"),
+                   "power": finding_1_power(None, max(cfg.ladder.seeds), plan.sesoi, plan.alpha),
+                   "manipulation": not_applicable("no manipulation: nothing is edited before this finding's outcome")}}
+    results = {"preset": preset, "config": config_json(cfg), "timings": stages.timings, "gates": gates,
+               "deviations": list(RULES), "ladder": result}
     write_json(stages.dir.results, results)
     md = ladder_section(result)
     write_atomic(stages.dir.report, lambda tmp: tmp.write_text(md))

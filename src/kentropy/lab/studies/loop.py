@@ -11,16 +11,18 @@ untrained positions) at the arm's pretraining peak lr unless `loop_lr` says othe
 loop's own knowledge (`loop_knowledge_facts`, checked to fit those rows) and downstream tasks
 (`loop_tasks_per_kind` rows each, for F's standard error).
 
-Per pretraining seed, the OLS slope of A (and of raw ΔP = P_after − P_before) on H and of F on H
-over the starting points; across seeds, their mean, 95% t-interval and two-sided t-test
-(`judge.seeds.slopes_across_seeds`). The paper's direction: slope of A on H > 0, of F on H < 0.
-
-Resuscitation is judged only where it raised H (`judge.manipulation.raised_entropy`, H before and
-after measured on the same documents): ΔA and ΔF are paired per seed against the un-resuscitated
-final checkpoint's run. Only the reference arm is resuscitated (the preregistered arm), and only
-where Algorithm 1 scales the coefficient c exactly: a gated FFN (it scales the up rows,
-c = act(gate) · up) or a plain ReLU FFN (act(s·z) = s·act(z)). In a plain GELU FFN it scales the
-pre-activation, which can shrink |c| (pre-activations N(−1, 0.5²) scaled ×3: mean |c| × 0.31).
+The gates come first (`judge/gates.py`): the knowledge gate over every seed's starting points (D before
+continual learning against the prior-only floor, whole task set and head band), the power gate from the
+preset's pilot (`decay.pilot`) and Algorithm 1's manipulation check per p and seed. Then the findings
+(`judge/findings.py`): per pretraining seed the OLS slope of A, F and raw ΔP = P_after − P_before on H
+over the starting points (2c, 2d, 2e), across seeds their mean, 95% t-interval and two-sided t-test
+beside the paper-implied slope; and finding 3 over the grid of p (`loop_amplify`), paired per seed
+against the un-resuscitated final checkpoint's run over the seeds where H rose (H before and after
+measured on the same documents), on A and P after continual learning (3a) and on F and D after (3b).
+Only the reference arm is resuscitated (the preregistered arm), and only where Algorithm 1 scales the
+coefficient c exactly: a gated FFN (it scales the up rows, c = act(gate) · up) or a plain ReLU FFN
+(act(s·z) = s·act(z)). In a plain GELU FFN it scales the pre-activation, which can shrink |c|
+(pre-activations N(−1, 0.5²) scaled ×3: mean |c| × 0.31).
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ import torch
 from kentropy.errors import KentropyError
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import GATED, Arm, DecayConfig, LabConfig
-from kentropy.lab.judge.manipulation import raised_entropy
+from kentropy.lab.judge.findings import ALPHA, finding_3, findings_2, pilot_estimates, planned
+from kentropy.lab.judge.gates import knowledge_gate, not_applicable
 from kentropy.lab.judge.plan import fraction_step
-from kentropy.lab.judge.seeds import slopes_across_seeds, t_interval
 from kentropy.lab.judge.stats import against_floor, forgetting_se, forgetting_se_method, paired_rows
-from kentropy.lab.judge.verdicts import NOT_MEASURABLE, NOT_MEASURED, NOT_TESTED, verdict
+from kentropy.lab.judge.verdicts import NOT_MEASURABLE
+from kentropy.lab.regime import regime
+from kentropy.lab.report.gates import power_plan_lines
 from kentropy.lab.labdir import slug
 from kentropy.lab.stages.continual import check_knowledge_fits, continual_stage
 from kentropy.lab.stages.resuscitate import resuscitate_stage
@@ -51,8 +55,7 @@ from kentropy.lab.stages.world import world_stage
 from kentropy.lab.text.tasks import downstream_floor
 from kentropy.edits.resuscitate import EXACT_ACTIVATIONS
 
-MIN_SEEDS = 3  # pretraining seeds below which the slopes are not judged
-ALPHA = 0.05  # two-sided level of the slope tests and of the resuscitation intervals (95%)
+LOOP_FINDINGS = ("2c", "2d", "2e")  # the slopes on H (the loop's starting points are one arm's steps, plus other arms' finals)
 F_SE_TARGET = 2.0  # points of F: the standard error the loop's downstream tasks are sized for
 
 
@@ -67,18 +70,27 @@ def scales_exactly(arm: Arm) -> bool:
 
 
 def loop_plan_text(dcfg: DecayConfig) -> str:
-    """The loop's preregistered design, printed with the study's plan before anything runs."""
+    """The loop's preregistered design and its power gates, printed with the study's plan before anything runs."""
     ref = dcfg.reference
     lr = f"{dcfg.loop_lr:g}" if dcfg.loop_lr else f"each arm's pretraining peak ({ref.lr:g} for the reference)"
+    seeds = dcfg.seeds_of("reference")
+    power, rows = planned(regime=None, pilot=dcfg.pilot_plan(), seeds=len(seeds), layers=ref.layers, steps=regime(ref)["steps"],
+                          sesoi=dcfg.analysis_plan().sesoi, keys=["1", *LOOP_FINDINGS, "3a", "3b"])
+    pilot = dcfg.pilot_plan()
     return "\n".join([
-        f"[lab] loop: the reference arm, seeds {', '.join(map(str, dcfg.seeds_of('reference')))}, from "
+        f"[lab] loop: the reference arm, seeds {', '.join(map(str, seeds))}, from "
         f"{', '.join(f'{f:g}' for f in dcfg.loop_fractions)} of training"
         + (f", plus the final checkpoints of {', '.join(dcfg.loop_arms)}" if dcfg.loop_arms else ""),
         f"[lab] loop: continual rows = each arm's pretraining seq_len ({ref.seq_len} for the reference), lr {lr}, "
         f"{dcfg.loop_knowledge_facts} facts per passage, {dcfg.loop_tasks_per_kind} rows per downstream task, "
-        f"resuscitation p {', '.join(f'{p:g}' for p in dcfg.loop_amplify)}",
-        f"[lab] loop: per seed OLS slopes of A, dP and F on H; across seeds a two-sided t-test at alpha {ALPHA} "
-        f"(not judged below {MIN_SEEDS} seeds); resuscitation judged only where H rose"])
+        f"resuscitation over the grid p {', '.join(f'{p:g}' for p in dcfg.loop_amplify)} (a p counts in the seeds where H rose)",
+        f"[lab] loop: per seed OLS slopes of A, dP and F on H; across seeds a two-sided t-test at alpha {ALPHA}, beside the "
+        "paper-implied slope; gates before any verdict: knowledge (D before continual learning above the prior-only floor), "
+        "power, manipulation",
+        f"[lab] power gate (pilot: {pilot.source if pilot else 'none: the power of findings 2 and 3 is unknown'}):",
+        *power_plan_lines(power),
+        "[lab] testable by design (the knowledge and manipulation gates follow the runs):",
+        *[f"[lab]   {r['finding']:<3} {r['title'][:56]:<56} {'yes' if r['testable'] else 'no (' + r['why'] + ')'}" for r in rows]])
 
 
 def continual_config(cfg: LabConfig, dcfg: DecayConfig, arm: Arm) -> LabConfig:
@@ -109,61 +121,24 @@ def entropy_at(seed: dict, step: int, where: str) -> float:
     return seed["knowledge_entropy"][seed["steps"].index(step)]
 
 
-def slope_finding(per_seed_h: list[list[float]], per_seed_y: list[list[float | None]], sign: int) -> dict:
-    """`slopes_across_seeds` of y on H plus its verdict: `not measurable` below MIN_SEEDS seeds, else
-    `held` where the mean slope has the paper's sign (`sign`) and p < ALPHA, `direction only` with the sign
-    alone, `did not hold` against it."""
-    out = slopes_across_seeds(per_seed_h, per_seed_y)
-    if len(out["per_seed"]) < MIN_SEEDS:
-        return {**out, "verdict": NOT_MEASURABLE}
-    return {**out, "verdict": verdict(out["mean"] * sign > 0, out["p"] is not None and out["p"] < ALPHA)}
-
-
-def paired(after: Sequence[float | None], before: Sequence[float | None]) -> dict | None:
-    """Per seed after − before, their mean and 95% t-interval over seeds (seeds with a None dropped); None if none is left."""
-    d = [a - b for a, b in zip(after, before) if a is not None and b is not None]
-    if not d:
-        return None
-    return {"per_seed": d, "mean": math.fsum(d) / len(d), "ci": t_interval(d)}
-
-
-def resuscitation_row(amplify: float, h_before: Sequence[float], h_after: Sequence[float], a_final: Sequence[float | None],
-                      a_resus: Sequence[float | None], f_final: Sequence[float | None], f_resus: Sequence[float | None]) -> dict:
-    """One entry of `loop.resuscitation`: H before/after (means over seeds, one set of documents), whether H rose
-    (`tested`), ΔA and ΔF paired per seed against the final checkpoint, and finding 3's verdicts: `not tested`
-    where H did not rise; else `held` where ΔA > 0 (ΔF < 0) with a 95% interval excluding 0, `direction only`
-    with the sign alone, `did not hold` against it; `not measured` without values."""
-    hb, ha = math.fsum(h_before) / len(h_before), math.fsum(h_after) / len(h_after)
-    tested = raised_entropy(hb, ha)
-    dA, dF = paired(a_resus, a_final), paired(f_resus, f_final)
-
-    def judge(d: dict | None, sign: int) -> str:
-        if not tested:
-            return NOT_TESTED
-        if d is None:
-            return NOT_MEASURED
-        return verdict(d["mean"] * sign > 0, d["ci"] is not None and (d["ci"][0] > 0 or d["ci"][1] < 0))
-
-    return {"amplify": amplify, "H_before": hb, "H_after": ha, "tested": tested,
-            "H_before_per_seed": list(h_before), "H_after_per_seed": list(h_after),
-            "delta_A": dA, "delta_F": dF, "verdict_A": judge(dA, 1), "verdict_F": judge(dF, -1)}
-
-
 def _mean(xs: Sequence[float | None]) -> float | None:
     return None if not xs or any(x is None for x in xs) else math.fsum(xs) / len(xs)
 
 
 def _run_point(stages: Stages, lcfg: LabConfig, path: str, start_hash: str, label: str, world: Done, corpora: Done,
                device: str) -> dict:
-    """Continual learning from one checkpoint, every continual seed: A, ΔP, F (means over continual seeds), F's SE."""
+    """Continual learning from one checkpoint, every continual seed: A, ΔP, F, D before, P and D after (means over
+    continual seeds), F's SE; and `downstream_before` (the first continual seed's, with per-document rows: the knowledge
+    gate's, the same model before any training), for the caller to take out."""
     runs = [continual_stage(stages, lcfg, path, start_hash, label, s, world, corpora, device).result["summary"] for s in lcfg.seeds]
     dP = [None if r["P_after"] is None or r["P_before"] is None else r["P_after"] - r["P_before"] for r in runs]
     se = [forgetting_se(r["downstream_before"], r["downstream_after"]) for r in runs]
     measured = bool(se) and None not in se
     return {"A": _mean([r["A"] for r in runs]), "dP": _mean(dP), "F": _mean([r["F"] for r in runs]),
-            "D_before": _mean([r["D_before"] for r in runs]), "F_se": max(se) if measured else None,
+            "D_before": _mean([r["D_before"] for r in runs]), "P_after": _mean([r["P_after"] for r in runs]),
+            "D_after": _mean([r["D_after"] for r in runs]), "F_se": max(se) if measured else None,
             "F_se_paired": all(paired_rows(r["downstream_before"], r["downstream_after"]) for r in runs) if measured else None,
-            "seq_len": lcfg.continual_seq_len, "lr": lcfg.continual_lr}
+            "seq_len": lcfg.continual_seq_len, "lr": lcfg.continual_lr, "downstream_before": runs[0]["downstream_before"]}
 
 
 def _continual_job(root: str, report_to: str, lcfg: LabConfig, path: str, start_hash: str, label: str, seed: int, world: Done,
@@ -251,6 +226,19 @@ def loop_jobs(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, seeds: list[int
     return jobs
 
 
+def not_run(why: str) -> dict:
+    """The loop's findings where they could not run (`why`): their gates (`design` failed with the reason) and each
+    finding `not measurable` with it."""
+    failed = {"applies": True, "passed": False, "why": why}
+    gates = {k: {"design": failed, "knowledge": not_applicable(why), "power": not_applicable(why), "manipulation": not_applicable(why)}
+             for k in (*LOOP_FINDINGS, "3a", "3b")}
+    empty = {"per_seed": None, "mean": None, "ci": None, "p": None, "verdict": NOT_MEASURABLE, "why": why}
+    resuscitation = {"resuscitation": [], "by_amplify": [], "verdict_A": NOT_MEASURABLE, "why_A": why, "verdict_F": NOT_MEASURABLE,
+                     "why_F": why, "verdict": NOT_MEASURABLE}
+    return {"slope_A_on_H": empty, "slope_F_on_H": empty, "slope_dP_on_H": empty, "resuscitation": resuscitation, "gates": gates,
+            "pilot_estimates": None}
+
+
 def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: dict, pretrains: dict[tuple[str, int], Done],
                    world: Done, corpora: Done, device: str) -> dict:
     """Findings 2 and 3 from the decay study's checkpoints (the `loop` part of `decay_study`). `result`: the study's
@@ -269,33 +257,33 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
                          "pretrain_peak_lr": ref_arm.lr, "steps": lcfg.continual_steps, "knowledge_facts": lcfg.knowledge_facts,
                          "tasks_per_kind": lcfg.tasks_per_kind, "continual_seeds": list(lcfg.seeds),
                          **downstream_floor(lworld.result["task_metadata"])},
-           "min_seeds": MIN_SEEDS, "alpha": ALPHA, "points": [], "note": None}
-    empty = {"per_seed": [], "mean": None, "ci": None, "p": None, "verdict": NOT_MEASURED}
+           "alpha": ALPHA, "points": [], "note": None}
     # every passage (+ eos) must fit the rows of every arm the loop starts from, before any continual training
     tok = Done({"path": pretrains[("reference", seeds[0])].result["checkpoints"][0]["path"]}, lworld.dir, lworld.hash)
     try:
         out["continual"]["longest_passage"] = loop_fits(cfg, dcfg, lworld, tok)
     except KentropyError as e:
         out["note"] = f"not run: {e}"
-        return {**out, "slope_A_on_H": empty, "slope_dP_on_H": empty, "slope_F_on_H": empty, "resuscitation": [], "F_se": None,
-                "downstream_knowledge": None}
+        return {**out, **not_run(out["note"]), "F_se": None, "downstream_knowledge": None, "resuscitation_skipped": []}
     if side_by_side(dcfg.workers, device):  # every continual run first (the passes below then read them from the cache)
         run_side_by_side(stages, loop_jobs(stages, cfg, dcfg, seeds, pretrains, corpora, device), dcfg.workers, lworld, corpora,
                          device)
     # finding 2: the reference arm at the fractions, plus the final checkpoints of loop_arms, per pretraining seed
-    per_h, per_a, per_dp, per_f = [], [], [], []
+    per_seed, starts = [], []
     finals = {}
     for k, seed in enumerate(seeds):
         pre = pretrains[("reference", seed)]
         rec = ref["seeds"][k]
-        row_h, row_a, row_dp, row_f = [], [], [], []
+        row = {"H": [], "A": [], "F": [], "dP": []}
         for frac, step in zip(dcfg.loop_fractions, start_steps(dcfg.loop_fractions, pre.result["steps"])):
             where = f"decay loop: reference seed {seed} at {frac:g} of training"
             c = checkpoint_at(pre.result, step, where)
             h = entropy_at(rec, step, where)
             p = _run_point(stages, lcfg, c["path"], f"{pre.hash}/{step}", f"decay-reference-seed{seed}-step{step}", lworld, corpora, device)
+            starts.append({"seed": seed, "start": f"reference step {step}", "downstream": p.pop("downstream_before")})
             out["points"].append({"arm": "reference", "seed": seed, "fraction": frac, "step": step, "H": h, **p})
-            row_h.append(h), row_a.append(p["A"]), row_dp.append(p["dP"]), row_f.append(p["F"])
+            for key, v in (("H", h), ("A", p["A"]), ("F", p["F"]), ("dP", p["dP"])):
+                row[key].append(v)
             if step == pre.result["steps"]:
                 finals[seed] = (c, p)
         for name in dcfg.loop_arms:
@@ -310,42 +298,52 @@ def close_the_loop(stages: Stages, cfg: LabConfig, dcfg: DecayConfig, result: di
             ocfg = continual_config(cfg, dcfg, arms[name])
             p = _run_point(stages, ocfg, c["path"], f"{opre.hash}/{step}", f"decay-{slug(name)}-seed{seed}-step{step}", lworld, corpora,
                            device)
+            starts.append({"seed": seed, "start": f"{name} step {step}", "downstream": p.pop("downstream_before")})
             out["points"].append({"arm": name, "seed": seed, "fraction": 1.0, "step": step, "H": h, **p})
-            row_h.append(h), row_a.append(p["A"]), row_dp.append(p["dP"]), row_f.append(p["F"])
-        per_h.append(row_h), per_a.append(row_a), per_dp.append(row_dp), per_f.append(row_f)
-    out["slope_A_on_H"] = slope_finding(per_h, per_a, +1)
-    out["slope_dP_on_H"] = slope_finding(per_h, per_dp, +1)
-    out["slope_F_on_H"] = (slope_finding(per_h, per_f, -1) if any(f is not None for row in per_f for f in row)
-                           else {**empty, "verdict": NOT_MEASURED})
-    # finding 3: the reference's final checkpoint of every seed, resuscitated, then the same continual learning
-    out["resuscitation"] = []
+            for key, v in (("H", h), ("A", p["A"]), ("F", p["F"]), ("dP", p["dP"])):
+                row[key].append(v)
+        per_seed.append(row)
+    # the gates before any verdict: knowledge over every seed's starting points, power from the preset's pilot
+    knowledge = knowledge_gate([x for x in starts if x["downstream"]], lworld.result["task_metadata"], cfg.head_band)
+    pilot = dcfg.pilot_plan()
+    gates, f2 = findings_2(per_seed, LOOP_FINDINGS, layers=ref_arm.layers, steps=None, pilot=pilot, knowledge=knowledge)
+    out["slope_A_on_H"], out["slope_F_on_H"], out["slope_dP_on_H"] = f2["2c"], f2["2d"], f2["2e"]
+    # finding 3: the reference's final checkpoint of every seed, resuscitated over the grid, then the same continual learning
     out["resuscitation_skipped"] = [{"arm": n, "reason": "only the reference arm is resuscitated"} for n in dcfg.loop_arms]
-    if not scales_exactly(ref_arm):
-        out["resuscitation_skipped"].insert(0, {"arm": "reference", "reason": INEXACT})
-    elif len(finals) < len(seeds):
-        out["resuscitation_skipped"].insert(0, {"arm": "reference", "reason": "1.0 is not among loop_fractions: no final checkpoint's run "
-                                                                              "to pair the resuscitated runs with"})
+    skip = (INEXACT if not scales_exactly(ref_arm) else
+            "1.0 is not among loop_fractions: no final checkpoint's run to pair the resuscitated runs with" if len(finals) < len(seeds)
+            else None)
+    if skip:
+        out["resuscitation_skipped"].insert(0, {"arm": "reference", "reason": skip})
+        skipped = not_run(f"resuscitation skipped: {skip}")
+        g3, out["resuscitation"] = {k: skipped["gates"][k] for k in ("3a", "3b")}, skipped["resuscitation"]
     else:
         rcfg = resuscitation_config(cfg, ref_arm)
+        records = []
         for amp in dcfg.loop_amplify:
-            hb, ha, a_res, f_res = [], [], [], []
             for seed in seeds:
                 pre = pretrains[("reference", seed)]
                 r = resuscitate_stage(stages, rcfg, finals[seed][0]["path"], pre, corpora, amp, device)
-                hb.append(r.result["report"]["knowledge_entropy_before"]), ha.append(r.result["report"]["knowledge_entropy_after"])
                 p = _run_point(stages, lcfg, r.result["path"], r.hash, f"decay-reference-seed{seed}-resuscitated-P{amp:g}", lworld,
                                corpora, device)
+                p.pop("downstream_before")
                 out["points"].append({"arm": "reference", "seed": seed, "fraction": 1.0, "step": pre.result["steps"],
-                                      "resuscitated": amp, "H": None, **p})  # H after: the row below (held-out documents)
-                a_res.append(p["A"]), f_res.append(p["F"])
-            out["resuscitation"].append(resuscitation_row(amp, hb, ha, [finals[s][1]["A"] for s in seeds], a_res,
-                                                          [finals[s][1]["F"] for s in seeds], f_res))
+                                      "resuscitated": amp, "H": None, **p})  # H before and after: the record below (held-out documents)
+                plain = finals[seed][1]
+                records.append({"seed": seed, "amplify": amp, "H_before": r.result["report"]["knowledge_entropy_before"],
+                                "H_after": r.result["report"]["knowledge_entropy_after"],
+                                **{f"delta_{k}": None if p[k] is None or plain[k] is None else p[k] - plain[k]
+                                   for k in ("A", "F", "P_after", "D_after")}})
+        g3, out["resuscitation"] = finding_3(records, layers=ref_arm.layers, pilot=pilot, knowledge=knowledge)
+    out["gates"] = {**gates, **g3}
+    primary = dcfg.analysis_plan().primary
+    first = {"1": c for c in ref.get("contrasts", []) if c["name"] == primary}  # finding 1: the reference arm's ΔKL per seed
+    out["pilot_estimates"] = pilot_estimates(seeds, {**first, **f2, "3a": out["resuscitation"], "3b": out["resuscitation"]},
+                                             "kentropy lab --preset decay (this run's reference seeds; fill in the run and commit)")
     d_before = [p["D_before"] for p in out["points"] if p["D_before"] is not None and p.get("resuscitated") is None]
     out["downstream_knowledge"] = against_floor(d_before, out["continual"]["prior_guess_D"]) if d_before else None
     measured = [p for p in out["points"] if p["F_se"] is not None]
     ses = [p["F_se"] for p in measured]
     out["F_se"] = {"max": max(ses) if ses else None, "median": statistics.median_high(ses) if ses else None,
                    "target": F_SE_TARGET, **forgetting_se_method([p["F_se_paired"] for p in measured])}
-    if len(seeds) < MIN_SEEDS:
-        out["note"] = f"{len(seeds)} pretraining seed(s): the slopes are not judged below {MIN_SEEDS}"
     return out

@@ -3,6 +3,7 @@
     tasks = make_tasks(world, n_per_task=200, seed=0)
     tasks["fact_recall"][0]   # {"query": "Velmora Tastik was born in", "choices": [...4 cities], "gold": 2}
     tasks.metadata["fact_recall"]["popularity_band"]
+    tasks.metadata["fact_recall"]["row_ranks"]   # each row's subject's popularity rank (1 = most documents)
 
 They measure what pretraining gave a model, so losing them in continual learning is
 forgetting (the paper's F). Rows are lm-eval local multiple-choice rows: choices are
@@ -81,24 +82,32 @@ def make_tasks(world: World, n_per_task: int, seed: int) -> TaskSet:
             "all_the_world_gives": len(items) < n_per_task,
             "popularity_band": band, "relations": dict(Counter("/".join(_path(s)) for s in sources[task])),
             "prior_guess": round(prior_guess(world, rows[task], sources[task]), 4),
+            "row_ranks": [world.rank[src["subject"]] for src in sources[task]],
+            "row_prior_guess": row_prior_guess(world, rows[task], sources[task]),
         }
     return TaskSet(rows, metadata, sources)
 
 
-def prior_guess(world: World, rows: list[dict], sources: list[dict]) -> float:
-    """The expected accuracy of a guess that knows no fact, only the answer priors (`World.object_counts`): it picks the
-    choice whose values are likeliest, sum of log prior over the choice's facts, ties split evenly. The floor a
-    model's score is read against (it is 1/4 where gold and wrong values are exchangeable; above where one value
-    is most of the golds, like the noun "person" in entity typing)."""
-    total = 0.0
+def row_prior_guess(world: World, rows: list[dict], sources: list[dict]) -> list[float]:
+    """Per row, the expected score of a guess that knows no fact, only the answer priors (`World.object_counts`): it
+    picks the choice whose values are likeliest, sum of log prior over the choice's facts, ties split evenly
+    (1 / ties where the gold is among them, else 0)."""
+    out = []
     for row, src in zip(rows, sources):
         if "facts" in src:
             scores = [sum(_log_prior(world, r, v) for r, v in facts) for facts in src["facts"]]
         else:
             scores = [_log_prior(world, src["path"][-1], v) for v in src["values"]]
         ties = [i for i, x in enumerate(scores) if x == max(scores)]
-        total += (row["gold"] in ties) / len(ties)
-    return total / len(rows)
+        out.append((row["gold"] in ties) / len(ties))
+    return out
+
+
+def prior_guess(world: World, rows: list[dict], sources: list[dict]) -> float:
+    """The expected accuracy of that guess over a task's rows (`row_prior_guess`): the floor a model's score is read
+    against (it is 1/4 where gold and wrong values are exchangeable; above where one value is most of the golds,
+    like the noun "person" in entity typing)."""
+    return sum(row_prior_guess(world, rows, sources)) / len(rows)
 
 
 def downstream_floor(metadata: dict) -> dict:

@@ -23,7 +23,7 @@ from kentropy.runtime.distributed import rank_world
 from kentropy.errors import KentropyError
 from kentropy.models.registry import find_layout
 from kentropy.io import check_out_dir, check_out_file, json_text
-from kentropy.models.loading import load_series, max_positions, model_inputs, pick_device, pick_dtype
+from kentropy.models.loading import gguf_header, load_series, max_positions, model_inputs, pick_device, pick_dtype
 
 METRICS = ("knowledge", "attention", "next-token")
 
@@ -42,7 +42,9 @@ class Measurement:
     - encoder-decoders: `stacks` {encoder: {...}, decoder: {...}}, each with its own `layers`,
       `knowledge_entropy`, `knowledge_entropy_per_layer` (and attention entropy); the top-level
       per-layer lists are the encoder's layers then the decoder's, `knowledge_entropy` their sum;
-    - hybrids: `blocks` (the measured blocks' names) and `skipped_blocks` (blocks without an FFN).
+    - hybrids: `blocks` (the measured blocks' names) and `skipped_blocks` (blocks without an FFN);
+    - GGUF checkpoints: `gguf` {file, architecture, file_type, tensor_types} (`kentropy.models.loading.gguf_header`):
+      the numbers are those of the weights dequantized from that file.
     """
 
     model: str
@@ -69,6 +71,7 @@ class Measurement:
     stacks: dict | None = None
     blocks: list[str] | None = None
     skipped_blocks: list[str] | None = None
+    gguf: dict | None = None
 
     @property
     def max_knowledge_entropy(self) -> float:
@@ -90,7 +93,7 @@ class Measurement:
 
 
 OPTIONAL_FIELDS = ("ffn_dim_per_layer", "experts", "expert_entropy_per_layer", "within_expert_entropy_per_layer",
-                   "expert_mass_per_layer", "per_expert_entropy_per_layer", "stacks", "blocks", "skipped_blocks")
+                   "expert_mass_per_layer", "per_expert_entropy_per_layer", "stacks", "blocks", "skipped_blocks", "gguf")
 
 
 def check_metrics(metrics) -> tuple[str, ...]:
@@ -408,9 +411,10 @@ def _measure_each(cfg: MeasureConfig, progress: bool = True, skip=None):
         ckpt = item.checkpoint
         if progress:
             progress_line("measure", item.index, n, str(ckpt))
-        yield item.index, ckpt, measure_ids(item.model, ids.pop(ckpt), item.tokenizer.pad_token_id, metrics=metrics,
-                                            activation=cfg.activation, batch_size=cfg.batch_size, name=ckpt.name,
-                                            revision=ckpt.revision, progress=progress)
+        m = measure_ids(item.model, ids.pop(ckpt), item.tokenizer.pad_token_id, metrics=metrics, activation=cfg.activation,
+                        batch_size=cfg.batch_size, name=ckpt.name, revision=ckpt.revision, progress=progress)
+        m.gguf = gguf_header(ckpt) if ckpt.gguf_file and Path(ckpt.name).is_file() else None
+        yield item.index, ckpt, m
 
 
 def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measurement]:

@@ -15,11 +15,12 @@ POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length"
 
 
 def read_config(ckpt, trust_remote_code: bool = False):
-    """The checkpoint's config (no weights), or None when it cannot be read (load_model reports that)."""
+    """The checkpoint's config (no weights; a GGUF file's from its metadata), or None when it cannot be read
+    (load_model reports that)."""
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(ckpt.name, revision=ckpt.revision, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(ckpt.source, trust_remote_code=trust_remote_code, **ckpt.pretrained_kw)
     except Exception:  # noqa: BLE001 - the model load that follows gives the one-line reason
         return None
 

@@ -398,7 +398,7 @@ def check_memory(cfg: TrainConfig, ckpt: Checkpoint, device: torch.device, world
 
     rank, _ = rank_world()
     try:
-        shape = shape_of_checkpoint(AutoConfig.from_pretrained(ckpt.name, revision=ckpt.revision))
+        shape = shape_of_checkpoint(AutoConfig.from_pretrained(ckpt.source, **ckpt.pretrained_kw))
     except (KentropyError, ValueError, OSError) as e:
         if cfg.fsdp:
             raise KentropyError(f"--fsdp: {e}") from None

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kentropy.measurement import entropy as E
-from kentropy.measurement.capture import AttentionEntropySums, CoefficientSums
+from kentropy.measurement.capture import AttentionEntropySums, CoefficientSums, NextTokenEntropySums
 from kentropy.runtime.options import option
 from kentropy.measurement.documents import load_texts
 from kentropy.runtime.distributed import rank_world
@@ -191,25 +191,28 @@ def measure_ids(
     batches = length_batches(ids, batch_size, rank, world)
 
     tokens = 0
-    next_tok = torch.zeros((), dtype=torch.float64, device=device)
     was_training = model.training
     model.eval()  # dropout off: a measurement is deterministic; the caller's mode comes back below
     with contextlib.ExitStack() as hooks, torch.inference_mode():
+        hooks.callback(model.train, was_training)
+        # next-token entropy is reduced inside the LM head, a chunk of positions at a time; checked first
+        # against the model's own logits on a few tokens of the first document
+        nxt = hooks.enter_context(NextTokenEntropySums(model)) if want_logits else None
+        if nxt is not None:
+            probe_ids, probe_mask = pad([ids[batches[0][0]][:8]] if batches else [ids[0][:8]], pad_id, device)
+            nxt.check(model, _inputs(model, probe_ids, probe_mask), E.instance_weights(probe_mask))
         coef = hooks.enter_context(CoefficientSums(layout, activation, instances=instances, positions=positions))
         attn = hooks.enter_context(AttentionEntropySums(layout)) if "attention" in metrics else None
-        hooks.callback(model.train, was_training)
         for batch in tqdm(batches, desc=f"measure {name}".strip(), disable=not progress or rank != 0, leave=False):
             input_ids, mask = pad([ids[i] for i in batch], pad_id, device)
             w = E.instance_weights(mask)  # [B, T]: padding weight 0, per-instance mean
             with contextlib.ExitStack() as scope:
-                for cap in (coef, attn):
+                for cap in (coef, attn, nxt):
                     if cap is not None:
                         scope.enter_context(cap.batch(w))
-                out = forward(**_inputs(model, input_ids, mask))
-            if want_logits:
-                h = E.next_token_entropy_per_position(out.logits)  # [B, T]
-                next_tok += (w * h).sum().double().to(device)
+                forward(**_inputs(model, input_ids, mask))
             tokens += int(mask.sum())
+    next_tok = nxt.sum.to(device) if nxt is not None and nxt.sum is not None else torch.zeros((), dtype=torch.float64, device=device)
 
     # reduce: float64 sums and counts, across ranks when distributed
     flat = torch.cat(coef.sums).to(device) if coef.sums is not None else torch.zeros(sum(sizes), dtype=torch.float64, device=device)

@@ -5,11 +5,12 @@
     python benchmarks/measure_memory.py --device cuda --layers 8 --hidden 1024 --seq-len 2048
 
 Prints, as ratios measured in this one run, `all three / knowledge alone` of
-- peak memory: on CPU the process's peak resident set (ru_maxrss), each variant in a fresh process so the
-  high-water mark is its own. RSS counts every allocation (torch's allocator, BLAS workspaces, Python),
-  which tracemalloc (Python's heap only, not tensor storage) would miss. Given both in total and above the
-  loaded model (RSS just before the first measurement), the latter being what measuring itself costs. On
-  CUDA: max allocated, in total and above the loaded model.
+- peak memory: on CPU the process's peak resident set (Linux's VmHWM), each variant in a fresh process,
+  its high-water mark reset (/proc/self/clear_refs) once the model is built, so that building the model
+  does not count. RSS counts every allocation (torch's allocator, BLAS workspaces, Python), which
+  tracemalloc (Python's heap only, not tensor storage) would miss. Given in total and above the loaded
+  model (RSS at the reset), the latter being what measuring itself costs. On CUDA: max allocated, in
+  total and above the loaded model.
 - time: process CPU time on CPU (this machine's cores are shared: wall time would measure the neighbours),
   wall time after a synchronize on CUDA; the median of --repeats runs after a warm-up.
 Target: peak memory with all three <= 1.5x knowledge alone (totals). Next-token entropy is reduced a chunk
@@ -30,17 +31,21 @@ import time
 VARIANTS = {"knowledge": ("knowledge",), "all": ("knowledge", "attention", "next-token")}
 
 
-def rss_bytes() -> int:
-    """The current resident set of this process."""
-    import os
+def status_bytes(key: str) -> int:
+    """A size from /proc/self/status (VmRSS: resident now, VmHWM: its high-water mark)."""
+    with open("/proc/self/status") as f:
+        line = next(x for x in f if x.startswith(key + ":"))
+    return int(line.split()[1]) * 1024  # kB
 
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+def reset_peak_rss() -> int:
+    """Reset this process's VmHWM to its current RSS (Linux: write 5 to clear_refs); return that RSS."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return status_bytes("VmRSS")
 
 
 def worker(args) -> dict:
-    import resource
-
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -65,7 +70,7 @@ def worker(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = rss_bytes()
+        base = reset_peak_rss()
     times = []
     for _ in range(args.repeats + 1):  # the first is the warm-up
         t0, c0 = time.perf_counter(), time.process_time()
@@ -73,7 +78,7 @@ def worker(args) -> dict:
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0 if cuda else time.process_time() - c0)
-    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = torch.cuda.max_memory_allocated() if cuda else status_bytes("VmHWM")
     return {"seconds": times[1:], "peak": peak, "base": base}
 
 

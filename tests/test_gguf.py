@@ -171,13 +171,16 @@ def test_every_loader_takes_a_gguf(gguf_model, docs, tmp_path, capsys):
     k.write_text(json.dumps(entries))
     code, _, err = run_cli(capsys, "probe", path, "--knowledge", k, "--out", tmp_path / "p.json")
     assert code == 0, err
+    assert json.loads((tmp_path / "p.json").read_text())["results"][0]["gguf"]["file_type"] == "Q8_0"
     code, _, err = run_cli(capsys, "resuscitate", path, "--data", docs, "--seq-len", 32, "--ratio", 0.5, "--amplify", 2,
                            "--out", tmp_path / "res")
     assert code == 0, err
     assert (tmp_path / "res" / "model.safetensors").is_file()  # the dequantized, edited model saves as safetensors
+    assert json.loads((tmp_path / "res" / "resuscitation.json").read_text())["gguf"]["file"] == str(path)
     code, _, err = run_cli(capsys, "intervene", path, "--method", "shrink-perturb", "--shrink", 0.8, "--perturb", 0.1,
                            "--seed", 1, "--out", tmp_path / "sp")
     assert code == 0, err
+    assert json.loads((tmp_path / "sp" / "intervention.json").read_text())["gguf"]["file_type"] == "Q8_0"
     code, _, err = run_cli(capsys, "train", path, "--data", docs, "--knowledge", k, "--out", tmp_path / "run", "--steps", 2,
                            "--batch-size", 2, "--micro-batch", 1, "--seq-len", 32, "--inject-interval", 2, "--rounds", 1,
                            "--eval-every", 0, "--save-every", 2)
@@ -194,6 +197,7 @@ def test_circuits_take_a_gguf(gguf_model, tokenizer, tmp_path, capsys):
     code, _, err = run_cli(capsys, "circuits", path, "--task", tmp_path / "t.json", "--out", tmp_path / "c.json",
                            "--top-n", 8, "--ig-steps", 2)
     assert code == 0, err
+    assert json.loads((tmp_path / "c.json").read_text())["results"][0]["gguf"]["file_type"] == "Q8_0"
 
 
 def one_line_error(capsys, path, docs, tmp_path) -> str:

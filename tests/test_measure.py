@@ -261,3 +261,28 @@ def test_prefix_lengths():
     assert prefix_lengths(instance_weights(mask)) == [3, 4, 1]
     assert prefix_lengths(instance_weights(torch.tensor([[0, 1, 1, 1]]))) is None  # left padding
     assert prefix_lengths(torch.tensor([[0.5, 0.25, 0.0]])) is None  # unequal weights
+
+
+def test_head_forward_set_on_the_instance_is_kept(tokenizer, sample_texts):
+    """accelerate (--device-map) puts its own forward on a module instance: the reduction wraps it and puts
+    it back after; two captures never patch one head at once."""
+    from kentropy.measurement.capture import NextTokenEntropySums
+
+    model = tiny_model("llama")
+    head = model.get_output_embeddings()
+    calls = []
+    placed = head.forward
+
+    def device_placing(x):
+        calls.append(x.shape)
+        return placed(x)
+
+    head.forward = device_placing
+    got = measure(model, tokenizer, sample_texts[:3], seq_len=24, metrics=("knowledge", "next-token"), progress=False)
+    assert vars(head)["forward"] is device_placing and calls
+    del head.forward
+    want = measure(model, tokenizer, sample_texts[:3], seq_len=24, metrics=("knowledge", "next-token"), progress=False)
+    assert got.next_token_entropy == pytest.approx(want.next_token_entropy, rel=1e-9)
+    with NextTokenEntropySums(model), pytest.raises(RuntimeError, match="already patched"):
+        NextTokenEntropySums(model)
+    assert "forward" not in vars(head)

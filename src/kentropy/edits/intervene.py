@@ -22,6 +22,7 @@ import torch
 
 from kentropy.runtime.options import option, require, to_dict
 from kentropy.errors import KentropyError
+from kentropy.models.loading import gguf_fields
 
 METHODS = ("resuscitate", "redo", "shrink-perturb")
 OPTIONS = {"resuscitate": ("ratio", "amplify"), "redo": ("threshold",), "shrink-perturb": ("shrink", "perturb")}
@@ -143,6 +144,7 @@ def run_intervene(cfg: InterveneConfig) -> dict:
         **entropy_fields(before, after, cfg.data),
         "model": e.ckpt.name,
         "revision": e.ckpt.revision,
+        **gguf_fields(e.ckpt),
         "coefficients_from": cfg.coefficients or (cfg.data if cfg.method in NEEDS_CBAR else None),
         "config": to_dict(cfg),
     }

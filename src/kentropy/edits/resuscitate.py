@@ -19,6 +19,7 @@ import torch
 
 from kentropy.runtime.options import option, require
 from kentropy.errors import KentropyError
+from kentropy.models.loading import gguf_fields
 from kentropy.models.registry import Layer, Layout, find_layout
 
 EXACT_ACTIVATIONS = {"relu"}  # plain FFNs: act(s*z) = s*act(z) only for positively homogeneous activations
@@ -222,6 +223,7 @@ def run_resuscitate(cfg: ResuscitateConfig) -> dict:
     report = done.to_json() | {
         "model": e.ckpt.name,
         "revision": e.ckpt.revision,
+        **gguf_fields(e.ckpt),
         "coefficients_from": cfg.coefficients or cfg.data,
         **entropy_fields(before, after, cfg.data),
         "config": to_dict(cfg),

@@ -54,10 +54,13 @@ LOGIT_CHUNK = 2**24
 MIN_ROWS = 16
 
 
+_ABSENT = object()  # an attribute the instance did not have (the class's shows through)
+
+
 class _Hooks:
     def __init__(self) -> None:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._patched: list[tuple[object, str]] = []  # (object, attribute) set on an instance, deleted on exit
+        self._patched: list[tuple[object, str, object]] = []  # (object, attribute, what the instance had), undone on exit
         self._weights: torch.Tensor | None = None  # [B, T] per-token weights of the batch in flight
 
     @contextmanager
@@ -90,15 +93,22 @@ class _Hooks:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        for obj, attr in self._patched:
-            delattr(obj, attr)  # the class attribute shows through again
+        for obj, attr, before in reversed(self._patched):
+            if before is _ABSENT:
+                delattr(obj, attr)  # the class attribute shows through again
+            else:
+                setattr(obj, attr, before)  # e.g. accelerate's device-placing forward
+            _Hooks._live.discard((id(obj), attr))
         self._patched.clear()
 
+    _live: set = set()  # (id(object), attribute) patched by any capture now: two captures never patch one place
+
     def _patch(self, obj, attr: str, value) -> None:
-        if attr in vars(obj):
+        if (id(obj), attr) in _Hooks._live:
             raise RuntimeError(f"{type(obj).__name__}.{attr} is already patched on this instance")
+        self._patched.append((obj, attr, vars(obj).get(attr, _ABSENT)))
+        _Hooks._live.add((id(obj), attr))
         setattr(obj, attr, value)
-        self._patched.append((obj, attr))
 
 
 def coef_point(layer: Layer) -> tuple[str, torch.nn.Module]:
@@ -406,7 +416,8 @@ class NextTokenEntropySums(_Hooks):
         vocab = head.weight.shape[0]
         self.rows = max(MIN_ROWS, LOGIT_CHUNK // vocab)
         self.sum: torch.Tensor | None = None  # float64 scalar
-        self._patch(head, "forward", self._forward(type(head).forward.__get__(head)))
+        self._original = head.forward  # the class's, or an instance one (accelerate's device placement)
+        self._patch(head, "forward", self._forward(self._original))
 
     def _forward(self, original):
         def forward(hidden: torch.Tensor) -> torch.Tensor:
@@ -428,11 +439,11 @@ class NextTokenEntropySums(_Hooks):
         """The chunked reduction equals the entropy of the model's own logits on `inputs` (one short batch,
         `weights` [B, T]), else a KentropyError: the model makes its logits in a way this does not reproduce."""
         head = model.get_output_embeddings()
-        patched = vars(head).pop("forward")
+        reducing, head.forward = head.forward, self._original
         try:
             logits = model(**inputs).logits  # the model's own head and transform
         finally:
-            head.forward = patched
+            head.forward = reducing
         want = (weights.to(logits.device) * next_token_entropy_per_position(logits)).sum().double()
         kept, self.sum = self.sum, None
         try:

@@ -23,7 +23,7 @@ from kentropy.runtime.distributed import rank_world
 from kentropy.errors import KentropyError
 from kentropy.models.registry import find_layout
 from kentropy.io import check_out_dir, check_out_file, json_text
-from kentropy.models.loading import gguf_header, load_series, max_positions, model_inputs, pick_device, pick_dtype
+from kentropy.models.loading import gguf_fields, load_series, max_positions, model_inputs, pick_device, pick_dtype
 
 METRICS = ("knowledge", "attention", "next-token")
 
@@ -416,7 +416,7 @@ def _measure_each(cfg: MeasureConfig, progress: bool = True, skip=None):
             progress_line("measure", item.index, n, str(ckpt))
         m = measure_ids(item.model, ids.pop(ckpt), item.tokenizer.pad_token_id, metrics=metrics, activation=cfg.activation,
                         batch_size=cfg.batch_size, name=ckpt.name, revision=ckpt.revision, progress=progress)
-        m.gguf = gguf_header(ckpt) if ckpt.gguf_file and Path(ckpt.name).is_file() else None
+        m.gguf = gguf_fields(ckpt).get("gguf")
         yield item.index, ckpt, m
 
 

@@ -158,6 +158,11 @@ def gguf_header(ckpt: Checkpoint) -> dict:
             "tensor_types": {t: types.count(t) for t in sorted(set(types))}}
 
 
+def gguf_fields(ckpt: Checkpoint) -> dict:
+    """`{"gguf": gguf_header(ckpt)}` for a local GGUF file, else `{}`: what a command's result records of it."""
+    return {"gguf": gguf_header(ckpt)} if ckpt.gguf_file and Path(ckpt.name).is_file() else {}
+
+
 def _check_gguf(ckpt: Checkpoint, trust_remote_code: bool) -> None:
     """The gguf package is there; a local file is complete and of an architecture transformers loads from GGUF."""
     from transformers import AutoConfig

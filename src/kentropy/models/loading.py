@@ -13,6 +13,7 @@ Reading one needs the `gguf` package (`pip install 'kentropy[gguf]'`); `gguf_hea
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -133,10 +134,21 @@ def gguf_header(ckpt: Checkpoint) -> dict:
     """What a local GGUF file holds, from its header (gguf's `GGUFReader`; no tensor is dequantized):
     {file, architecture, file_type (llama.cpp's name, e.g. Q4_K_M; null when the file does not say),
     tensor_types: {ggml type: tensor count}}. A truncated or corrupt file is an error naming it."""
-    gguf = _gguf_module(ckpt)
+    _gguf_module(ckpt)
     path = Path(ckpt.name)
     if not path.is_file():
         raise KentropyError(f"MODEL {ckpt}: GGUF file not found")
+    stat = path.stat()
+    header = _read_gguf_header(str(ckpt), str(path), stat.st_size, stat.st_mtime_ns)
+    return header | {"tensor_types": dict(header["tensor_types"])}  # a copy: the cached one stays as read
+
+
+@functools.lru_cache(maxsize=4)
+def _read_gguf_header(what: str, path: str, size: int, mtime_ns: int) -> dict:
+    """`gguf_header` of one file, parsed once per process (GGUFReader reads every metadata value, the whole
+    vocabulary included); keyed by size and time of change as well."""
+    import gguf
+
     try:
         reader = gguf.GGUFReader(path)
         arch = reader.fields["general.architecture"].contents()
@@ -145,16 +157,15 @@ def gguf_header(ckpt: Checkpoint) -> dict:
         types = [t.tensor_type.name for t in reader.tensors]
     except Exception as e:  # noqa: BLE001 - the reader raises ValueError, KeyError, struct and numpy errors alike
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise KentropyError(f"MODEL {ckpt}: not a readable GGUF file, truncated or corrupt ({first})") from None
-    size = path.stat().st_size
+        raise KentropyError(f"MODEL {what}: not a readable GGUF file, truncated or corrupt ({first})") from None
     if not ends or max(ends) > size:
-        raise KentropyError(f"MODEL {ckpt}: truncated GGUF file ({size} bytes of {max(ends, default=0)})")
+        raise KentropyError(f"MODEL {what}: truncated GGUF file ({size} bytes of {max(ends, default=0)})")
     if file_type is not None:
         try:
             file_type = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
         except ValueError:
             file_type = str(file_type)
-    return {"file": str(path), "architecture": arch, "file_type": file_type,
+    return {"file": path, "architecture": arch, "file_type": file_type,
             "tensor_types": {t: types.count(t) for t in sorted(set(types))}}
 
 
@@ -165,7 +176,7 @@ def gguf_fields(ckpt: Checkpoint) -> dict:
 
 def _check_gguf(ckpt: Checkpoint, trust_remote_code: bool) -> None:
     """The gguf package is there; a local file is complete and of an architecture transformers loads from GGUF."""
-    from transformers import AutoConfig
+    from kentropy.models.compat import load_config
 
     _gguf_module(ckpt)
     if not _is_local_gguf(ckpt):
@@ -175,7 +186,7 @@ def _check_gguf(ckpt: Checkpoint, trust_remote_code: bool) -> None:
     header = gguf_header(ckpt)
     try:
         with _load_report_handled():
-            AutoConfig.from_pretrained(ckpt.source, trust_remote_code=trust_remote_code, **ckpt.pretrained_kw)
+            load_config(ckpt, trust_remote_code)
     except Exception as e:  # noqa: BLE001 - transformers raises ValueError, KeyError or NotImplementedError here
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise KentropyError(f"MODEL {ckpt}: transformers cannot load GGUF architecture {header['architecture']!r} ({first})") from None
@@ -281,7 +292,9 @@ def load_model(
     import pickle
 
     from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from kentropy.models.compat import load_config
 
     _check_local(ckpt, trust_remote_code)
     if Path(ckpt.name).is_dir():
@@ -290,7 +303,7 @@ def load_model(
     kw = dict(trust_remote_code=trust_remote_code, **ckpt.pretrained_kw)
     try:
         with _load_report_handled():
-            config = AutoConfig.from_pretrained(ckpt.source, **kw)
+            config = load_config(ckpt, trust_remote_code)
         cls = AutoModelForCausalLM if is_causal_lm(config) else AutoModel
         extra = {"attn_implementation": "eager"} if eager_attention else {}
         if device_map is not None:
@@ -300,7 +313,7 @@ def load_model(
 
             extra["quantization_config"] = GgufConfig(dequantize=True)  # plain weights: hooks, edits and saving work
         with _load_report_handled():
-            model, info = cls.from_pretrained(ckpt.source, dtype=dtype, output_loading_info=True, **kw, **extra)
+            model, info = cls.from_pretrained(ckpt.source, config=config, dtype=dtype, output_loading_info=True, **kw, **extra)
         # a bare encoder (AutoModel) drops the checkpoint's task head: expected, not a mismatch
         check_load_report(ckpt, info, allow_unexpected=cls is AutoModel)
     except KentropyError:

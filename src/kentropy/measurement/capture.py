@@ -47,10 +47,10 @@ from kentropy.measurement.entropy import attention_entropy_per_query, coefficien
 from kentropy.models.registry import Layer, Layout
 
 OWN_ROWS = ("grouped_mm", "batched_mm")  # implementations whose own kernels we read (row order known)
-# next-token entropy: logits of at most this many values at a time (64 MiB in float32; the reduction's
-# float32 temporaries are about three times that), and never fewer than MIN_ROWS positions per head call
-# (each call reads the whole head matrix)
-LOGIT_CHUNK = 2**24
+# next-token entropy: logits of at most this many values at a time (16 MiB in float32; the reduction's
+# float32 temporaries are about three times that: at a 262k vocabulary, 16 positions per chunk), and never
+# fewer than MIN_ROWS positions per head call (each call reads the whole head matrix)
+LOGIT_CHUNK = 2**22
 MIN_ROWS = 16
 
 

@@ -286,3 +286,25 @@ def test_head_forward_set_on_the_instance_is_kept(tokenizer, sample_texts):
     with NextTokenEntropySums(model), pytest.raises(RuntimeError, match="already patched"):
         NextTokenEntropySums(model)
     assert "forward" not in vars(head)
+
+
+def test_attention_maps_are_freed_layer_by_layer(tokenizer, sample_texts):
+    """Each layer's [B, H, T, T] probabilities are reduced in that layer's hook and not kept: by the time the
+    next layer's attention runs, the previous layer's map is gone."""
+    import weakref
+
+    model = tiny_model("llama")
+    layout = find_layout(model)
+    maps, alive = [], []
+
+    def keep(module, args, output):
+        alive.append(sum(r() is not None for r in maps))  # earlier layers' maps still alive when this one runs
+        maps.append(weakref.ref(output[1]))
+
+    handles = [layer.attention.register_forward_hook(keep) for layer in layout.layers]
+    try:
+        measure(model, tokenizer, sample_texts[:4], seq_len=24, batch_size=2, metrics=("knowledge", "attention"), progress=False)
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(maps) == 2 * len(layout.layers) and max(alive) == 0

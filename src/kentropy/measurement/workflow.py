@@ -351,7 +351,7 @@ def measure(
 class MeasureConfig:
     """Measure knowledge entropy (and optionally attention / next-token entropy) of one or more checkpoints."""
 
-    models: list[str] = option(help="Model dirs or hub ids; NAME@rev1,rev2 is a checkpoint series (one result each, in order).", argument=True)
+    models: list[str] = option(help="Model dirs, hub ids or GGUF files (DIR/FILE.gguf, dequantized); NAME@rev1,rev2 is a checkpoint series (one result each, in order).", argument=True)
     data: str = option(help="Documents: a .jsonl (field 'text'), a .txt (one per line), or a dataset name/dir.")
     out: str = option(help="Where to write the JSON results (atomically).")
     max_instances: int | None = option(None, "Use at most this many documents (the first ones).")

@@ -163,3 +163,148 @@ def test_unknown_family_lists_supported():
     model = T.AutoModelForCausalLM.from_config(cfg)  # Mamba blocks only: no FFN anywhere
     with pytest.raises(KentropyError, match=r"unsupported model family MambaForCausalLM.*supported: gated.*mixtral.*T5"):
         find_layout(model)
+
+
+def head_config(family: str):
+    """Tiny configs whose LM heads differ: tied or not, biased (Phi), soft-capped (Gemma 2/3), scaled
+    (Cohere multiplies, Granite divides), or fed a rescaled hidden state (T5, tied)."""
+    import transformers as T
+    from conftest import V, family_config
+
+    kw = dict(vocab_size=V, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+              num_key_value_heads=2, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    return {
+        "gemma2": lambda: T.Gemma2Config(**kw, head_dim=8, final_logit_softcapping=2.0),
+        "gemma3_text": lambda: T.Gemma3TextConfig(**kw, head_dim=8, final_logit_softcapping=1.5, tie_word_embeddings=True),
+        "cohere": lambda: T.CohereConfig(**kw, logit_scale=0.3),
+        "granite": lambda: T.GraniteConfig(**kw, logits_scaling=0.25),
+        "t5": lambda: T.T5Config(vocab_size=V, d_model=16, d_kv=8, d_ff=24, num_layers=2, num_heads=2, pad_token_id=2,
+                                 eos_token_id=1, decoder_start_token_id=2),
+    }.get(family, lambda: family_config(family))()
+
+
+HEAD_FAMILIES = ["llama", "gpt2", "gpt_neox", "phi", "opt", "olmo2", "gemma2", "gemma3_text", "cohere", "granite", "t5"]
+
+
+def head_model(family: str):
+    import transformers as T
+
+    torch.manual_seed(0)
+    cfg = head_config(family)
+    cls = T.AutoModelForSeq2SeqLM if family == "t5" else T.AutoModelForCausalLM
+    model = cls.from_config(cfg, attn_implementation="eager")
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("family", HEAD_FAMILIES)
+def test_next_token_entropy_in_chunks_equals_full_logits(family, tokenizer, sample_texts, monkeypatch):
+    """Chunks of 5 positions (ragged at the end of every batch) give the entropy of the model's full logits,
+    one document at a time with no padding; no head call ever sees more than 5 positions."""
+    from kentropy.measurement import capture
+
+    monkeypatch.setattr(capture, "LOGIT_CHUNK", 1)
+    monkeypatch.setattr(capture, "MIN_ROWS", 5)
+    seen = []
+    reduce = capture.next_token_entropy_per_position
+    monkeypatch.setattr(capture, "next_token_entropy_per_position", lambda z: seen.append(z.shape[0]) or reduce(z))
+    model = head_model(family)
+    texts = sample_texts[:5]
+    ref = 0.0
+    for ids in tokenize(tokenizer, texts, 24):
+        x = torch.tensor([ids])
+        kw = {"decoder_input_ids": model._shift_right(x)} if family == "t5" else {}
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=x, **kw).logits[0].double(), -1)  # [T, V]
+        ref += -(lp.exp() * lp).sum(-1).mean().item()
+    got = measure(model, tokenizer, texts, seq_len=24, batch_size=3, metrics=("knowledge", "next-token"), progress=False)
+    assert got.next_token_entropy == pytest.approx(ref / len(texts), rel=1e-5)
+    assert seen and max(seen) <= 5
+
+
+def test_unknown_logit_transform_is_refused(tokenizer, sample_texts, monkeypatch):
+    """A model whose logits are made in a way the reduction does not reproduce fails the check on the first
+    document (here: Gemma 2's soft-capping, hidden from the reduction) instead of giving a wrong number."""
+    from kentropy.measurement import capture
+
+    model = head_model("gemma2")
+    monkeypatch.setattr(capture, "logit_transform", lambda m: lambda z: z)
+    with pytest.raises(KentropyError, match="next-token: Gemma2ForCausalLM makes its logits"):
+        measure(model, tokenizer, sample_texts[:2], seq_len=24, metrics=("knowledge", "next-token"), progress=False)
+    assert "forward" not in vars(model.get_output_embeddings())  # the head is restored
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_per_document_path_equals_the_weighted_product(family, tokenizer, sample_texts, monkeypatch):
+    """On CPU the dense hook sums |c| document by document over real tokens only; the general path (any
+    weights) is one weighted [1, B*T] @ [B*T, m] product. Both give the same Cbar and per-document means."""
+    from kentropy.measurement import capture
+    from kentropy.measurement.workflow import measure_ids
+
+    model = tiny_model(family)
+    ids = tokenize(tokenizer, sample_texts[:7], 40)
+    fast = measure_ids(model, ids, 2, batch_size=3, instances=True, progress=False)
+    monkeypatch.setattr(capture, "prefix_lengths", lambda w: None)
+    general = measure_ids(model, ids, 2, batch_size=3, instances=True, progress=False)
+    assert torch.allclose(fast.coefficients, general.coefficients, rtol=1e-5, atol=1e-8)
+    assert torch.allclose(fast.instance_coefficients, general.instance_coefficients, rtol=1e-5, atol=1e-8)
+
+
+def test_prefix_lengths():
+    from kentropy.measurement.capture import prefix_lengths
+    from kentropy.measurement.entropy import instance_weights
+
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    assert prefix_lengths(instance_weights(mask)) == [3, 4, 1]
+    assert prefix_lengths(instance_weights(torch.tensor([[0, 1, 1, 1]]))) is None  # left padding
+    assert prefix_lengths(torch.tensor([[0.5, 0.25, 0.0]])) is None  # unequal weights
+
+
+def test_head_forward_set_on_the_instance_is_kept(tokenizer, sample_texts):
+    """accelerate (--device-map) puts its own forward on a module instance: the reduction wraps it and puts
+    it back after; two captures never patch one head at once."""
+    from kentropy.measurement.capture import NextTokenEntropySums
+
+    model = tiny_model("llama")
+    head = model.get_output_embeddings()
+    calls = []
+    placed = head.forward
+
+    def device_placing(x):
+        calls.append(x.shape)
+        return placed(x)
+
+    head.forward = device_placing
+    got = measure(model, tokenizer, sample_texts[:3], seq_len=24, metrics=("knowledge", "next-token"), progress=False)
+    assert vars(head)["forward"] is device_placing and calls
+    del head.forward
+    want = measure(model, tokenizer, sample_texts[:3], seq_len=24, metrics=("knowledge", "next-token"), progress=False)
+    assert got.next_token_entropy == pytest.approx(want.next_token_entropy, rel=1e-9)
+    with NextTokenEntropySums(model), pytest.raises(RuntimeError, match="already patched"):
+        NextTokenEntropySums(model)
+    assert "forward" not in vars(head)
+
+
+def test_attention_maps_are_freed_layer_by_layer(tokenizer, sample_texts):
+    """Each layer's [B, H, T, T] probabilities are reduced in that layer's hook and not kept: by the time the
+    next layer's attention runs, the previous layer's map is gone."""
+    import weakref
+
+    model = tiny_model("llama")
+    layout = find_layout(model)
+    maps, alive = [], []
+
+    def keep(module, args, output):
+        alive.append(sum(r() is not None for r in maps))  # earlier layers' maps still alive when this one runs
+        maps.append(weakref.ref(output[1]))
+
+    handles = [layer.attention.register_forward_hook(keep) for layer in layout.layers]
+    try:
+        measure(model, tokenizer, sample_texts[:4], seq_len=24, batch_size=2, metrics=("knowledge", "attention"), progress=False)
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(maps) == 2 * len(layout.layers) and max(alive) == 0

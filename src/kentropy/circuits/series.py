@@ -29,7 +29,7 @@ from kentropy.runtime.options import option, require
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file
 from kentropy.knowledge.schema import load_knowledge
-from kentropy.models.loading import load_series, parse_checkpoints, pick_device, pick_dtype
+from kentropy.models.loading import gguf_fields, load_series, parse_checkpoints, pick_device, pick_dtype
 
 HIT_K = 10  # Ou et al. 2025: Hit@10 of the target under the circuit
 METHODS = ("eap-ig", "exact")
@@ -188,7 +188,7 @@ def circuits_series(cfg: CircuitsConfig, progress: bool = True, series=None) -> 
                                    conventions=cfg.conventions, method=cfg.method, check_exact=cfg.check_exact,
                                    seed=cfg.seed)[0])
         label = ckpt.revision or ckpt.name
-        results.append({"model": ckpt.name, "revision": ckpt.revision, "step": step_of(label),
+        results.append({"model": ckpt.name, "revision": ckpt.revision, **gguf_fields(ckpt), "step": step_of(label),
                         "graph": {"layers": g.layers, "heads": g.heads, "parallel": g.parallel, "norms": wiring.norms,
                                   "qkv_split": g.qkv_split, "edges": int(g.valid().sum())},
                         "tasks": records})

@@ -20,7 +20,7 @@ from kentropy.errors import KentropyError
 from kentropy.io import check_out_dir, write_dir_atomic, write_json
 from kentropy.measurement.documents import load_texts
 from kentropy.measurement.workflow import load_coefficients, measure_ids, tokenize
-from kentropy.models.loading import load_model, load_tokenizer, parse_checkpoints, pick_device
+from kentropy.models.loading import gguf_fields, load_model, load_tokenizer, parse_checkpoints, pick_device
 from kentropy.runtime.options import option, require, to_dict
 
 
@@ -126,7 +126,7 @@ def edit_checkpoint(cfg: EditConfig, command: str, edit: Callable, *, check: Cal
         cbar = before.coefficients
     result = edit(e.model, cbar)
     after = e.measure()
-    fields = {"model": e.ckpt.name, "revision": e.ckpt.revision,
+    fields = {"model": e.ckpt.name, "revision": e.ckpt.revision, **gguf_fields(e.ckpt),
               "coefficients_from": cfg.coefficients or (cfg.data if uses_cbar else None),
               **entropy_fields(before, after, cfg.data), "config": to_dict(cfg)}
     return e, result, fields

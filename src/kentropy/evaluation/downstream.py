@@ -374,7 +374,7 @@ def evaluate_series(cfg: EvaluateConfig, series=None) -> list[dict]:
 
     `series` (a `kentropy.runtime.series.Partial`) keeps each result as it finishes and skips those it holds.
     """
-    from kentropy.models.loading import load_series, parse_checkpoints, pick_device, pick_dtype
+    from kentropy.models.loading import gguf_fields, load_series, parse_checkpoints, pick_device, pick_dtype
     from kentropy.runtime.series import progress_line
 
     n = len(parse_checkpoints(cfg.models))  # a malformed MODEL fails before the tasks load
@@ -385,7 +385,7 @@ def evaluate_series(cfg: EvaluateConfig, series=None) -> list[dict]:
                             dtype=pick_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code):
         progress_line("evaluate", item.index, n, str(item.checkpoint))
         r = _evaluate_loaded(item.model, item.tokenizer, built, batch_size=cfg.batch_size, limit=cfg.limit, seed=cfg.seed)
-        results.append({"model": item.checkpoint.name, "revision": item.checkpoint.revision, **r})
+        results.append({"model": item.checkpoint.name, "revision": item.checkpoint.revision, **gguf_fields(item.checkpoint), **r})
         if series is not None:
             series.add(item.index, results[-1])
     return series.ordered() if series is not None else results

@@ -11,7 +11,7 @@ from kentropy.knowledge.generate import MIN_FACTS, generate_knowledge
 from kentropy.knowledge.plan import check_plan_entries, load_plan, make_plan
 from kentropy.knowledge.probe import probe
 from kentropy.knowledge.schema import load_knowledge
-from kentropy.models.loading import is_causal_lm, load_series, pick_device, pick_dtype
+from kentropy.models.loading import gguf_fields, is_causal_lm, load_series, pick_device, pick_dtype
 
 
 @dataclass
@@ -54,7 +54,7 @@ def probe_series(cfg: ProbeConfig, progress: bool = True, series=None) -> dict:
         if progress:
             progress_line("probe", item.index, n, str(item.checkpoint))
         scores = probe(item.model, item.tokenizer, entries, plan=plan, batch_size=cfg.batch_size, progress=progress)
-        results.append({"model": item.checkpoint.name, "revision": item.checkpoint.revision, **scores})
+        results.append({"model": item.checkpoint.name, "revision": item.checkpoint.revision, **gguf_fields(item.checkpoint), **scores})
         if series is not None:
             series.add(item.index, results[-1])
     return {"results": series.ordered() if series is not None else results, "config": series_config(to_dict(cfg))}

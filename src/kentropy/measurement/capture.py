@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from kentropy.errors import ArgumentError, KentropyError
-from kentropy.measurement.entropy import attention_entropy_per_query, coefficient_magnitude
+from kentropy.measurement.entropy import attention_entropy_per_query, coefficient_magnitude, next_token_entropy_per_position
 from kentropy.models.registry import Layer, Layout
 from kentropy.runtime.arguments import choice
 
@@ -56,10 +56,20 @@ def check_activation(activation) -> str:
     return choice("activation", activation, ACTIVATIONS)
 
 
+# next-token entropy: logits of at most this many values at a time (16 MiB in float32; the reduction's
+# float32 temporaries are about three times that: at a 262k vocabulary, 16 positions per chunk), and never
+# fewer than MIN_ROWS positions per head call (each call reads the whole head matrix)
+LOGIT_CHUNK = 2**22
+MIN_ROWS = 16
+
+
+_ABSENT = object()  # an attribute the instance did not have (the class's shows through)
+
+
 class _Hooks:
     def __init__(self) -> None:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._patched: list[tuple[object, str]] = []  # (object, attribute) set on an instance, deleted on exit
+        self._patched: list[tuple[object, str, object]] = []  # (object, attribute, what the instance had), undone on exit
         self._weights: torch.Tensor | None = None  # [B, T] per-token weights of the batch in flight
 
     @contextmanager
@@ -67,10 +77,14 @@ class _Hooks:
         """The forward run inside reduces with these per-token weights ([B, T]; 0 on padding)."""
         self._weights = weights
         try:
+            self._begin_batch()
             yield self
             self._end_batch()
         finally:
             self._weights = None
+
+    def _begin_batch(self) -> None:
+        """Called before a batch's forward runs, its weights set (a subclass may prepare per-batch state)."""
 
     def _end_batch(self) -> None:
         """Called after a batch's forward completed (a subclass may keep per-batch results)."""
@@ -88,15 +102,22 @@ class _Hooks:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        for obj, attr in self._patched:
-            delattr(obj, attr)  # the class attribute shows through again
+        for obj, attr, before in reversed(self._patched):
+            if before is _ABSENT:
+                delattr(obj, attr)  # the class attribute shows through again
+            else:
+                setattr(obj, attr, before)  # e.g. accelerate's device-placing forward
+            _Hooks._live.discard((id(obj), attr))
         self._patched.clear()
 
+    _live: set = set()  # (id(object), attribute) patched by any capture now: two captures never patch one place
+
     def _patch(self, obj, attr: str, value) -> None:
-        if attr in vars(obj):
+        if (id(obj), attr) in _Hooks._live:
             raise KentropyError(f"{type(obj).__name__}.{attr} is already patched on this instance")
+        self._patched.append((obj, attr, vars(obj).get(attr, _ABSENT)))
+        _Hooks._live.add((id(obj), attr))
         setattr(obj, attr, value)
-        self._patched.append((obj, attr))
 
 
 def coef_point(layer: Layer) -> tuple[str, torch.nn.Module]:
@@ -108,6 +129,16 @@ def coef_point(layer: Layer) -> tuple[str, torch.nn.Module]:
 def _magnitude(c: torch.Tensor, activation: str) -> torch.Tensor:
     a = coefficient_magnitude(c, activation)
     return a if a.dtype in (torch.float32, torch.float64) else a.float()  # bf16/fp16: reduce in fp32
+
+
+def prefix_lengths(w: torch.Tensor) -> list[int] | None:
+    """Each row's count of positive weights, when every row of `w` [B, T] is one weight repeated over a prefix
+    and 0 after it (right padding, per-document means: `instance_weights`); else None."""
+    n = (w > 0).sum(1)  # [B]
+    prefix = torch.arange(w.shape[1], device=w.device)[None] < n[:, None]
+    if not (torch.equal(w > 0, prefix) and torch.equal(w, w[:, :1] * prefix)):
+        return None
+    return n.tolist()
 
 
 def median(a: torch.Tensor) -> torch.Tensor:
@@ -148,6 +179,7 @@ class CoefficientSums(_Hooks):
         self.points = [coef_point(layer)[0] for layer in layout.layers]
         self.sums: list[torch.Tensor] | None = None
         self._keep = instances
+        self._lengths: list[int] | None = None  # the batch's documents' lengths, where the per-document path applies
         self._batch: list[torch.Tensor | None] = [None] * len(layout.layers)
         self._done: list[torch.Tensor] = []
         try:
@@ -173,18 +205,32 @@ class CoefficientSums(_Hooks):
         return self.weights.reshape(-1).to(device=device, dtype=dtype)  # [N]: row-major over [B, T]
 
     # ---- dense --------------------------------------------------------------------------------
+    def _begin_batch(self) -> None:
+        self._lengths = prefix_lengths(self.weights) if self.weights.device.type == "cpu" and self._positions is None else None
+
     def _dense_hook(self, l: int):
         def hook(module, args):
             c = args[0]  # [B, T, m]: the input of the down projection (OPT flattens to [B*T, m])
-            a = _magnitude(c, self.activation)
-            w = self.weights.to(device=a.device, dtype=a.dtype)  # [B, T]
+            w = self.weights  # [B, T]
             B, T = w.shape
+            c = c.reshape(B, T, -1)
+            if self._lengths is not None:
+                # CPU, every document a prefix of equal weights 1/|s|: per document, its real tokens only
+                # (|c| of one document at a time stays in cache, and padding is never touched)
+                per = torch.stack([_magnitude(c[b, :n], self.activation).sum(0) for b, n in enumerate(self._lengths)])
+                per = per * w[:, :1].to(per.dtype)  # [B, m]: each document's mean |c|
+                self._add(l, 0, per.sum(0))
+                if self._keep:
+                    self._batch[l] = per.double()
+                return
+            a = _magnitude(c, self.activation)
+            w = w.to(device=a.device, dtype=a.dtype)
             # sum_b mean_t |c[b, t]| as one [1, B*T] @ [B*T, m] product
             self._add(l, 0, w.reshape(1, -1) @ a.reshape(B * T, -1))
             if self._keep:  # per instance b: mean_t |c[b, t]| as a [B, 1, T] @ [B, T, m] product -> [B, m]
-                self._batch[l] = torch.bmm(w.unsqueeze(1), a.reshape(B, T, -1)).squeeze(1).double().cpu()
+                self._batch[l] = torch.bmm(w.unsqueeze(1), a).squeeze(1).double().cpu()
             if self._positions is not None:
-                self._add_positions(l, a.reshape(B, T, -1), w)
+                self._add_positions(l, a, w)
 
         return hook
 
@@ -335,6 +381,95 @@ def _eager_gated(sums: CoefficientSums, l: int, E: int, m: int):
         return final_hidden_states
 
     return forward
+
+
+def logit_transform(model):
+    """What a causal LM does to `lm_head(h)` before it returns the logits, from its config: Gemma 2/3's final
+    soft-capping `cap * tanh(z / cap)`, Cohere's `logit_scale` (multiplied), Granite's `logits_scaling`
+    (divided). Returns z -> logits, elementwise, in z's dtype, as the model computes them."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    scale = getattr(model, "logit_scale", None)  # Cohere keeps config.logit_scale on the model
+    scale = scale if isinstance(scale, (int, float)) else None
+    divide = getattr(cfg, "logits_scaling", None) if "granite" in str(getattr(cfg, "model_type", "")) else None
+
+    def transform(z: torch.Tensor) -> torch.Tensor:
+        if scale is not None:
+            z = z * scale
+        if divide is not None:
+            z = z / divide
+        if cap is not None:
+            z = torch.tanh(z / cap) * cap
+        return z
+
+    return transform
+
+
+class NextTokenEntropySums(_Hooks):
+    """Sum over instances of the per-instance mean next-token entropy (paper A.3), reduced inside the LM head.
+
+    The head's forward is replaced for the duration: it receives the final hidden states h [B, T, d], keeps
+    the real positions (weight > 0), and turns them into logits a chunk of positions at a time (at most
+    `LOGIT_CHUNK` logits), each chunk reduced to its weighted entropy and freed. The head returns an empty
+    [B, T, 0] tensor, so no [tokens, vocab] logits exist for a whole batch. `logit_transform` applies what
+    the model does to the head's output; `check(model, inputs)` compares the result with the model's own
+    logits on one short input and refuses a model whose logits are made otherwise.
+    """
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        head = model.get_output_embeddings()
+        if head is None:
+            raise ValueError("next-token entropy needs a model with an LM head")
+        self.transform = logit_transform(model)
+        vocab = head.weight.shape[0]
+        self.rows = max(MIN_ROWS, LOGIT_CHUNK // vocab)
+        self.sum: torch.Tensor | None = None  # float64 scalar
+        self._original = head.forward  # the class's, or an instance one (accelerate's device placement)
+        self._patch(head, "forward", self._forward(self._original))
+
+    def _forward(self, original):
+        def forward(hidden: torch.Tensor) -> torch.Tensor:
+            w = self.weights.to(hidden.device)  # [B, T]
+            if hidden.shape[:-1] != w.shape:
+                raise RuntimeError(f"the LM head got hidden states {tuple(hidden.shape)} for a batch of {tuple(w.shape)} tokens")
+            real = w.reshape(-1) > 0
+            h, w = hidden.reshape(-1, hidden.shape[-1])[real], w.reshape(-1)[real]  # [N, d], [N]: real positions only
+            total = torch.zeros((), dtype=torch.float64, device=hidden.device)
+            for start in range(0, h.shape[0], self.rows):
+                logits = self.transform(original(h[start : start + self.rows]))  # [n, V]
+                total += (w[start : start + self.rows] * next_token_entropy_per_position(logits)).sum().double()
+            self.sum = total if self.sum is None else self.sum + total.to(self.sum.device)
+            return hidden.new_empty(*hidden.shape[:-1], 0)
+
+        return forward
+
+    def check(self, model, inputs: dict, weights: torch.Tensor) -> None:
+        """The chunked reduction equals the entropy of the model's own logits on `inputs` (one short batch,
+        `weights` [B, T]), else a KentropyError: the model makes its logits in a way this does not reproduce."""
+        head = model.get_output_embeddings()
+        reducing, head.forward = head.forward, self._original
+        try:
+            logits = model(**inputs).logits  # the model's own head and transform
+        finally:
+            head.forward = reducing
+        want = (weights.to(logits.device) * next_token_entropy_per_position(logits)).sum().double()
+        kept, self.sum = self.sum, None
+        try:
+            with self.batch(weights):
+                model(**inputs)
+            got, why = self.sum, "its forward does not call the LM head module"
+        except RuntimeError as e:
+            got, why = None, (str(e).strip().splitlines() or [type(e).__name__])[0]
+        finally:
+            self.sum = kept
+        rtol = 1e-4 if logits.dtype in (torch.float32, torch.float64) else 1e-2  # half precision: chunked matmuls round apart
+        if got is not None:
+            if torch.isclose(got.to(want.device), want, rtol=rtol, atol=1e-6):
+                return
+            why = f"{float(got):.6g} here, {float(want):.6g} from the model's logits"
+        raise KentropyError(f"--metrics next-token: {type(model).__name__} makes its logits in a way the chunked "
+                            f"reduction does not reproduce ({why})")
 
 
 class AttentionEntropySums(_Hooks):

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kentropy.measurement import entropy as E
-from kentropy.measurement.capture import AttentionEntropySums, CoefficientSums, check_activation
+from kentropy.measurement.capture import AttentionEntropySums, CoefficientSums, NextTokenEntropySums, check_activation
 from kentropy.runtime.options import option, require
 from kentropy.measurement.documents import load_texts
 from kentropy.runtime.distributed import rank_world
@@ -25,7 +25,7 @@ from kentropy.runtime.arguments import integer, strings, transformers_model, tra
 from kentropy.models.loading import check_layers
 from kentropy.models.registry import find_layout
 from kentropy.io import check_out_dir, check_out_file, json_text
-from kentropy.models.loading import load_series, max_positions, model_inputs, pick_device, pick_dtype
+from kentropy.models.loading import gguf_fields, load_series, max_positions, model_inputs, pick_device, pick_dtype
 
 METRICS = ("knowledge", "attention", "next-token")
 
@@ -44,7 +44,9 @@ class Measurement:
     - encoder-decoders: `stacks` {encoder: {...}, decoder: {...}}, each with its own `layers`,
       `knowledge_entropy`, `knowledge_entropy_per_layer` (and attention entropy); the top-level
       per-layer lists are the encoder's layers then the decoder's, `knowledge_entropy` their sum;
-    - hybrids: `blocks` (the measured blocks' names) and `skipped_blocks` (blocks without an FFN).
+    - hybrids: `blocks` (the measured blocks' names) and `skipped_blocks` (blocks without an FFN);
+    - GGUF checkpoints: `gguf` {file, architecture, file_type, tensor_types} (`kentropy.models.loading.gguf_header`):
+      the numbers are those of the weights dequantized from that file.
     """
 
     model: str
@@ -71,6 +73,7 @@ class Measurement:
     stacks: dict | None = None
     blocks: list[str] | None = None
     skipped_blocks: list[str] | None = None
+    gguf: dict | None = None
 
     @property
     def max_knowledge_entropy(self) -> float:
@@ -92,7 +95,7 @@ class Measurement:
 
 
 OPTIONAL_FIELDS = ("ffn_dim_per_layer", "experts", "expert_entropy_per_layer", "within_expert_entropy_per_layer",
-                   "expert_mass_per_layer", "per_expert_entropy_per_layer", "stacks", "blocks", "skipped_blocks")
+                   "expert_mass_per_layer", "per_expert_entropy_per_layer", "stacks", "blocks", "skipped_blocks", "gguf")
 
 
 def check_metrics(metrics) -> tuple[str, ...]:
@@ -191,27 +194,30 @@ def measure_ids(
     batches = length_batches(ids, batch_size, rank, world)
 
     tokens = 0
-    next_tok = torch.zeros((), dtype=torch.float64, device=device)
     was_training = model.training
     model.eval()  # dropout off: a measurement is deterministic; the caller's mode comes back below
     with contextlib.ExitStack() as hooks, torch.inference_mode():
         if "attention" in metrics:
             hooks.enter_context(eager_attention(model))
+        hooks.callback(model.train, was_training)
+        # next-token entropy is reduced inside the LM head, a chunk of positions at a time; checked first
+        # against the model's own logits on a few tokens of the first document
+        nxt = hooks.enter_context(NextTokenEntropySums(model)) if want_logits else None
+        if nxt is not None:
+            probe_ids, probe_mask = pad([ids[batches[0][0]][:8]] if batches else [ids[0][:8]], pad_id, device)
+            nxt.check(model, _inputs(model, probe_ids, probe_mask), E.instance_weights(probe_mask))
         coef = hooks.enter_context(CoefficientSums(layout, activation, instances=instances, positions=positions))
         attn = hooks.enter_context(AttentionEntropySums(layout)) if "attention" in metrics else None
-        hooks.callback(model.train, was_training)
         for batch in tqdm(batches, desc=f"measure {name}".strip(), disable=not progress or rank != 0, leave=False):
             input_ids, mask = pad([ids[i] for i in batch], pad_id, device)
             w = E.instance_weights(mask)  # [B, T]: padding weight 0, per-instance mean
             with contextlib.ExitStack() as scope:
-                for cap in (coef, attn):
+                for cap in (coef, attn, nxt):
                     if cap is not None:
                         scope.enter_context(cap.batch(w))
-                out = forward(**_inputs(model, input_ids, mask))
-            if want_logits:
-                h = E.next_token_entropy_per_position(out.logits)  # [B, T]
-                next_tok += (w * h).sum().double().to(device)
+                forward(**_inputs(model, input_ids, mask))
             tokens += int(mask.sum())
+    next_tok = nxt.sum.to(device) if nxt is not None and nxt.sum is not None else torch.zeros((), dtype=torch.float64, device=device)
 
     # reduce: float64 sums and counts, across ranks when distributed
     flat = torch.cat(coef.sums).to(device) if coef.sums is not None else torch.zeros(sum(sizes), dtype=torch.float64, device=device)
@@ -379,7 +385,7 @@ def measure(
 class MeasureConfig:
     """Measure knowledge entropy (and optionally attention / next-token entropy) of one or more checkpoints."""
 
-    models: list[str] = option(help="Model dirs or hub ids; NAME@rev1,rev2 is a checkpoint series (one result each, in order).", argument=True)
+    models: list[str] = option(help="Model dirs, hub ids or GGUF files (DIR/FILE.gguf, dequantized); NAME@rev1,rev2 is a checkpoint series (one result each, in order).", argument=True)
     data: str = option(help="Documents: a .jsonl (field 'text'), a .txt (one per line), or a dataset name/dir.")
     out: str = option(help="Where to write the JSON results (atomically).")
     max_instances: int | None = option(None, "Use at most this many documents (the first ones).")
@@ -436,9 +442,10 @@ def _measure_each(cfg: MeasureConfig, progress: bool = True, skip=None):
         ckpt = item.checkpoint
         if progress:
             progress_line("measure", item.index, n, str(ckpt))
-        yield item.index, ckpt, measure_ids(item.model, ids.pop(ckpt), item.tokenizer.pad_token_id, metrics=metrics,
-                                            activation=cfg.activation, batch_size=cfg.batch_size, name=ckpt.name,
-                                            revision=ckpt.revision, progress=progress)
+        m = measure_ids(item.model, ids.pop(ckpt), item.tokenizer.pad_token_id, metrics=metrics, activation=cfg.activation,
+                        batch_size=cfg.batch_size, name=ckpt.name, revision=ckpt.revision, progress=progress)
+        m.gguf = gguf_fields(ckpt).get("gguf")
+        yield item.index, ckpt, m
 
 
 def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measurement]:

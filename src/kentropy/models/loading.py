@@ -1,13 +1,19 @@
-"""Loading models and tokenizers: local directories or hub ids with `@revision` series.
+"""Loading models and tokenizers: local directories or hub ids with `@revision` series, and GGUF files.
 
 `MODEL@rev1,rev2` is a checkpoint series (one load per revision); a local directory is one
 checkpoint. Weights load through `from_pretrained` (safetensors, or `weights_only` pickles);
 `trust_remote_code` stays off unless the caller asks for it.
+
+A MODEL ending in `.gguf` is a GGUF file: `DIR/FILE.gguf` on disk, or `OWNER/REPO/FILE.gguf[@rev]` on the
+hub. transformers reads its config and tokenizer from the file's metadata and dequantizes every tensor to
+`dtype` (`from_pretrained(DIR, gguf_file=FILE)`), so what is measured or edited is the dequantized model.
+Reading one needs the `gguf` package (`pip install 'kentropy[gguf]'`); `gguf_header` describes the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -17,7 +23,9 @@ import torch
 
 from kentropy.errors import ArgumentError, KentropyError, reason
 from kentropy.io import read_json
+from kentropy.models.compat import load_config
 
+GGUF = ".gguf"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -30,6 +38,21 @@ class Checkpoint:
 
     def __str__(self) -> str:
         return self.name if self.revision is None else f"{self.name}@{self.revision}"
+
+    @property
+    def gguf_file(self) -> str | None:
+        """The GGUF file's name when the checkpoint is one (`name` ends in `.gguf`), else None."""
+        return Path(self.name).name if self.name.lower().endswith(GGUF) else None
+
+    @property
+    def source(self) -> str:
+        """What `from_pretrained` reads: the directory or hub repo holding the GGUF file, else `name`."""
+        return str(Path(self.name).parent) if self.gguf_file else self.name
+
+    @property
+    def pretrained_kw(self) -> dict:
+        """`from_pretrained(ckpt.source, **ckpt.pretrained_kw)`: the revision, and the GGUF file where there is one."""
+        return {"revision": self.revision} | ({"gguf_file": self.gguf_file} if self.gguf_file else {})
 
 
 def parse_checkpoints(specs: list[str]) -> list[Checkpoint]:
@@ -78,7 +101,10 @@ def is_causal_lm(config) -> bool:
     return t in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and t not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
-def _check_local(ckpt: Checkpoint) -> None:
+def _check_local(ckpt: Checkpoint, trust_remote_code: bool = False) -> None:
+    if ckpt.gguf_file:
+        _check_gguf(ckpt, trust_remote_code)
+        return
     path = Path(ckpt.name)
     if not path.exists():
         return
@@ -90,6 +116,81 @@ def _check_local(ckpt: Checkpoint) -> None:
         raise KentropyError(f"MODEL {ckpt}: no weights (model.safetensors) in {path}")
     if ckpt.revision is not None:
         raise KentropyError(f"MODEL {ckpt}: a local directory has no revisions")
+
+
+def _gguf_module(ckpt: Checkpoint):
+    try:
+        import gguf
+    except ImportError:
+        raise KentropyError(f"MODEL {ckpt}: reading a GGUF file needs the gguf package (pip install 'kentropy[gguf]')") from None
+    return gguf
+
+
+def _is_local_gguf(ckpt: Checkpoint) -> bool:
+    """A GGUF on disk (the file, or its directory, exists here), not a hub `OWNER/REPO/FILE.gguf`."""
+    path = Path(ckpt.name)
+    return path.exists() or path.parent.is_dir()
+
+
+def gguf_header(ckpt: Checkpoint) -> dict:
+    """What a local GGUF file holds, from its header (gguf's `GGUFReader`; no tensor is dequantized):
+    {file, architecture, file_type (llama.cpp's name, e.g. Q4_K_M; null when the file does not say),
+    tensor_types: {ggml type: tensor count}}. A truncated or corrupt file is an error naming it."""
+    _gguf_module(ckpt)
+    path = Path(ckpt.name)
+    if not path.is_file():
+        raise KentropyError(f"MODEL {ckpt}: GGUF file not found")
+    stat = path.stat()
+    header = _read_gguf_header(str(ckpt), str(path), stat.st_size, stat.st_mtime_ns)
+    return header | {"tensor_types": dict(header["tensor_types"])}  # a copy: the cached one stays as read
+
+
+@functools.lru_cache(maxsize=4)
+def _read_gguf_header(what: str, path: str, size: int, mtime_ns: int) -> dict:
+    """`gguf_header` of one file, parsed once per process (GGUFReader reads every metadata value, the whole
+    vocabulary included); keyed by size and time of change as well."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+        arch = reader.fields["general.architecture"].contents()
+        file_type = reader.fields["general.file_type"].contents() if "general.file_type" in reader.fields else None
+        ends = [int(t.data_offset) + int(t.n_bytes) for t in reader.tensors]
+        types = [t.tensor_type.name for t in reader.tensors]
+    except Exception as e:  # noqa: BLE001 - the reader raises ValueError, KeyError, struct and numpy errors alike
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise KentropyError(f"MODEL {what}: not a readable GGUF file, truncated or corrupt ({first})") from None
+    if not ends or max(ends) > size:
+        raise KentropyError(f"MODEL {what}: truncated GGUF file ({size} bytes of {max(ends, default=0)})")
+    if file_type is not None:
+        try:
+            file_type = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+        except ValueError:
+            file_type = str(file_type)
+    return {"file": path, "architecture": arch, "file_type": file_type,
+            "tensor_types": {t: types.count(t) for t in sorted(set(types))}}
+
+
+def gguf_fields(ckpt: Checkpoint) -> dict:
+    """`{"gguf": gguf_header(ckpt)}` for a local GGUF file, else `{}`: what a command's result records of it."""
+    return {"gguf": gguf_header(ckpt)} if ckpt.gguf_file and Path(ckpt.name).is_file() else {}
+
+
+def _check_gguf(ckpt: Checkpoint, trust_remote_code: bool) -> None:
+    """The gguf package is there; a local file is complete and of an architecture transformers loads from GGUF."""
+
+    _gguf_module(ckpt)
+    if not _is_local_gguf(ckpt):
+        return  # on the hub: from_pretrained fetches it (an offline miss is reported by the load)
+    if ckpt.revision is not None:
+        raise KentropyError(f"MODEL {ckpt}: a local GGUF file has no revisions")
+    header = gguf_header(ckpt)
+    try:
+        with _load_report_handled():
+            load_config(ckpt, trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - transformers raises ValueError, KeyError or NotImplementedError here
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise KentropyError(f"MODEL {ckpt}: transformers cannot load GGUF architecture {header['architecture']!r} ({first})") from None
 
 
 def check_safetensors(path: str | Path, what: str) -> None:
@@ -182,11 +283,12 @@ def check_checkpoint(ckpt: Checkpoint, trust_remote_code: bool = False, check=No
     `check(ckpt, config)` adds a command's own demands (a causal LM for probing). Returns the config."""
     from transformers import AutoConfig
 
-    _check_local(ckpt)
+    _check_local(ckpt, trust_remote_code)
     path = Path(ckpt.name)
     where = f"MODEL {ckpt}: {path / 'config.json'}" if path.is_dir() else f"MODEL {ckpt}"
     try:
-        config = AutoConfig.from_pretrained(ckpt.name, revision=ckpt.revision, trust_remote_code=trust_remote_code)
+        config = (load_config(ckpt, trust_remote_code) if ckpt.gguf_file
+                  else AutoConfig.from_pretrained(ckpt.name, revision=ckpt.revision, trust_remote_code=trust_remote_code))
     except Exception as e:  # noqa: BLE001 - transformers and huggingface_hub raise many types for one bad config
         if not path.is_dir():
             raise _load_error(ckpt, e) from None
@@ -235,9 +337,9 @@ def load_tokenizer(ckpt: Checkpoint, trust_remote_code: bool = False):
 
     from kentropy.models.compat import check_pad, check_vocab, read_config
 
-    _check_local(ckpt)
+    _check_local(ckpt, trust_remote_code)
     try:
-        tok = AutoTokenizer.from_pretrained(ckpt.name, revision=ckpt.revision, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(ckpt.source, trust_remote_code=trust_remote_code, **ckpt.pretrained_kw)
     except Exception as e:
         raise _load_error(ckpt, e) from None
     check_vocab(ckpt, tok, read_config(ckpt, trust_remote_code))
@@ -261,25 +363,32 @@ def load_model(
 
     `eager_attention` is only for attention entropy (the probabilities must be materialized).
     `device_map="auto"` spreads the layers over the visible GPUs (accelerate) instead of `device`.
+    A GGUF file is dequantized to `dtype` (the result is a plain model: it saves as safetensors).
     """
     import pickle
 
     from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers import AutoModel, AutoModelForCausalLM
 
-    _check_local(ckpt)
+
+    _check_local(ckpt, trust_remote_code)
     if Path(ckpt.name).is_dir():
         for f in sorted(Path(ckpt.name).glob("*.safetensors")):
             check_safetensors(f, f"MODEL {ckpt}:")
-    kw = dict(revision=ckpt.revision, trust_remote_code=trust_remote_code)
+    kw = dict(trust_remote_code=trust_remote_code, **ckpt.pretrained_kw)
     try:
-        config = AutoConfig.from_pretrained(ckpt.name, **kw)
+        with _load_report_handled():
+            config = load_config(ckpt, trust_remote_code)
         cls = AutoModelForCausalLM if is_causal_lm(config) else AutoModel
         extra = {"attn_implementation": "eager"} if eager_attention else {}
         if device_map is not None:
             extra["device_map"] = device_map
+        if ckpt.gguf_file:
+            from transformers import GgufConfig
+
+            extra["quantization_config"] = GgufConfig(dequantize=True)  # plain weights: hooks, edits and saving work
         with _load_report_handled():
-            model, info = cls.from_pretrained(ckpt.name, dtype=dtype, output_loading_info=True, **kw, **extra)
+            model, info = cls.from_pretrained(ckpt.source, config=config, dtype=dtype, output_loading_info=True, **kw, **extra)
         # a bare encoder (AutoModel) drops the checkpoint's task head: expected, not a mismatch
         check_load_report(ckpt, info, allow_unexpected=cls is AutoModel)
     except KentropyError:

@@ -392,13 +392,12 @@ def saved_config(cfg: TrainConfig) -> dict:
 
 def check_memory(cfg: TrainConfig, ckpt: Checkpoint, device: torch.device, world_size: int, show: bool = True) -> None:
     """Print the estimated memory per rank (rank 0, if `show`) and refuse a run that clearly cannot fit, before any weight loads."""
-    from transformers import AutoConfig
-
+    from kentropy.models.compat import load_config
     from kentropy.training.memory import available, check_fits, estimate, shape_of_checkpoint
 
     rank, _ = rank_world()
     try:
-        shape = shape_of_checkpoint(AutoConfig.from_pretrained(ckpt.name, revision=ckpt.revision))
+        shape = shape_of_checkpoint(load_config(ckpt))
     except (KentropyError, ValueError, OSError) as e:
         if cfg.fsdp:
             raise KentropyError(f"--fsdp: {e}") from None

@@ -283,7 +283,7 @@ def test_head_forward_set_on_the_instance_is_kept(tokenizer, sample_texts):
     del head.forward
     want = measure(model, tokenizer, sample_texts[:3], seq_len=24, metrics=("knowledge", "next-token"), progress=False)
     assert got.next_token_entropy == pytest.approx(want.next_token_entropy, rel=1e-9)
-    with NextTokenEntropySums(model), pytest.raises(RuntimeError, match="already patched"):
+    with NextTokenEntropySums(model), pytest.raises(KentropyError, match="already patched"):
         NextTokenEntropySums(model)
     assert "forward" not in vars(head)
 

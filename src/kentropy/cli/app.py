@@ -54,8 +54,9 @@ def check_output_paths(cfg, series: bool = False) -> list[tuple[str, str]]:
         check_name_fits(a, fa)
     if series:
         check_name_fits(cfg.out, "--out", suffix=".partial", what="its partial file")
+        outputs.append(("--out", str(partial_path(cfg.out))))
     check_paths_apart(outputs, inputs)
-    return outputs + ([("--out", str(partial_path(cfg.out)))] if series else [])
+    return outputs
 
 
 def command(name: str, cfg_cls: type, app=app, series: bool = False):

@@ -228,7 +228,7 @@ def ladder_lab(stages: Stages, cfg: LabConfig, preset: str, device: str) -> dict
     print(plan_text(cfg.ladder), file=sys.stderr)
     result = run_ladder(stages, cfg, cfg.ladder, device)
     results = {"preset": preset, "config": config_json(cfg), "timings": stages.timings, "ladder": result}
-    write_json(stages.dir.results, results)
+    write_json(stages.dir.results, stages.dir.stored(results))  # paths in the lab relative to it
     md = ladder_section(result)
     write_atomic(stages.dir.report, lambda tmp: tmp.write_text(md))
     return results

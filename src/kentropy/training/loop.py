@@ -364,13 +364,14 @@ def prepare_run_dir(cfg: TrainConfig, run: RunDir) -> None:
         raise KentropyError(f"--resume: no run at {run.root}")
 
 
-INPUT_FILES = ("data", "knowledge", "plan", "replay", "task_dir")  # flags whose files' content a resume must find unchanged
-PATHS = INPUT_FILES + ("model", "out")  # path flags: each recorded resolved, as well as typed
+INPUT_FILES = ("data", "knowledge", "plan", "replay")  # flags whose files' content a resume must find unchanged
+PATHS = INPUT_FILES + ("model", "task_dir", "out")  # path flags: each recorded resolved, as well as typed
 
 
 def input_digests(cfg: TrainConfig) -> dict:
     """{flag: {"path", "resolved", "sha256"}} of the run's path flags (sha256 of the input files; None for a
-    dataset or hub name; not taken of --model, whose weights may be large, nor of --out)."""
+    dataset or hub name; not taken of --model, whose weights may be large, nor of --task-dir, whose YAMLs a moved
+    lab points anew, nor of --out)."""
     from kentropy.io import content_digest
 
     return {name: {"path": str(getattr(cfg, name)), "resolved": os.path.realpath(getattr(cfg, name)),

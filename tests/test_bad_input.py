@@ -8,7 +8,12 @@ another command's results), `fit` (a tokenizer and model that do not fit: ids be
 inputs beyond the positions, --seq-len within the special tokens, no pad or eos), `weights` also
 covers weights that do not match their config, `lock` (an output another command is writing),
 `collide` (two outputs, or an output and an input, on one path), `symlink` (an output that is a
-link), `resume` (an unfinished series: without --resume, of another config, torn), `report-to`.
+link), `resume` (an unfinished series: without --resume, of another config, torn), `report-to`,
+`nest` (an input inside an output that --overwrite would delete, an output inside an input, typed
+however: links, `..`, MODEL@rev), `partial` (a series' OUT.partial is one of its outputs: locked,
+and apart from the others), `long-name` (a name that overflows the file system's limit once
+`.partial` or a temp suffix is added), `mixed` (a --coefficients-out holding other files), `moved`
+(train --resume with a path flag that names another input).
 Each case asserts the exit code, exactly one `error:` line naming the thing, and that nothing
 was written. Interrupts need a real process and signal: they are at the end.
 """
@@ -427,6 +432,140 @@ for command, build in [("measure", measure), ("probe", probe), ("evaluate", eval
     case(command, "resume", "torn-partial-file",
          lambda e, w, build=build: (build(e, _partial(w, torn=True), "--resume"), "out.json.partial: not valid JSON"))
 
+
+# ---- where outputs and inputs lie: resolved, no input inside an output (--overwrite would delete it), no output
+# inside an input, a series' OUT.partial an output like any other
+def intervene(e, out, *extra, model=None, data=None):
+    return ["intervene", model or e["model"], "--method", "shrink-perturb", "--shrink", 0.8, "--perturb", 0.1,
+            *(["--data", data] if data else []), "--out", out, *extra]
+
+
+def lab(e, out, *extra):
+    return ["lab", "--preset", "smoke", "--device", "cpu", "--out", out, *extra]
+
+
+def _inside(w: Path, src: Path, *names: str) -> Path:
+    """A copy of the input `src` at w/NAMES (a folder the case then gives as an output, or writes into)."""
+    dest = w.joinpath(*names)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    (shutil.copytree if src.is_dir() else shutil.copy)(src, dest)
+    return dest
+
+
+case("intervene", "out", "out-is-a-file", lambda e, w: (intervene(e, _file_at(w), model=NO_MODEL(w)), "exists and is not a directory"))
+case("intervene", "number", "seed-negative", lambda e, w: (intervene(e, w / "o", "--seed", -1), "--seed -1"))
+case("lab", "out", "out-is-a-file", lambda e, w: (lab(e, _file_at(w)), "exists and is not a directory"))
+case("lab", "state", "out-is-not-a-lab", lambda e, w: (lab(e, _out_dir(w, "mine")), "not a lab directory"))
+
+HOLDS, INSIDE = "holds the input", "inside the input"
+case("resuscitate", "nest", "out-holds-model", lambda e, w: (resus(e, w / "mm", "--overwrite", model=_inside(w, e["model"], "mm", "llama")),
+                                                             f"--out {w / 'mm'}: {HOLDS} --model"))
+case("resuscitate", "nest", "out-holds-data", lambda e, w: (resus(e, w / "o", "--overwrite", data=_inside(w, e["docs.txt"], "o", "d", "docs.txt")),
+                                                            f"{HOLDS} --data"))
+case("resuscitate", "nest", "out-holds-coefficients",
+     lambda e, w: (resus(e, w / "o", "--overwrite", coef=_inside(w, e["coef.safetensors"], "o", "coef.safetensors")), f"{HOLDS} --coefficients"))
+case("resuscitate", "nest", "out-inside-model", lambda e, w: (resus(e, _inside(w, e["model"], "m") / "edited", model=w / "m"), f"{INSIDE} --model"))
+case("resuscitate", "nest", "out-holds-model-through-a-link",  # the input typed through a link: resolved before comparing
+     lambda e, w: (resus(e, _link(w, "alias", True).with_name("alias-target"), "--overwrite",
+                         model=_inside(w, e["model"], "alias-target", "llama").parent.with_name("alias") / "llama"), f"{HOLDS} --model"))
+case("resuscitate", "nest", "out-holds-model-typed-with-dots",
+     lambda e, w: (resus(e, w / "x" / ".." / "mm", "--overwrite", model=_inside(w, e["model"], "mm", "llama")), f"{HOLDS} --model"))
+case("intervene", "nest", "out-holds-model", lambda e, w: (intervene(e, w / "mm", "--overwrite", model=_inside(w, e["model"], "mm", "llama")),
+                                                           f"{HOLDS} --model"))
+case("intervene", "nest", "out-holds-data", lambda e, w: (intervene(e, w / "o", "--overwrite", data=_inside(w, e["docs.txt"], "o", "docs.txt")),
+                                                          f"{HOLDS} --data"))
+case("intervene", "nest", "out-inside-model", lambda e, w: (intervene(e, _inside(w, e["model"], "m") / "edited", model=w / "m"), f"{INSIDE} --model"))
+case("train", "nest", "out-holds-model", lambda e, w: (train(e, w / "run", "--overwrite", model=_inside(w, e["model"], "run", "checkpoints", "x")),
+                                                       f"{HOLDS} --model"))
+case("train", "nest", "out-holds-data", lambda e, w: (train(e, w / "run", "--overwrite", data=_inside(w, e["docs.txt"], "run", "docs.txt")),
+                                                      f"{HOLDS} --data"))
+case("train", "nest", "out-holds-knowledge",
+     lambda e, w: (train(e, w / "run", "--overwrite", knowledge=_inside(w, e["fk.json"], "run", "fk.json")), f"{HOLDS} --knowledge"))
+case("train", "nest", "out-holds-plan",
+     lambda e, w: (train(e, w / "run", "--overwrite", "--plan", _inside(w, e["plan.json"], "run", "plan.json")), f"{HOLDS} --plan"))
+case("train", "nest", "out-holds-replay", lambda e, w: (train(e, w / "run", "--overwrite", "--replay", _inside(w, e["docs.txt"], "run", "r.txt"),
+                                                              "--replay-fraction", 0.25), f"{HOLDS} --replay"))
+case("train", "nest", "out-holds-task-dir", lambda e, w: (train(e, w / "run", "--overwrite", "--tasks", "given", "--task-dir",
+                                                                _inside(w, e["lm"], "run", "lm")), f"{HOLDS} --task-dir"))
+case("train", "nest", "out-inside-task-dir", lambda e, w: (train(e, _inside(w, e["lm"], "lm") / "run", "--tasks", "given", "--task-dir", w / "lm"),
+                                                           f"{INSIDE} --task-dir"))
+case("measure", "nest", "out-inside-model", lambda e, w: (measure(e, _inside(w, e["model"], "m") / J, model=w / "m"), f"{INSIDE} --models"))
+case("measure", "nest", "coefficients-out-holds-data",
+     lambda e, w: (measure(e, w / J, "--coefficients-out", w / "cbar", data=_inside(w, e["docs.txt"], "cbar", "docs.txt")), f"{HOLDS} --data"))
+case("measure", "nest", "out-inside-coefficients-out", lambda e, w: (measure(e, w / "cbar" / J, "--coefficients-out", w / "cbar"),
+                                                                     "inside --coefficients-out"))
+case("measure", "nest", "revision-series-dir-holds-out",  # MODEL@rev names the directory MODEL
+     lambda e, w: (measure(e, _inside(w, e["model"], "m") / J, model=f"{w / 'm'}@a,b"), f"{INSIDE} --models"))
+case("probe", "nest", "out-inside-model", lambda e, w: (probe(e, _inside(w, e["model"], "m") / J, model=w / "m"), f"{INSIDE} --models"))
+case("evaluate", "nest", "out-inside-task-dir", lambda e, w: (evaluate(e, _inside(w, e["lm"], "lm") / J, task_dir=w / "lm"), f"{INSIDE} --task-dir"))
+case("circuits", "nest", "plot-inside-model", lambda e, w: (circuits(e, w / J, "--plot", _inside(w, e["model"], "m") / "c.png", model=w / "m"),
+                                                            f"--plot {w / 'm' / 'c.png'}: {INSIDE} --models"))
+case("lab", "nest", "out-holds-decay-lab", lambda e, w: (lab(e, w / "lab", "--decay-lab", _inside(w, e["lm"], "lab", "decay")), f"{HOLDS} --decay-lab"))
+case("lab", "nest", "out-inside-decay-lab", lambda e, w: (lab(e, _inside(w, e["lm"], "decay") / "lab", "--decay-lab", w / "decay"),
+                                                          f"{INSIDE} --decay-lab"))
+
+# a series' partial file is its output: locked while the series runs, and apart from every other path
+for command, build in [("measure", measure), ("probe", probe), ("evaluate", evaluate), ("circuits", circuits)]:
+    case(command, "partial", "partial-being-written", lambda e, w, build=build: (hold(w / (J + ".partial")) and build(e, w / J),
+                                                                                 f"--out {w / (J + '.partial')}: {BUSY}"))
+case("measure", "partial", "coefficients-out-is-the-partial",
+     lambda e, w: (measure(e, w / J, "--coefficients-out", w / (J + ".partial")), "the same path as --coefficients-out"))
+case("measure", "partial", "data-is-the-partial", lambda e, w: (measure(e, w / J, data=_inside(w, e["docs.txt"], J + ".partial")),
+                                                               ".partial: the same path as the input --data"))
+case("circuits", "partial", "plot-is-the-partial", lambda e, w: (circuits(e, w / J, "--plot", w / (J + ".partial")),
+                                                                 "the same path as --plot"))
+
+# ---- names that overflow the file system's limit once a suffix is added: refused before any work
+LONG = "n" * 240  # legal alone (<= 255 bytes); its temp name `.NAME.tmp-PID-XXXXXXXX.tmp` is not
+SERIES_LONG = "s" * 224  # fits with its temp suffix, not as NAME.partial with one
+TOO_LONG = "name too long"
+for command, build in [("measure", lambda e, w, n: measure(e, w / n, model=NO_MODEL(w))),
+                       ("probe", lambda e, w, n: probe(e, w / n, model=NO_MODEL(w))),
+                       ("evaluate", lambda e, w, n: evaluate(e, w / n, model=NO_MODEL(w))),
+                       ("circuits", lambda e, w, n: circuits(e, w / n, model=NO_MODEL(w)))]:
+    case(command, "long-name", "out", lambda e, w, build=build: (build(e, w, LONG), f"{TOO_LONG}: is written through a temp file"))
+    case(command, "long-name", "out-partial", lambda e, w, build=build: (build(e, w, SERIES_LONG), f"{TOO_LONG}: its partial file"))
+for command, build in [("resuscitate", lambda e, w: resus(e, w / LONG, model=NO_MODEL(w))),
+                       ("intervene", lambda e, w: intervene(e, w / LONG, model=NO_MODEL(w))),
+                       ("train", lambda e, w: train(e, w / LONG, model=NO_MODEL(w))),
+                       ("plot", lambda e, w: plot(e, w / (LONG + ".png"))),
+                       ("knowledge generate", lambda e, w: generate(e, w / LONG)),
+                       ("knowledge plan", lambda e, w: plan(e, w / LONG)),
+                       ("lab", lambda e, w: lab(e, w / LONG)),
+                       ("measure", lambda e, w: measure(e, w / J, "--coefficients-out", w / LONG, model=NO_MODEL(w))),
+                       ("circuits", lambda e, w: circuits(e, w / J, "--plot", w / (LONG + ".png"), model=NO_MODEL(w)))]:
+    case(command, "long-name", "out" if command not in ("measure", "circuits") else "second-output",
+         lambda e, w, build=build: (build(e, w), TOO_LONG))
+case("measure", "long-name", "directory-name", lambda e, w: (measure(e, w / ("d" * 256) / J, model=NO_MODEL(w)), "the directory name"))
+
+
+# ---- a --coefficients-out that holds other files: refused, never mixed with this series' Cbar files
+def _cbar_dir(w: Path, *names: str) -> Path:
+    (w / "cbar").mkdir()
+    for n in names:
+        (w / "cbar" / n).write_bytes(b"another series")
+    return w / "cbar"
+
+
+MIXED = "that are not this series' Cbar files"
+case("measure", "mixed", "another-series-cbar", lambda e, w: (measure(e, w / J, "--coefficients-out", _cbar_dir(w, "001_other.safetensors")),
+                                                              f"1 file(s) {MIXED} (001_other.safetensors)"))
+case("measure", "mixed", "other-data", lambda e, w: (measure(e, w / J, "--coefficients-out", _cbar_dir(w, "notes.txt", "a.csv")), MIXED))
+
+
+# ---- train --resume: a path flag naming another file than the run started with (not the same file, not the same content,
+# not moved along with the run) is refused; the same file typed otherwise is not (tests/test_paths.py)
+def _finished_run(e, w: Path) -> Path:
+    """A finished run at w/run (the case's own)."""
+    p = subprocess.run([sys.executable, "-m", "kentropy", *map(str, train(e, w / "run", "--eval-every", 0))], env=ENV,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return w / "run"
+
+
+case("train", "moved", "resume-from-another-model",
+     lambda e, w: (train(e, _finished_run(e, w), "--eval-every", 0, "--resume", model=_inside(w, e["model"], "elsewhere")),
+                   "--resume: config differs from the run's in --model"))
 
 # ---- train --report-to: an unknown tracker, a tracker whose extra is not installed
 case("train", "report-to", "unknown-tracker", lambda e, w: (train(e, w / "run", "--report-to", "mlflow"), "--report-to mlflow: choose"))

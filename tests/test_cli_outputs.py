@@ -62,3 +62,31 @@ def test_error_line_starts_a_line_after_a_progress_bar(model_dir, sample_texts, 
     assert p.returncode == 2, err
     assert "\r" in err  # a bar was drawn
     assert [x for x in err.split("\n") if x.startswith("error:")] == [next(x for x in err.split("\n") if "error:" in x)], err
+
+
+def test_every_path_flag_is_an_input_or_an_output():
+    """Every string flag of every command is classified: an output (checked, locked), an input (kept apart from
+    the outputs), or a flag that names no path. A new path flag fails here until it is placed."""
+    import dataclasses
+    import typing
+
+    from kentropy.cli import app as cli
+    from kentropy.circuits.series import CircuitsConfig
+    from kentropy.edits.intervene import InterveneConfig
+    from kentropy.edits.resuscitate import ResuscitateConfig
+    from kentropy.evaluation.downstream import EvaluateConfig
+    from kentropy.knowledge.commands import GenerateConfig, PlanConfig, ProbeConfig
+    from kentropy.lab.pipeline import LabRunConfig
+    from kentropy.measurement.workflow import MeasureConfig
+    from kentropy.training.loop import TrainConfig
+
+    configs = [MeasureConfig, cli.PlotConfig, EvaluateConfig, ResuscitateConfig, InterveneConfig, ProbeConfig, GenerateConfig,
+               PlanConfig, CircuitsConfig, TrainConfig, LabRunConfig]
+    assert len(configs) == len(cli.app.registered_commands) + len(cli.knowledge_app.registered_commands)
+    not_paths = {"metrics", "activation", "device", "device_map", "dtype", "tasks", "method", "schedule", "report_to", "preset",
+                 "probe_kinds", "convention", "metric", "ig_range", "facts", "qkv", "bos"}
+    for cfg in configs:
+        hints = typing.get_type_hints(cfg)
+        strings = {f.name for f in dataclasses.fields(cfg) if "str" in str(hints[f.name])}
+        unplaced = strings - set(cli.OUTPUT_FIELDS) - set(cli.INPUT_FIELDS) - not_paths
+        assert not unplaced, (cfg.__name__, unplaced)

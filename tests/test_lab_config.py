@@ -2,13 +2,15 @@
 
 import json
 import math
+import os
 import re
 
 import pytest
 
 from kentropy.errors import KentropyError
 from kentropy.lab.config import PRESETS, LabConfig, config_from_yaml, load_preset
-from kentropy.lab.cache import Stages, clean_partial_writes, code_hash
+from kentropy.io import clean_stale_temps
+from kentropy.lab.cache import Stages, code_hash
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -109,18 +111,26 @@ def test_rerun_of_a_stage_removes_what_interrupted_atomic_writes_left(tmp_path):
         return {"ok": True}
 
     d = tmp_path / "stages" / f"beta-{s.hash({'k': 1}, fn)}"
-    # what a kill leaves: write_dir_atomic's temp dir (a half-saved checkpoint) and write_atomic's temp file
-    half = d / "run" / "checkpoints" / ".step-000010.ab3_x9zq"
-    half.mkdir(parents=True)
-    (half / "model.safetensors").write_bytes(b"half")
-    (d / ".result.json.k2j4h6g8.tmp").write_text("{")
-    keep = [d / "run" / "checkpoints" / "step-000005", d / ".hidden-by-the-user"]
+    dead = 2**31 - 2  # above any pid_max: a process that is gone
+    # what a kill leaves: write_dir_atomic's temp dir (a half-saved checkpoint) and write_atomic's temp file, named by
+    # kentropy.io (with the writer's pid) or, by older versions, without it
+    half = d / "run" / "checkpoints" / f".step-000010.tmp-{dead}-ab3_x9zq"
+    old_half = d / "run" / "checkpoints" / ".step-000020.ab3_x9zq"
+    for h in (half, old_half):
+        h.mkdir(parents=True)
+        (h / "model.safetensors").write_bytes(b"half")
+    temps = [d / f".result.json.tmp-{dead}-k2j4h6g8.tmp", d / ".config.json.k2j4h6g8.tmp"]
+    for t in temps:
+        t.write_text("{")
+    live = d / f".other.json.tmp-{os.getppid()}-k2j4h6g8.tmp"  # a writer that is alive: kept
+    live.write_text("{")
+    keep = [d / "run" / "checkpoints" / "step-000005", d / ".hidden-by-the-user", live]
     keep[0].mkdir()
     keep[1].write_text("x")
     s.run("beta", {"k": 1}, fn)
-    assert not half.exists() and not (d / ".result.json.k2j4h6g8.tmp").exists()
-    assert all(p.exists() for p in keep) and ".step-000010.ab3_x9zq" not in seen[0]
-    assert clean_partial_writes(d) == []  # nothing left to clean
+    assert not any(p.exists() for p in [half, old_half, *temps])
+    assert all(p.exists() for p in keep) and half.name not in seen[0]
+    assert clean_stale_temps(d, legacy=True, recursive=True) == []  # nothing left to clean
 
 
 def test_a_changed_stage_code_runs_again(tmp_path, monkeypatch):

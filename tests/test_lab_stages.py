@@ -77,3 +77,78 @@ def test_a_worker_done_stage_is_found_by_the_parent(tmp_path):
     a = Stages(tmp_path, record_timings=False).run("eps", {"k": 1}, fn)
     b = Stages(tmp_path).run("eps", {"k": 1}, lambda d: {"x": 2})
     assert isinstance(a, Done) and a.dir == b.dir and b.result == {"x": 1}
+
+
+# ---- a stage killed half way through a write; a lab moved or copied -------------------------
+STAGE_MODULE = '''
+import os, time
+from kentropy.io import write_dir_atomic, write_json
+
+
+def fn(d):
+    write_json(d / "first.json", {"a": 1})
+
+    def save(tmp):
+        (tmp / "w.bin").write_bytes(b"weights")
+        if os.environ.get("HANG"):
+            print("writing", flush=True)
+            time.sleep(120)  # SIGKILLed here
+
+    write_dir_atomic(d / "model", save)
+    return {"model": str(d / "model"), "first": str(d / "first.json")}
+'''
+
+RUN_STAGE = "import sys; from pathlib import Path; import slow_stage; from kentropy.lab.cache import Stages; " \
+            "Stages(Path(sys.argv[1])).run('slow', {'k': 1}, slow_stage.fn)"
+
+
+def test_a_stage_killed_mid_write_leaves_nothing_after_the_next_run(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "slow_stage.py").write_text(STAGE_MODULE)
+    root = tmp_path / "lab"
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{tmp_path / 'code'}", HANG="1")
+    p = subprocess.Popen([sys.executable, "-c", RUN_STAGE, str(root)], env=env, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "writing"
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    (d,) = (root / "stages").iterdir()
+    assert any(".tmp-" in x.name for x in d.iterdir()) and not (d / "result.json").exists()  # the kill's leftover
+
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    import slow_stage
+
+    done = Stages(root).run("slow", {"k": 1}, slow_stage.fn)
+    assert "1 interrupted writes removed" in capsys.readouterr().err
+    assert done.dir == d and (d / "model" / "w.bin").read_bytes() == b"weights"
+    assert [x for x in root.rglob("*") if ".tmp" in x.name] == []  # nothing of the killed write is left
+
+
+def test_a_moved_lab_finds_its_stages_and_reads_only_its_own_files(tmp_path):
+    """Stage configs and results keep paths relative to the lab: moved elsewhere, the lab's stages are cached
+    under the same hashes, and their paths point into the lab where it is now."""
+    import json
+    import shutil
+
+    def make(d):
+        (d / "x.txt").write_text("x")
+        return {"file": str(d / "x.txt"), "files": [str(d / "x.txt")], "name": "not a path"}
+
+    old = Stages(tmp_path / "a")
+    first = old.run("maker", {"k": 1}, make)
+    reader = lambda d: {"read": Path(first.result["file"]).read_text()}  # noqa: E731
+    second = old.run("reader", {"input": first.result["file"]}, reader)
+    stored = json.loads((first.dir / "result.json").read_text())
+    assert stored == {"file": f"stages/{first.dir.name}/x.txt", "files": [f"stages/{first.dir.name}/x.txt"], "name": "not a path"}
+    assert json.loads((second.dir / "config.json").read_text()) == {"input": f"stages/{first.dir.name}/x.txt"}
+
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    new = Stages(tmp_path / "b")
+    moved = new.run("maker", {"k": 1}, lambda d: {"ran": "again"})
+    assert moved.hash == first.hash and moved.result["file"] == str(tmp_path / "b" / "stages" / first.dir.name / "x.txt")
+    assert new.run("reader", {"input": moved.result["file"]}, reader).hash == second.hash  # the same config, where it is

@@ -135,3 +135,22 @@ def test_interrupt_after_a_finished_checkpoint_says_how_to_resume(series, tmp_pa
     assert proc.returncode == 130, err[-2000:]
     last = [x for x in err.replace("\r", "\n").splitlines() if x.strip()][-1]
     assert last.startswith("interrupted;") and "R.json.partial" in last and "--resume" in last and "Traceback" not in err
+
+
+def test_the_partial_file_is_locked_while_the_series_runs(series, tmp_path, capsys):
+    """OUT.partial is an output of the running series: another command may not write it (the series would
+    delete that file at its end), nor start the same series."""
+    out = tmp_path / "R.json"
+    proc = subprocess.Popen([sys.executable, "-m", "kentropy", *map(str, measure_argv(series, out))], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr.readline().startswith("measure "), "the series did not start"  # its first progress line
+        partial = tmp_path / "R.json.partial"
+        code, _, err = run_cli(capsys, "knowledge", "generate", "--entries", 2, "--paraphrases", 1, "--out", partial)
+        assert code == 2 and f"--out {partial}: another kentropy command (pid {proc.pid})" in err, err
+        code, _, err = run_cli(capsys, *measure_argv(series, partial))  # another series written onto it
+        assert code == 2 and f"--out {partial}: another kentropy command" in err, err
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)

@@ -2,15 +2,18 @@
 
 Writes are atomic (a temp beside the target, then a rename): a result file or directory is
 complete or absent, never half-written. Temps are named `.NAME.tmp-PID-*`; one left by a
-killed process is removed at the next write of NAME. JSON is strict (no NaN/Infinity). A
-JSONL log is appended one whole line at a time, rewritten atomically, and read back with a
-torn last line (a kill mid-write) dropped with a note. Text is UTF-8 or a one-line error.
-Every file written is an ordinary file (0666 less the umask), safetensors included; an output
-that is a symbolic link is refused, never followed or replaced.
+killed process is removed at the next write of NAME, or by `clean_stale_temps` over a whole
+tree. JSON is strict (no NaN/Infinity). A JSONL log is appended one whole line at a time,
+rewritten atomically, and read back with a torn last line (a kill mid-write) dropped with a
+note. Text is UTF-8 or a one-line error. Every file written is an ordinary file (0666 less
+the umask), safetensors included; an output that is a symbolic link is refused, never
+followed or replaced. Output paths are checked before any work: their kind, names too long
+for the file system once a temp suffix is added, and where they lie among the inputs.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -24,6 +27,7 @@ from typing import Any, Callable, Iterable
 from kentropy.errors import KentropyError
 
 _TEMP = re.compile(r"\.tmp-(\d+)-")  # `.NAME.tmp-PID-XXXX[.tmp]`
+_TEMP_OF = re.compile(r"^\.(.+)\.tmp-\d+-")
 _LEGACY_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}(\.tmp)?$")  # how mkstemp/mkdtemp named temps before the pid was in the name
 
 
@@ -52,29 +56,53 @@ def _remove(p: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def clean_stale_temps(directory: str | os.PathLike, name: str | None = None, *, legacy: bool = False) -> list[Path]:
-    """Remove temps of interrupted atomic writes in `directory` (of target `name`, or of any target).
+def _stale(name: str, legacy: bool) -> bool:
+    m = _TEMP.search(name)
+    return (m is not None and not _alive(int(m.group(1)))) or (legacy and m is None and _LEGACY_TEMP.match(name) is not None)
+
+
+def clean_stale_temps(directory: str | os.PathLike, name: str | None = None, *, legacy: bool = False,
+                      recursive: bool = False) -> list[Path]:
+    """Remove temps of interrupted atomic writes in `directory` (of target `name`, or of any target;
+    `recursive`: anywhere below it too), and return them.
 
     A temp whose process is still alive is kept (it may be writing right now). `legacy` also
     removes temps named without a pid (`.NAME.XXXXXXXX`, older versions): only for a directory
-    that holds nothing but our own outputs (a run's checkpoints).
+    that holds nothing but our own outputs (a run's checkpoints, a lab's stage).
     """
     directory = Path(directory)
     if not directory.is_dir():
         return []
+    if recursive:
+        found = sorted((p for p in directory.rglob(".*") if _stale(p.name, legacy)), key=lambda p: len(p.parts))
+    else:
+        found = [p for p in directory.glob(f".{glob.escape(name)}.*" if name else ".*") if _stale(p.name, legacy)]
     removed = []
-    import glob
-
-    for p in directory.glob(f".{glob.escape(name)}.*" if name else ".*"):
-        m = _TEMP.search(p.name)
-        if (m and not _alive(int(m.group(1)))) or (legacy and not m and _LEGACY_TEMP.match(p.name)):
-            _remove(p)
-            removed.append(p)
+    for p in found:
+        if any(r in p.parents for r in removed):
+            continue  # inside a temp directory removed just before
+        _remove(p)
+        removed.append(p)
     return removed
 
 
 def _temp_prefix(path: Path) -> str:
     return f".{path.name}.tmp-{os.getpid()}-"
+
+
+_PID_DIGITS = 7  # Linux's pid_max is at most 2**22 (4194304)
+_RANDOM = 8  # the characters mkstemp and mkdtemp add
+
+
+def temp_target(name: str) -> str | None:
+    """The name whose atomic write a temp named `name` belongs to (`.NAME.tmp-PID-...`), or None."""
+    m = _TEMP_OF.match(name)
+    return m.group(1) if m else None
+
+
+def temp_name(name: str) -> str:
+    """The longest temp name an atomic write of `name` takes (pid and random part at their widest)."""
+    return f".{name}.tmp-{'9' * _PID_DIGITS}-{'x' * _RANDOM}.tmp"
 
 
 def _file_mode(path: Path) -> None:
@@ -294,11 +322,74 @@ def content_digest(path: str | os.PathLike) -> str | None:
 
 
 # ---- output paths, checked before any compute ---------------------------------------------
+def _name_max(path: Path) -> int:
+    """The file system's limit on one name, in bytes, where `path` is (or would be) created."""
+    for parent in path.parents:
+        try:
+            if parent.is_dir():
+                return os.pathconf(parent, "PC_NAME_MAX")
+        except (OSError, ValueError):  # a name too long itself: look further up
+            continue
+    return 255
+
+
+def check_name_fits(path: str | os.PathLike, flag: str = "--out", suffix: str = "", what: str = "") -> None:
+    """Every name along `path` fits the file system, and so does the temp that an atomic write of its
+    last name + `suffix` takes (`what` says which file that is, e.g. "its partial file"): a name that
+    overflows is refused here, before any work, not when the result is written."""
+    p = Path(os.path.abspath(path))
+    limit = _name_max(p)
+    for part in p.parts[1:-1]:
+        if len(os.fsencode(part)) > limit:
+            raise KentropyError(f"{flag} {path}: the directory name {part[:40]}... is {len(os.fsencode(part))} bytes, "
+                                f"over the file system's limit of {limit}")
+    name = p.name + suffix
+    need = len(os.fsencode(temp_name(name)))
+    if need > limit:
+        room = limit - (need - len(os.fsencode(p.name)))
+        target = f"{what} {name[:40]}... " if what else ""
+        raise KentropyError(f"{flag} {path}: name too long: {target}is written through a temp file .NAME.tmp-PID-XXXXXXXX.tmp "
+                            f"of {need} bytes, over the file system's limit of {limit}; use a name of at most {room} bytes")
+
+
+def _where(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def check_paths_apart(outputs: list[tuple[str, str]], inputs: list[tuple[str, str]]) -> None:
+    """Outputs and inputs, each (flag, path), resolved (links, `..`, relative to absolute) before they are
+    compared: no two outputs on one path or one inside the other, no output on an input, no input inside
+    an output (replacing or deleting the output would take it along), no output inside an input (it
+    would change what it reads). An input that is not on disk (a hub id, a dataset name) is compared
+    as a path only for equality."""
+    for i, (fa, a) in enumerate(outputs):
+        ra = _where(a)
+        for fb, b in outputs[i + 1:]:
+            rb = _where(b)
+            if ra == rb:
+                raise KentropyError(f"{fb} {b}: the same path as {fa}; give each output its own path")
+            if ra in rb.parents or rb in ra.parents:
+                inner, outer = ((fb, b), (fa, a)) if ra in rb.parents else ((fa, a), (fb, b))
+                raise KentropyError(f"{inner[0]} {inner[1]}: inside {outer[0]} {outer[1]}; give each output its own place")
+        for fb, b in inputs:
+            rb = _where(b)
+            if ra == rb:
+                raise KentropyError(f"{fa} {a}: the same path as the input {fb}; it would be overwritten")
+            if not os.path.exists(b):
+                continue
+            if ra in rb.parents:
+                raise KentropyError(f"{fa} {a}: holds the input {fb} {b}; writing {fa} would replace or delete it "
+                                    f"(choose an {fa} that holds no input)")
+            if rb in ra.parents:
+                raise KentropyError(f"{fa} {a}: inside the input {fb} {b}; write outputs outside the inputs")
+
+
 def check_out_file(path: str | os.PathLike | None, flag: str = "--out") -> None:
-    """A file output: refuse an existing directory, a symbolic link, or a parent that is a file."""
+    """A file output: refuse an existing directory, a symbolic link, a parent that is a file, or a name too long."""
     if path is None:
         return
     p = Path(path)
+    check_name_fits(p, flag)
     _refuse_symlink(p, flag)
     if p.is_dir():
         raise KentropyError(f"{flag} {path}: is a directory (expected a file path)")
@@ -309,10 +400,11 @@ def check_out_file(path: str | os.PathLike | None, flag: str = "--out") -> None:
 
 
 def check_out_dir(path: str | os.PathLike | None, flag: str = "--out") -> None:
-    """A directory output: refuse an existing file, a symbolic link, or a parent that is a file."""
+    """A directory output: refuse an existing file, a symbolic link, a parent that is a file, or a name too long."""
     if path is None:
         return
     p = Path(path)
+    check_name_fits(p, flag)
     _refuse_symlink(p, flag)
     if p.exists() and not p.is_dir():
         raise KentropyError(f"{flag} {path}: exists and is not a directory")

@@ -17,9 +17,9 @@ from kentropy.runtime import distributed
 from kentropy.runtime.options import flag, option, typer_command
 from kentropy.runtime.console import line, quiet, track_stderr
 from kentropy.errors import KentropyError
-from kentropy.io import check_out_file
+from kentropy.io import check_name_fits, check_out_file, check_paths_apart
 from kentropy.runtime.locks import locked
-from kentropy.runtime.series import open_series
+from kentropy.runtime.series import partial_path, run_series
 from kentropy.models.loading import parse_checkpoints
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -33,37 +33,40 @@ def _global_options(verbose: bool = typer.Option(False, "--verbose", help="Show 
 
 
 OUTPUT_FIELDS = ("out", "coefficients_out", "plot")  # what a command writes
-INPUT_FIELDS = ("data", "knowledge", "plan", "task", "coefficients", "result", "avoid", "task_dir", "model", "models")
+INPUT_FIELDS = ("data", "knowledge", "plan", "task", "coefficients", "result", "avoid", "task_dir", "model", "models",
+                "replay", "decay_lab")  # what it reads: files, directories, or names that are not on disk
 
 
-def _same(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
+def _input_path(value: str) -> str:
+    """The path of an input: a checkpoint `DIR@rev1,rev2` is its directory."""
+    return value if os.path.exists(value) or "@" not in value else value.rsplit("@", 1)[0]
 
 
-def check_output_paths(cfg) -> list[tuple[str, str]]:
-    """The (flag, path) outputs of `cfg`, refused up front when two are one path, or an output is an input."""
+def check_output_paths(cfg, series: bool = False) -> list[tuple[str, str]]:
+    """The (flag, path) outputs of `cfg` (for a checkpoint series, `OUT.partial` too), refused up front when a
+    name is too long for the file system, or two of them, or an output and an input, are one path or nest."""
     outputs = [(flag(f), str(getattr(cfg, f))) for f in OUTPUT_FIELDS if getattr(cfg, f, None)]
     inputs = []
     for f in INPUT_FIELDS:
         v = getattr(cfg, f, None)
-        inputs += [(flag(f), str(x)) for x in (v if isinstance(v, list) else [v]) if x]
-    for i, (fa, a) in enumerate(outputs):
-        for fb, b in outputs[i + 1:]:
-            if _same(a, b):
-                raise KentropyError(f"{fb} {b}: the same path as {fa}; give each output its own path")
-        for fb, b in inputs:
-            if _same(a, b):
-                raise KentropyError(f"{fa} {a}: the same path as the input {fb}; it would be overwritten")
+        inputs += [(flag(f), _input_path(str(x))) for x in (v if isinstance(v, list) else [v]) if x]
+    for fa, a in outputs:
+        check_name_fits(a, fa)
+    if series:
+        check_name_fits(cfg.out, "--out", suffix=".partial", what="its partial file")
+        outputs.append(("--out", str(partial_path(cfg.out))))
+    check_paths_apart(outputs, inputs)
     return outputs
 
 
-def command(name: str, cfg_cls: type, app=app):
+def command(name: str, cfg_cls: type, app=app, series: bool = False):
     """Register `run(cfg)` as command `name`, with its parameters taken from `cfg_cls`. Before it runs,
-    its outputs are checked against each other and its inputs, and locked for as long as it runs."""
+    its outputs are checked against each other and its inputs, and locked for as long as it runs
+    (`series`: a checkpoint series, whose `OUT.partial` is one of its outputs)."""
 
     def register(run):
         def guarded(cfg) -> None:
-            outputs = check_output_paths(cfg)
+            outputs = check_output_paths(cfg, series)
             with locked(outputs if distributed.rank_world()[0] == 0 else []):  # under torchrun, rank 0 writes
                 run(cfg)
 
@@ -77,7 +80,7 @@ def command(name: str, cfg_cls: type, app=app):
 from kentropy.measurement.workflow import MeasureConfig, measure_file  # noqa: E402
 
 
-@command("measure", MeasureConfig)
+@command("measure", MeasureConfig, series=True)
 def measure_cmd(cfg: MeasureConfig) -> None:
     payload = measure_file(cfg)
     if distributed.rank_world()[0] != 0:
@@ -118,11 +121,9 @@ def plot_cmd(cfg: PlotConfig) -> None:
 from kentropy.evaluation.downstream import EvaluateConfig, evaluate_series  # noqa: E402
 
 
-@command("evaluate", EvaluateConfig)
+@command("evaluate", EvaluateConfig, series=True)
 def evaluate_cmd(cfg: EvaluateConfig) -> None:
-    series = open_series(cfg, parse_checkpoints(cfg.models))
-    results = evaluate_series(cfg, series=series)
-    series.promote({"results": results, "config": series.config})
+    results = run_series(cfg, parse_checkpoints(cfg.models), lambda series: evaluate_series(cfg, series=series))["results"]
     names = cfg.task_list
     print(f"{'checkpoint':<40} " + " ".join(f"{n[:12]:>12}" for n in names) + f" {'D':>8}")
     for r in results:
@@ -172,11 +173,9 @@ def intervene_cmd(cfg: InterveneConfig) -> None:
 from kentropy.knowledge.commands import GenerateConfig, PlanConfig, ProbeConfig, generate_file, plan_file, probe_series  # noqa: E402
 
 
-@command("probe", ProbeConfig)
+@command("probe", ProbeConfig, series=True)
 def probe_cmd(cfg: ProbeConfig) -> None:
-    series = open_series(cfg, parse_checkpoints(cfg.models))
-    payload = probe_series(cfg, series=series)
-    series.promote(payload)
+    payload = run_series(cfg, parse_checkpoints(cfg.models), lambda series: probe_series(cfg, series=series)["results"])
     groups = [g for g in ("paraphrase", "once") if any(g in r.get("groups", {}) for r in payload["results"])]
     print(f"{'checkpoint':<40} {'mem':>9} {'gen':>9} {'hard_gen':>9} {'overall':>9}" + "".join(f" {g + ' P':>12}" for g in groups))
     for r in payload["results"]:
@@ -213,11 +212,9 @@ command("plan", PlanConfig, knowledge_app)(knowledge_plan_cmd)
 from kentropy.circuits.series import CircuitsConfig, circuits_series  # noqa: E402
 
 
-@command("circuits", CircuitsConfig)
+@command("circuits", CircuitsConfig, series=True)
 def circuits_cmd(cfg: CircuitsConfig) -> None:
-    series = open_series(cfg, parse_checkpoints(cfg.models))
-    results = circuits_series(cfg, series=series)
-    series.promote({"results": results, "config": series.config})
+    results = run_series(cfg, parse_checkpoints(cfg.models), lambda series: circuits_series(cfg, series=series))["results"]
     if cfg.plot:
         from kentropy.circuits.plot import plot_circuits
 
@@ -281,8 +278,6 @@ RESUME_HINT = {"train": "resume with --resume", "lab": "rerun the same command t
 
 def _series_hint(argv: list[str]) -> str | None:
     """For a series command stopped with checkpoints saved in OUT.partial: how to continue it."""
-    from kentropy.runtime.series import partial_path
-
     out = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--out"), None)
     if out is None or not partial_path(out).is_file():
         return None

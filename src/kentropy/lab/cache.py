@@ -6,8 +6,9 @@ it reads from) and a function `fn(workdir) -> result`. The hash covers the confi
 source of the module that defines `fn` (plus any modules named in `code`). Its result is kept
 in `LAB/stages/NAME-HASH/result.json`; the result file is written last (atomically), so a
 stage without one is unfinished and runs again (a long stage may resume its own partial
-work from `workdir`; temp files and directories of atomic writes that a kill interrupted
-are removed first). Wall times go to `LAB/timings.json` (`lab/labdir.py` names every path).
+work from `workdir`; the temps of atomic writes that a kill interrupted are removed first,
+by `kentropy.io.clean_stale_temps`). Paths into the lab are stored relative to it and hashed
+that way (`LabDir.stored`): a moved or copied lab resumes where it is. Wall times go to `LAB/timings.json` (`lab/labdir.py` names every path).
 
 The console gets one line per stage (`[lab] NAME: ran in S s` or `[lab] NAME: cached`) and one progress
 bar while a stage runs: the bars of kentropy's commands inside it drive that bar instead of printing
@@ -23,8 +24,6 @@ import contextlib
 import hashlib
 import inspect
 import json
-import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any, Callable
 
 
 from kentropy.runtime.console import is_verbose, line
-from kentropy.io import write_json
+from kentropy.io import clean_stale_temps, write_json
 from kentropy.lab.labdir import LabDir
 
 
@@ -59,26 +58,6 @@ def code_hash(modules) -> str:
         mod = importlib.import_module(m) if isinstance(m, str) else m
         h.update(Path(inspect.getfile(mod)).read_bytes())
     return h.hexdigest()[:12]
-
-
-# `kentropy.io`'s temp names: write_atomic's ".NAME.XXXXXXXX.tmp" files, write_dir_atomic's ".NAME.XXXXXXXX" dirs
-_PARTIAL_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-_PARTIAL_DIR = re.compile(r"^\..+\.[a-z0-9_]{8}$")
-
-
-def clean_partial_writes(root: Path) -> list[Path]:
-    """Remove what interrupted atomic writes left under `root` (their temp files and directories)."""
-    gone = []
-    for p in sorted(root.rglob(".*"), key=lambda p: len(p.parts)):
-        if not p.exists():  # inside a temp dir removed just before
-            continue
-        if p.is_dir() and _PARTIAL_DIR.match(p.name):
-            shutil.rmtree(p)
-            gone.append(p)
-        elif p.is_file() and _PARTIAL_FILE.match(p.name):
-            p.unlink()
-            gone.append(p)
-    return gone
 
 
 def _made_by_kentropy() -> bool:
@@ -225,26 +204,27 @@ class Stages:
 
     def run(self, name: str, config: Any, fn: Callable[[Path], Any], code=()) -> Done:
         """Run (or find cached) the stage `name`; `code`: modules beyond fn's own whose source the result depends on."""
+        config = self.dir.stored(config)  # paths in the lab relative to it: the hash does not depend on where the lab is
         h = self.hash(config, fn, code)
         d = self.dir.stage(name, h)
         result_file = d / "result.json"
         if result_file.is_file():
             line(f"[lab] {name}: cached")
-            return Done(json.loads(result_file.read_text()), d, h)
+            return Done(self.dir.live(json.loads(result_file.read_text())), d, h)
         notes = []
         if d.is_dir():
-            removed = clean_partial_writes(d)
+            removed = clean_stale_temps(d, legacy=True, recursive=True)
             notes.append("resumed" + (f", {len(removed)} interrupted writes removed" if removed else ""))
         d.mkdir(parents=True, exist_ok=True)
         write_json(d / "config.json", config)
         t = time.perf_counter()
         with _stage_console(name, d / "stderr.log"):
-            result = fn(d)
+            result = self.dir.stored(fn(d))
         seconds = time.perf_counter() - t
         write_json(result_file, result)
         self.record(name, seconds, d.name)
         line(f"[lab] {name}: ran in {seconds:.1f} s" + (f" ({'; '.join(notes)})" if notes else ""))
-        return Done(result, d, h)
+        return Done(self.dir.live(result), d, h)
 
     def record(self, name: str, seconds: float, what: str) -> None:
         """A wall time in `timings.json` (`what`: the stage directory, or what the time covers)."""

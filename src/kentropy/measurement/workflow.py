@@ -24,7 +24,7 @@ from kentropy.errors import ArgumentError, KentropyError, reason
 from kentropy.runtime.arguments import integer, strings, transformers_model, transformers_tokenizer
 from kentropy.models.loading import check_layers
 from kentropy.models.registry import find_layout
-from kentropy.io import check_out_dir, check_out_file, json_text
+from kentropy.io import check_out_dir, check_out_file, json_text, temp_target
 from kentropy.models.loading import gguf_fields, load_series, max_positions, model_inputs, pick_device, pick_dtype
 
 METRICS = ("knowledge", "attention", "next-token")
@@ -457,22 +457,37 @@ def measure_file(cfg: MeasureConfig, progress: bool = True) -> dict:
     """`kentropy measure`: the series with each checkpoint's result saved as it finishes (`kentropy.runtime.series`:
     `--resume` continues it), Cbar files written as they come; the payload written to `--out` at the end."""
     from kentropy.models.loading import parse_checkpoints
-    from kentropy.runtime.series import open_series
+    from kentropy.runtime.series import run_series
 
     ckpts = parse_checkpoints(cfg.models)
-    series = open_series(cfg, ckpts)
     coefficients = [coefficients_path(cfg.coefficients_out, i, c.name, c.revision) for i, c in enumerate(ckpts)] if cfg.coefficients_out else None
-    for i, ckpt, m in _measure_each(cfg, progress, skip=series.done):
-        record = m.to_json()
-        json_text(record, cfg.out)  # a non-finite result is refused before anything is written
-        if coefficients and rank_world()[0] == 0:
-            save_coefficient(m, coefficients[i], cfg.activation)
-        series.add(i, record)
-    payload = {"results": series.ordered(), "config": series.config}
     if coefficients:
-        payload["coefficients"] = coefficients
-    series.promote(payload)
-    return payload
+        check_coefficients_out(cfg.coefficients_out, coefficients)
+
+    def compute(series) -> list:
+        for i, ckpt, m in _measure_each(cfg, progress, skip=series.done):
+            record = m.to_json()
+            json_text(record, cfg.out)  # a non-finite result is refused before anything is written
+            if coefficients and rank_world()[0] == 0:
+                save_coefficient(m, coefficients[i], cfg.activation)
+            series.add(i, record)
+        return series.ordered()
+
+    return run_series(cfg, ckpts, compute, **({"coefficients": coefficients} if coefficients else {}))
+
+
+def check_coefficients_out(directory: str, files: list[str]) -> None:
+    """`--coefficients-out` holds nothing but this series' Cbar files (`files`, each replaced as its checkpoint
+    finishes, or kept from before the interruption that --resume continues): files of another series or
+    other data are refused, never mixed in."""
+    d = Path(directory)
+    if not d.is_dir():
+        return
+    mine = {Path(f).name for f in files}
+    other = sorted(p.name for p in d.iterdir() if p.name not in mine and temp_target(p.name) not in mine)
+    if other:
+        raise KentropyError(f"--coefficients-out {directory}: holds {len(other)} file(s) that are not this series' Cbar "
+                            f"files ({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); choose an empty or new directory")
 
 
 def coefficients_path(directory: str, index: int, model: str, revision: str | None) -> str:

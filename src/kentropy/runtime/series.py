@@ -1,22 +1,24 @@
 """A checkpoint series that survives a crash: each finished checkpoint's result is saved at once.
 
-    series = Partial(cfg.out, config, resume=cfg.resume, checkpoints=[str(c) for c in ckpts])
-    for i, ckpt in enumerate(ckpts):
-        if series.done(i): continue                 # finished before the crash (--resume)
-        series.add(i, measure(ckpt))                # rewrites OUT.partial atomically
-    series.promote(payload)                         # OUT written, OUT.partial removed
+    def compute(series):                            # a Partial
+        for i, ckpt in enumerate(ckpts):
+            if series.done(i): continue             # finished before the crash (--resume)
+            series.add(i, measure(ckpt))            # rewrites OUT.partial atomically
+        return series.ordered()
+    payload = run_series(cfg, ckpts, compute)      # OUT written ({"results", "config"}), OUT.partial removed
 
 `OUT.partial` (beside `--out`) is strict JSON: {"config": ..., "checkpoints": [...], "results": {index: result}}.
 It is kept only while the series is unfinished. `--resume` skips the checkpoints it holds, and refuses a
 config that differs from the one that started the series; without `--resume` an unfinished series is
-refused rather than silently discarded. Shared by measure, probe, evaluate and circuits.
+refused rather than silently discarded. `run_series` is the one bookkeeping of measure, probe,
+evaluate and circuits; the CLI also locks `OUT.partial` as an output for as long as the series runs.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from kentropy.runtime.console import line
 from kentropy.runtime.distributed import rank_world
@@ -94,6 +96,17 @@ def open_series(cfg, checkpoints: list) -> Partial:
     """The `Partial` of a series command's config (its `out` and `resume`) over `checkpoints` (each named by its
     `str`): checked before any work."""
     return Partial(cfg.out, to_dict(cfg), resume=cfg.resume, checkpoints=[str(c) for c in checkpoints])
+
+
+def run_series(cfg, checkpoints: list, compute: Callable[[Partial], list], **extra: Any) -> dict:
+    """A series command from start to end: open its `Partial` over `checkpoints` (parsed by the caller; an
+    unfinished series is refused without --resume), `compute(series)` -> the results in checkpoint order
+    (it skips `series.done(i)` and keeps each result with `series.add`), then `--out` gets
+    {"results", "config", **extra} and `OUT.partial` goes. Returns that payload."""
+    series = open_series(cfg, checkpoints)
+    payload = {"results": compute(series), "config": series.config, **extra}
+    series.promote(payload)
+    return payload
 
 
 def progress_line(command: str, i: int, n: int, checkpoint: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import shutil
 import sys
@@ -353,7 +354,8 @@ def prepare_run_dir(cfg: TrainConfig, run: RunDir) -> None:
             old = read_json(run.config, "run config") if run.config.is_file() else None
             if old is None:
                 raise KentropyError(f"--resume: {run.root} has no config.json (not a kentropy run)")
-            diff = [k for k in saved if old.get(k) != saved[k]]
+            inputs = read_json(run.inputs, "run file") if run.inputs.is_file() else {}
+            diff = [k for k in saved if old.get(k) != saved[k] and not same_path(k, old.get(k), saved[k], run, inputs)]
             if diff:
                 raise KentropyError(f"--resume: config differs from the run's in {', '.join('--' + d.replace('_', '-') for d in diff)}")
         elif not cfg.overwrite:
@@ -362,15 +364,37 @@ def prepare_run_dir(cfg: TrainConfig, run: RunDir) -> None:
         raise KentropyError(f"--resume: no run at {run.root}")
 
 
-INPUT_FILES = ("data", "knowledge", "plan")  # flags whose files' content a resume must find unchanged
+INPUT_FILES = ("data", "knowledge", "plan", "replay")  # flags whose files' content a resume must find unchanged
+PATHS = INPUT_FILES + ("model", "task_dir", "out")  # path flags: each recorded resolved, as well as typed
 
 
 def input_digests(cfg: TrainConfig) -> dict:
-    """{flag: {"path", "sha256"}} of the run's input files (sha256 None for a dataset name)."""
+    """{flag: {"path", "resolved", "sha256"}} of the run's path flags (sha256 of the input files; None for a
+    dataset or hub name; not taken of --model, whose weights may be large, nor of --task-dir, whose YAMLs a moved
+    lab points anew, nor of --out)."""
     from kentropy.io import content_digest
 
-    return {name: {"path": str(getattr(cfg, name)), "sha256": content_digest(getattr(cfg, name))}
-            for name in INPUT_FILES if getattr(cfg, name)}
+    return {name: {"path": str(getattr(cfg, name)), "resolved": os.path.realpath(getattr(cfg, name)),
+                   **({"sha256": content_digest(getattr(cfg, name))} if name in INPUT_FILES else {})}
+            for name in PATHS if getattr(cfg, name)}
+
+
+def same_path(name: str, old, new, run: RunDir, inputs: dict) -> bool:
+    """On --resume, whether path flag `name`, typed `new` now and `old` when the run started, names the same thing:
+    --out is the run directory itself; an input is the same file (resolved), or has the same content (sha256 in
+    inputs.json, compared by `check_inputs_unchanged`), or lies where it lay relative to the run directory (a run
+    moved or copied together with its inputs, as a lab's stages are)."""
+    if name == "out":
+        return True
+    if name not in PATHS or not isinstance(old, str) or not isinstance(new, str):
+        return False
+    rec = inputs.get(name) if isinstance(inputs.get(name), dict) else {}
+    here = os.path.realpath(new)
+    if here == rec.get("resolved", os.path.realpath(old)) or rec.get("sha256") is not None:
+        return True
+    root = (inputs.get("out") or {}).get("resolved") if isinstance(inputs.get("out"), dict) else None
+    return bool(rec.get("resolved") and root) and \
+        os.path.relpath(rec["resolved"], root) == os.path.relpath(here, os.path.realpath(run.root))
 
 
 def check_inputs_unchanged(cfg: TrainConfig, run: RunDir, now: dict) -> None:
@@ -380,7 +404,7 @@ def check_inputs_unchanged(cfg: TrainConfig, run: RunDir, now: dict) -> None:
     saved = read_json(run.inputs, "run file")
     for name, d in now.items():
         old = saved.get(name, {}).get("sha256") if isinstance(saved.get(name), dict) else None
-        if old is not None and d["sha256"] != old:
+        if old is not None and d.get("sha256") != old:
             raise KentropyError(f"--resume: --{name} {d['path']} changed since the run started (sha256 {old[:12]} -> "
                                 f"{(d['sha256'] or 'missing')[:12]}); resume with the original file, or start a new run")
 

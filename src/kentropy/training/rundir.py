@@ -2,7 +2,8 @@
 
     RUN/config.json       the resolved TrainConfig
     RUN/plan.json         the injection plan used (exactly; a resume reads it back)
-    RUN/inputs.json       sha256 of the input files (--data, --knowledge, --plan): a resume checks them
+    RUN/inputs.json       each path flag typed and resolved, and sha256 of the input files (--data, --knowledge,
+                          --plan, --replay): a resume checks them
     RUN/metrics.jsonl     one line per optimizer step (step -1: the starting checkpoint)
     RUN/before.json       P and D of the starting checkpoint
     RUN/summary.json      P, D, A, F before and after

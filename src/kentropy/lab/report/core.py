@@ -212,7 +212,7 @@ def write_report(run: LabRun, sections: list[Section], timings: dict[str, dict])
     }
     for section in sections:
         results[section.key] = section.results
-    write_json(run.dir.results, results)
+    write_json(run.dir.results, run.dir.stored(results))  # paths in the lab relative to it
 
     md = _markdown(run, seeds, cont, resus, results, figs, sections, timings)
     write_atomic(run.dir.report, lambda tmp: tmp.write_text(md))

@@ -33,6 +33,7 @@ from kentropy.io import write_json
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import LabConfig
 from kentropy.lab.judge.circuits import finite, findings
+from kentropy.lab.labdir import LabDir
 
 IG_STEPS = 5  # Ou et al. 2025 (default of EAP-IG): integrated-gradient steps
 BATCH_SIZE = 16
@@ -144,7 +145,7 @@ def circuits_stage(stages: Stages, cfg: LabConfig, base: dict, world: Done, tok:
             "related_relations": RELATED_RELATIONS, "probe_kinds": list(PROBE_KINDS)}
 
     def fn(d: Path) -> dict:
-        return run_circuits(conf, series, base.get("summary"), tok.result["path"], device, d)
+        return run_circuits(conf, series, base.get("summary"), tok.result["path"], device, d, lab=stages.dir)
 
     return stages.run("circuits", conf, fn, code=("kentropy.lab.judge.circuits", "kentropy.circuits.series", "kentropy.circuits.eap",
                                                   "kentropy.circuits.metrics", "kentropy.circuits.trace", "kentropy.circuits.tasks",
@@ -152,8 +153,9 @@ def circuits_stage(stages: Stages, cfg: LabConfig, base: dict, world: Done, tok:
 
 
 def run_circuits(conf: dict, series: list[tuple[str, str, int]], summary: dict | None, tokenizer_path: str, device: str,
-                 workdir: Path) -> dict:
-    """The stage's work: tasks once (one tokenizer for the whole series), then every checkpoint x task."""
+                 workdir: Path, lab: LabDir | None = None) -> dict:
+    """The stage's work: tasks once (one tokenizer for the whole series), then every checkpoint x task
+    (`lab`: the lab whose paths records.json keeps relative to it)."""
     from transformers import AutoTokenizer
 
     from kentropy.circuits.trace import graph_of
@@ -191,7 +193,7 @@ def run_circuits(conf: dict, series: list[tuple[str, str, int]], summary: dict |
             r["edge_jaccard"] = M.jaccard(found[name].edge_names(), final.edge_names()) if final else None
             r["edge_jaccard_prev"] = M.jaccard(found[name].edge_names(), prev.edge_names()) if prev else None
             r["faithfulness"] = finite(r["faithfulness"])
-    write_json(workdir / "records.json", records)  # every edge and head of every circuit
+    write_json(workdir / "records.json", lab.stored(records) if lab else records)  # every edge and head of every circuit
 
     checkpoints = []
     for rec in records:

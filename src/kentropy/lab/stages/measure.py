@@ -65,7 +65,7 @@ def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: s
             model = load_model(Checkpoint(c["path"]), device=pick_device(device), eager_attention="attention" in metrics)
             for k in series:
                 found[k].append(measure_ids(model, ids[k], pad_id, metrics=metrics,
-                                            batch_size=batch_size, name=c["path"], progress=False, instances=bootstrap > 0,
+                                            batch_size=batch_size, name=stages.dir.stored(c["path"]), progress=False, instances=bootstrap > 0,
                                             positions=diagnostics and k == series[0]))
             if diagnostics:
                 norms = weight_norm_summary(neuron_weight_norms(model))

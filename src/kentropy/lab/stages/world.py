@@ -1,12 +1,12 @@
 """The world stage: downstream tasks (lm-eval YAML over JSONL), fictional knowledge kept out of the
-world, and the injection plan."""
+world, and the injection plan. Its task YAMLs point at their JSONL where the lab is now (`point_tasks_here`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from kentropy.evaluation.downstream import write_task
-from kentropy.io import write_json
+from kentropy.evaluation.downstream import task_yaml, write_task
+from kentropy.io import write_atomic, write_json
 from kentropy.knowledge import generate_knowledge, make_plan
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import LabConfig
@@ -34,4 +34,16 @@ def world_stage(stages: Stages, cfg: LabConfig) -> Done:
                 "knowledge": str(d / "knowledge.json"), "plan": str(d / "plan.json"), "entries": n,
                 "world": world.summary()}
 
-    return stages.run("world", conf, fn, code=("kentropy.lab.text.world", "kentropy.lab.text.tasks", "kentropy.knowledge.generate"))
+    done = stages.run("world", conf, fn, code=("kentropy.lab.text.world", "kentropy.lab.text.tasks", "kentropy.knowledge.generate"))
+    point_tasks_here(done.result)
+    return done
+
+
+def point_tasks_here(result: dict) -> None:
+    """The task YAMLs name their JSONL by absolute path (lm-eval reads it from the working directory): in a
+    lab that was moved or copied since the world stage ran, point them at the JSONL where the lab is now."""
+    for task in result["tasks"]:
+        yaml = Path(result["task_dir"]) / f"{task}.yaml"
+        text = task_yaml(task, yaml.with_suffix(".jsonl").resolve(), metric=METRICS[task.removeprefix("lab_")])
+        if yaml.read_text(encoding="utf-8") != text:
+            write_atomic(yaml, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import math
-import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 from kentropy.measurement.bootstrap import percentile_interval
+from kentropy.runtime.pool import worker_pool
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import Arm, DecayConfig, LabConfig, arm_changes, changes_text
 from kentropy.lab.judge.deviations import RULES
@@ -184,7 +184,7 @@ def run_decay_study(stages: Stages, lab: LabConfig, dcfg: DecayConfig, device: s
     done = {}
     t0 = time.perf_counter()
     if side_by_side(dcfg.workers, device):
-        with cf.ProcessPoolExecutor(dcfg.workers, mp_context=mp.get_context("spawn")) as pool:
+        with worker_pool(dcfg.workers) as pool:  # an interrupt stops the workers at once
             futures = {pool.submit(pack_text, str(stages.root), label, data, tok, seq_len): (data, seq_len)
                        for (data, seq_len), label in texts.items()}
             packed = {futures[f]: f.result() for f in cf.as_completed(futures)}

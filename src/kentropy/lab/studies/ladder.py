@@ -236,7 +236,7 @@ def ladder_lab(stages: Stages, cfg: LabConfig, preset: str, device: str) -> dict
                    "manipulation": not_applicable("no manipulation: nothing is edited before this finding's outcome")}}
     results = {"preset": preset, "config": config_json(cfg), "timings": stages.timings, "gates": gates,
                "deviations": list(RULES), "ladder": result}
-    write_json(stages.dir.results, results)
+    write_json(stages.dir.results, stages.dir.stored(results))  # paths in the lab relative to it
     md = ladder_section(result)
     write_atomic(stages.dir.report, lambda tmp: tmp.write_text(md))
     return results

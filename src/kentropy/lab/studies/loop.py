@@ -27,10 +27,8 @@ coefficient c exactly: a gated FFN (it scales the up rows, c = act(gate) · up) 
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import math
-import multiprocessing as mp
 import statistics
 import time
 from collections.abc import Sequence
@@ -39,6 +37,7 @@ from pathlib import Path
 import torch
 
 from kentropy.errors import KentropyError
+from kentropy.runtime.pool import worker_pool
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import GATED, Arm, DecayConfig, LabConfig
 from kentropy.lab.judge.findings import ALPHA, finding_3, findings_2, pilot_estimates, planned
@@ -161,7 +160,7 @@ def run_side_by_side(stages: Stages, jobs: list[tuple], workers: int, world: Don
     of them (they overlap)."""
     runs = [(lcfg, path, h, label, s) for lcfg, path, h, label in jobs for s in lcfg.seeds]
     t0 = time.perf_counter()
-    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    with worker_pool(workers) as pool:  # an interrupt stops the workers at once
         for f in [pool.submit(_continual_job, str(stages.root), stages.report_to, *run, world, corpora, device) for run in runs]:
             f.result()
     wall = time.perf_counter() - t0

@@ -38,7 +38,8 @@ def worker(args) -> None:
     from kentropy.runtime import distributed
 
     from kentropy.training import sharding
-    from kentropy.training.loop import TrainConfig, make_optimizer
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.optimizer import make_optimizer
 
     distributed.init()
     rank, world = distributed.rank_world()

@@ -209,7 +209,8 @@ def test_optimizer_groups_betas_and_decay_on_a_model_with_biases(model_dir):
     """GPT-2 has biases, LayerNorms (weight and bias) and tied embeddings: only the block matrices decay."""
     from transformers import AutoModelForCausalLM
 
-    from kentropy.training.loop import TrainConfig, make_optimizer
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.optimizer import make_optimizer
 
     model = AutoModelForCausalLM.from_pretrained(model_dir("gpt2", 4))
     cfg = TrainConfig(model="m", data="d", out="o", lr=3e-4, beta1=0.8, beta2=0.99, weight_decay=0.05)
@@ -229,7 +230,8 @@ def test_optimizer_groups_betas_and_decay_on_a_model_with_biases(model_dir):
 
 
 def small_run(inputs, tmp_path, **over):
-    from kentropy.training.loop import TrainConfig, setup
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.loop import setup
 
     cfg = TrainConfig(model=str(inputs["model"]), data=str(inputs["corpus"]), out=str(tmp_path / "run"), steps=2,
                       batch_size=4, micro_batch=over.pop("micro_batch", 2), seq_len=32, epochs=20, eval_every=0, **over)

@@ -13,11 +13,17 @@ up, activation and product), plus the logits and their fp32 log-softmax.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 
 from kentropy.errors import KentropyError
+from kentropy.models.loading import Checkpoint
+from kentropy.models.registry import find_layout
+from kentropy.runtime.distributed import rank_world
+from kentropy.training.config import TrainConfig
+from kentropy.training.sharding import blocks
 
 GiB = 1024**3
 
@@ -37,9 +43,6 @@ class Shape:
 
 def model_shape(model) -> Shape:
     """The `Shape` of a model (a meta-device model will do: nothing is read from the weights)."""
-    from kentropy.models.registry import find_layout
-    from kentropy.training.sharding import blocks
-
     stack = blocks(model)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     total = count(model)
@@ -145,3 +148,24 @@ def check_fits(shape: Shape, est: Estimate, free: int, where: str) -> None:
     if not fsdp:
         raise KentropyError(f"{msg}: run under torchrun over more GPUs with --fsdp (--micro-batch 1 does not fit either)")
     raise KentropyError(f"{msg}: use more processes (--fsdp with --micro-batch 1 does not fit over {est.processes})")
+
+
+def check_memory(cfg: TrainConfig, ckpt: Checkpoint, device: torch.device, world_size: int, show: bool = True) -> None:
+    """Print the estimated memory per rank (rank 0, if `show`) and refuse a run that clearly cannot fit, before any weight loads."""
+    from transformers import AutoConfig
+
+    rank, _ = rank_world()
+    try:
+        shape = shape_of_checkpoint(AutoConfig.from_pretrained(ckpt.name, revision=ckpt.revision))
+    except (KentropyError, ValueError, OSError) as e:
+        if cfg.fsdp:
+            raise KentropyError(f"--fsdp: {e}") from None
+        if rank == 0:
+            print(f"note: no memory estimate for {ckpt}: {e}", file=sys.stderr)
+        return
+    est = estimate(shape, micro_batch=cfg.micro_batch, seq_len=cfg.seq_len, processes=world_size, fsdp=cfg.fsdp,
+                   bf16=device.type == "cuda" and cfg.dtype == "bfloat16")
+    free, where = available(device)
+    if rank == 0 and show:
+        print(f"{est.describe()} ({free / GiB:.2f} GiB {where})", file=sys.stderr)
+    check_fits(shape, est, free, where)

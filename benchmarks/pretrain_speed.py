@@ -97,7 +97,7 @@ def matmul_peak(threads: int = 2, n: int = 1024, reps: int = 20) -> float:
 
 
 def train_config(m: dict, model_dir: str, corpus: str, steps: int, compile_: bool, out: Path, seed: int = 0):
-    from kentropy.training.loop import TrainConfig
+    from kentropy.training.config import TrainConfig
 
     return TrainConfig(model=model_dir, data=corpus, out=str(out), steps=steps, batch_size=m["batch"], micro_batch=m["batch"],
                        seq_len=m["seq_len"], eval_every=0, save_every=0, epochs=100, lr=1e-3, compile=compile_, device="cpu",
@@ -162,7 +162,8 @@ def interleaved_steps(model_dir: Path, m: dict, rounds: int = 7, steps: int = 10
     from kentropy.lab.lean.model import LeanLM
     from kentropy.models.loading import Checkpoint, load_model
     from kentropy.training.sharding import clip_grad_norm
-    from kentropy.training.loop import TrainConfig, make_optimizer
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.optimizer import make_optimizer
 
     torch.set_num_threads(1)
     cfg = TrainConfig(model="-", data="-", out="-", lr=1e-3)
@@ -209,7 +210,8 @@ def kernel_profile(model_dir: Path, m: dict, steps: int = 20, top: int = 12) -> 
     from kentropy.lab.lean.pretrain import compiled
     from kentropy.lab.lean.model import LeanLM
     from kentropy.models.loading import Checkpoint, load_model
-    from kentropy.training.loop import TrainConfig, make_optimizer
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.optimizer import make_optimizer
 
     torch.set_num_threads(1)
     torch._dynamo.reset()

@@ -1,7 +1,17 @@
-"""Memory per rank and tokens/s of DDP vs FSDP (kentropy.training.sharding) at 2 processes, one run.
+"""Memory per rank and tokens/s of DDP vs FSDP (kentropy.training.sharding) at 2 processes, one run;
+and `--estimate`: `kentropy train`'s memory estimate against the peak RSS it then reaches, on CPU.
 
     python benchmarks/train_memory.py                 # CPU, gloo; prints the ratio (target FSDP/DDP <= 0.6)
     python benchmarks/train_memory.py --hidden 2048 --layers 16 --vocab 50304   # on GPUs: a 1B-class model
+    python benchmarks/train_memory.py --estimate      # CPU: estimate vs measured peak RSS, 4 configs (target within 15%)
+    python benchmarks/train_memory.py --estimate --large   # and a 304M-parameter one (minutes per step)
+
+`--estimate` runs `python -m kentropy train` as a user would (2 optimizer steps, no environment
+tweaks) in one subprocess per config, on Llama-style models saved from configs (7M to 58M
+parameters, vocabularies of 8k and 32k, 128 to 8192 tokens per micro-batch), and reads the peak
+RSS of exactly that process from the kernel (`os.wait4`). It prints the estimate the run printed,
+its parts that only a CPU run has (what the process held when it estimated, and the allocator's
+heap), the measured peak, and their ratio.
 
 Each mode runs under its own `torchrun --nproc_per_node=2` (this file is the worker) on a
 Llama-style model built from a config (>= 50M parameters by default) and random tokens, with
@@ -21,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -38,7 +49,8 @@ def worker(args) -> None:
     from kentropy.runtime import distributed
 
     from kentropy.training import sharding
-    from kentropy.training.loop import TrainConfig, make_optimizer
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.optimizer import make_optimizer
 
     distributed.init()
     rank, world = distributed.rank_world()
@@ -91,6 +103,78 @@ def worker(args) -> None:
     torch.distributed.destroy_process_group()
 
 
+# (hidden, layers, vocab, seq_len, micro_batch, micro-batches per step): tiny to small; weight-heavy,
+# activation-heavy and logit-heavy; one micro-batch per step and gradient accumulation
+ESTIMATE_CONFIGS = [(256, 4, 8192, 256, 8, 1), (256, 4, 8192, 256, 8, 4), (256, 4, 8192, 1024, 8, 2), (384, 6, 16000, 256, 4, 2),
+                    (512, 8, 32000, 512, 4, 1), (512, 8, 32000, 512, 4, 2), (512, 8, 32000, 128, 1, 4), (768, 4, 50304, 256, 2, 4)]
+LARGE_CONFIGS = [(1024, 16, 50304, 512, 4, 1), (1024, 16, 50304, 256, 4, 2)]  # 304M parameters: minutes per step
+
+
+def save_llama(d: Path, hidden: int, layers: int, vocab: int, tok) -> int:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 8 // 3, num_hidden_layers=layers,
+                      num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 64),
+                      max_position_embeddings=2048, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(d)
+    tok.save_pretrained(d)  # a small tokenizer: a larger vocabulary than it uses is allowed, the logits are full size
+    return sum(p.numel() for p in model.parameters())
+
+
+def parse_estimate(stderr: str) -> dict:
+    """The GiB figures of the `estimated memory per rank` line `kentropy train` printed."""
+    line = next(x for x in stderr.splitlines() if x.startswith("estimated memory per rank"))
+    held = re.search(r"held now ([0-9.]+)", line)
+    heap = re.search(r"allocator ([0-9.]+)", line)
+    total = re.search(r"= ([0-9.]+) GiB", line)
+    return {"held": float(held.group(1)) if held else 0.0, "heap": float(heap.group(1)) if heap else 0.0,
+            "total": float(total.group(1))}
+
+
+def estimate_vs_peak(args) -> None:
+    from kentropy.lab.text.bpe import train_bpe
+    from kentropy.measurement.documents import sample_text_path
+
+    configs = ESTIMATE_CONFIGS + (LARGE_CONFIGS if args.large else [])
+    texts = sample_text_path().read_text().splitlines()
+    tok = train_bpe(texts, vocab_size=320, min_frequency=1)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        corpus = Path(d) / "corpus.txt"
+        corpus.write_text("\n".join(texts) + "\n")
+        saved = {}
+        for hidden, layers, vocab, seq, micro, accum in configs:
+            model = Path(d) / f"llama-{hidden}-{layers}-{vocab}"
+            if model not in saved:
+                saved[model] = save_llama(model, hidden, layers, vocab, tok)
+            cmd = [sys.executable, "-m", "kentropy", "train", str(model), "--data", str(corpus), "--out", str(Path(d) / "run"),
+                   "--overwrite", "--steps", "2", "--batch-size", str(micro * accum), "--micro-batch", str(micro), "--seq-len", str(seq),
+                   "--epochs", "100000", "--eval-every", "0", "--save-every", "0", "--device", "cpu"]
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            err = proc.stderr.read()
+            _, status, usage = os.wait4(proc.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                sys.exit(f"train failed on {model.name}:\n{err[-3000:]}")
+            est = parse_estimate(err)
+            peak = usage.ru_maxrss * 1024 / 2**30  # KiB on Linux
+            rows.append({"params": saved[model], "config": (hidden, layers, vocab, seq, micro, accum), **est, "peak": peak})
+    print(f"{'model':<22} {'params':>7} {'tokens':>6} {'accum':>5} {'held':>6} {'heap':>6} {'estimate':>8} {'peak RSS':>8} "
+          f"{'peak/est':>8} {'without held+heap':>17}")
+    worst = 0.0
+    for r in rows:
+        hidden, layers, vocab, seq, micro, accum = r["config"]
+        ratio = r["peak"] / r["total"]
+        old = r["peak"] / (r["total"] - r["held"] - r["heap"])
+        worst = max(worst, abs(ratio - 1))
+        print(f"{f'llama {layers}x{hidden} V{vocab}':<22} {r['params'] / 1e6:6.1f}M {micro * seq:6d} {accum:5d} {r['held']:6.2f} "
+              f"{r['heap']:6.2f} {r['total']:8.2f} {r['peak']:8.2f} {ratio:8.3f} {old:17.3f}")
+    print(f"GiB; OMP_NUM_THREADS={env['OMP_NUM_THREADS']}; largest deviation of the peak from the estimate: {worst:.1%} (target <= 15%)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # 60M parameters, 82% of them in the blocks (OLMo-7B: 94%); a large vocabulary would put most
@@ -103,18 +187,22 @@ def main() -> None:
     p.add_argument("--accum", type=int, default=2, help="micro-batches per step on each rank")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--estimate", action="store_true", help="the memory estimate against the measured peak RSS (CPU, one process)")
+    p.add_argument("--large", action="store_true", help="--estimate: also a 304M-parameter model (minutes per step on CPU)")
     p.add_argument("--worker", choices=["ddp", "fsdp"], help=argparse.SUPPRESS)
     p.add_argument("--result-dir", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    if args.estimate:
+        return estimate_vs_peak(args)
 
     results = {}
     with tempfile.TemporaryDirectory() as d:
         for mode in ("ddp", "fsdp"):
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}", __file__,
                    "--worker", mode, "--result-dir", d] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                                                           if k not in ("worker", "result_dir", "nproc")]
+                                                           if k not in ("worker", "result_dir", "nproc", "estimate", "large")]
             env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
                        MALLOC_MMAP_THRESHOLD_=os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536"))
             r = subprocess.run(cmd, env=env, capture_output=True, text=True)

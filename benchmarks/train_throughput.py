@@ -56,7 +56,8 @@ def peak_bytes() -> int:
 
 
 def run_kentropy(args, model_dir: Path, corpus: Path, micro: int) -> dict:
-    from kentropy.training.loop import TrainConfig, train
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.loop import train
 
     out = Path(tempfile.mkdtemp()) / "run"
     train(TrainConfig(model=str(model_dir), data=str(corpus), out=str(out), steps=args.steps, batch_size=args.batch,

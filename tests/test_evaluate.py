@@ -270,3 +270,46 @@ def test_cli_bad_task_dir_exits_2_without_output(model_dir, tmp_path, capsys):
     assert code == 2
     assert err.strip().splitlines() == [f"error: --task-dir {tmp_path / 'missing'}: not a directory"]
     assert not out.exists()
+
+
+# ---- non-finite models ------------------------------------------------------------------------------
+def poisoned(family: str, where: str, value: float):
+    """A tiny model with `value` written into the parameter `where` (all of it)."""
+    model = tiny_model(family, seed=5)
+    with torch.no_grad():
+        dict(model.named_parameters())[where].fill_(value)
+    return model
+
+
+def test_nan_weights_are_refused_before_anything_is_scored(tokenizer, tmp_path):
+    """NaN logits would tie every choice and lm-eval would still report an accuracy: the evaluation stops at the
+    first forward instead, naming the model and the tensor that holds the NaN."""
+    write_task(str(tmp_path), "given", [{"query": q, "choices": c[:2], "gold": i % 2} for i, (q, c) in enumerate(zip(QUERIES, CHOICES))])
+    model = poisoned("llama", "model.layers.1.mlp.down_proj.weight", float("nan")).train()
+    with pytest.raises(KentropyError) as e:
+        evaluate(model, tokenizer, ["given"], task_dir=str(tmp_path))
+    msg = str(e.value)
+    assert "the logits of a forward pass came out NaN or infinite" in msg and "\n" not in msg
+    assert "its weights hold non-finite values (in 1 tensor: model.layers.1.mlp.down_proj.weight)" in msg
+    assert model.training  # handed back in its mode
+    assert not model._forward_hooks  # the check's hook is removed
+
+
+def test_overflowing_forward_with_finite_weights_says_so(tokenizer, tmp_path):
+    write_task(str(tmp_path), "given", rows(GOLD))
+    model = poisoned("llama", "lm_head.weight", 3e38)  # finite, but h @ W overflows float32
+    with pytest.raises(KentropyError, match=r"its weights are all finite \(the forward overflows in torch.float32\)"):
+        evaluate(model, tokenizer, ["given"], task_dir=str(tmp_path))
+
+
+def test_cli_refuses_a_nan_checkpoint_naming_it(tokenizer, tmp_path, capsys):
+    write_task(str(tmp_path / "tasks"), "given", rows(GOLD))
+    bad = tmp_path / "nan-model"
+    poisoned("gpt2", "transformer.h.0.mlp.c_fc.weight", float("nan")).save_pretrained(bad)
+    tokenizer.save_pretrained(bad)
+    out = tmp_path / "eval.json"
+    code, stdout, err = run_cli(capsys, "evaluate", str(bad), "--tasks", "given", "--task-dir", str(tmp_path / "tasks"), "--out", str(out))
+    assert code == 2 and not out.exists() and "D" not in stdout
+    last = err.strip().splitlines()[-1]
+    assert err.count("error:") == 1 and last.startswith(f"error: {bad}: the logits of a forward pass came out NaN or infinite"), err
+    assert "transformer.h.0.mlp.c_fc.weight" in last

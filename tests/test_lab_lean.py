@@ -13,7 +13,8 @@ import torch
 from kentropy.measurement.documents import sample_text_path
 from kentropy.lab.cache import Done, Stages
 from kentropy.lab.stages.pretrain import INIT, first_rows, lean_trains, pretrain_stage
-from kentropy.training.loop import TrainConfig, train
+from kentropy.training.config import TrainConfig
+from kentropy.training.loop import train
 
 MODELS = {  # the decay study's reference (OLMo's block, mitchell init, tied) and the core study's model (Llama, untied)
     "olmo": dict(arch="swiglu", norm="layernorm", init="mitchell", seed=1, hidden=16, layers=2, heads=2, gated_ffn=24,

@@ -52,7 +52,8 @@ def test_first_rows_are_the_trainers_first_rows(tmp_path):
 
     from kentropy.lab.stages.pretrain import first_rows
     from kentropy.lab.text.bpe import train_bpe
-    from kentropy.training.loop import TrainConfig, setup
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.loop import setup
 
     text = [f"document {i} says that the river {i % 7} flows into lake {i % 5} near town {i % 3}." for i in range(200)]
     tok = train_bpe(text, vocab_size=300)

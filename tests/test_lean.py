@@ -17,7 +17,9 @@ from kentropy.lab.architectures import model_config
 from kentropy.lab.lean.pretrain import pretrain
 from kentropy.lab.lean.model import LeanLM, save_member
 from kentropy.lab.lean.stacked import clip_per_member, decayed, pretrain_stacked
-from kentropy.training.loop import TrainConfig, decay_groups, train
+from kentropy.training.config import TrainConfig
+from kentropy.training.loop import train
+from kentropy.training.optimizer import decay_groups
 
 
 def lab_config(arch: str, tokenizer, norm: str = "rmsnorm"):

@@ -74,3 +74,23 @@ def test_refusal_names_the_flag_that_helps():
     with pytest.raises(KentropyError, match="with --fsdp"):
         check_fits(s, one, 80 * GiB, "free on cuda:0")
     check_fits(s, estimate(s, micro_batch=2, seq_len=1024, processes=4, fsdp=True, bf16=True), 80 * GiB, "free")  # fits
+
+
+def test_cpu_estimate_counts_what_the_process_holds_and_the_allocators_heap():
+    """On CPU the estimate is of peak RSS: the process's RSS when it is made, plus the tensors, plus what glibc keeps
+    in its heap (two blocks' activations; with gradient accumulation six, and the head's transient new gradient); only
+    what is not held yet must fit in the available RAM."""
+    s = Shape(params=58_000_000, block_params=6_000_000, root_params=10_000_000, layers=8, hidden=512, ffn_dim=1365, vocab=32000)
+    held = 500 * 2**20
+    gpu = estimate(s, micro_batch=4, seq_len=512, processes=1, fsdp=False, bf16=False)
+    cpu = estimate(s, micro_batch=4, seq_len=512, processes=1, fsdp=False, bf16=False, cpu=True, held=held)
+    block = 4 * 512 * (4 * (8 * 512 + 4 * 1365) + 2 * 4 * 512)  # tokens x one block's activations in fp32
+    assert (gpu.held, gpu.heap) == (0, 0) and cpu.held == held and cpu.heap == 2 * block
+    assert cpu.total == gpu.total + held + 2 * block and cpu.needed == cpu.total - held
+    assert "held now 0.49 + " in cpu.describe() and "+ allocator " in cpu.describe() and "held" not in gpu.describe()
+    accumulating = estimate(s, micro_batch=4, seq_len=512, processes=1, fsdp=False, bf16=False, rows=8, cpu=True, held=held)
+    assert accumulating.heap == 6 * block + 4 * 32000 * 512 and accumulating.rows == 8
+    assert estimate(s, micro_batch=4, seq_len=512, processes=1, fsdp=False, bf16=False, rows=8).heap == 0  # GPU: none
+    check_fits(s, cpu, cpu.needed, "of available RAM")  # what is held is not asked of the free memory again
+    with pytest.raises(KentropyError, match=r"of available RAM and the 0.49 GiB held: lower --micro-batch"):
+        check_fits(s, cpu, cpu.needed - 1, "of available RAM")

@@ -185,7 +185,8 @@ def olmo_cos_with_warmup(lr, t, t_max, warmup, alpha_f=0.1):
 
 
 def test_lr_is_olmos_schedule_at_the_official_steps():
-    from kentropy.training.loop import TrainConfig, lr_at
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.optimizer import lr_at
 
     cfg = TrainConfig(model="m", data="d", out="o")  # the paper's: 1600 steps, lr 4e-4, 5% warmup = 80 steps
     # OLMo increments its global step before the update: 0-indexed step s runs at t = s + 1
@@ -198,7 +199,8 @@ def test_lr_is_olmos_schedule_at_the_official_steps():
 
 
 def test_constant_and_wsd_schedules_by_hand():
-    from kentropy.training.loop import TrainConfig, lr_at
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.optimizer import lr_at
 
     const = TrainConfig(model="m", data="d", out="o", steps=100, lr=1.0, warmup=0.05, schedule="constant")
     assert lr_at(0, const) == pytest.approx(0.1 + 0.9 / 5) and lr_at(4, const) == 1.0 and lr_at(99, const) == 1.0
@@ -211,7 +213,8 @@ def test_constant_and_wsd_schedules_by_hand():
 def test_weight_decay_groups_follow_olmo(model_dir):
     from transformers import AutoModelForCausalLM
 
-    from kentropy.training.loop import TrainConfig, make_optimizer
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.optimizer import make_optimizer
 
     model = AutoModelForCausalLM.from_pretrained(model_dir("llama", 3))
     cfg = TrainConfig(model="m", data="d", out="o", weight_decay=0.1)

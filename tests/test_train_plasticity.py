@@ -3,6 +3,7 @@ replay rows never touch injected rows; HFT leaves frozen matrices (and their Ada
 through a round; recycling zeroes exactly the recycled neurons' moments; bad flags are one-line errors."""
 
 import copy
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -17,7 +18,9 @@ from test_train import short_passages
 from kentropy.knowledge import generate_knowledge
 from kentropy.training.plasticity import hft_frozen, prepare, round_of
 from kentropy.edits.redo import redo
-from kentropy.training.loop import decay_groups, global_batch
+from kentropy.training.config import TrainConfig
+from kentropy.training.loop import global_batch
+from kentropy.training.optimizer import decay_groups
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +41,11 @@ def args(inputs, out, *extra, steps=12, batch=4):
 # ---- rehearsal -----------------------------------------------------------------------------------
 def test_replay_takes_the_last_rows_and_never_an_injected_row(tokenizer, inputs):
     T, B = 16, 8
-    cfg = SimpleNamespace(replay=str(inputs["replay"]), replay_fraction=0.25, batch_size=B, seq_len=T, steps=4, seed=3,
-                          freeze_half=False, recycle_every=0)
+    cfg = TrainConfig(model="m", data="d", out="o", replay=str(inputs["replay"]), replay_fraction=0.25, batch_size=B, seq_len=T,
+                      steps=4, seed=3)
     passages = {(0, 0): torch.tensor([7, 8, 9, 1]), (1, 0): torch.tensor([10, 11, 1]), (2, 0): torch.tensor([12, 1])}
     schedule = {1: [{"entry": e, "variant": 0} for e in range(3)]}
-    plast = prepare(cfg, tokenizer, schedule)
+    plast = prepare(cfg.plasticity_settings, tokenizer, schedule)
     assert plast.n_replay == 2  # round(0.25 x 8)
     rows = torch.arange(40 * T).reshape(40, T)  # distinct tokens: every row is recognisable
     order = torch.randperm(40, generator=torch.Generator().manual_seed(0))
@@ -62,7 +65,7 @@ def test_replay_takes_the_last_rows_and_never_an_injected_row(tokenizer, inputs)
         assert n == (3 if step == 1 else 0)
     # a fraction that leaves no room beside the 3 injected rows
     with pytest.raises(Exception, match="--replay-fraction 0.75: 6 replay rows and up to 3 injected rows exceed --batch-size 8"):
-        prepare(SimpleNamespace(**{**vars(cfg), "replay_fraction": 0.75}), tokenizer, schedule)
+        prepare(dataclasses.replace(cfg, replay_fraction=0.75).plasticity_settings, tokenizer, schedule)
 
 
 # ---- half fine-tuning ----------------------------------------------------------------------------

@@ -209,7 +209,8 @@ def test_optimizer_groups_betas_and_decay_on_a_model_with_biases(model_dir):
     """GPT-2 has biases, LayerNorms (weight and bias) and tied embeddings: only the block matrices decay."""
     from transformers import AutoModelForCausalLM
 
-    from kentropy.training.loop import TrainConfig, make_optimizer
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.optimizer import make_optimizer
 
     model = AutoModelForCausalLM.from_pretrained(model_dir("gpt2", 4))
     cfg = TrainConfig(model="m", data="d", out="o", lr=3e-4, beta1=0.8, beta2=0.99, weight_decay=0.05)
@@ -229,7 +230,8 @@ def test_optimizer_groups_betas_and_decay_on_a_model_with_biases(model_dir):
 
 
 def small_run(inputs, tmp_path, **over):
-    from kentropy.training.loop import TrainConfig, setup
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.loop import setup
 
     cfg = TrainConfig(model=str(inputs["model"]), data=str(inputs["corpus"]), out=str(tmp_path / "run"), steps=2,
                       batch_size=4, micro_batch=over.pop("micro_batch", 2), seq_len=32, epochs=20, eval_every=0, **over)
@@ -301,3 +303,60 @@ def test_train_constant_schedule_via_cli(inputs, tmp_path, capsys):
     code, _, err = run_cli(capsys, *args(inputs, run, "--schedule", "constant", "--lr", "2e-3", "--warmup", "0.5", steps=4))
     assert code == 0, err
     assert [r["lr"] for r in log(run) if r["step"] >= 0] == pytest.approx([2e-3 * 0.55, 2e-3, 2e-3, 2e-3], rel=1e-12)
+
+
+# ---- non-finite starting checkpoints --------------------------------------------------------------
+def poisoned_checkpoint(inputs, tmp_path, where: str, value: float) -> Path:
+    """A copy of the run's starting model with `value` written into the parameter `where`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(inputs["model"])
+    with torch.no_grad():
+        dict(model.named_parameters())[where].fill_(value)
+    d = tmp_path / "start"
+    model.save_pretrained(d)
+    AutoTokenizer.from_pretrained(inputs["model"]).save_pretrained(d)
+    return d
+
+
+def test_nan_weights_are_named_before_the_run_directory_exists(inputs, tmp_path, capsys):
+    start = poisoned_checkpoint(inputs, tmp_path, "transformer.h.1.attn.c_proj.weight", float("nan"))
+    argv = args(inputs, tmp_path / "run")
+    argv[1] = start
+    code, _, err = run_cli(capsys, *argv)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and err.count("error:") == 1, err
+    assert last.startswith(f"error: {start}: the loss of a forward pass on a training row came out NaN or infinite; "
+                           "its weights hold non-finite values (in 1 tensor: transformer.h.1.attn.c_proj.weight)"), last
+    assert "--lr" not in err and "refusing to write" not in err
+    assert not (tmp_path / "run").exists()  # refused before anything was scored or written
+
+
+def test_an_overflowing_forward_with_finite_weights_says_so(inputs, tmp_path, capsys):
+    start = poisoned_checkpoint(inputs, tmp_path, "transformer.h.0.mlp.c_proj.weight", 3e38)
+    argv = args(inputs, tmp_path / "run")
+    argv[1] = start
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "its weights are all finite (the forward overflows in torch.float32)" in err and str(start) in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_nonfinite_loss_before_any_update_blames_the_checkpoint_not_the_lr(inputs, tmp_path):
+    """The first step a process runs has updated nothing: its NaN comes from the weights it started from. After
+    updates, the run diverged: the last good checkpoint and a lower --lr are the way on."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+
+    from kentropy.training.loop import nonfinite_loss
+    from kentropy.training.rundir import RunDir
+
+    model = AutoModelForCausalLM.from_pretrained(inputs["model"])
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] = float("nan")  # tied: the token embedding
+    r = SimpleNamespace(model=model, source="runs/x/checkpoints/step-000004", start=4, run=RunDir(tmp_path / "run"))
+    first = str(nonfinite_loss(r, 4, float("nan")))
+    assert first == ("runs/x/checkpoints/step-000004: the loss of step 4, before any update, came out NaN or infinite; "
+                     "its weights hold non-finite values (in 1 tensor: transformer.wte.weight)")
+    later = str(nonfinite_loss(r, 6, float("nan")))
+    assert later == "loss became nan at step 6; stopped; last good checkpoint: none (rerun with a lower --lr)"

@@ -35,7 +35,8 @@ from kentropy.knowledge import generate_knowledge, make_plan, probe
 from kentropy.measurement.monitor import EntropyMonitor
 from kentropy.measurement.workflow import Measurement, measure
 from kentropy.edits.resuscitate import resuscitate
-from kentropy.training.loop import TrainConfig, train
+from kentropy.training.config import TrainConfig
+from kentropy.training.loop import train
 
 __all__ = ["KentropyError", "ArgumentError", "Measurement", "measure", "resuscitate", "probe", "generate_knowledge", "make_plan",
            "acquisition", "forgetting", "train", "TrainConfig", "evaluate", "EntropyMonitor"]

@@ -233,7 +233,8 @@ def circuits_cmd(cfg: CircuitsConfig) -> None:
     print(f"wrote {cfg.out}" + (f" and {cfg.plot}" if cfg.plot else ""))
 
 # ---- train --------------------------------------------------------------------------------
-from kentropy.training.loop import TrainConfig, train  # noqa: E402
+from kentropy.training.config import TrainConfig  # noqa: E402
+from kentropy.training.loop import train  # noqa: E402
 
 
 @command("train", TrainConfig)

@@ -20,6 +20,7 @@ import torch
 
 from kentropy.edits.redo import init_std_of
 from kentropy.errors import ArgumentError
+from kentropy.models.parameters import weight_matrices
 
 
 def check_args(shrink: float, perturb: float) -> None:
@@ -27,20 +28,6 @@ def check_args(shrink: float, perturb: float) -> None:
         raise ArgumentError("shrink", "must be in (0, 1]", shrink)
     if not (isinstance(perturb, (int, float)) and math.isfinite(perturb) and perturb >= 0):
         raise ArgumentError("perturb", "must be a finite number >= 0", perturb)
-
-
-def weight_matrices(model) -> list[tuple[str, torch.nn.Parameter]]:
-    """(name, parameter) of every weight matrix: dim >= 2, not an embedding nor tied to one; each tensor once."""
-    skip = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if emb is not None:
-        skip |= {id(p) for p in emb.parameters()}
-    seen, out = set(), []
-    for name, p in model.named_parameters():
-        if p.dim() >= 2 and id(p) not in skip and id(p) not in seen:
-            seen.add(id(p))
-            out.append((name, p))
-    return out
 
 
 _BLOCK = re.compile(r"\.(\d+)\.")

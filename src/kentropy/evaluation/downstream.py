@@ -22,10 +22,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from kentropy.runtime.options import option, require
-from kentropy.runtime import rng
+import torch
+import yaml
+
 from kentropy.errors import KentropyError
-from kentropy.io import check_out_file, write_jsonl, write_atomic
+from kentropy.io import check_out_file, read_text, write_atomic, write_jsonl
+from kentropy.models.loading import gguf_fields, is_causal_lm, load_series, parse_checkpoints, pick_device, pick_dtype
+from kentropy.models.parameters import nonfinite_forward
+from kentropy.runtime import rng
+from kentropy.runtime.options import option, require
+from kentropy.runtime.series import progress_line
 
 # OLMo's downstream metric of each of the paper's tasks (`--tasks paper`)
 PAPER_METRICS = {"piqa": "acc_norm", "hellaswag": "acc_norm", "openbookqa": "acc_norm",
@@ -130,7 +136,7 @@ def _quiet():
 def _no_git_probe():
     """lm-eval records the git commit of the working directory by running `git describe`, which prints
     `fatal: not a git repository` outside one; the hash is not used here, so the probe is skipped."""
-    import lm_eval.evaluator as ev
+    import lm_eval.evaluator as ev  # lm-eval (heavy, seconds to import) loads only when something is evaluated
 
     saved = ev.get_git_commit_hash
     ev.get_git_commit_hash = lambda: None
@@ -141,6 +147,7 @@ def _no_git_probe():
 
 
 def _import_lm_eval():
+    # lazily: importing lm-eval takes seconds, and `kentropy train` without --tasks never needs it
     try:
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
@@ -161,9 +168,6 @@ def _builtin_tasks():
 def check_task_yamls(task_dir: str) -> None:
     """Parse every YAML under `task_dir` (as lm-eval will): a malformed one is an error naming the file,
     not a task lm-eval silently skips and then calls unknown. lm-eval's `!function` tags are allowed."""
-    import yaml
-
-    from kentropy.io import read_text
 
     class Loader(yaml.SafeLoader):
         pass
@@ -206,7 +210,7 @@ def load_tasks(tasks: list[str], task_dir: str | None = None) -> dict:
     must be a single task (not a group or tag) that reports `acc`.
     """
     _, _, TaskManager = _import_lm_eval()
-    from lm_eval.api.task import Task
+    from lm_eval.api.task import Task  # lazily, as `_import_lm_eval`
     from lm_eval.tasks._index import Kind
 
     if task_dir is not None and not Path(task_dir).is_dir():
@@ -243,8 +247,6 @@ def load_tasks(tasks: list[str], task_dir: str | None = None) -> dict:
 
 
 def _check_causal_lm(model) -> None:
-    from kentropy.models.loading import is_causal_lm
-
     head = getattr(model, "get_output_embeddings", lambda: None)()
     if head is None or not is_causal_lm(model.config):
         raise KentropyError(f"evaluate needs a causal LM with its LM head; got {type(model).__name__} "
@@ -261,6 +263,13 @@ def document_values(samples: list[dict], metric: str) -> list[float]:
     unfiltered ones, filter `none`)."""
     mine = sorted((s for s in samples if s["filter"] == "none"), key=lambda s: s["doc_id"])
     return [float(s[metric]) for s in mine]
+
+
+def _check_sizes(batch_size: int, limit: int | None) -> None:
+    if batch_size <= 0:
+        raise KentropyError(f"--batch-size {batch_size}: must be positive")
+    if limit is not None and limit <= 0:
+        raise KentropyError(f"--limit {limit}: must be positive")
 
 
 def evaluate(
@@ -282,33 +291,53 @@ def evaluate(
     of each task. `rows`: each task also gets `"rows"`, its metric per document (0.0 or 1.0) in document
     order, whose mean is `score` (for statistics paired over the same documents). The model is left in the
     train/eval mode it came in, and the global random generators (python, numpy, torch) in the states they
-    were in: safe to call mid-training.
+    were in: safe to call mid-training. A forward pass with a NaN or infinite logit stops the evaluation
+    before anything is scored (`evaluate_tasks`).
     """
     tasks = expand_tasks(tasks)
     if not tasks:
         raise KentropyError("--tasks: name at least one task")
-    if batch_size <= 0:
-        raise KentropyError(f"--batch-size {batch_size}: must be positive")
-    if limit is not None and limit <= 0:
-        raise KentropyError(f"--limit {limit}: must be positive")
+    _check_sizes(batch_size, limit)
     _check_causal_lm(model)
-    return _evaluate_loaded(model, tokenizer, load_tasks(tasks, task_dir), batch_size=batch_size, limit=limit, seed=seed, rows=rows)
+    return evaluate_tasks(model, tokenizer, load_tasks(tasks, task_dir), batch_size=batch_size, limit=limit, seed=seed, rows=rows)
 
 
-def _evaluate_loaded(model, tokenizer, built: dict, *, batch_size: int, limit: int | None, seed: int, rows: bool = False) -> dict:
-    """`evaluate` on tasks already built by `load_tasks` (a checkpoint series loads them once)."""
-    import torch
+@contextlib.contextmanager
+def _finite_logits(model, name: str):
+    """Inside, every forward of `model` checks its logits: a NaN or infinite one raises (naming `name`, and the
+    non-finite weights where there are some) before lm-eval turns it into a score."""
 
+    def check(module, args, output):
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        if not bool(torch.isfinite(logits).all()):
+            raise nonfinite_forward(model, name, "the logits of a forward pass")
+
+    handle = model.register_forward_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def evaluate_tasks(model, tokenizer, tasks: dict, *, batch_size: int = 16, limit: int | None = None, seed: int = 0,
+                   rows: bool = False, name: str | None = None) -> dict:
+    """`evaluate` on tasks already built by `load_tasks` (a checkpoint series or a training run loads them once).
+
+    tasks: {name: lm-eval Task}; name: what the model is called in an error (a checkpoint; default its
+    `name_or_path`). Every forward's logits are checked: a non-finite one is refused before it is scored.
+    """
+    _check_sizes(batch_size, limit)
     _check_causal_lm(model)
     simple_evaluate, HFLM, TaskManager = _import_lm_eval()
+    label = name or getattr(model, "name_or_path", "") or type(model).__name__
     was_training = model.training
     try:
-        with _quiet(), rng.kept(), _no_git_probe():
+        with _quiet(), rng.kept(), _no_git_probe(), _finite_logits(model, label):
             # log-softmax in float32 even for a bf16 model: close log-likelihoods must not tie
             lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size,
                       softmax_dtype=torch.float32)
             out = simple_evaluate(
-                model=lm, tasks=list(built.values()), num_fewshot=0,
+                model=lm, tasks=list(tasks.values()), num_fewshot=0,
                 task_manager=TaskManager(include_defaults=False),  # the tasks come built: no index needed
                 batch_size=batch_size, limit=limit, log_samples=rows,
                 random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
@@ -319,19 +348,19 @@ def _evaluate_loaded(model, tokenizer, built: dict, *, batch_size: int, limit: i
         raise KentropyError("evaluate: lm-eval returned no results on this process (call it on LOCAL_RANK 0 only)")
 
     per_task = {}
-    for name, task in built.items():
-        r = out["results"][name]
-        metric = d_metric(name, task)
-        per_task[name] = {
+    for task_name, task in tasks.items():
+        r = out["results"][task_name]
+        metric = d_metric(task_name, task)
+        per_task[task_name] = {
             "acc": float(r["acc,none"]),
             "acc_stderr": _number(r.get("acc_stderr,none")),
             "acc_norm": _number(r.get("acc_norm,none")),
             "metric": metric,
             "score": float(r[f"{metric},none"]),
-            "n": int(out["n-samples"][name]["effective"]),
+            "n": int(out["n-samples"][task_name]["effective"]),
         }
         if rows:
-            per_task[name]["rows"] = document_values(out["samples"][name], metric)
+            per_task[task_name]["rows"] = document_values(out["samples"][task_name], metric)
     return {"tasks": per_task, "D": sum(t["score"] for t in per_task.values()) / len(per_task)}
 
 
@@ -374,9 +403,6 @@ def evaluate_series(cfg: EvaluateConfig, series=None) -> list[dict]:
 
     `series` (a `kentropy.runtime.series.Partial`) keeps each result as it finishes and skips those it holds.
     """
-    from kentropy.models.loading import gguf_fields, load_series, parse_checkpoints, pick_device, pick_dtype
-    from kentropy.runtime.series import progress_line
-
     n = len(parse_checkpoints(cfg.models))  # a malformed MODEL fails before the tasks load
     device = pick_device(cfg.device)
     built = load_tasks(cfg.task_list, cfg.task_dir)  # once, and before any model loads
@@ -384,7 +410,8 @@ def evaluate_series(cfg: EvaluateConfig, series=None) -> list[dict]:
     for item in load_series(cfg.models, skip=series.done if series else None, device=device,
                             dtype=pick_dtype(cfg.dtype, device), trust_remote_code=cfg.trust_remote_code):
         progress_line("evaluate", item.index, n, str(item.checkpoint))
-        r = _evaluate_loaded(item.model, item.tokenizer, built, batch_size=cfg.batch_size, limit=cfg.limit, seed=cfg.seed)
+        r = evaluate_tasks(item.model, item.tokenizer, built, batch_size=cfg.batch_size, limit=cfg.limit, seed=cfg.seed,
+                           name=str(item.checkpoint))
         results.append({"model": item.checkpoint.name, "revision": item.checkpoint.revision, **gguf_fields(item.checkpoint), **r})
         if series is not None:
             series.add(item.index, results[-1])

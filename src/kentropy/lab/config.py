@@ -19,7 +19,7 @@ from kentropy.errors import KentropyError
 from kentropy.knowledge.generate import MIN_FACTS
 from kentropy.lab import regime
 from kentropy.lab.judge.plan import AMPLIFY_GRID, AnalysisPlan, Pilot, check_pilot_seeds, contrast_steps, pilot_from_dict, plan_from_dict
-from kentropy.training.loop import SCHEDULES
+from kentropy.training.config import SCHEDULES
 
 PRESETS = ("smoke", "quick", "decay", "paper", "interventions", "ladder")
 PRESET_VERSION = 1

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kentropy.training.loop import TrainConfig, lr_at
+from kentropy.training.config import TrainConfig
+from kentropy.training.optimizer import lr_at
 
 # OLMo-1B's pretraining, for the regime table (allenai/OLMo-1B config: 739,328 steps of 4M tokens,
 # lr 4e-4 cosine to 4e-5 after 2,000 warmup steps, wd 0.1; ~3.0T tokens over ~1.18B parameters)

@@ -6,4 +6,5 @@
                  numbered as Cbar is; `parts(layer)`, `split(layer, idx)`
     loading.py   hub ids with `@rev1,rev2` series, local directories, safetensors checks, devices, dtypes
     compat.py    does a tokenizer fit its model (vocabulary, positions, pad), from the config alone
+    parameters.py  which parameters are weight matrices (weight decay, shrink-perturb); which hold non-finite values
 """

@@ -22,9 +22,11 @@ from kentropy.runtime.arguments import number
 REQUIRED = dataclasses.MISSING
 
 
-def option(default: Any = REQUIRED, help: str = "", *, argument: bool = False, short: str | None = None) -> Any:
-    """A config field. `argument=True` makes it positional; list defaults are copied per instance."""
-    meta = {"help": help, "argument": argument, "short": short}
+def option(default: Any = REQUIRED, help: str = "", *, argument: bool = False, short: str | None = None,
+           section: str | None = None) -> Any:
+    """A config field. `argument=True` makes it positional; list defaults are copied per instance;
+    `section` groups it under that heading in `--help`."""
+    meta = {"help": help, "argument": argument, "short": short, "section": section}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda d=default: list(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -78,13 +80,13 @@ def typer_command(cls: type, run: Callable[[Any], None]) -> Callable[..., None]:
         else:
             default = ...
         if meta.get("argument"):
-            info = typer.Argument(default, help=meta.get("help", ""), show_default=default is not ...)
+            info = typer.Argument(default, help=meta.get("help", ""), show_default=default is not ..., rich_help_panel=meta.get("section"))
         else:
             decls = [flag(f.name)] + ([meta["short"]] if meta.get("short") else [])
             typ = hints[f.name]
             if typ is bool:
                 decls = [f"{flag(f.name)}/--no-{f.name.replace('_', '-')}"]
-            info = typer.Option(default, *decls, help=meta.get("help", ""))
+            info = typer.Option(default, *decls, help=meta.get("help", ""), rich_help_panel=meta.get("section"))
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=hints[f.name]))
 
     def command(**kwargs):

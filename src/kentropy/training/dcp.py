@@ -20,9 +20,9 @@ from torch import nn
 
 from kentropy.runtime.distributed import barrier, rank_world
 from kentropy.io import write_dir_atomic
+from kentropy.training.rundir import TRAINER_STATE
 
 DCP_DIR = "dcp"
-TRAINER_STATE = "trainer_state.pt"
 
 
 def write_dir_atomic_all(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -36,7 +36,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from kentropy.edits.redo import dormant_per_layer, init_std_of, redo
 from kentropy.errors import KentropyError
+from kentropy.measurement.documents import load_texts
+from kentropy.measurement.workflow import measure_ids
+from kentropy.models.parameters import weight_matrices
+from kentropy.models.registry import find_stacks
+from kentropy.training.corpus import epochs_needed, pack_rows
 
 HFT, RECYCLE, REPLAY = 1, 2, 3  # generator streams
 
@@ -47,34 +53,55 @@ def stream(seed: int, purpose: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def check_options(cfg) -> None:
-    """Flag checks of the TrainConfig fields `replay`, `replay_fraction`, `freeze_half`, `recycle_every`, `threshold`."""
-    r = cfg.replay_fraction
+@dataclass(frozen=True)
+class PlasticitySettings:
+    """The plasticity options of a run (`TrainConfig.plasticity_settings`), and what the methods need to know of the run."""
+
+    replay: str | None  # --replay: the rehearsal corpus
+    replay_fraction: float  # --replay-fraction
+    freeze_half: bool  # --freeze-half
+    recycle_every: int  # --recycle-every (0 = off)
+    threshold: float | None  # --threshold: τ of recycling
+    seed: int  # of every stream below
+    steps: int
+    batch_size: int  # global rows per step
+    micro_batch: int  # rows per forward (recycling measures Cbar in these)
+    seq_len: int
+
+    @property
+    def on(self) -> bool:
+        """Whether any method is on."""
+        return bool(self.replay or self.freeze_half or self.recycle_every)
+
+
+def check_options(s: PlasticitySettings, *, fsdp: bool, knowledge: str | None) -> None:
+    """Flag checks of the plasticity options (with the two other flags they depend on: --fsdp and --knowledge)."""
+    r = s.replay_fraction
     if not (isinstance(r, (int, float)) and math.isfinite(r) and 0 <= r < 1):
         raise KentropyError(f"--replay-fraction {r}: must be in [0, 1)")
-    if cfg.replay is None and r > 0:
+    if s.replay is None and r > 0:
         raise KentropyError("--replay-fraction needs --replay DATA")
-    if cfg.replay is not None and r == 0:
+    if s.replay is not None and r == 0:
         raise KentropyError("--replay needs --replay-fraction R > 0")
-    if cfg.recycle_every < 0:
-        raise KentropyError(f"--recycle-every {cfg.recycle_every}: must be >= 0 (0 = off)")
-    if cfg.recycle_every and cfg.threshold is None:
+    if s.recycle_every < 0:
+        raise KentropyError(f"--recycle-every {s.recycle_every}: must be >= 0 (0 = off)")
+    if s.recycle_every and s.threshold is None:
         raise KentropyError("--recycle-every needs --threshold")
-    if cfg.threshold is not None:
-        if not cfg.recycle_every:
+    if s.threshold is not None:
+        if not s.recycle_every:
             raise KentropyError("--threshold needs --recycle-every N")
-        t = cfg.threshold
+        t = s.threshold
         # s_i has mean 1 in every layer, so its maximum is >= 1: τ < 1 never recycles a whole layer
         if not (math.isfinite(t) and 0 <= t < 1):
             raise KentropyError(f"--threshold {t}: must be in [0, 1) (s_i = Cbar_i / mean(Cbar) averages 1)")
-    if cfg.fsdp and cfg.recycle_every:
+    if fsdp and s.recycle_every:
         raise KentropyError("--recycle-every: not with --fsdp (recycling edits rows of whole, unsharded tensors)")
-    if cfg.freeze_half and not cfg.knowledge:
+    if s.freeze_half and not knowledge:
         raise KentropyError("--freeze-half needs --knowledge (it freezes per injection round)")
 
 
-def replay_rows_per_step(cfg) -> int:
-    return round(cfg.replay_fraction * cfg.batch_size)
+def replay_rows_per_step(s: PlasticitySettings) -> int:
+    return round(s.replay_fraction * s.batch_size)
 
 
 def injected_rows(items: int, batch: int) -> int:
@@ -99,13 +126,11 @@ def hft_frozen(blocks: list[list[tuple[str, torch.nn.Parameter]]], seed: int, ro
 
 
 def block_matrices(model) -> list[list[tuple[str, torch.nn.Parameter]]]:
-    """Per block of the model's layer stack(s): (name, parameter) of its weight matrices (dim >= 2)."""
-    from kentropy.models.registry import find_stacks
-
+    """Per block of the model's layer stack(s): (name, parameter) of its weight matrices (`weight_matrices`)."""
     found = find_stacks(model)
     if found is None:
         raise KentropyError(f"--freeze-half: no layer stack found in {type(model).__name__}")
-    return [[(f"{path}.{i}.{n}", p) for n, p in block.named_parameters() if p.dim() >= 2]
+    return [[(f"{path}.{i}.{n}", p) for n, p in weight_matrices(block)]
             for path, stack in found[1] for i, block in enumerate(stack)]
 
 
@@ -113,7 +138,7 @@ def block_matrices(model) -> list[list[tuple[str, torch.nn.Parameter]]]:
 class Plasticity:
     """The training-time methods a run uses (made by `prepare`, attached to the model by `attach`)."""
 
-    cfg: object
+    settings: PlasticitySettings
     injection_steps: list[int]
     replay: torch.Tensor | None = None  # [N, T] packed replay corpus
     replay_order: torch.Tensor | None = None  # [steps * n] row of every replay slot
@@ -136,13 +161,13 @@ class Plasticity:
     # ---- half fine-tuning -----------------------------------------------------------------
     def start_step(self, step: int) -> dict:
         """Before step `step`: a new round draws its frozen half. Returns fields for the step's log."""
-        if not self.cfg.freeze_half:
+        if not self.settings.freeze_half:
             return {}
         r = round_of(step, self.injection_steps)
         if r == self.round:
             return {}
         self.round = r
-        self.frozen = hft_frozen(self.blocks, self.cfg.seed, r)
+        self.frozen = hft_frozen(self.blocks, self.settings.seed, r)
         return {"round": r + 1, "frozen_matrices": len(self.frozen)}
 
     def drop_frozen_grads(self) -> None:
@@ -153,66 +178,58 @@ class Plasticity:
     # ---- continual recycling --------------------------------------------------------------
     def end_step(self, step: int, trained: torch.Tensor) -> dict:
         """After the update of step `step` (trained: its global batch [B, T]): recycle when due."""
-        cfg = self.cfg
-        if not cfg.recycle_every or (step + 1) % cfg.recycle_every or step + 1 >= cfg.steps:
+        s = self.settings
+        if not s.recycle_every or (step + 1) % s.recycle_every or step + 1 >= s.steps:
             return {}
-        from kentropy.measurement.workflow import measure_ids
-        from kentropy.edits.redo import dormant_per_layer, redo
-
         # full rows, no padding (the pad id is never used)
-        cbar = measure_ids(self.model, trained.tolist(), 0, batch_size=cfg.micro_batch, progress=False).coefficients
-        chosen = dormant_per_layer(self.model, cbar, cfg.threshold)
-        done = redo(self.model, cbar, cfg.threshold, None, stream(cfg.seed, RECYCLE, step), chosen=chosen)
+        cbar = measure_ids(self.model, trained.tolist(), 0, batch_size=s.micro_batch, progress=False).coefficients
+        chosen = dormant_per_layer(self.model, cbar, s.threshold)
+        done = redo(self.model, cbar, s.threshold, None, stream(s.seed, RECYCLE, step), chosen=chosen)
         done.reset_moments(self.opt)
         return {"recycled": done.total, "recycled_per_layer": [len(x.neurons) for x in done.layers]}
 
     def attach(self, model, opt) -> None:
         """Bind to the model and optimizer of the run (after they exist; before the first step)."""
-        from kentropy.edits.redo import init_std_of
-
         self.model, self.opt = model, opt
-        if self.cfg.freeze_half:
+        if self.settings.freeze_half:
             self.blocks = block_matrices(model)
-        if self.cfg.recycle_every:
+        if self.settings.recycle_every:
             init_std_of(model, None)  # a model without initializer_range fails here, before step 0
 
     def summary(self, records: list[dict]) -> dict:
         """The options as resolved, and what they did over the run's logged steps."""
-        cfg = self.cfg
+        s = self.settings
         steps = [r for r in records if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] >= 0]
         return {
-            "replay": cfg.replay, "replay_fraction": cfg.replay_fraction, "replay_rows_per_step": self.n_replay,
+            "replay": s.replay, "replay_fraction": s.replay_fraction, "replay_rows_per_step": self.n_replay,
             "replay_corpus_rows": int(self.replay.shape[0]) if self.replay is not None else None,
-            "freeze_half": cfg.freeze_half,
+            "freeze_half": s.freeze_half,
             "rounds": list({r["round"]: {"round": r["round"], "frozen_matrices": r["frozen_matrices"]}  # a resumed round logs again
                             for r in steps if "frozen_matrices" in r}.values()),
-            "recycle_every": cfg.recycle_every, "threshold": cfg.threshold,
+            "recycle_every": s.recycle_every, "threshold": s.threshold,
             "recycled": [{"step": r["step"], "neurons": r["recycled"]} for r in steps if "recycled" in r],
         }
 
 
-def prepare(cfg, tok, schedule: dict[int, list[dict]]) -> Plasticity | None:
+def prepare(s: PlasticitySettings, tok, schedule: dict[int, list[dict]]) -> Plasticity | None:
     """Check what needs the data and the plan (room for replay rows beside the injected ones) and load
     the replay corpus; None when no method is on. Runs before the run directory exists."""
-    if not (cfg.replay or cfg.freeze_half or cfg.recycle_every):
+    if not s.on:
         return None
-    p = Plasticity(cfg, sorted(schedule))
-    if cfg.replay:
-        from kentropy.training.corpus import epochs_needed, pack_rows
-        from kentropy.measurement.documents import load_texts
-
-        n = replay_rows_per_step(cfg)
+    p = Plasticity(s, sorted(schedule))
+    if s.replay:
+        n = replay_rows_per_step(s)
         if n == 0:
-            raise KentropyError(f"--replay-fraction {cfg.replay_fraction}: rounds to 0 of --batch-size {cfg.batch_size} rows")
-        worst = max((injected_rows(len(items), cfg.batch_size) for items in schedule.values()), default=0)
-        if n + worst > cfg.batch_size:
-            raise KentropyError(f"--replay-fraction {cfg.replay_fraction}: {n} replay rows and up to {worst} injected rows "
-                                f"exceed --batch-size {cfg.batch_size}; lower it or raise --batch-size")
-        rows = pack_rows(tok, load_texts(cfg.replay), cfg.seq_len)
+            raise KentropyError(f"--replay-fraction {s.replay_fraction}: rounds to 0 of --batch-size {s.batch_size} rows")
+        worst = max((injected_rows(len(items), s.batch_size) for items in schedule.values()), default=0)
+        if n + worst > s.batch_size:
+            raise KentropyError(f"--replay-fraction {s.replay_fraction}: {n} replay rows and up to {worst} injected rows "
+                                f"exceed --batch-size {s.batch_size}; lower it or raise --batch-size")
+        rows = pack_rows(tok, load_texts(s.replay), s.seq_len)
         if len(rows) == 0:
-            raise KentropyError(f"--replay {cfg.replay}: no full row of {cfg.seq_len} tokens")
-        g = stream(cfg.seed, REPLAY, 0)
-        epochs = epochs_needed(len(rows), cfg.steps, n)
+            raise KentropyError(f"--replay {s.replay}: no full row of {s.seq_len} tokens")
+        g = stream(s.seed, REPLAY, 0)
+        epochs = epochs_needed(len(rows), s.steps, n)
         p.replay, p.n_replay = rows, n
         p.replay_order = torch.cat([torch.randperm(len(rows), generator=g) for _ in range(epochs)])
     return p

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 _STEP = re.compile(r"^step-(\d{6,})$")
+TRAINER_STATE = "trainer_state.pt"  # in a checkpoint: what the loop needs to go on (steps done, optimizer, RNG)
 
 
 class RunDir:
@@ -45,5 +46,5 @@ class RunDir:
 
     def last_checkpoint(self) -> Path | None:
         """The latest checkpoint a run can resume from (it has its trainer state)."""
-        done = [p for _, p in self.saved_checkpoints() if (p / "trainer_state.pt").is_file()]
+        done = [p for _, p in self.saved_checkpoints() if (p / TRAINER_STATE).is_file()]
         return done[-1] if done else None

@@ -24,7 +24,9 @@ from kentropy.errors import KentropyError
 from kentropy.io import append_jsonl, make_dir, write_json
 from kentropy.lab.lean.model import LeanLM, save_member
 from kentropy.training.rundir import RunDir
-from kentropy.training.loop import TrainConfig, lr_at, make_optimizer, prepare_run_dir, saved_config, training_rows
+from kentropy.training.config import TrainConfig, saved_config
+from kentropy.training.inputs import prepare_run_dir, training_rows
+from kentropy.training.optimizer import lr_at, make_optimizer
 
 TRAINER = "kentropy.lab.lean"  # written into the run's config.json: which loop trained it
 

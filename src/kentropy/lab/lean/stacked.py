@@ -28,7 +28,8 @@ from kentropy.errors import KentropyError
 from kentropy.io import append_jsonl
 from kentropy.lab.lean.pretrain import autocast, check_pretraining, compiled, load_data, open_run, save_steps
 from kentropy.lab.lean.model import LeanLM, save_member
-from kentropy.training.loop import TrainConfig, lr_at
+from kentropy.training.config import TrainConfig
+from kentropy.training.optimizer import lr_at
 
 SHARED = ("steps", "batch_size", "micro_batch", "seq_len", "beta1", "beta2", "device", "dtype")
 EPS = 1e-8  # torch.optim.AdamW's default, as `make_optimizer` uses

@@ -63,7 +63,8 @@ def continual_stage(stages: Stages, cfg: LabConfig, start: str, start_hash: str,
     """`kentropy train` from `start` on the continual corpus with injected knowledge; A and F from its summary.
     train_options: extra TrainConfig fields (a plasticity method: replay, freeze_half, recycle_every, ...)."""
     from kentropy.runtime.console import is_verbose
-    from kentropy.training.loop import TrainConfig, train
+    from kentropy.training.config import TrainConfig
+    from kentropy.training.loop import train
 
     conf = {"start": start_hash, "world": world.hash, "corpora": corpora.hash, "seed": seed, **{k: getattr(cfg, k) for k in (
         "continual_steps", "continual_batch", "continual_lr", "continual_seq_len", "injection_rounds")}}

@@ -32,7 +32,7 @@ from kentropy.lab.lean.pretrain import pretrain
 from kentropy.lab.lean.model import FAMILIES as LEAN_FAMILIES
 from kentropy.models.loading import Checkpoint, load_tokenizer
 from kentropy.training.rundir import RunDir
-from kentropy.training.loop import TrainConfig
+from kentropy.training.config import TrainConfig
 from kentropy.training.loop import train as run_training  # `train` names the stage's TrainConfig here
 
 INIT = f"step-{0:06d}"  # the initialization, named as every checkpoint is (RunDir.checkpoint)

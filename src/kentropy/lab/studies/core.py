@@ -25,7 +25,8 @@ from kentropy.lab.stages.pretrain import pretrain_stage
 from kentropy.lab.stages.resuscitate import resuscitate_stage
 from kentropy.lab.stages.tokenizer import tokenizer_stage
 from kentropy.lab.stages.world import world_stage
-from kentropy.training.loop import TrainConfig, lr_at
+from kentropy.training.config import TrainConfig
+from kentropy.training.optimizer import lr_at
 
 MEASURE_BATCH = 16  # documents per measuring forward
 

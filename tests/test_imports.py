@@ -144,3 +144,30 @@ def test_rooms_import_downwards():
 def test_room_order_check_can_fail():
     assert ROOMS.index(room("kentropy.cli.app")) > ROOMS.index(room("kentropy.models.loading"))
     assert room("kentropy") == "kentropy" and room("kentropy.io") == "io"
+
+
+def function_level_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every `from kentropy...` import inside a function of `path`."""
+    text = path.read_text()
+    lines = text.splitlines()
+    out = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for n in ast.walk(node):
+                if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("kentropy"):
+                    out.append((n.lineno, lines[n.lineno - 1]))
+    return out
+
+
+def test_the_core_imports_kentropy_at_the_top():
+    """A core module's kentropy imports sit at its top, so its header shows what it depends on; one inside a
+    function says why on its line (a heavy optional dependency, e.g. matplotlib for plots)."""
+    late = {m: [(i, l) for i, l in function_level_imports(f) if "#" not in l]
+            for m, f in modules().items() if not m.startswith("kentropy.lab")}
+    assert {m: v for m, v in late.items() if v} == {}
+
+
+def test_function_level_import_finder_finds_one(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("from kentropy.io import write_json\n\ndef g():\n    from kentropy.errors import KentropyError\n    return 1\n")
+    assert function_level_imports(f) == [(4, "    from kentropy.errors import KentropyError")]

@@ -23,6 +23,7 @@ from torch import nn
 
 from kentropy.errors import KentropyError
 from kentropy.models.registry import FAMILIES, Circuits, Family, find_stacks, submodule
+from kentropy.models.loading import is_causal_lm
 
 
 @dataclass
@@ -213,7 +214,6 @@ def wire(model: nn.Module) -> Wiring:
     name = type(model).__name__
     if getattr(cfg, "do_layer_norm_before", True) is False:
         raise KentropyError(f"{name}: post-norm blocks with LayerNorm (do_layer_norm_before=False) are not supported for circuits")
-    from kentropy.models.loading import is_causal_lm
 
     if not is_causal_lm(cfg) or model.get_output_embeddings() is None:
         raise KentropyError(f"{name}: circuits need a causal LM with a next-token head")

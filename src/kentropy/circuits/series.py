@@ -30,6 +30,7 @@ from kentropy.errors import KentropyError
 from kentropy.io import check_out_file
 from kentropy.knowledge.schema import load_knowledge
 from kentropy.models.loading import gguf_fields, load_series, parse_checkpoints, pick_device, pick_dtype
+from kentropy.runtime.series import progress_line
 
 HIT_K = 10  # Ou et al. 2025: Hit@10 of the target under the circuit
 METHODS = ("eap-ig", "exact")
@@ -165,8 +166,6 @@ def circuits_series(cfg: CircuitsConfig, progress: bool = True, series=None) -> 
 
     `series` (a `kentropy.runtime.series.Partial`) keeps each checkpoint's records as they finish and skips those it holds.
     """
-    from kentropy.runtime.series import progress_line
-
     n = len(parse_checkpoints(cfg.models))
     device = pick_device(cfg.device)
     results, tasks = [], []

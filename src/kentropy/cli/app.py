@@ -104,7 +104,7 @@ class PlotConfig:
     out: str = option(help="Figure to write: .png, .pdf or .svg (the suffix sets the format).")
 
     def __post_init__(self) -> None:
-        from kentropy.measurement.plot import figure_format
+        from kentropy.measurement.plot import figure_format  # matplotlib: loaded only by the plot command
 
         check_out_file(self.out)
         figure_format(self.out)
@@ -112,7 +112,7 @@ class PlotConfig:
 
 @command("plot", PlotConfig)
 def plot_cmd(cfg: PlotConfig) -> None:
-    from kentropy.measurement.plot import plot_file
+    from kentropy.measurement.plot import plot_file  # matplotlib: loaded only by the plot command
 
     print(f"wrote {plot_file(cfg.result, cfg.out)}")
 
@@ -216,7 +216,7 @@ from kentropy.circuits.series import CircuitsConfig, circuits_series  # noqa: E4
 def circuits_cmd(cfg: CircuitsConfig) -> None:
     results = run_series(cfg, parse_checkpoints(cfg.models), lambda series: circuits_series(cfg, series=series))["results"]
     if cfg.plot:
-        from kentropy.circuits.plot import plot_circuits
+        from kentropy.circuits.plot import plot_circuits  # matplotlib: loaded only with --plot
 
         plot_circuits(results, cfg.plot)
     print(f"{'checkpoint':<28} {'task':<24} {'faith':>7} {'hit@10':>7} {'nodeJ':>6} {'edgeJ':>6} {'edges':>6} {'mov/rel/mix':>12}")

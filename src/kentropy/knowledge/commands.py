@@ -11,7 +11,8 @@ from kentropy.knowledge.generate import MIN_FACTS, generate_knowledge
 from kentropy.knowledge.plan import check_plan_entries, load_plan, make_plan
 from kentropy.knowledge.probe import probe
 from kentropy.knowledge.schema import load_knowledge
-from kentropy.models.loading import gguf_fields, is_causal_lm, load_series, pick_device, pick_dtype
+from kentropy.models.loading import gguf_fields, is_causal_lm, load_series, parse_checkpoints, pick_device, pick_dtype
+from kentropy.runtime.series import progress_line, series_config
 
 
 @dataclass
@@ -38,9 +39,6 @@ def probe_series(cfg: ProbeConfig, progress: bool = True, series=None) -> dict:
 
     `series` (a `kentropy.runtime.series.Partial`) keeps each result as it finishes and skips those it holds.
     """
-    from kentropy.models.loading import parse_checkpoints
-    from kentropy.runtime.series import progress_line, series_config
-
     n = len(parse_checkpoints(cfg.models))
     entries = load_knowledge(cfg.knowledge)
     plan = None

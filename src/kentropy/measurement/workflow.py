@@ -15,17 +15,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from kentropy.errors import ArgumentError, KentropyError, reason
+from kentropy.io import check_out_dir, check_out_file, json_text, temp_target, write_atomic
 from kentropy.measurement import entropy as E
 from kentropy.measurement.capture import AttentionEntropySums, CoefficientSums, NextTokenEntropySums, check_activation
-from kentropy.runtime.options import option, require
 from kentropy.measurement.documents import load_texts
-from kentropy.runtime.distributed import rank_world
-from kentropy.errors import ArgumentError, KentropyError, reason
-from kentropy.runtime.arguments import integer, strings, transformers_model, transformers_tokenizer
-from kentropy.models.loading import check_layers
+from kentropy.models.compat import check_positions, check_specials_truncate, read_config
+from kentropy.models.loading import (check_layers, check_safetensors, gguf_fields, load_series, max_positions, model_inputs,
+                                     parse_checkpoints, pick_device, pick_dtype)
 from kentropy.models.registry import find_layout
-from kentropy.io import check_out_dir, check_out_file, json_text, temp_target
-from kentropy.models.loading import gguf_fields, load_series, max_positions, model_inputs, pick_device, pick_dtype
+from kentropy.runtime.arguments import integer, strings, transformers_model, transformers_tokenizer
+from kentropy.runtime.distributed import rank_world
+from kentropy.runtime.options import option, require
+from kentropy.runtime.series import progress_line, run_series
 
 METRICS = ("knowledge", "attention", "next-token")
 
@@ -112,8 +114,6 @@ def tokenize(tokenizer, texts: list[str], seq_len: int, source: str = "texts") -
     """Token ids per document: tokenizer defaults (special tokens included), truncated to seq_len.
 
     `source` names the argument the documents came by, in the error for a document without tokens."""
-    from kentropy.models.compat import check_specials_truncate
-
     integer("seq_len", seq_len, low=1)
     check_specials_truncate(tokenizer, seq_len)
     ids = tokenizer(list(texts), truncation=True, max_length=seq_len)["input_ids"]
@@ -421,9 +421,6 @@ class MeasureConfig:
 
 def _measure_each(cfg: MeasureConfig, progress: bool = True, skip=None):
     """(index, checkpoint, Measurement) for every checkpoint of `cfg.models` not skipped, in order."""
-    from kentropy.models.loading import parse_checkpoints
-    from kentropy.runtime.series import progress_line
-
     n = len(parse_checkpoints(cfg.models))
     texts = load_texts(cfg.data, cfg.max_instances)
     device = pick_device(cfg.device)
@@ -431,7 +428,6 @@ def _measure_each(cfg: MeasureConfig, progress: bool = True, skip=None):
     ids = {}
 
     def tokenize_first(ckpt, tok) -> None:  # bad documents, or documents too long for the model, fail before any weights load
-        from kentropy.models.compat import check_positions, read_config
 
         ids[ckpt] = tokenize(tok, texts, cfg.seq_len, source="data")
         check_positions(ckpt, tok, max(len(x) for x in ids[ckpt]), read_config(ckpt, cfg.trust_remote_code), cfg.seq_len)
@@ -456,9 +452,6 @@ def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measuremen
 def measure_file(cfg: MeasureConfig, progress: bool = True) -> dict:
     """`kentropy measure`: the series with each checkpoint's result saved as it finishes (`kentropy.runtime.series`:
     `--resume` continues it), Cbar files written as they come; the payload written to `--out` at the end."""
-    from kentropy.models.loading import parse_checkpoints
-    from kentropy.runtime.series import run_series
-
     ckpts = parse_checkpoints(cfg.models)
     coefficients = [coefficients_path(cfg.coefficients_out, i, c.name, c.revision) for i, c in enumerate(ckpts)] if cfg.coefficients_out else None
     if coefficients:
@@ -502,7 +495,6 @@ def save_coefficient(r: Measurement, path: str, activation: str) -> str:
     """One checkpoint's Cbar as safetensors (tensors `layers.{l}`, [m_l]), atomically."""
     from safetensors.torch import save_file
 
-    from kentropy.io import write_atomic
 
     tensors = {f"layers.{l}": r.coefficients[l].contiguous() for l in range(r.layers)}  # [m_l]: E*m (+shared) for MoE
     meta = {"model": r.model, "revision": r.revision or "", "activation": activation,
@@ -525,7 +517,6 @@ def load_coefficients(path: str) -> torch.Tensor | list[torch.Tensor]:
     """
     from safetensors import safe_open
 
-    from kentropy.models.loading import check_safetensors
 
     p = Path(path)
     if p.is_dir():

@@ -23,7 +23,7 @@ import torch
 
 from kentropy.errors import ArgumentError, KentropyError, reason
 from kentropy.io import read_json
-from kentropy.models.compat import load_config
+from kentropy.models.compat import check_pad, check_vocab, load_config, read_config
 
 GGUF = ".gguf"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -335,7 +335,6 @@ def load_tokenizer(ckpt: Checkpoint, trust_remote_code: bool = False):
     vocab_size, a pad or eos token) before any weights load; a missing pad token becomes eos (said on stderr)."""
     from transformers import AutoTokenizer
 
-    from kentropy.models.compat import check_pad, check_vocab, read_config
 
     _check_local(ckpt, trust_remote_code)
     try:

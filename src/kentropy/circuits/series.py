@@ -25,7 +25,7 @@ from kentropy.circuits.graph import Circuit, Graph, select_circuit
 from kentropy.circuits.roles import head_attribution, head_roles
 from kentropy.circuits.tasks import Task, check_corrupted_targets, encode_task, read_tasks, tasks_from_knowledge
 from kentropy.circuits.trace import graph_of
-from kentropy.runtime.options import option, require
+from kentropy.runtime.options import device_option, dtype_option, option, require, series_resume_option, trust_remote_code_option
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file
 from kentropy.knowledge.schema import load_knowledge
@@ -60,10 +60,10 @@ class CircuitsConfig:
     batch_size: int = option(16, "Prompts per forward pass.")
     seed: int = option(0, "Seed for choosing corrupting subjects (when tasks are built from triples or --knowledge).")
     plot: str | None = option(None, "PNG file: each metric against the checkpoint (training step).")
-    device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N.")
-    dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
-    trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
-    resume: bool = option(False, "Continue an interrupted series from OUT.partial (its finished checkpoints are kept).")
+    device: str = device_option()
+    dtype: str = dtype_option()
+    trust_remote_code: bool = trust_remote_code_option()
+    resume: bool = series_resume_option()
 
     def __post_init__(self) -> None:
         if (self.task is None) == (self.knowledge is None):

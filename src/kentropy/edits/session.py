@@ -21,7 +21,7 @@ from kentropy.io import check_out_dir, write_dir_atomic, write_json
 from kentropy.measurement.documents import load_texts
 from kentropy.measurement.workflow import load_coefficients, measure_ids, tokenize
 from kentropy.models.loading import gguf_fields, load_model, load_tokenizer, parse_checkpoints, pick_device
-from kentropy.runtime.options import option, require, to_dict
+from kentropy.runtime.options import device_option, option, require, to_dict, trust_remote_code_option
 
 
 @dataclass
@@ -38,8 +38,8 @@ class EditConfig:
     batch_size: int = option(8, "Documents per forward pass.")
     activation: str = option("abs", "Coefficient magnitude: abs or relu.")
     overwrite: bool = option(False, "Replace an existing output directory.")
-    device: str = option("auto", "auto, cpu, cuda, cuda:N.")
-    trust_remote_code: bool = option(False, "Allow model code from the hub.")
+    device: str = device_option()
+    trust_remote_code: bool = trust_remote_code_option()
 
     def __post_init__(self) -> None:
         require(self, "max_instances", "seq_len", "batch_size", low=0, low_open=True)

@@ -30,7 +30,7 @@ from kentropy.io import check_out_file, read_text, write_atomic, write_jsonl
 from kentropy.models.loading import gguf_fields, is_causal_lm, load_series, parse_checkpoints, pick_device, pick_dtype
 from kentropy.models.parameters import nonfinite_forward
 from kentropy.runtime import rng
-from kentropy.runtime.options import option, require
+from kentropy.runtime.options import device_option, dtype_option, option, require, series_resume_option, trust_remote_code_option
 from kentropy.runtime.series import progress_line
 
 # OLMo's downstream metric of each of the paper's tasks (`--tasks paper`)
@@ -376,10 +376,10 @@ class EvaluateConfig:
     batch_size: int = option(16, "Requests per forward pass.")
     limit: int | None = option(None, "Evaluate only the first N documents of each task (for quick checks).")
     seed: int = option(0, "Seed for lm-eval's random, numpy and torch generators.")
-    device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N.")
-    dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
-    trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
-    resume: bool = option(False, "Continue an interrupted series from OUT.partial (its finished checkpoints are kept).")
+    device: str = device_option()
+    dtype: str = dtype_option()
+    trust_remote_code: bool = trust_remote_code_option()
+    resume: bool = series_resume_option()
 
     def __post_init__(self) -> None:
         if not self.task_list:

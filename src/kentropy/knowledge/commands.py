@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kentropy.runtime.options import option, require, to_dict
+from kentropy.runtime.options import device_option, dtype_option, option, require, series_resume_option, to_dict, trust_remote_code_option
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file, read_text, write_json
 from kentropy.knowledge.generate import MIN_FACTS, generate_knowledge
@@ -24,10 +24,10 @@ class ProbeConfig:
     out: str = option(help="Where to write the JSON results (atomically).")
     plan: str | None = option(None, "Injection plan JSON (`kentropy knowledge plan`): adds per-group scores.")
     batch_size: int = option(16, "Probes per forward pass (batches are grouped by length).")
-    device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N.")
-    dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
-    trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
-    resume: bool = option(False, "Continue an interrupted series from OUT.partial (its finished checkpoints are kept).")
+    device: str = device_option()
+    dtype: str = dtype_option()
+    trust_remote_code: bool = trust_remote_code_option()
+    resume: bool = series_resume_option()
 
     def __post_init__(self) -> None:
         require(self, "batch_size", low=0, low_open=True)

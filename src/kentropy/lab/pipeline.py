@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from kentropy.runtime.options import option
+from kentropy.runtime.options import device_option, option
 from kentropy.runtime.console import line
 from kentropy.errors import KentropyError
 from kentropy.io import write_json
@@ -42,7 +42,7 @@ class LabRunConfig:
     out: str = option(help="Lab directory (stages are cached here: a rerun resumes or costs nothing); "
                            "an existing one must be a lab directory of the same preset and config.")
     preset: str = option("quick", "smoke (<= 60 s, for tests), quick (<= 10 min on a 2-core CPU), decay (the decay study), paper (GPU-sized), interventions (quick + plasticity interventions compared), ladder (the scale ladder, one GPU, ~8 min).")
-    device: str = option("auto", "auto, cpu, cuda, cuda:N.")
+    device: str = device_option()
     report_to: str = option("none", "Also log the training stages' curves (pretraining, continual learning) to tensorboard or "
                                     "wandb, beside each run (STAGE/run/tensorboard, STAGE/run/wandb); none: metrics.jsonl only. "
                                     "Not part of any stage's cache key.")

@@ -26,7 +26,7 @@ from kentropy.models.loading import (check_layers, check_safetensors, gguf_field
 from kentropy.models.registry import find_layout
 from kentropy.runtime.arguments import integer, strings, transformers_model, transformers_tokenizer
 from kentropy.runtime.distributed import rank_world
-from kentropy.runtime.options import option, require
+from kentropy.runtime.options import device_option, dtype_option, option, require, series_resume_option, trust_remote_code_option
 from kentropy.runtime.series import progress_line, run_series
 
 METRICS = ("knowledge", "attention", "next-token")
@@ -394,11 +394,11 @@ class MeasureConfig:
     metrics: str = option("knowledge", "Comma-separated: knowledge, attention, next-token.")
     activation: str = option("abs", "Coefficient magnitude: abs (|c|, default) or relu (max(c, 0), the paper's alternative).")
     coefficients_out: str | None = option(None, "Directory to save each checkpoint's per-layer Cbar (safetensors).")
-    device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:N.")
+    device: str = device_option()
     device_map: str | None = option(None, "auto: spread a model too big for one GPU over all visible GPUs (accelerate), layer by layer; one process.")
-    dtype: str = option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
-    trust_remote_code: bool = option(False, "Allow model code from the hub (off unless you ask).")
-    resume: bool = option(False, "Continue an interrupted series from OUT.partial (its finished checkpoints are kept).")
+    dtype: str = dtype_option()
+    trust_remote_code: bool = trust_remote_code_option()
+    resume: bool = series_resume_option()
 
     def __post_init__(self) -> None:
         check_activation(self.activation)

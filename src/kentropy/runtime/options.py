@@ -32,6 +32,23 @@ def option(default: Any = REQUIRED, help: str = "", *, argument: bool = False, s
     return dataclasses.field(default=default, metadata=meta)
 
 
+# Options that many commands share, declared once (one help text each). Each call makes a fresh field.
+def device_option(section: str | None = None) -> Any:
+    return option("auto", "auto (cuda if available; under torchrun the local rank's GPU), cpu, cuda, cuda:N.", section=section)
+
+
+def dtype_option() -> Any:
+    return option("float32", "float32, or bfloat16 (CUDA) to halve memory.")
+
+
+def trust_remote_code_option() -> Any:
+    return option(False, "Allow model code from the hub (off unless you ask: it runs code from the model's repository).")
+
+
+def series_resume_option() -> Any:
+    return option(False, "Continue an interrupted series from OUT.partial (its finished checkpoints are kept).")
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -12,7 +12,7 @@ from functools import partial
 
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_dir
-from kentropy.runtime.options import option, require, to_dict
+from kentropy.runtime.options import device_option, option, require, to_dict
 from kentropy.training.plasticity import PlasticitySettings, check_options
 from kentropy.training.trackers import check_tracker
 
@@ -86,7 +86,7 @@ class TrainConfig:
     threshold: float | None = _plasticity(None, "--recycle-every: τ in [0, 1); neurons with Cbar_i / mean(Cbar) <= τ are recycled.")
 
     # ---- hardware --------------------------------------------------------------------------
-    device: str = _hardware("auto", "auto, cpu, cuda, cuda:N (under torchrun: the local rank's GPU).")
+    device: str = device_option(section="Hardware")
     dtype: str = _hardware("bfloat16", "Compute dtype on CUDA (bfloat16 or float32; fp32 master weights either way); CPU trains in float32.")
     compile: bool = _hardware(False, "torch.compile the training forward and backward (faster steps after a one-off compile).")
     fsdp: bool = _hardware(False, "Shard weights, gradients and optimizer state over the torchrun processes (FSDP2, block by block) "

@@ -98,7 +98,7 @@ def test_gemma_3_270m_end_to_end(gguf_path, docs, tmp_path, capsys):
     # train: two steps, one injection round, probes before and after
     code, _, err = run_cli(capsys, "train", gguf_path, "--data", docs, "--knowledge", k, "--out", tmp_path / "run", "--steps", 2,
                            "--batch-size", 2, "--micro-batch", 1, "--seq-len", 64, "--inject-interval", 2, "--rounds", 1,
-                           "--eval-every", 0, "--save-every", 2)
+                           "--eval-every", 0, "--save-every", 2, "--epochs", 2)  # 8 short documents: 3 rows of 64 tokens
     assert code == 0, err
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert math.isfinite(s["P_before"]) and math.isfinite(s["P_after"])

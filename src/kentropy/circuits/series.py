@@ -25,7 +25,7 @@ from kentropy.circuits.graph import Circuit, Graph, select_circuit
 from kentropy.circuits.roles import head_attribution, head_roles
 from kentropy.circuits.tasks import Task, check_corrupted_targets, encode_task, read_tasks, tasks_from_knowledge
 from kentropy.circuits.trace import graph_of
-from kentropy.runtime.options import device_option, dtype_option, option, require, series_resume_option, trust_remote_code_option
+from kentropy.runtime.options import device_option, dtype_option, models_option, option, require, series_resume_option, trust_remote_code_option
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file
 from kentropy.knowledge.schema import load_knowledge
@@ -41,7 +41,7 @@ EXACT_MAX_EDGES = 10_000  # --method exact: one forward pass per edge and batch;
 class CircuitsConfig:
     """Find knowledge circuits (EAP-IG) in each checkpoint and track them across the series (the last one is final)."""
 
-    models: list[str] = option(help="Model dirs or hub ids, in training order; NAME@rev1,rev2 is a checkpoint series.", argument=True)
+    models: list[str] = models_option()
     out: str = option(help="Where to write the JSON results (atomically).")
     task: str | None = option(None, "TASK.json: recall tasks written by kentropy.circuits.write_tasks, or a {'triples': [...]} file.")
     knowledge: str | None = option(None, "A Fictional Knowledge file to build the tasks from (instead of --task).")

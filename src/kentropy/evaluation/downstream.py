@@ -30,7 +30,7 @@ from kentropy.io import check_out_file, read_text, write_atomic, write_jsonl
 from kentropy.models.loading import gguf_fields, is_causal_lm, load_series, parse_checkpoints, pick_device, pick_dtype
 from kentropy.models.parameters import nonfinite_forward
 from kentropy.runtime import rng
-from kentropy.runtime.options import device_option, dtype_option, option, require, series_resume_option, trust_remote_code_option
+from kentropy.runtime.options import device_option, dtype_option, models_option, option, require, series_resume_option, trust_remote_code_option
 from kentropy.runtime.series import progress_line
 
 # OLMo's downstream metric of each of the paper's tasks (`--tasks paper`)
@@ -368,7 +368,7 @@ def evaluate_tasks(model, tokenizer, tasks: dict, *, batch_size: int = 16, limit
 class EvaluateConfig:
     """Zero-shot downstream accuracy (lm-evaluation-harness) of one or more checkpoints; D = mean of each task's metric."""
 
-    models: list[str] = option(help="Model dirs or hub ids; NAME@rev1,rev2 is a checkpoint series (one result each, in order).", argument=True)
+    models: list[str] = models_option()
     tasks: str = option(help=f"Comma-separated lm-eval task names, or local tasks in --task-dir; 'paper' = the paper's "
                              f"{','.join(PAPER_TASKS)} (acc_norm for piqa, hellaswag, openbookqa; acc for the others).")
     out: str = option(help="Where to write the JSON results (atomically).")

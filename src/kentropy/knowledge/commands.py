@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kentropy.runtime.options import device_option, dtype_option, option, require, series_resume_option, to_dict, trust_remote_code_option
+from kentropy.runtime.options import device_option, dtype_option, models_option, option, require, series_resume_option, to_dict, trust_remote_code_option
 from kentropy.errors import KentropyError
 from kentropy.io import check_out_file, read_text, write_json
 from kentropy.knowledge.generate import MIN_FACTS, generate_knowledge
@@ -19,7 +19,7 @@ from kentropy.runtime.series import progress_line, series_config
 class ProbeConfig:
     """Score fictional-knowledge probes (mem, gen, hard_gen) of one or more checkpoints."""
 
-    models: list[str] = option(help="Model dirs or hub ids; NAME@rev1,rev2 is a checkpoint series (one result each, in order).", argument=True)
+    models: list[str] = models_option()
     knowledge: str = option(help="Fictional Knowledge JSON file (Chang et al. 2024 format).")
     out: str = option(help="Where to write the JSON results (atomically).")
     plan: str | None = option(None, "Injection plan JSON (`kentropy knowledge plan`): adds per-group scores.")

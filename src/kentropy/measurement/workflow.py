@@ -26,7 +26,7 @@ from kentropy.models.loading import (check_layers, check_safetensors, gguf_field
 from kentropy.models.registry import find_layout
 from kentropy.runtime.arguments import integer, strings, transformers_model, transformers_tokenizer
 from kentropy.runtime.distributed import rank_world
-from kentropy.runtime.options import device_option, dtype_option, option, require, series_resume_option, trust_remote_code_option
+from kentropy.runtime.options import device_option, dtype_option, models_option, option, require, series_resume_option, trust_remote_code_option
 from kentropy.runtime.series import progress_line, run_series
 
 METRICS = ("knowledge", "attention", "next-token")
@@ -385,7 +385,7 @@ def measure(
 class MeasureConfig:
     """Measure knowledge entropy (and optionally attention / next-token entropy) of one or more checkpoints."""
 
-    models: list[str] = option(help="Model dirs, hub ids or GGUF files (DIR/FILE.gguf, dequantized); NAME@rev1,rev2 is a checkpoint series (one result each, in order).", argument=True)
+    models: list[str] = models_option()
     data: str = option(help="Documents: a .jsonl (field 'text'), a .txt (one per line), or a dataset name/dir.")
     out: str = option(help="Where to write the JSON results (atomically).")
     max_instances: int | None = option(None, "Use at most this many documents (the first ones).")

@@ -33,6 +33,11 @@ def option(default: Any = REQUIRED, help: str = "", *, argument: bool = False, s
 
 
 # Options that many commands share, declared once (one help text each). Each call makes a fresh field.
+def models_option() -> Any:
+    return option(help="Model dirs, hub ids or GGUF files (DIR/FILE.gguf, dequantized); NAME@rev1,rev2 is a checkpoint "
+                       "series, in training order (one result each, in order).", argument=True)
+
+
 def device_option(section: str | None = None) -> Any:
     return option("auto", "auto (cuda if available; under torchrun the local rank's GPU), cpu, cuda, cuda:N.", section=section)
 

@@ -160,7 +160,7 @@ def interleaved_steps(model_dir: Path, m: dict, rounds: int = 7, steps: int = 10
 
     from kentropy.lab.lean.pretrain import compiled
     from kentropy.lab.lean.model import LeanLM
-    from kentropy.models.loading import Checkpoint, load_model
+    from kentropy.models.loading import ModelRef, load_model
     from kentropy.training.sharding import clip_grad_norm
     from kentropy.training.config import TrainConfig
     from kentropy.training.optimizer import make_optimizer
@@ -168,7 +168,7 @@ def interleaved_steps(model_dir: Path, m: dict, rounds: int = 7, steps: int = 10
     torch.set_num_threads(1)
     cfg = TrainConfig(model="-", data="-", out="-", lr=1e-3)
     x = torch.randint(0, m["vocab"], (m["batch"], m["seq_len"]), generator=torch.Generator().manual_seed(0))
-    hf = load_model(Checkpoint(str(model_dir)))
+    hf = load_model(ModelRef(str(model_dir)))
     hf.train()
     lean = LeanLM.from_hf([hf], stacked=False)
     hf_fwd, lean_loss = torch.compile(hf), compiled(lean.loss, torch.device("cpu"))
@@ -209,14 +209,14 @@ def kernel_profile(model_dir: Path, m: dict, steps: int = 20, top: int = 12) -> 
 
     from kentropy.lab.lean.pretrain import compiled
     from kentropy.lab.lean.model import LeanLM
-    from kentropy.models.loading import Checkpoint, load_model
+    from kentropy.models.loading import ModelRef, load_model
     from kentropy.training.config import TrainConfig
     from kentropy.training.optimizer import make_optimizer
 
     torch.set_num_threads(1)
     torch._dynamo.reset()
     x = torch.randint(0, m["vocab"], (1, m["batch"], m["seq_len"]), generator=torch.Generator().manual_seed(0))
-    lean = LeanLM.from_hf([load_model(Checkpoint(str(model_dir)))], stacked=False)
+    lean = LeanLM.from_hf([load_model(ModelRef(str(model_dir)))], stacked=False)
     loss, opt = compiled(lean.loss, torch.device("cpu")), make_optimizer(lean, TrainConfig(model="-", data="-", out="-", lr=1e-3))
 
     def step() -> None:

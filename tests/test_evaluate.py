@@ -13,7 +13,7 @@ import yaml
 from conftest import tiny_model, run_cli
 from kentropy.errors import KentropyError
 from kentropy.evaluation.downstream import PAPER_TASKS, evaluate, write_task
-from kentropy.models.loading import Checkpoint, load_model
+from kentropy.models.loading import ModelRef, load_model
 
 QUERIES = [
     "The river that runs through the old town is called",
@@ -66,7 +66,7 @@ def rows(gold):
 
 @pytest.fixture(scope="module")
 def llama(model_dir):
-    return load_model(Checkpoint(str(model_dir("llama"))))
+    return load_model(ModelRef(str(model_dir("llama"))))
 
 
 def test_write_task_declares_lm_eval_yaml(tmp_path):
@@ -257,7 +257,7 @@ def test_cli_writes_one_result_per_checkpoint(model_dir, tokenizer, tmp_path, ca
         assert r["revision"] is None
         assert set(r["tasks"]["given"]) == {"acc", "acc_stderr", "acc_norm", "metric", "score", "n"}
         assert r["D"] == r["tasks"]["given"]["acc"]
-        expected = evaluate(load_model(Checkpoint(path)), tokenizer, ["given"], task_dir=str(tmp_path / "tasks"))
+        expected = evaluate(load_model(ModelRef(path)), tokenizer, ["given"], task_dir=str(tmp_path / "tasks"))
         assert r["tasks"] == expected["tasks"]  # tasks built once for the series give per-model results
     assert data["config"]["tasks"] == "given" and data["config"]["batch_size"] == 4
     assert "D" in stdout.splitlines()[0] and str(out) in stdout

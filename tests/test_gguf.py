@@ -14,7 +14,7 @@ gguf = pytest.importorskip("gguf")
 
 from kentropy.knowledge import generate_knowledge  # noqa: E402
 from kentropy.measurement.workflow import measure  # noqa: E402
-from kentropy.models.loading import Checkpoint, gguf_header, load_model, load_series, load_tokenizer, parse_checkpoints  # noqa: E402
+from kentropy.models.loading import ModelRef, gguf_header, load_model, load_series, load_tokenizer, parse_checkpoints  # noqa: E402
 
 SPECIALS = {"<s>", "<|endoftext|>", "<pad>", "<unk>"}  # <|endoftext|>: the eos, as transformers' GPT-2 tokenizer names it
 
@@ -117,7 +117,7 @@ def docs(tmp_path_factory, sample_texts):
 
 def test_header_names_the_quantization(gguf_model):
     path, _ = gguf_model
-    h = gguf_header(Checkpoint(str(path)))
+    h = gguf_header(ModelRef(str(path)))
     assert h["file"] == str(path) and h["architecture"] == "llama" and h["file_type"] == "Q8_0"
     # 2 layers x 7 matrices + embedding + head are Q8_0; 2 layers x 2 norms + the final norm are F32
     assert h["tensor_types"] == {"Q8_0": 16, "F32": 5}
@@ -128,12 +128,12 @@ def test_checkpoint_of_a_gguf_path(tmp_path):
     assert (ckpt.source, ckpt.gguf_file) == (str(tmp_path), "m-Q4_K_M.gguf")
     hub = parse_checkpoints(["org/repo/m.gguf@main,v2"])
     assert [(c.source, c.gguf_file, c.revision) for c in hub] == [("org/repo", "m.gguf", "main"), ("org/repo", "m.gguf", "v2")]
-    assert Checkpoint("some/dir").gguf_file is None and Checkpoint("some/dir").pretrained_kw == {"revision": None}
+    assert ModelRef("some/dir").gguf_file is None and ModelRef("some/dir").pretrained_kw == {"revision": None}
 
 
 def test_loads_dequantized_with_its_tokenizer(gguf_model, tokenizer):
     path, ref = gguf_model
-    ckpt = Checkpoint(str(path))
+    ckpt = ModelRef(str(path))
     tok = load_tokenizer(ckpt)
     text = "The mill by the river was built of stone."
     assert tok(text)["input_ids"] == tokenizer(text)["input_ids"]

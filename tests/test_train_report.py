@@ -58,10 +58,10 @@ def test_tensorboard_events_hold_the_metrics_log(inputs, tmp_path, capsys):
 @needs_tensorboard
 def test_entropy_monitor_is_logged(inputs, sample_texts, tmp_path):
     from kentropy import EntropyMonitor, TrainConfig, measure, train
-    from kentropy.models.loading import Checkpoint, load_model, load_tokenizer
+    from kentropy.models.loading import ModelRef, load_model, load_tokenizer
 
     run = tmp_path / "run"
-    tok = load_tokenizer(Checkpoint(str(inputs["model"])))
+    tok = load_tokenizer(ModelRef(str(inputs["model"])))
     texts = sample_texts[:6]
     monitor = EntropyMonitor(tok, texts, every=2, seq_len=32)
     cfg = TrainConfig(model=str(inputs["model"]), data=str(inputs["corpus"]), out=str(run), steps=4, batch_size=2, micro_batch=2,
@@ -70,7 +70,7 @@ def test_entropy_monitor_is_logged(inputs, sample_texts, tmp_path):
     log = {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
     assert [s for s, r in log.items() if "knowledge_entropy" in r] == [1, 3]  # after 2 and 4 optimizer steps
     assert scalars(run)["entropy/knowledge"] == pytest.approx({2: log[1]["knowledge_entropy"], 4: log[3]["knowledge_entropy"]}, rel=1e-6)
-    final = load_model(Checkpoint(str(run / "checkpoints" / "step-000004")))
+    final = load_model(ModelRef(str(run / "checkpoints" / "step-000004")))
     assert log[3]["knowledge_entropy"] == pytest.approx(measure(final, tok, texts, seq_len=32, progress=False).knowledge_entropy, rel=1e-5)
 
 

@@ -58,7 +58,7 @@ def check_out_free(out: str, overwrite: bool) -> Path:
 
 @dataclass
 class Edit:
-    ckpt: object  # kentropy.models.loading.Checkpoint
+    ckpt: object  # kentropy.models.loading.ModelRef
     tok: object
     model: object
     ids: list[list[int]] | None  # the documents H is measured on (None: no --data)

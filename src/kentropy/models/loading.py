@@ -30,8 +30,9 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 
 @dataclass(frozen=True)
-class Checkpoint:
-    """One model to load: a local directory or hub id, and an optional hub revision."""
+class ModelRef:
+    """A reference to one model to load (not a training checkpoint): a local directory, a hub id with an optional
+    revision, or a GGUF file."""
 
     name: str
     revision: str | None = None
@@ -55,18 +56,18 @@ class Checkpoint:
         return {"revision": self.revision} | ({"gguf_file": self.gguf_file} if self.gguf_file else {})
 
 
-def parse_checkpoints(specs: list[str]) -> list[Checkpoint]:
+def parse_checkpoints(specs: list[str]) -> list[ModelRef]:
     """`["a@r1,r2", "dir"]` -> [a@r1, a@r2, dir], in order. An existing path is never split."""
-    out: list[Checkpoint] = []
+    out: list[ModelRef] = []
     for spec in specs:
         if Path(spec).exists() or "@" not in spec:
-            out.append(Checkpoint(spec))
+            out.append(ModelRef(spec))
             continue
         name, _, revs = spec.rpartition("@")
         revisions = [r.strip() for r in revs.split(",") if r.strip()]
         if not name or not revisions:
             raise KentropyError(f"MODEL {spec!r}: expected NAME@rev1,rev2,...")
-        out.extend(Checkpoint(name, r) for r in revisions)
+        out.extend(ModelRef(name, r) for r in revisions)
     return out
 
 
@@ -101,7 +102,7 @@ def is_causal_lm(config) -> bool:
     return t in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and t not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
-def _check_local(ckpt: Checkpoint, trust_remote_code: bool = False) -> None:
+def _check_local(ckpt: ModelRef, trust_remote_code: bool = False) -> None:
     if ckpt.gguf_file:
         _check_gguf(ckpt, trust_remote_code)
         return
@@ -118,7 +119,7 @@ def _check_local(ckpt: Checkpoint, trust_remote_code: bool = False) -> None:
         raise KentropyError(f"MODEL {ckpt}: a local directory has no revisions")
 
 
-def _gguf_module(ckpt: Checkpoint):
+def _gguf_module(ckpt: ModelRef):
     try:
         import gguf
     except ImportError:
@@ -126,13 +127,13 @@ def _gguf_module(ckpt: Checkpoint):
     return gguf
 
 
-def _is_local_gguf(ckpt: Checkpoint) -> bool:
+def _is_local_gguf(ckpt: ModelRef) -> bool:
     """A GGUF on disk (the file, or its directory, exists here), not a hub `OWNER/REPO/FILE.gguf`."""
     path = Path(ckpt.name)
     return path.exists() or path.parent.is_dir()
 
 
-def gguf_header(ckpt: Checkpoint) -> dict:
+def gguf_header(ckpt: ModelRef) -> dict:
     """What a local GGUF file holds, from its header (gguf's `GGUFReader`; no tensor is dequantized):
     {file, architecture, file_type (llama.cpp's name, e.g. Q4_K_M; null when the file does not say),
     tensor_types: {ggml type: tensor count}}. A truncated or corrupt file is an error naming it."""
@@ -171,12 +172,12 @@ def _read_gguf_header(what: str, path: str, size: int, mtime_ns: int) -> dict:
             "tensor_types": {t: types.count(t) for t in sorted(set(types))}}
 
 
-def gguf_fields(ckpt: Checkpoint) -> dict:
+def gguf_fields(ckpt: ModelRef) -> dict:
     """`{"gguf": gguf_header(ckpt)}` for a local GGUF file, else `{}`: what a command's result records of it."""
     return {"gguf": gguf_header(ckpt)} if ckpt.gguf_file and Path(ckpt.name).is_file() else {}
 
 
-def _check_gguf(ckpt: Checkpoint, trust_remote_code: bool) -> None:
+def _check_gguf(ckpt: ModelRef, trust_remote_code: bool) -> None:
     """The gguf package is there; a local file is complete and of an architecture transformers loads from GGUF."""
 
     _gguf_module(ckpt)
@@ -218,7 +219,7 @@ def check_safetensors(path: str | Path, what: str) -> None:
         raise KentropyError(f"{what} {path}: truncated safetensors file ({size} bytes of {need})")
 
 
-def check_load_report(ckpt: Checkpoint, info: dict, *, allow_unexpected: bool = False) -> None:
+def check_load_report(ckpt: ModelRef, info: dict, *, allow_unexpected: bool = False) -> None:
     """Refuse weights that do not match the config: missing ones would be randomly initialised,
     unexpected ones silently dropped, mismatched ones resized. `info` is from_pretrained's loading info."""
     def some(keys) -> str:
@@ -276,7 +277,7 @@ def check_layers(config, what: str) -> None:
         raise KentropyError(f"{what}: num_hidden_layers is {n}: a model without layers has no FFN to measure, probe or train")
 
 
-def check_checkpoint(ckpt: Checkpoint, trust_remote_code: bool = False, check=None):
+def check_checkpoint(ckpt: ModelRef, trust_remote_code: bool = False, check=None):
     """What a checkpoint's files show before any weights load, in one-line errors naming the file: a local
     directory with config.json and weights, a config transformers accepts (its whole reason when not), at
     least one layer, sharded weights whose index names only shards that are there, safetensors files whole.
@@ -305,7 +306,7 @@ def check_checkpoint(ckpt: Checkpoint, trust_remote_code: bool = False, check=No
     return config
 
 
-def _load_error(ckpt: Checkpoint, e: Exception) -> KentropyError:
+def _load_error(ckpt: ModelRef, e: Exception) -> KentropyError:
     """A failed load in one line with the library's whole reason. For a local directory, the file at fault
     where its files show one (`check_checkpoint`, its config read as transformers reads it unless it asks for
     remote code, which is never run here); "offline or not found" only for a hub id that could not be fetched."""
@@ -330,7 +331,7 @@ def _raw_config(path: Path) -> dict:
     return data
 
 
-def load_tokenizer(ckpt: Checkpoint, trust_remote_code: bool = False):
+def load_tokenizer(ckpt: ModelRef, trust_remote_code: bool = False):
     """The checkpoint's tokenizer, checked against the model's config (`kentropy.models.compat`: ids within
     vocab_size, a pad or eos token) before any weights load; a missing pad token becomes eos (said on stderr)."""
     from transformers import AutoTokenizer
@@ -350,7 +351,7 @@ def load_tokenizer(ckpt: Checkpoint, trust_remote_code: bool = False):
 
 
 def load_model(
-    ckpt: Checkpoint,
+    ckpt: ModelRef,
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -401,7 +402,7 @@ def load_model(
 class Loaded:
     """One checkpoint of a series, loaded: `model` is released (None) before the next one loads."""
 
-    checkpoint: Checkpoint
+    checkpoint: ModelRef
     tokenizer: object
     model: object = None
     index: int = 0  # position in the series

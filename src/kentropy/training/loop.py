@@ -33,7 +33,7 @@ from kentropy.evaluation.downstream import expand_tasks, load_tasks
 from kentropy.io import append_jsonl, clean_stale_temps, make_dir, read_json, read_jsonl, write_json, write_jsonl
 from kentropy.knowledge import item_text
 from kentropy.models.compat import check_positions, read_config
-from kentropy.models.loading import Checkpoint, load_model, load_tokenizer, parse_checkpoints, pick_device
+from kentropy.models.loading import ModelRef, load_model, load_tokenizer, parse_checkpoints, pick_device
 from kentropy.models.parameters import nonfinite_forward
 from kentropy.runtime import rng
 from kentropy.runtime.distributed import barrier, rank_world
@@ -127,7 +127,7 @@ def setup(cfg: TrainConfig, show_memory: bool = True) -> Run:
 
     device = pick_device(cfg.device)  # under torchrun, distributed.init() bound this rank to its own GPU
     last = run.last_checkpoint() if cfg.resume else None
-    source = Checkpoint(str(last)) if last else ckpts[0]
+    source = ModelRef(str(last)) if last else ckpts[0]
     check_memory(cfg, source, device, world_size, show=show_memory)
     sharded = cfg.fsdp and world_size > 1  # one process with --fsdp: unsharded, but the same (DCP) checkpoints
     # FSDP: each rank reads the full weights into CPU memory; sharding moves only its shards to the device

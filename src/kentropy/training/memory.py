@@ -29,7 +29,7 @@ import torch
 
 from kentropy.errors import KentropyError
 from kentropy.models.compat import load_config
-from kentropy.models.loading import Checkpoint
+from kentropy.models.loading import ModelRef
 from kentropy.models.registry import find_layout
 from kentropy.runtime.distributed import rank_world
 from kentropy.training.config import TrainConfig
@@ -195,7 +195,7 @@ def check_fits(shape: Shape, est: Estimate, free: int, where: str) -> None:
     raise KentropyError(f"{msg}: use more processes (--fsdp with --micro-batch 1 does not fit over {est.processes})")
 
 
-def check_memory(cfg: TrainConfig, ckpt: Checkpoint, device: torch.device, world_size: int, show: bool = True) -> None:
+def check_memory(cfg: TrainConfig, ckpt: ModelRef, device: torch.device, world_size: int, show: bool = True) -> None:
     """Print the estimated memory per rank (rank 0, if `show`) and refuse a run that clearly cannot fit, before any weight loads."""
     rank, _ = rank_world()
     try:

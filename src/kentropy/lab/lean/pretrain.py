@@ -95,10 +95,10 @@ def pretrain(cfg: TrainConfig, *, compile: bool | None = None, rows: torch.Tenso
 
     compile: torch.compile the loss and its backward (default: cfg.compile). rows: the corpus already
     packed [N, seq_len] (else cfg.data is read and packed here)."""
-    from kentropy.models.loading import Checkpoint, load_model, load_tokenizer, pick_device
+    from kentropy.models.loading import ModelRef, load_model, load_tokenizer, pick_device
 
     check_pretraining(cfg)
-    ckpt = Checkpoint(cfg.model)
+    ckpt = ModelRef(cfg.model)
     tok = load_tokenizer(ckpt)
     data = load_data(cfg, tok, rows)
     device = pick_device(cfg.device)

@@ -104,11 +104,11 @@ def pretrain_stacked(cfgs: list[TrainConfig], *, compile: bool | None = None, ro
     its run's metrics.jsonl) and saves each member's checkpoints as HF directories in its run directory.
     compile: torch.compile the loss and its backward (default: member 0's --compile). rows: the corpus
     every member reads, already packed [N, seq_len] (else each member's --data is read and packed here)."""
-    from kentropy.models.loading import Checkpoint, load_model, load_tokenizer, pick_device
+    from kentropy.models.loading import ModelRef, load_model, load_tokenizer, pick_device
 
     check_members(cfgs)
     c0 = cfgs[0]
-    toks = [load_tokenizer(Checkpoint(c.model)) for c in cfgs]
+    toks = [load_tokenizer(ModelRef(c.model)) for c in cfgs]
     packed: dict = {}  # corpora shared by members are packed once
     data = []
     for c, tok in zip(cfgs, toks):
@@ -117,7 +117,7 @@ def pretrain_stacked(cfgs: list[TrainConfig], *, compile: bool | None = None, ro
         packed[key] = d.rows
         data.append(d)
     device = pick_device(c0.device)
-    model = LeanLM.from_hf([load_model(Checkpoint(c.model), device=device) for c in cfgs], stacked=True)
+    model = LeanLM.from_hf([load_model(ModelRef(c.model), device=device) for c in cfgs], stacked=True)
     runs = [open_run(c) for c in cfgs]
     torch.manual_seed(c0.seed)
     params = list(model.parameters())

@@ -161,7 +161,7 @@ def run_circuits(conf: dict, series: list[tuple[str, str, int]], summary: dict |
     from kentropy.circuits.trace import graph_of
     from kentropy.knowledge.schema import load_knowledge
     from kentropy.lab.text.world import build_world
-    from kentropy.models.loading import Checkpoint, load_model, pick_device
+    from kentropy.models.loading import ModelRef, load_model, pick_device
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
     world = build_world(conf["entities"], conf["world_seed"])
@@ -170,7 +170,7 @@ def run_circuits(conf: dict, series: list[tuple[str, str, int]], summary: dict |
     records, circuits = [], []
     layers = None
     for label, path, step in tqdm(series, desc="circuits"):
-        model = load_model(Checkpoint(path), device=dev, eager_attention=True)
+        model = load_model(ModelRef(path), device=dev, eager_attention=True)
         layers = graph_of(model).layers
         per_task, found = {}, {}
         for name, s in splits.items():

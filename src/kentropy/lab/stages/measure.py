@@ -51,10 +51,10 @@ def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: s
         from kentropy.measurement.diagnostics import cbar_diagnostics, neuron_weight_norms, weight_norm_summary
         from kentropy.io import write_atomic
         from kentropy.measurement.workflow import measure_ids, save_coefficients, tokenize
-        from kentropy.models.loading import Checkpoint, load_model, load_tokenizer, pick_device
+        from kentropy.models.loading import ModelRef, load_model, load_tokenizer, pick_device
 
         ckpts = pre.result["checkpoints"]
-        tok = load_tokenizer(Checkpoint(ckpts[0]["path"]))
+        tok = load_tokenizer(ModelRef(ckpts[0]["path"]))
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         docs = {"held_out": lambda: tokenize(tok, load_texts(corpora.result["measure"]), seq_len),
                 "seen": lambda: load_file(pre.result["first_rows"])["ids"].tolist()}
@@ -62,7 +62,7 @@ def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: s
         found = {k: [] for k in series}
         diag = []
         for c in ckpts:
-            model = load_model(Checkpoint(c["path"]), device=pick_device(device), eager_attention="attention" in metrics)
+            model = load_model(ModelRef(c["path"]), device=pick_device(device), eager_attention="attention" in metrics)
             for k in series:
                 found[k].append(measure_ids(model, ids[k], pad_id, metrics=metrics,
                                             batch_size=batch_size, name=stages.dir.stored(c["path"]), progress=False, instances=bootstrap > 0,

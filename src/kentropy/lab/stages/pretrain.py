@@ -30,7 +30,7 @@ from kentropy.lab.cache import Done, Stages
 from kentropy.lab.config import family
 from kentropy.lab.lean.pretrain import pretrain
 from kentropy.lab.lean.model import FAMILIES as LEAN_FAMILIES
-from kentropy.models.loading import Checkpoint, load_tokenizer
+from kentropy.models.loading import ModelRef, load_tokenizer
 from kentropy.training.rundir import RunDir
 from kentropy.training.config import TrainConfig
 from kentropy.training.loop import train as run_training  # `train` names the stage's TrainConfig here
@@ -41,7 +41,7 @@ PER_RUN = ("model", "out", "device", "resume", "overwrite", "report_to")  # Trai
 
 def packed_rows(init: Path, cfg: TrainConfig):
     """cfg.data packed into rows of cfg.seq_len tokens as the trainer packs it: [N, seq_len] token ids."""
-    return pack_rows(load_tokenizer(Checkpoint(str(init))), load_texts(cfg.data), cfg.seq_len)
+    return pack_rows(load_tokenizer(ModelRef(str(init))), load_texts(cfg.data), cfg.seq_len)
 
 
 def rows_stage(stages: Stages, name: str, data: str, tok_done: Done, seq_len: int) -> Done:

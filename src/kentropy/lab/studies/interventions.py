@@ -89,11 +89,11 @@ def entropy_stage(stages: Stages, name: str, path: str, path_hash: str, corpora:
     def fn(d: Path) -> dict:
         from kentropy.measurement.documents import load_texts
         from kentropy.measurement.workflow import measure_ids, tokenize
-        from kentropy.models.loading import Checkpoint, load_model, load_tokenizer, pick_device
+        from kentropy.models.loading import ModelRef, load_model, load_tokenizer, pick_device
 
-        tok = load_tokenizer(Checkpoint(path))
+        tok = load_tokenizer(ModelRef(path))
         ids = tokenize(tok, load_texts(corpora.result["measure"]), cfg.seq_len)
-        model = load_model(Checkpoint(path), device=pick_device(device))
+        model = load_model(ModelRef(path), device=pick_device(device))
         m = measure_ids(model, ids, tok.pad_token_id if tok.pad_token_id is not None else 0, batch_size=MEASURE_BATCH,
                         name=path, progress=False)
         return {"path": path, "knowledge_entropy": m.knowledge_entropy, "knowledge_entropy_per_layer": m.knowledge_entropy_per_layer}

@@ -46,7 +46,7 @@ from kentropy.training.optimizer import lr_at, make_optimizer
 from kentropy.training.plasticity import Plasticity, prepare
 from kentropy.training.rundir import RunDir
 from kentropy.training.scores import before_record, downstream, probe_scores, strip_probe, summarize
-from kentropy.training.sharding import clip_grad_norm, shard
+from kentropy.training.sharding import clip_grad_norm, reshard, shard
 from kentropy.training.state import load_trainer_state, save_checkpoint, save_sharded_checkpoint
 from kentropy.training.trackers import open_tracker
 
@@ -136,6 +136,8 @@ def setup(cfg: TrainConfig, show_memory: bool = True) -> Run:
     if sharded:
         shard(model, device, cfg.dtype)
     check_finite_forward(model, rows[:1].to(device), autocast_for(cfg, device, sharded), str(source))
+    if sharded:
+        reshard(model)
 
     # every input is good: now the run directory
     if rank == 0:

@@ -62,7 +62,7 @@ class PlasticitySettings:
     freeze_half: bool  # --freeze-half
     recycle_every: int  # --recycle-every (0 = off)
     threshold: float | None  # --threshold: τ of recycling
-    seed: int  # of every stream below
+    seed: int  # --seed: of the methods' generator streams (`stream`)
     steps: int
     batch_size: int  # global rows per step
     micro_batch: int  # rows per forward (recycling measures Cbar in these)

@@ -62,6 +62,16 @@ def shard(model: nn.Module, device: torch.device, dtype: str = "bfloat16") -> nn
     return model
 
 
+def reshard(model: nn.Module) -> None:
+    """Every FSDP unit back to its shards: a forward outside training leaves the root and the last block gathered
+    (`reshard_after_forward=False`), and the optimizer and DCP expect the sharded parameters."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
     """Clip the global gradient norm over all (possibly sharded) gradients; returns the norm before clipping.
 

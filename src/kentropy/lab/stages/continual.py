@@ -87,5 +87,6 @@ def continual_stage(stages: Stages, cfg: LabConfig, start: str, start_hash: str,
         ckpts = [str(p) for _, p in run.saved_checkpoints()]
         return {"label": label, "seed": seed, "start": start, "summary": summary, "probe_curve": curve, "checkpoints": ckpts}
 
-    code = ("kentropy.training.loop", "kentropy.training.corpus", "kentropy.evaluation.downstream") + (("kentropy.training.plasticity",) if train_options else ())
+    code = ("kentropy.training.loop", "kentropy.training.config", "kentropy.training.inputs", "kentropy.training.optimizer", "kentropy.training.state", "kentropy.training.scores",
+            "kentropy.training.corpus", "kentropy.evaluation.downstream") + (("kentropy.training.plasticity",) if train_options else ())
     return stages.run(f"continual-{label}-seed{seed}", conf, fn, code=code)

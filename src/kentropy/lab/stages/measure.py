@@ -89,4 +89,4 @@ def measure_stage(stages: Stages, name: str, pre: Done, corpora: Done, device: s
         return out
 
     code = ("kentropy.measurement.workflow", "kentropy.measurement.capture", "kentropy.measurement.bootstrap", "kentropy.measurement.entropy")
-    return stages.run(name, conf, fn, code=code + (("kentropy.measurement.diagnostics",) if diagnostics else ()))
+    return stages.run(name, conf, fn, code=code + (("kentropy.measurement.diagnostics", "kentropy.models.neurons") if diagnostics else ()))

@@ -134,5 +134,5 @@ def pretrain_stage(stages: Stages, name: str, model: dict, train: TrainConfig, t
                 "final_loss": log[-1]["loss"], "loss": [(x["step"], x["loss"]) for x in log],
                 "first_rows": str(kept) if kept else None}
 
-    return stages.run(name, conf, fn, code=("kentropy.lab.architectures", "kentropy.training.loop", "kentropy.training.corpus", "kentropy.lab.lean.model",
+    return stages.run(name, conf, fn, code=("kentropy.lab.architectures", "kentropy.training.loop", "kentropy.training.config", "kentropy.training.inputs", "kentropy.training.optimizer", "kentropy.training.state", "kentropy.training.scores", "kentropy.training.corpus", "kentropy.lab.lean.model",
                                              "kentropy.lab.lean.pretrain"))

@@ -24,4 +24,5 @@ def resuscitate_stage(stages: Stages, cfg: LabConfig, final: str, pre: Done, cor
                                                    batch_size=16, overwrite=True, device=device))
         return {"path": str(d / "model"), "report": report}
 
-    return stages.run(name or f"resuscitate-P{amplify:g}", conf, fn, code=("kentropy.edits.resuscitate", "kentropy.measurement.workflow"))
+    return stages.run(name or f"resuscitate-P{amplify:g}", conf, fn, code=("kentropy.edits.resuscitate", "kentropy.edits.session", "kentropy.models.neurons",
+                                                                              "kentropy.measurement.workflow"))

@@ -121,7 +121,8 @@ def edit_stage(stages: Stages, start: Start, method: str, params: dict, seed: in
         return {"path": str(d / "model"), "report": report, "error": None}
 
     return stages.run(f"intervene-{slug(method)}-{start.prefix}step{start.step}", conf, fn,
-                      code=("kentropy.edits.intervene", "kentropy.edits.redo", "kentropy.edits.shrink_perturb", "kentropy.edits.session", "kentropy.measurement.workflow"))
+                      code=("kentropy.edits.intervene", "kentropy.edits.redo", "kentropy.edits.shrink_perturb", "kentropy.edits.session", "kentropy.edits.resuscitate",
+                            "kentropy.models.neurons", "kentropy.models.parameters", "kentropy.measurement.workflow"))
 
 
 def run_start(stages: Stages, cfg: LabConfig, start: Start, world: Done, corpora: Done, replay: str, device: str) -> dict:

@@ -10,6 +10,7 @@ import yaml
 
 from kentropy.errors import KentropyError
 from kentropy.lab.config import InterventionsConfig, config_from_yaml, load_preset
+from kentropy.lab.labdir import LabDir
 from kentropy.lab.judge.verdicts import DID_NOT_HOLD, HELD, INCONCLUSIVE, NOT_MEASURABLE, NOT_TESTED
 from kentropy.lab.report.interventions import interventions_section
 from kentropy.lab.studies.interventions import ALGORITHM_1, METHODS, NONE, check, compare, paired, training_options
@@ -250,7 +251,7 @@ def test_smoke_lab_trains_every_method(tmp_path):
                 assert before == pytest.approx(start["knowledge_entropy"][k], rel=1e-4)  # the same documents
     # the baseline and Algorithm 1 are the core's own runs (cached, not trained twice)
     results = json.loads((out / "results.json").read_text())
-    assert results["interventions"] == json.loads(json.dumps(res))
+    assert results["interventions"] == json.loads(json.dumps(LabDir(out).stored(res)))  # stored with paths relative to the lab
     for seed in (0, 1):
         assert len(list(out.glob(f"stages/continual-pre{seed}-step*-seed0-*"))) == 1
         assert len(list(out.glob(f"stages/continual-pre{seed}-resuscitated-P2-seed0-*"))) == 1

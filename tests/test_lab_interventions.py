@@ -259,9 +259,9 @@ def test_smoke_lab_trains_every_method(tmp_path):
     run = json.loads(next(out.glob("stages/continual-pre0-rehearsal-seed0-*/result.json")).read_text())
     pretrain = json.loads(next(out.glob("stages/corpora-*/result.json")).read_text())["pretrain"]
     assert run["summary"]["config"]["replay"] in [p["path"] for p in pretrain.values()] and run["summary"]["config"]["replay_fraction"] == 0.25
-    replay_text = open(run["summary"]["config"]["replay"], encoding="utf-8").read()
+    replay_text = (out / run["summary"]["config"]["replay"]).read_text(encoding="utf-8")  # stored relative to the lab
     world = json.loads(next(out.glob("stages/world-*/result.json")).read_text())
-    entries = load_knowledge(world["knowledge"])
+    entries = load_knowledge(str(out / world["knowledge"]))
     assert entries and not any(e["train_context"] in replay_text for e in entries)
     assert json.loads(next(out.glob("stages/continual-pre0-hft-seed0-*/result.json")).read_text())["summary"]["config"]["freeze_half"]
     assert all(isinstance(n, int) for seed in by_name["continual ReDo"]["recycled_neurons"] for n in seed)

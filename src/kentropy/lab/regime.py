@@ -6,7 +6,6 @@ Nothing here trains or reads files; an `arm` is any object with the fields of `c
 
 from __future__ import annotations
 
-import numpy as np
 
 from kentropy.training.config import TrainConfig
 from kentropy.training.optimizer import lr_at
@@ -56,15 +55,6 @@ def olmo_1b_regime() -> dict:
             "equilibrium_steps": eq, "equilibrium_share": eq / o["steps"], "epochs": 1.0}
 
 
-def log_spaced_steps(steps: int, warmup_steps: int, n: int) -> list[int]:
-    """n checkpoint step counts, log-spaced from a quarter of the warmup (or step 1) to the last step."""
-    lo = max(1, warmup_steps // 4)
-    out = sorted({int(round(x)) for x in np.geomspace(lo, steps, n)} | {steps})
-    k = 2
-    while len(out) < n and k < 100:  # rounding merged some: spread more points
-        out = sorted({int(round(x)) for x in np.geomspace(lo, steps, n + k)} | {steps})
-        k += 1
-    return out
 
 
 def save_every(steps: int, checkpoints: int) -> int:

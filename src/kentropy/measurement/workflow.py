@@ -444,9 +444,6 @@ def _measure_each(cfg: MeasureConfig, progress: bool = True, skip=None):
         yield item.index, ckpt, m
 
 
-def measure_series(cfg: MeasureConfig, progress: bool = True) -> list[Measurement]:
-    """Measure every checkpoint of `cfg.models` on `cfg.data`, in order (loading one at a time)."""
-    return [m for _, _, m in _measure_each(cfg, progress)]
 
 
 def measure_file(cfg: MeasureConfig, progress: bool = True) -> dict:

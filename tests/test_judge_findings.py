@@ -97,6 +97,20 @@ def test_finding_3_counts_a_p_only_where_h_rose_and_needs_p_and_d_after():
     assert f3["verdict_A"] == f3["verdict_F"] == NOT_TESTED and f3["why_A"]
 
 
+def test_finding_3_without_a_pilot_is_not_testable_where_one_p_raised_h():
+    """No pilot, p = 1 raised H and p = 1.5, 2 lowered it: the grid's power gate is that of p = 1 (unknown), not the
+    passing not-applicable gates of the p that raised nothing; the testable table agrees with the verdict."""
+    rows = [resus(p, s, 0.05 if p == 1.0 else -0.1, 3.0, -3.0, 0.2, 0.02) for p in (1.0, 1.5, 2.0) for s in range(6)]
+    gates, f3 = finding_3(rows, layers=2, pilot=None, knowledge=PASSED)
+    assert not gates["3a"]["power"]["passed"] and "power unknown" in gates["3a"]["power"]["why"]
+    assert f3["verdict_A"] == NOT_MEASURABLE
+    table = {r["finding"]: r for r in can_test(gates, {"3a": (f3["verdict_A"], f3["why_A"]), "3b": (f3["verdict_F"], f3["why_F"])})}
+    assert table["3a"]["testable"] is False and "power unknown" in table["3a"]["why"]
+    # H rose at no p: the power gate does not apply, the manipulation gate decides (not tested)
+    gates, f3 = finding_3([r for r in rows if r["amplify"] != 1.0], layers=2, pilot=None, knowledge=PASSED)
+    assert gates["3a"]["power"]["passed"] and not gates["3a"]["manipulation"]["passed"] and f3["verdict_A"] == NOT_TESTED
+
+
 def test_an_edit_that_lowers_p_and_d_is_not_a_gain():
     """A damaging edit: A up and F down against its own lowered start, while P and D after continual learning fall."""
     rows = [resus(1.0, s, 0.05, 40.0 + s, -8.0 - s, -0.3 - 0.01 * s, -0.05 - 0.001 * s) for s in range(6)]

@@ -181,12 +181,19 @@ def finding_3(records: Sequence[Mapping], *, layers: int, pilot: Pilot | None, k
         entries.append(entry)
     gates = {}
     for key in PARTS:
-        best = max(power[key].values(), key=lambda g: -1.0 if g["power"] is None else g["power"])
+        # only a p that raised H in some seed has a paper-implied effect to power for; the others' gates do not apply
+        # (the manipulation gate says so), and never pass the power gate for the grid
+        applied = [g for g in power[key].values() if g["applies"]]
+        if applied:
+            best = max(applied, key=lambda g: -1.0 if g["power"] is None else g["power"])
+            passed = any(g["passed"] for g in applied)
+            pg = {**{k: best[k] for k in ("mde", "paper_effect", "units", "power", "seeds", "sd", "target")},
+                  "applies": True, "passed": passed, "per_amplify": power[key], "why": None if passed else best["why"]}
+        else:
+            pg = {**not_applicable("H rose at no p: no paper-implied effect to power for (the manipulation gate decides)"),
+                  "per_amplify": power[key]}
         gates[key] = {"knowledge": knowledge if key == "3b" else not_applicable("acquisition needs no prior knowledge"),
-                      "power": {**{k: best[k] for k in ("mde", "paper_effect", "units", "power", "seeds", "sd", "target")},
-                                "passed": any(g["passed"] for g in power[key].values()), "per_amplify": power[key],
-                                "why": None if any(g["passed"] for g in power[key].values()) else best["why"]},
-                      "manipulation": manip}
+                      "power": pg, "manipulation": manip}
     vA, whyA = _combine(entries, "3a")
     vF, whyF = _combine(entries, "3b")
     return gates, {"resuscitation": [dict(r, counted=r["H_after"] > r["H_before"]) for r in records], "by_amplify": entries,
@@ -196,8 +203,8 @@ def finding_3(records: Sequence[Mapping], *, layers: int, pilot: Pilot | None, k
 
 # ---- the testable table and the pilot's estimates --------------------------------------------------
 def can_test(gates: Mapping[str, Mapping], verdicts: Mapping[str, tuple[str, str | None]]) -> list[dict]:
-    """Per finding (FINDINGS order, those in `gates`): `finding`, `title`, `testable` (no gate failed and the quantity was
-    measured), `why` (the first failed gate's reason, or why it was not measured) and `verdict`. verdicts: key ->
+    """Per finding (FINDINGS order, those in `gates`): `finding`, `title`, `testable` (no gate failed, the quantity was
+    measured and the verdict is a tested one), `why` (the first failed gate's reason, or why it was not measured) and `verdict`. verdicts: key ->
     (verdict, why)."""
     out = []
     for key in FINDINGS:
@@ -205,8 +212,8 @@ def can_test(gates: Mapping[str, Mapping], verdicts: Mapping[str, tuple[str, str
             continue
         stop = blocked(gates[key])
         v, why = verdicts[key]
-        if stop is None and v == NOT_MEASURED:
-            stop = (v, why)
+        if stop is None and v in (NOT_MEASURED, NOT_MEASURABLE, NOT_TESTED):  # e.g. a gate of each p of finding 3's grid
+            stop = (v, why or f"the finding's verdict is {v}")
         out.append({"finding": key, "title": FINDINGS[key], "testable": stop is None, "why": stop[1] if stop else None, "verdict": v})
     return out
 

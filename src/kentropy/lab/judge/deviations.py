@@ -17,4 +17,8 @@ RULES = (
     "resuscitation judged also on P and D after continual learning, paired by pretraining seed; Algorithm 1 over a "
     "grid of p, each p counted only in the seeds where H rose; the paper's effect stated as a range. These rules were "
     "chosen by what a design can tell, never by which way it told.",
+    "2026-12-06, after a knowledge pilot's testable table was seen (finding 3a read testable beside a verdict of not "
+    "measurable): finding 3's power gate over the grid of p is that of the p that raised H in some seed (a p that "
+    "raised it nowhere has no paper-implied effect and no longer passes the gate for the others), and the testable "
+    "table never says yes beside a verdict that was not tested.",
 )

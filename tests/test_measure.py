@@ -237,32 +237,6 @@ def test_unknown_logit_transform_is_refused(tokenizer, sample_texts, monkeypatch
     assert "forward" not in vars(model.get_output_embeddings())  # the head is restored
 
 
-@pytest.mark.parametrize("family", ["llama", "opt"])
-def test_per_document_path_equals_the_weighted_product(family, tokenizer, sample_texts, monkeypatch):
-    """On CPU the dense hook sums |c| document by document over real tokens only; the general path (any
-    weights) is one weighted [1, B*T] @ [B*T, m] product. Both give the same Cbar and per-document means."""
-    from kentropy.measurement import capture
-    from kentropy.measurement.workflow import measure_ids
-
-    model = tiny_model(family)
-    ids = tokenize(tokenizer, sample_texts[:7], 40)
-    fast = measure_ids(model, ids, 2, batch_size=3, instances=True, progress=False)
-    monkeypatch.setattr(capture, "prefix_lengths", lambda w: None)
-    general = measure_ids(model, ids, 2, batch_size=3, instances=True, progress=False)
-    assert torch.allclose(fast.coefficients, general.coefficients, rtol=1e-5, atol=1e-8)
-    assert torch.allclose(fast.instance_coefficients, general.instance_coefficients, rtol=1e-5, atol=1e-8)
-
-
-def test_prefix_lengths():
-    from kentropy.measurement.capture import prefix_lengths
-    from kentropy.measurement.entropy import instance_weights
-
-    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
-    assert prefix_lengths(instance_weights(mask)) == [3, 4, 1]
-    assert prefix_lengths(instance_weights(torch.tensor([[0, 1, 1, 1]]))) is None  # left padding
-    assert prefix_lengths(torch.tensor([[0.5, 0.25, 0.0]])) is None  # unequal weights
-
-
 def test_head_forward_set_on_the_instance_is_kept(tokenizer, sample_texts):
     """accelerate (--device-map) puts its own forward on a module instance: the reduction wraps it and puts
     it back after; two captures never patch one head at once."""

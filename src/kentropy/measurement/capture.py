@@ -77,14 +77,10 @@ class _Hooks:
         """The forward run inside reduces with these per-token weights ([B, T]; 0 on padding)."""
         self._weights = weights
         try:
-            self._begin_batch()
             yield self
             self._end_batch()
         finally:
             self._weights = None
-
-    def _begin_batch(self) -> None:
-        """Called before a batch's forward runs, its weights set (a subclass may prepare per-batch state)."""
 
     def _end_batch(self) -> None:
         """Called after a batch's forward completed (a subclass may keep per-batch results)."""
@@ -131,16 +127,6 @@ def _magnitude(c: torch.Tensor, activation: str) -> torch.Tensor:
     return a if a.dtype in (torch.float32, torch.float64) else a.float()  # bf16/fp16: reduce in fp32
 
 
-def prefix_lengths(w: torch.Tensor) -> list[int] | None:
-    """Each row's count of positive weights, when every row of `w` [B, T] is one weight repeated over a prefix
-    and 0 after it (right padding, per-document means: `instance_weights`); else None."""
-    n = (w > 0).sum(1)  # [B]
-    prefix = torch.arange(w.shape[1], device=w.device)[None] < n[:, None]
-    if not (torch.equal(w > 0, prefix) and torch.equal(w, w[:, :1] * prefix)):
-        return None
-    return n.tolist()
-
-
 def median(a: torch.Tensor) -> torch.Tensor:
     """The median over the last dim, interpolated as numpy's (the mean of the two middle values when the
     count is even), in float64: [..., n] -> [...]. A selection, not a sort: the lower middle value by
@@ -179,7 +165,6 @@ class CoefficientSums(_Hooks):
         self.points = [coef_point(layer)[0] for layer in layout.layers]
         self.sums: list[torch.Tensor] | None = None
         self._keep = instances
-        self._lengths: list[int] | None = None  # the batch's documents' lengths, where the per-document path applies
         self._batch: list[torch.Tensor | None] = [None] * len(layout.layers)
         self._done: list[torch.Tensor] = []
         try:
@@ -205,24 +190,12 @@ class CoefficientSums(_Hooks):
         return self.weights.reshape(-1).to(device=device, dtype=dtype)  # [N]: row-major over [B, T]
 
     # ---- dense --------------------------------------------------------------------------------
-    def _begin_batch(self) -> None:
-        self._lengths = prefix_lengths(self.weights) if self.weights.device.type == "cpu" and self._positions is None else None
-
     def _dense_hook(self, l: int):
         def hook(module, args):
             c = args[0]  # [B, T, m]: the input of the down projection (OPT flattens to [B*T, m])
             w = self.weights  # [B, T]
             B, T = w.shape
             c = c.reshape(B, T, -1)
-            if self._lengths is not None:
-                # CPU, every document a prefix of equal weights 1/|s|: per document, its real tokens only
-                # (|c| of one document at a time stays in cache, and padding is never touched)
-                per = torch.stack([_magnitude(c[b, :n], self.activation).sum(0) for b, n in enumerate(self._lengths)])
-                per = per * w[:, :1].to(per.dtype)  # [B, m]: each document's mean |c|
-                self._add(l, 0, per.sum(0))
-                if self._keep:
-                    self._batch[l] = per.double()
-                return
             a = _magnitude(c, self.activation)
             w = w.to(device=a.device, dtype=a.dtype)
             # sum_b mean_t |c[b, t]| as one [1, B*T] @ [B*T, m] product

@@ -249,8 +249,10 @@ def test_loop_config_is_checked():
     with pytest.raises(KentropyError, match="loop_fractions"):
         decay_config({"loop_fractions": [0.5, 1.5], "min_reference_tokens_per_parameter": 0})
     d = load_preset("decay").decay
-    assert d.loop_fractions == [0.25, 0.5, 0.75, 1.0] and d.loop_tasks_per_kind > 1875
-    assert d.loop_amplify == [1.0, 1.5, 2.0] and d.pilot is None
+    assert d.loop_fractions == [0.25, 1.0] and d.loop_tasks_per_kind > 1875
+    assert d.loop_amplify == [1.0, 1.5, 2.0]
+    pilot = d.pilot_plan()  # measured on seeds disjoint from the main runs'
+    assert pilot is not None and not set(pilot.seeds) & set(d.seeds) and {"2c", "2d", "3a", "3b"} <= set(pilot.sd)
     free = {"min_reference_tokens_per_parameter": 0, "min_tokens_per_parameter": 0, "min_cumulative_weight_decay": 0}
     with pytest.raises(KentropyError, match="loop_amplify must hold the grid 1, 1.5, 2 at least .* missing 1, 1.5"):
         decay_config({"loop_amplify": [2.0], **free})

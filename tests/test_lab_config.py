@@ -20,7 +20,7 @@ def test_every_shipped_preset_loads_and_validates(name):
 
 
 def test_quick_is_the_defaults_and_paper_follows_the_protocol():
-    assert load_preset("quick") == LabConfig()
+    assert load_preset("quick") == LabConfig(pretrain_seeds=[0, 1])  # the defaults, two seeds to fit the demo's 10 minutes
     p = load_preset("paper")
     assert (p.continual_steps, p.continual_batch, p.continual_lr, p.injection_rounds) == (1600, 128, 4e-4, 10)
     assert (p.knowledge_paraphrase, p.knowledge_once) == (70, 60) and p.repeat == 1

@@ -21,4 +21,7 @@ RULES = (
     "measurable): finding 3's power gate over the grid of p is that of the p that raised H in some seed (a p that "
     "raised it nowhere has no paper-implied effect and no longer passes the gate for the others), and the testable "
     "table never says yes beside a verdict that was not tested.",
+    "2026-12-06, after make demo at bb112c0 was timed (11.0 min from a fresh clone, over its 10): the quick preset's "
+    "pretraining seeds 3 -> 2. Chosen by the run's time, not by its results; the demo's findings read not measurable "
+    "either way.",
 )
